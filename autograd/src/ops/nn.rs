@@ -1,0 +1,197 @@
+//! Neural-network ops: softmax, norms, rotary embeddings, the cross-entropy loss and causal
+//! attention.
+//!
+//! The norms have explicit backward formulas instead of being composed from smaller `Var` ops:
+//! one node instead of a dozen, and the rule recomputes the per-row statistics from the saved
+//! input rather than saving them, so the tape holds one tensor per norm. Causal attention is the
+//! opposite trade: it is composed from differentiable `Var` ops, so its backward is the chain of
+//! rules that are each gradchecked on their own.
+
+use brainstacks_tensor::{DType, Device, Dim, Tensor};
+
+use crate::{Error, Result, Var, record};
+
+/// The dtype a rule computes in: half types are upcast to f32, because per-row sums of a few
+/// thousand bf16 products lose most of their bits.
+fn compute_dtype(dtype: DType) -> DType {
+    match dtype {
+        DType::BF16 | DType::F16 => DType::F32,
+        dt => dt,
+    }
+}
+
+/// The causal mask of an attention block with `t` queries aligned to the end of `s` keys:
+/// 1 where query `i` must not see key `j`, i.e. `j > i + s - t`.
+fn causal_mask(t: usize, s: usize, device: &Device) -> Result<Tensor> {
+    let mut m = vec![0u8; t * s];
+    for i in 0..t {
+        for j in 0..s {
+            // Written without subtraction so T > S (rows that see nothing) cannot underflow.
+            if j + t > i + s {
+                m[i * s + j] = 1;
+            }
+        }
+    }
+    Ok(Tensor::from_vec(m, &[t, s], device)?)
+}
+
+impl Var {
+    /// Softmax along `dim`. Backward: `dx = y * (g - sum(g * y, dim))`, with `y` the saved
+    /// output. Where the input is `-inf`, `y` is exactly 0, so the gradient there is 0, not NaN.
+    pub fn softmax<D: Dim>(&self, dim: D) -> Result<Var> {
+        let d = dim.resolve("softmax", self.shape())?;
+        let y = self.tensor().softmax(d)?;
+        let saved = y.clone();
+        record("softmax", &[self], y, move |g, _| {
+            let dot = g.mul(&saved)?.sum(&[d], true)?;
+            Ok(vec![Some(saved.mul(&g.sub(&dot)?)?)])
+        })
+    }
+
+    /// Log-softmax along `dim`. Backward: `dx = g - softmax(x) * sum(g, dim)`, where
+    /// `softmax(x) = exp(y)` comes from the saved output.
+    pub fn log_softmax<D: Dim>(&self, dim: D) -> Result<Var> {
+        let d = dim.resolve("log_softmax", self.shape())?;
+        let y = self.tensor().log_softmax(d)?;
+        let saved = y.clone();
+        record("log_softmax", &[self], y, move |g, _| {
+            let total = g.sum(&[d], true)?;
+            Ok(vec![Some(g.sub(&saved.exp()?.mul(&total)?)?)])
+        })
+    }
+
+    /// RMS norm over the last dim: `y = x / sqrt(mean(x^2) + eps) * weight`.
+    ///
+    /// With `r = 1 / sqrt(mean(x^2) + eps)` and `xhat = x r` (recomputed from the saved `x`):
+    /// `dweight = sum over rows of g * xhat`, `dx = r * (g w - xhat * mean(g w * xhat))`.
+    pub fn rms_norm(&self, weight: &Var, eps: f64) -> Result<Var> {
+        let (x, w) = (self.tensor().clone(), weight.tensor().clone());
+        let out = x.rms_norm(&w, eps)?;
+        record("rms_norm", &[self, weight], out, move |g, needs| {
+            let cdt = compute_dtype(x.dtype());
+            // `to_dtype` to the same dtype is a clone, not a copy.
+            let (xc, wc, gc) = (x.to_dtype(cdt)?, w.to_dtype(cdt)?, g.to_dtype(cdt)?);
+            let last = xc.rank() - 1; // the forward rejected rank 0
+            let r = xc.square()?.mean(&[last], true)?.add_scalar(eps)?.rsqrt()?;
+            let xhat = xc.mul(&r)?;
+            let dx = if needs[0] {
+                let gw = gc.mul(&wc)?;
+                let proj = gw.mul(&xhat)?.mean(&[last], true)?;
+                Some(gw.sub(&xhat.mul(&proj)?)?.mul(&r)?.to_dtype(x.dtype())?)
+            } else {
+                None
+            };
+            let dw = if needs[1] { Some(gc.mul(&xhat)?.sum_to_shape(w.shape())?.to_dtype(w.dtype())?) } else { None };
+            Ok(vec![dx, dw])
+        })
+    }
+
+    /// Layer norm over the last dim: `y = (x - mean) / sqrt(var + eps) * weight + bias` (biased
+    /// variance).
+    ///
+    /// With `xhat` and `r = 1 / sqrt(var + eps)` recomputed from the saved `x`:
+    /// `dbias = sum g`, `dweight = sum g * xhat` (both over every leading dim),
+    /// `dx = r * (g w - mean(g w) - xhat * mean(g w * xhat))`.
+    pub fn layer_norm(&self, weight: &Var, bias: &Var, eps: f64) -> Result<Var> {
+        let (x, w) = (self.tensor().clone(), weight.tensor().clone());
+        let out = x.layer_norm(&w, bias.tensor(), eps)?;
+        // The rule needs only the bias's shape and dtype, not its values.
+        let (b_shape, b_dtype) = (bias.shape().to_vec(), bias.dtype());
+        record("layer_norm", &[self, weight, bias], out, move |g, needs| {
+            let cdt = compute_dtype(x.dtype());
+            // `to_dtype` to the same dtype is a clone, not a copy.
+            let (xc, wc, gc) = (x.to_dtype(cdt)?, w.to_dtype(cdt)?, g.to_dtype(cdt)?);
+            let last = xc.rank() - 1;
+            let centered = xc.sub(&xc.mean(&[last], true)?)?;
+            let r = centered.square()?.mean(&[last], true)?.add_scalar(eps)?.rsqrt()?;
+            let xhat = centered.mul(&r)?;
+            let dx = if needs[0] {
+                let gw = gc.mul(&wc)?;
+                let mean_gw = gw.mean(&[last], true)?;
+                let proj = gw.mul(&xhat)?.mean(&[last], true)?;
+                Some(gw.sub(&mean_gw)?.sub(&xhat.mul(&proj)?)?.mul(&r)?.to_dtype(x.dtype())?)
+            } else {
+                None
+            };
+            let dw = if needs[1] { Some(gc.mul(&xhat)?.sum_to_shape(w.shape())?.to_dtype(w.dtype())?) } else { None };
+            let db = if needs[2] { Some(gc.sum_to_shape(&b_shape)?.to_dtype(b_dtype)?) } else { None };
+            Ok(vec![dx, dw, db])
+        })
+    }
+
+    /// Rotary position embedding (rotate-half) of `x [..., T, D]` with constant tables
+    /// `cos, sin [T, D/2]` (see `brainstacks_tensor::ops::rope::rope_tables`).
+    ///
+    /// Each pair `(x_i, x_{i + D/2})` is rotated by an angle; the transpose of a rotation is the
+    /// rotation by the opposite angle, so the backward is `rope(g, cos, -sin)`. That holds for
+    /// any tables, not only ones with `cos^2 + sin^2 = 1`.
+    pub fn rope(&self, cos: &Tensor, sin: &Tensor) -> Result<Var> {
+        let out = self.tensor().rope(cos, sin)?;
+        let (c, s) = (cos.clone(), sin.clone());
+        record("rope", &[self], out, move |g, _| Ok(vec![Some(g.rope(&c, &s.neg()?)?)]))
+    }
+
+    /// Mean cross-entropy of `logits [N, C]` against class ids `targets [N]`; rows whose target
+    /// equals `ignore_index` do not count. Returns a rank-0 variable.
+    ///
+    /// Backward: `g * cross_entropy_grad(targets)`, the tensor op giving the gradient of the
+    /// mean loss (`(softmax - onehot) / valid_rows`, zero on ignored rows).
+    pub fn cross_entropy(&self, targets: &Tensor, ignore_index: Option<i64>) -> Result<Var> {
+        let logits = self.tensor().clone();
+        let out = logits.cross_entropy(targets, ignore_index)?;
+        let t = targets.clone();
+        record("cross_entropy", &[self], out, move |g, _| {
+            let grad = logits.cross_entropy_grad(&t, ignore_index)?;
+            // `g` is rank 0; broadcasting keeps it on the device (no host read of its value).
+            Ok(vec![Some(grad.mul(g)?)])
+        })
+    }
+
+    /// Causal (grouped-query) attention with `self` as the queries `q [B, Hq, T, D]`, keys
+    /// `k [B, Hkv, S, D]` and values `v [B, Hkv, S, Dv]`, `Hq` a multiple of `Hkv` (query head
+    /// `h` reads kv head `h / (Hq / Hkv)`). Query `t` sees keys `s <= t + S - T` (the mask is
+    /// aligned to the end, as when decoding with a cache). Returns `[B, Hq, T, Dv]`.
+    ///
+    /// Composed from differentiable ops, so every piece of the backward is a gradchecked rule:
+    /// the queries are viewed as `[B, Hkv, rep, T, D]` and the kv heads get a broadcast dim of
+    /// size 1, so the batched matmuls share each kv head across its `rep` query heads without
+    /// copying it, and matmul's backward sums the shared gradient back. Masked scores are
+    /// `-inf`; softmax gives exactly 0 there and its backward 0, not NaN. A query row that sees
+    /// no key at all (only possible when `T > S`) is rejected, since its softmax is undefined.
+    pub fn causal_attention(&self, k: &Var, v: &Var, scale: f64) -> Result<Var> {
+        let (qs, ks, vs) = (self.shape(), k.shape(), v.shape());
+        let invalid = |msg: &str| Error::Invalid {
+            op: "causal_attention".into(),
+            msg: format!("q {qs:?}, k {ks:?}, v {vs:?}: {msg}"),
+        };
+        if qs.len() != 4 || ks.len() != 4 || vs.len() != 4 {
+            return Err(invalid("q, k and v must have rank 4 ([batch, heads, seq, head_dim])"));
+        }
+        let (b, hq, t, d) = (qs[0], qs[1], qs[2], qs[3]);
+        let (hkv, s, dv) = (ks[1], ks[2], vs[3]);
+        if ks[0] != b || vs[0] != b {
+            return Err(invalid("batch sizes differ"));
+        }
+        if vs[1] != hkv || vs[2] != s {
+            return Err(invalid("k and v must have the same heads and sequence length"));
+        }
+        if ks[3] != d {
+            return Err(invalid("q and k must have the same head dim"));
+        }
+        // `is_multiple_of(0)` holds only for 0: no kv heads is fine only with no query heads.
+        if !hq.is_multiple_of(hkv) {
+            return Err(invalid("the query heads must be a multiple of the kv heads"));
+        }
+        if t > s {
+            return Err(invalid("more queries than keys: the first query rows would see no key"));
+        }
+        let rep = hq.checked_div(hkv).unwrap_or(1);
+        let q5 = self.reshape(&[b, hkv, rep, t, d])?;
+        let k5 = k.unsqueeze(2)?; // [B, Hkv, 1, S, D]
+        let v5 = v.unsqueeze(2)?; // [B, Hkv, 1, S, Dv]
+        let scores = q5.matmul(&k5.t()?)?.mul_scalar(scale)?; // [B, Hkv, rep, T, S]
+        let mask = causal_mask(t, s, &self.tensor().device())?;
+        let probs = scores.masked_fill(&mask, f64::NEG_INFINITY)?.softmax(-1isize)?;
+        probs.matmul(&v5)?.reshape(&[b, hq, t, dv])
+    }
+}

@@ -1,0 +1,158 @@
+//! CPU f32 GEMM: ours (`brainstacks_tensor::cpu::gemm`) side by side with the `matrixmultiply`
+//! crate, square n x n x n at n = 256, 512, 1024, plus our bf16 path at 512.
+//!
+//! # Thread count, honestly on both sides
+//!
+//! `matrixmultiply` reads `MATMUL_NUM_THREADS` once per process (at its first call) and cannot be
+//! changed afterwards, so one process can only measure one thread count. This bench therefore
+//! takes the thread count from `BENCH_THREADS` (a number, or `all` for every available core;
+//! default 1) and gives it to both sides: before anything starts a thread it sets
+//! `MATMUL_NUM_THREADS` (read by `matrixmultiply`) and `RAYON_NUM_THREADS` (the size of rayon's
+//! global pool, which our GEMM runs on) to that value. Run it once per thread count:
+//!
+//! ```text
+//! BENCH_THREADS=1   cargo bench -p brainstacks-benches --bench gemm
+//! BENCH_THREADS=all cargo bench -p brainstacks-benches --bench gemm
+//! ```
+//!
+//! If either variable is already set to a different value the bench stops rather than compare
+//! unequal thread counts. `matrixmultiply` uses at most 4 threads, so the count is capped at 4.
+//!
+//! # Ids and units
+//!
+//! `gemm_f32/ours/<t>t/<n>`, `gemm_f32/matrixmultiply/<t>t/<n>`, `gemm_bf16/ours/<t>t/512`, where
+//! `<t>` is the thread count actually used. Throughput is `Elements(2 n^3)`, so criterion's
+//! "elem/s" reads as FLOP/s. Both sides compute `C = A·B` into an existing C (no accumulation),
+//! with row-major A, B and C.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use brainstacks_tensor::cpu::gemm::{MatRef, f32_kernel_name, gemm_bf16, gemm_f32};
+use brainstacks_tensor::{DType, Device, Tensor};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+const SIZES: [usize; 3] = [256, 512, 1024];
+
+/// The thread count from `BENCH_THREADS`, made the same for `matrixmultiply`.
+fn configure_threads() -> usize {
+    let threads = match std::env::var("BENCH_THREADS").as_deref() {
+        Err(_) | Ok("") => 1,
+        Ok("all") => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Ok(s) => s.parse().unwrap_or_else(|_| panic!("BENCH_THREADS={s:?}: expected a number or `all`")),
+    };
+    assert!(threads >= 1, "BENCH_THREADS must be at least 1");
+    // matrixmultiply clamps to 1..=4; use the same count on our side so the comparison is fair.
+    let threads = threads.min(4);
+    for var in ["MATMUL_NUM_THREADS", "RAYON_NUM_THREADS"] {
+        match std::env::var(var) {
+            Ok(existing) => assert!(
+                existing.parse() == Ok(threads),
+                "{var}={existing} disagrees with BENCH_THREADS ({threads}); unset it"
+            ),
+            // SAFETY: runs on the main thread before criterion, rayon or matrixmultiply start any
+            // thread of this process, so nothing reads the environment concurrently.
+            Err(_) => unsafe { std::env::set_var(var, threads.to_string()) },
+        }
+    }
+    threads
+}
+
+/// Deterministic values in [-1, 1): a cheap integer hash, enough to avoid denormals and zeros.
+fn values(len: usize, salt: u32) -> Vec<f32> {
+    (0..len as u32)
+        .map(|i| {
+            let h = (i ^ salt).wrapping_mul(0x9e37_79b9).rotate_left(13).wrapping_mul(0x85eb_ca6b);
+            (h >> 8) as f32 / (1u32 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn bench_f32(c: &mut Criterion, threads: usize) {
+    let mut group = c.benchmark_group("gemm_f32");
+    for n in SIZES {
+        let a = values(n * n, 1);
+        let b = values(n * n, 2);
+        let mut out = vec![0.0f32; n * n];
+        group.throughput(Throughput::Elements(2 * (n as u64).pow(3)));
+
+        group.bench_function(BenchmarkId::new(format!("ours/{threads}t"), n), |bench| {
+            bench.iter(|| {
+                gemm_f32(
+                    MatRef::row_major(black_box(&a), n, n),
+                    MatRef::row_major(black_box(&b), n, n),
+                    black_box(&mut out),
+                    false,
+                )
+            })
+        });
+
+        group.bench_function(BenchmarkId::new(format!("matrixmultiply/{threads}t"), n), |bench| {
+            bench.iter(|| {
+                let (a, b) = (black_box(&a), black_box(&b));
+                let c = black_box(&mut out);
+                let ld = n as isize;
+                // SAFETY: a, b and c each hold n * n f32 in row-major order (row stride n, column
+                // stride 1), which is exactly what these dimensions and strides describe; c does
+                // not alias a or b.
+                unsafe {
+                    matrixmultiply::sgemm(
+                        n, n, n, 1.0, a.as_ptr(), ld, 1, b.as_ptr(), ld, 1, 0.0, c.as_mut_ptr(), ld, 1,
+                    )
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+/// `values` rounded to bf16, through the tensor API (this crate does not depend on `half`; the
+/// element type is inferred from `gemm_bf16`'s signature).
+fn bf16_values<T: brainstacks_tensor::WithDType>(len: usize, salt: u32) -> Vec<T> {
+    Tensor::from_vec(values(len, salt), &[len], &Device::Cpu)
+        .and_then(|t| t.to_dtype(DType::BF16))
+        .and_then(|t| t.to_vec())
+        .expect("f32 -> bf16 conversion")
+}
+
+fn bench_bf16(c: &mut Criterion, threads: usize) {
+    let mut group = c.benchmark_group("gemm_bf16");
+    let n = 512;
+    let a = bf16_values(n * n, 3);
+    let b = bf16_values(n * n, 4);
+    let mut out = vec![0.0f32; n * n];
+    group.throughput(Throughput::Elements(2 * (n as u64).pow(3)));
+    group.bench_function(BenchmarkId::new(format!("ours/{threads}t"), n), |bench| {
+        bench.iter(|| {
+            gemm_bf16(
+                MatRef::row_major(black_box(&a), n, n),
+                MatRef::row_major(black_box(&b), n, n),
+                black_box(&mut out),
+                false,
+            )
+        })
+    });
+    group.finish();
+}
+
+fn gemm(c: &mut Criterion) {
+    let threads = configure_threads();
+    eprintln!(
+        "gemm bench: {threads} thread(s) for both ours and matrixmultiply; our f32 kernel: {}",
+        f32_kernel_name()
+    );
+    bench_f32(c, threads);
+    bench_bf16(c, threads);
+}
+
+criterion_group! {
+    name = benches;
+    // Short by default so both thread counts run in a few minutes; override on the command line
+    // (`-- --measurement-time 10`) for tighter numbers.
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = gemm
+}
+criterion_main!(benches);

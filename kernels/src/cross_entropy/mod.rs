@@ -1,0 +1,72 @@
+//! Cross-entropy of logits against class targets, with an ignore index, and its gradient.
+//!
+//! # The math
+//!
+//! Logits `z` are `N` x `C`, targets `t` are `N` class ids. Row `n` is *kept* unless `t_n` equals the
+//! ignore index. With `lse_n = log sum_c exp(z_nc)` (computed as `m + log sum exp(z - m)`, `m` the row
+//! max, so it never overflows):
+//!
+//! ```text
+//! loss = (1 / K) sum_{n kept} (lse_n - z_{n, t_n})        K = number of kept rows
+//! d loss / d z_nc = (softmax(z_n)_c - [c == t_n]) / K     on kept rows, 0 on ignored rows
+//! ```
+//!
+//! When `K == 0` the loss and its gradient are 0. PyTorch returns NaN there (0/0); we return 0 on
+//! purpose: a batch whose targets are all masked (padding only, or a prompt-only sample under
+//! completion-only loss) carries no signal, and a NaN would poison the optimizer state for the rest
+//! of the run.
+//!
+//! # Precision
+//!
+//! Everything in f64 ([`cpu`]), rows summed in index order; the fast path does the same per row and
+//! sums the row losses in row order, then rounds once.
+//!
+//! # Tolerance
+//!
+//! Each row loss is a log-sum-exp of `C` terms minus one logit; in f64 its error is at most about
+//! `(C + 4) u64 (|lse| + |z_t|)`. [`tolerance`] bounds the mean of those, plus the final rounding `u`.
+
+pub mod cpu;
+
+pub use cpu::{cross_entropy, cross_entropy_grad};
+
+pub use crate::gemm::F64_UNIT_ROUNDOFF;
+
+/// Largest allowed `|fast - oracle|` of the loss (or of one gradient entry, with `want` that
+/// entry): `scale` is the mean over kept rows of `|lse_n| + |z_{n,t_n}|` (1 for a gradient entry),
+/// `classes` is `C`, `u` the unit roundoff of the output dtype.
+///
+/// `tiny` is half the smallest subnormal of the output dtype (`2^-25` for f16, `2^-134` for
+/// bf16, `2^-150` for f32): an output that underflows may lose that much whatever its scale.
+pub fn tolerance(classes: usize, u: f64, want: f64, scale: f64, tiny: f64) -> f64 {
+    2.0 * (u * want.abs() + (classes as f64 + 8.0) * F64_UNIT_ROUNDOFF * scale) + tiny
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uniform_logits_give_log_c() {
+        let loss = cross_entropy(&[0.0; 8], &[3, 1], 2, 4, None);
+        assert!((loss - 4f64.ln()).abs() < 1e-15);
+    }
+
+    #[test]
+    fn ignored_rows_do_not_count_and_all_ignored_is_zero() {
+        let z = [0.0, 0.0, 5.0, -5.0];
+        let kept = cross_entropy(&z, &[0, -100], 2, 2, Some(-100));
+        assert!((kept - 2f64.ln()).abs() < 1e-15);
+        assert_eq!(cross_entropy(&z, &[-100, -100], 2, 2, Some(-100)), 0.0);
+        assert_eq!(cross_entropy_grad(&z, &[-100, -100], 2, 2, Some(-100)), vec![0.0; 4]);
+    }
+
+    #[test]
+    fn gradient_rows_sum_to_zero() {
+        let z = [1.0, 2.0, 3.0, -1.0, 0.5, 0.0];
+        let g = cross_entropy_grad(&z, &[2, 0], 2, 3, None);
+        for row in g.chunks(3) {
+            assert!(row.iter().sum::<f64>().abs() < 1e-15);
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! brainstacks-kernels: the leaf crate. One folder per op holds the math contract (`mod.rs`) and
+//! the CPU oracle (`cpu.rs`): plain loops, f64 accumulation where it matters, never clever. Fast
+//! CPU paths live in `brainstacks-tensor` and are tested against these oracles; hand-written PTX
+//! kernels and their launchers join each folder as the CUDA backend lands.
+
+pub mod philox;
+pub mod gemm;
+pub mod rms_norm;
+pub mod layer_norm;
+pub mod rope;
+pub mod cross_entropy;
+pub mod topk;
+pub mod embedding;
+pub mod softmax;
+pub mod reduce;

@@ -1,0 +1,40 @@
+//! The RoPE oracle: tables from the formula, the rotation as a plain loop, all in f64.
+
+/// `(cos, sin)`, each `[positions.len(), head_dim / 2]` row-major:
+/// `angle(p, i) = p * theta^(-2i / head_dim)`. Panics on an odd `head_dim`.
+pub fn rope_tables(positions: &[usize], head_dim: usize, theta: f64) -> (Vec<f64>, Vec<f64>) {
+    assert!(head_dim.is_multiple_of(2), "rope oracle: head_dim {head_dim} is odd");
+    let half = head_dim / 2;
+    let mut cos = Vec::with_capacity(positions.len() * half);
+    let mut sin = Vec::with_capacity(positions.len() * half);
+    for &p in positions {
+        for i in 0..half {
+            let angle = p as f64 * theta.powf(-(2.0 * i as f64) / head_dim as f64);
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    (cos, sin)
+}
+
+/// Rotates `x` (`batch` x `t` x `d` row-major) with tables `[t, d/2]`. Panics when sizes disagree.
+pub fn rope(x: &[f64], cos: &[f64], sin: &[f64], batch: usize, t: usize, d: usize) -> Vec<f64> {
+    assert!(d.is_multiple_of(2), "rope oracle: head dim {d} is odd");
+    assert_eq!(x.len(), batch * t * d, "rope oracle: x holds {} values, not {batch} x {t} x {d}", x.len());
+    let half = d / 2;
+    assert_eq!(cos.len(), t * half, "rope oracle: cos holds {} values, not {t} x {half}", cos.len());
+    assert_eq!(sin.len(), t * half, "rope oracle: sin holds {} values, not {t} x {half}", sin.len());
+    let mut y = vec![0.0; x.len()];
+    for b in 0..batch {
+        for p in 0..t {
+            let base = (b * t + p) * d;
+            for i in 0..half {
+                let (c, s) = (cos[p * half + i], sin[p * half + i]);
+                let (x0, x1) = (x[base + i], x[base + i + half]);
+                y[base + i] = x0 * c - x1 * s;
+                y[base + i + half] = x1 * c + x0 * s;
+            }
+        }
+    }
+    y
+}

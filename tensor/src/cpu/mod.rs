@@ -1,0 +1,5 @@
+//! Fast CPU paths: the packed GEMM and the threaded element loops. Each is tested against a
+//! plain sequential form (the oracles in `brainstacks-kernels` where one exists).
+
+pub mod gemm;
+pub mod parallel;
