@@ -18,7 +18,9 @@ use crate::{Error, Result};
 /// A recorded op's backward rule: `(grad_output, needs) -> one optional gradient per input`.
 pub type BackwardFn = Arc<dyn Fn(&Tensor, &[bool]) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
 /// A gradient hook: sees the finished gradient and may return a replacement.
-pub type Hook = Box<dyn Fn(&Tensor) -> Result<Option<Tensor>> + Send + Sync>;
+pub type Hook = Box<HookFn>;
+/// The callable behind a `Hook`.
+pub type HookFn = dyn Fn(&Tensor) -> Result<Option<Tensor>> + Send + Sync;
 
 pub(crate) struct Node {
     pub op: String,
@@ -30,10 +32,13 @@ pub(crate) struct Node {
     pub backward: BackwardFn,
 }
 
-#[derive(Default)]
+/// Everything recorded. Nodes and hooks sit behind `Arc`s so `backward` can take a snapshot and
+/// release the lock before running any rule: a hook or custom backward that records onto (or
+/// just inspects) the same tape then works instead of deadlocking.
+#[derive(Default, Clone)]
 struct TapeInner {
-    nodes: Vec<Node>,
-    hooks: HashMap<VarId, Vec<Hook>>,
+    nodes: Vec<Arc<Node>>,
+    hooks: HashMap<VarId, Vec<Arc<HookFn>>>,
     retained: HashSet<VarId>,
 }
 
@@ -47,6 +52,7 @@ pub struct Tape {
 #[derive(Default)]
 pub struct Gradients {
     map: HashMap<VarId, Tensor>,
+    peak_live: usize,
 }
 
 impl Gradients {
@@ -71,6 +77,12 @@ impl Gradients {
     pub fn iter(&self) -> impl Iterator<Item = (&VarId, &Tensor)> {
         self.map.iter()
     }
+    /// The most gradients (leaves' and intermediates') alive at once during the backward walk.
+    /// Intermediate gradients are dropped as soon as their node consumes them, so for a chain
+    /// of ops this stays small however long the chain is; memory profiling can rely on it.
+    pub fn peak_live(&self) -> usize {
+        self.peak_live
+    }
 }
 
 impl Tape {
@@ -94,11 +106,11 @@ impl Tape {
     }
 
     pub(crate) fn push(&self, node: Node) {
-        self.lock().nodes.push(node);
+        self.lock().nodes.push(Arc::new(node));
     }
 
     pub(crate) fn add_hook(&self, id: VarId, hook: Hook) {
-        self.lock().hooks.entry(id).or_default().push(hook);
+        self.lock().hooks.entry(id).or_default().push(Arc::from(hook));
     }
 
     pub(crate) fn retain(&self, id: VarId) {
@@ -149,7 +161,8 @@ impl Tape {
             return Err(Error::DifferentTapes { op: "backward".into() });
         }
         grads.insert(output.id(), seed);
-        let inner = self.lock();
+        let inner = self.lock().clone(); // a snapshot: the lock is not held while rules run
+        let mut peak_live = grads.len();
         let mut retained: HashMap<VarId, Tensor> = HashMap::new();
         for node in inner.nodes.iter().rev() {
             let Some(mut g) = grads.remove(&node.output) else { continue };
@@ -181,6 +194,7 @@ impl Tape {
                 }
                 accumulate(&mut grads, *id, ig)?;
             }
+            peak_live = peak_live.max(grads.len());
         }
         // Every node's output gradient was consumed above, so what is left belongs to leaves.
         let mut out = retained;
@@ -188,7 +202,7 @@ impl Tape {
             let g = run_hooks(&inner, id, g)?;
             out.insert(id, g);
         }
-        Ok(Gradients { map: out })
+        Ok(Gradients { map: out, peak_live })
     }
 }
 

@@ -312,3 +312,40 @@ fn a_frozen_weight_gets_no_gradient_but_its_input_does() {
     assert_eq!(g.len(), 1);
     assert_eq!(values(g.get(&x).unwrap()), vec![3.0, 7.0]);
 }
+
+/// Intermediate gradients are freed as soon as their node consumes them: along a chain of 60
+/// ops at most a couple of gradients are alive at once, not one per op.
+#[test]
+fn intermediate_gradients_are_freed_along_a_chain() {
+    let tape = Tape::new();
+    let x = tape.param(t(&[0.5, -0.25, 1.0], &[3]));
+    let mut y = x.clone();
+    for _ in 0..60 {
+        y = y.tanh().unwrap().mul_scalar(1.5).unwrap();
+    }
+    let grads = tape.backward(&y.sum_all().unwrap()).unwrap();
+    assert_eq!(grads.len(), 1);
+    assert!(grads.peak_live() <= 2, "peak live gradients {}", grads.peak_live());
+}
+
+/// Hooks and custom backward rules may use the tape they run on (here: read its length and
+/// record a new op) without deadlocking, because backward runs on a snapshot.
+#[test]
+fn a_hook_may_use_its_own_tape() {
+    let tape = Tape::new();
+    let x = tape.param(t(&[1.0, 2.0], &[2]));
+    let y = x.square().unwrap();
+    let seen = Arc::new(Mutex::new(0usize));
+    let (tape2, x2, seen2) = (tape.clone(), x.clone(), seen.clone());
+    y.register_hook(move |g| {
+        *seen2.lock().unwrap() = tape2.len();
+        let _recorded = x2.mul_scalar(2.0)?; // records onto the same tape mid-backward
+        Ok(Some(g.mul_scalar(10.0)?))
+    })
+    .unwrap();
+    let loss = y.sum_all().unwrap();
+    let before = tape.len();
+    let grads = tape.backward(&loss).unwrap();
+    assert_eq!(*seen.lock().unwrap(), before);
+    assert_eq!(values(grads.get(&x).unwrap()), vec![20.0, 40.0]);
+}

@@ -139,7 +139,7 @@ fn gemm(c: &mut Criterion) {
     let threads = configure_threads();
     eprintln!(
         "gemm bench: {threads} thread(s) for both ours and matrixmultiply; our f32 kernel: {}",
-        f32_kernel_name()
+        f32_kernel_name(1024)
     );
     bench_f32(c, threads);
     bench_bf16(c, threads);

@@ -33,7 +33,10 @@
 //! increasing order, the micro-kernel sums the block's products in increasing `p` into one
 //! accumulator starting at zero (one fused multiply-add per term on the SIMD kernels), then `C` is
 //! set to (first block, not accumulating) or incremented by that partial sum. Threads only split
-//! the rows and columns of C, never k, so results are bitwise identical for any pool size.
+//! the rows and columns of C, never k, so results are bitwise identical for any pool size. The
+//! AVX2 and AVX-512 kernels share KC and that order, so they agree bitwise too (a machine
+//! without AVX-512 reproduces the same f32 results); only the portable fallback, which does not
+//! fuse the multiply-add, rounds differently.
 //!
 //! # Threads
 //!
@@ -774,9 +777,10 @@ fn with_scratch<E: Pod, R>(a_len: usize, b_len: usize, f: impl FnOnce(&mut [E], 
 // Driver
 // ---------------------------------------------------------------------------------------------
 
-/// Below this many multiply-adds a product runs on the calling thread: waking the pool costs
-/// microseconds, about the time such a product takes alone.
-const PARALLEL_MIN_MACS: usize = 48 * 48 * 48;
+/// Below this many multiply-adds (128^3, about 25 us on one AVX-512 core) a product runs on the
+/// calling thread: waking a pool thread and joining it costs tens of microseconds on a busy or
+/// virtualised machine, so smaller products measured slower on two threads than on one.
+const PARALLEL_MIN_MACS: usize = 128 * 128 * 128;
 
 /// The base pointer of C, shared by the tasks of one call.
 #[derive(Clone, Copy)]
@@ -1263,9 +1267,10 @@ mod tests {
         }
     }
 
-    /// Shapes that split by columns, by rows, and both, each crossing KC blocks and tile edges.
+    /// Shapes above `PARALLEL_MIN_MACS` that split by columns, by rows, and both, each crossing
+    /// KC blocks and tile edges.
     const INVARIANCE_SHAPES: [(usize, usize, usize); 4] =
-        [(203, 301, 600), (5, 1100, 300), (700, 7, 300), (1030, 40, 70)];
+        [(203, 301, 600), (5, 1100, 500), (700, 7, 500), (1030, 40, 70)];
 
     #[test]
     fn f32_result_is_bitwise_independent_of_thread_count() {
@@ -1275,13 +1280,42 @@ mod tests {
                 let a = operand(m, k, Layout::PaddedRows, &mut noise, |x| x as f32);
                 let b = operand(k, n, Layout::Transposed, &mut noise, |x| x as f32);
                 let c0: Vec<f32> = (0..m * n).map(|_| noise.next() as f32).collect();
+                assert!(m * n * k >= PARALLEL_MIN_MACS);
                 for accumulate in [false, true] {
-                    assert_thread_count_invariant(|| {
+                    let run = || {
                         let mut c = c0.clone();
                         gemm_with(&kernel, a.view(), b.view(), &mut c, accumulate);
                         c
-                    });
+                    };
+                    assert_thread_count_invariant(run);
+                    // And the threaded result is right, not merely reproducible.
+                    let (want, abs) = oracle_f32(&a, &b, accumulate.then_some(&c0[..]));
+                    check_close_f32(&pool(2).install(run), &want, &abs, k)
+                        .unwrap_or_else(|e| panic!("{}: {m}x{n}x{k}: {e}", kernel.name));
                 }
+            }
+        }
+    }
+
+    /// Every fused-multiply-add kernel computes each entry in the same order, so they agree to
+    /// the bit whatever their tile shape.
+    #[test]
+    fn simd_kernels_agree_bitwise() {
+        let fused: Vec<_> = f32_kernels_available().into_iter().filter(|k| k.name != F32_PORTABLE.name).collect();
+        for (m, n, k) in [(37, 45, 600), (50, 16, 300), (5, 70, 257)] {
+            let mut noise = Noise::new(11);
+            let a = operand(m, k, Layout::RowMajor, &mut noise, |x| x as f32);
+            let b = operand(k, n, Layout::Transposed, &mut noise, |x| x as f32);
+            let results: Vec<Vec<u32>> = fused
+                .iter()
+                .map(|kernel| {
+                    let mut c = vec![0.0f32; m * n];
+                    gemm_with(kernel, a.view(), b.view(), &mut c, false);
+                    c.iter().map(|x| x.to_bits()).collect()
+                })
+                .collect();
+            for (kernel, r) in fused.iter().zip(&results) {
+                assert!(*r == results[0], "{} differs from {}", kernel.name, fused[0].name);
             }
         }
     }
