@@ -17,6 +17,7 @@
 //!
 //! If either variable is already set to a different value the bench stops rather than compare
 //! unequal thread counts. `matrixmultiply` uses at most 4 threads, so the count is capped at 4.
+//! Its default features include `avx512`, so on an AVX-512 machine both sides run AVX-512 kernels.
 //!
 //! # Ids and units
 //!
@@ -39,7 +40,9 @@ fn configure_threads() -> usize {
     let threads = match std::env::var("BENCH_THREADS").as_deref() {
         Err(_) | Ok("") => 1,
         Ok("all") => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        Ok(s) => s.parse().unwrap_or_else(|_| panic!("BENCH_THREADS={s:?}: expected a number or `all`")),
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("BENCH_THREADS={s:?}: expected a number or `all`")),
     };
     assert!(threads >= 1, "BENCH_THREADS must be at least 1");
     // matrixmultiply clamps to 1..=4; use the same count on our side so the comparison is fair.
@@ -58,11 +61,14 @@ fn configure_threads() -> usize {
     threads
 }
 
-/// Deterministic values in [-1, 1): a cheap integer hash, enough to avoid denormals and zeros.
+/// Deterministic values in [-1, 1) from a cheap integer hash (no denormals, no NaN).
 fn values(len: usize, salt: u32) -> Vec<f32> {
     (0..len as u32)
         .map(|i| {
-            let h = (i ^ salt).wrapping_mul(0x9e37_79b9).rotate_left(13).wrapping_mul(0x85eb_ca6b);
+            let h = (i ^ salt)
+                .wrapping_mul(0x9e37_79b9)
+                .rotate_left(13)
+                .wrapping_mul(0x85eb_ca6b);
             (h >> 8) as f32 / (1u32 << 23) as f32 - 1.0
         })
         .collect()
@@ -87,23 +93,41 @@ fn bench_f32(c: &mut Criterion, threads: usize) {
             })
         });
 
-        group.bench_function(BenchmarkId::new(format!("matrixmultiply/{threads}t"), n), |bench| {
+        let id = BenchmarkId::new(format!("matrixmultiply/{threads}t"), n);
+        group.bench_function(id, |bench| {
             bench.iter(|| {
-                let (a, b) = (black_box(&a), black_box(&b));
-                let c = black_box(&mut out);
-                let ld = n as isize;
-                // SAFETY: a, b and c each hold n * n f32 in row-major order (row stride n, column
-                // stride 1), which is exactly what these dimensions and strides describe; c does
-                // not alias a or b.
-                unsafe {
-                    matrixmultiply::sgemm(
-                        n, n, n, 1.0, a.as_ptr(), ld, 1, b.as_ptr(), ld, 1, 0.0, c.as_mut_ptr(), ld, 1,
-                    )
-                }
+                matrixmultiply_square(n, black_box(&a), black_box(&b), black_box(&mut out))
             })
         });
     }
     group.finish();
+}
+
+/// `c = a · b` for row-major n x n matrices through `matrixmultiply::sgemm`.
+fn matrixmultiply_square(n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    assert!(a.len() == n * n && b.len() == n * n && c.len() == n * n);
+    let ld = n as isize;
+    // SAFETY: a, b and c each hold n * n f32 (checked above), row-major: row stride n, column
+    // stride 1, exactly what these arguments describe; c is a unique borrow, so it aliases
+    // neither a nor b.
+    unsafe {
+        matrixmultiply::sgemm(
+            n,
+            n,
+            n,
+            1.0,
+            a.as_ptr(),
+            ld,
+            1,
+            b.as_ptr(),
+            ld,
+            1,
+            0.0,
+            c.as_mut_ptr(),
+            ld,
+            1,
+        )
+    }
 }
 
 /// `values` rounded to bf16, through the tensor API (this crate does not depend on `half`; the

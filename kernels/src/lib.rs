@@ -13,3 +13,8 @@ pub mod topk;
 pub mod embedding;
 pub mod softmax;
 pub mod reduce;
+pub mod nf4;
+pub mod registry;
+pub mod cast;
+#[cfg(feature = "cuda")]
+pub mod launch;

@@ -22,6 +22,29 @@ pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     strides
 }
 
+/// The element count of `shape`, or an `InvalidArgument` error naming `op` when it does not fit
+/// a `usize`. Dims multiply as `max(d, 1)`, so a shape with a zero dim is rejected too when its
+/// other dims overflow: every partial product of an accepted shape (outer/inner extents) fits.
+pub fn checked_elem_count(op: &'static str, shape: &[usize]) -> Result<usize> {
+    let nonzero = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d.max(1)));
+    match nonzero {
+        Some(_) if shape.contains(&0) => Ok(0),
+        Some(n) => Ok(n),
+        None => Err(Error::invalid(op, shape, "the element count overflows usize")),
+    }
+}
+
+/// The element count of a new buffer of `shape` with `elem_bytes` bytes per element, or an error
+/// naming `op` when the count or the byte size is beyond what one allocation can hold
+/// (`isize::MAX` bytes), so an absurd shape is an error, not a capacity-overflow panic.
+pub fn checked_alloc_len(op: &'static str, shape: &[usize], elem_bytes: usize) -> Result<usize> {
+    let n = checked_elem_count(op, shape)?;
+    match n.checked_mul(elem_bytes) {
+        Some(bytes) if bytes <= isize::MAX as usize => Ok(n),
+        _ => Err(Error::invalid(op, shape, format!("{n} elements of {elem_bytes} bytes exceed the largest possible allocation"))),
+    }
+}
+
 /// The shape two operands broadcast to (NumPy rules: align on the right, 1 stretches).
 pub fn broadcast_shape(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Result<Vec<usize>> {
     let rank = lhs.len().max(rhs.len());
@@ -121,6 +144,7 @@ impl Layout {
         if shape.len() < self.rank() {
             return Err(Error::shape(op, &self.shape, shape, "cannot broadcast to a lower rank"));
         }
+        checked_elem_count(op, shape)?;
         let extra = shape.len() - self.rank();
         let mut strides = vec![0; shape.len()];
         for (i, &d) in shape.iter().enumerate() {
@@ -217,6 +241,18 @@ mod tests {
         assert!(broadcast_shape("t", &[2, 3], &[4, 3]).is_err());
         let l = Layout::contiguous(&[3, 1]).broadcast_as("t", &[2, 3, 2]).unwrap();
         assert_eq!(l.offsets().collect::<Vec<_>>(), vec![0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 2, 2]);
+    }
+
+    #[test]
+    fn element_counts_that_overflow_are_errors() {
+        assert_eq!(checked_elem_count("t", &[2, 0, 3]).unwrap(), 0);
+        assert_eq!(checked_elem_count("t", &[]).unwrap(), 1);
+        assert!(checked_elem_count("t", &[usize::MAX, 2]).is_err());
+        // Zero elements, but the outer extent `usize::MAX * 2` would still overflow.
+        assert!(checked_elem_count("t", &[usize::MAX, 2, 0]).is_err());
+        assert!(checked_alloc_len("t", &[usize::MAX / 2], 4).is_err());
+        assert_eq!(checked_alloc_len("t", &[3, 4], 8).unwrap(), 12);
+        assert!(Layout::contiguous(&[1]).broadcast_as("t", &[usize::MAX, 2]).is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::layout::Layout;
+use crate::layout::{Layout, checked_alloc_len, checked_elem_count};
 use crate::storage::{CpuStorage, Storage};
 use crate::{DType, Device, Error, Result, WithDType};
 
@@ -74,7 +74,7 @@ impl Tensor {
 
     /// A contiguous tensor owning `storage`, whose length must equal the element count of `shape`.
     pub fn from_cpu_storage(storage: CpuStorage, shape: &[usize]) -> Result<Self> {
-        let n: usize = shape.iter().product();
+        let n = checked_elem_count("from_cpu_storage", shape)?;
         if storage.len() != n {
             return Err(Error::invalid(
                 "from_cpu_storage",
@@ -87,7 +87,7 @@ impl Tensor {
 
     pub fn from_vec<T: WithDType>(data: Vec<T>, shape: &[usize], device: &Device) -> Result<Self> {
         device.check_available("from_vec")?;
-        let n: usize = shape.iter().product();
+        let n = checked_elem_count("from_vec", shape)?;
         if data.len() != n {
             return Err(Error::invalid("from_vec", shape, format!("{} elements given, the shape holds {n}", data.len())));
         }
@@ -105,7 +105,7 @@ impl Tensor {
 
     pub fn full(value: f64, shape: &[usize], dtype: DType, device: &Device) -> Result<Self> {
         device.check_available("full")?;
-        let n = shape.iter().product();
+        let n = checked_alloc_len("full", shape, dtype.size_in_bytes())?;
         let storage = match dtype {
             DType::F64 => CpuStorage::F64(vec![value; n]),
             DType::F32 => CpuStorage::F32(vec![value as f32; n]),
@@ -120,7 +120,8 @@ impl Tensor {
 
     pub fn zeros(shape: &[usize], dtype: DType, device: &Device) -> Result<Self> {
         device.check_available("zeros")?;
-        Self::from_cpu_storage(CpuStorage::zeros(dtype, shape.iter().product()), shape)
+        let n = checked_alloc_len("zeros", shape, dtype.size_in_bytes())?;
+        Self::from_cpu_storage(CpuStorage::zeros(dtype, n), shape)
     }
 
     pub fn ones(shape: &[usize], dtype: DType, device: &Device) -> Result<Self> {
@@ -144,7 +145,9 @@ impl Tensor {
         if step == 0.0 || !step.is_finite() || !start.is_finite() || !end.is_finite() {
             return Err(Error::invalid("arange", &[], format!("start {start}, end {end}, step {step}: step must be finite and non-zero")));
         }
+        // `as` saturates, so a huge or infinite count becomes `usize::MAX` and fails the check.
         let n = ((end - start) / step).ceil().max(0.0) as usize;
+        checked_alloc_len("arange", &[n], DType::F64.size_in_bytes())?;
         let values: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
         Self::from_vec(values, &[n], device)?.to_dtype(dtype)
     }
@@ -153,7 +156,8 @@ impl Tensor {
     pub fn rand_uniform(rng: &mut Rng, low: f64, high: f64, shape: &[usize], dtype: DType, device: &Device) -> Result<Self> {
         device.check_available("rand_uniform")?;
         Self::check_float("rand_uniform", dtype)?;
-        let n: usize = shape.iter().product();
+        let temp = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
+        let n = checked_alloc_len("rand_uniform", shape, temp.size_in_bytes())?;
         let offset = rng.advance(n);
         use brainstacks_kernels::philox::cpu as ph;
         if dtype == DType::F64 {
@@ -172,7 +176,8 @@ impl Tensor {
     pub fn randn(rng: &mut Rng, mean: f64, std: f64, shape: &[usize], dtype: DType, device: &Device) -> Result<Self> {
         device.check_available("randn")?;
         Self::check_float("randn", dtype)?;
-        let n: usize = shape.iter().product();
+        let temp = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
+        let n = checked_alloc_len("randn", shape, temp.size_in_bytes())?;
         let offset = rng.advance(n);
         use brainstacks_kernels::philox::cpu as ph;
         if dtype == DType::F64 {
@@ -282,7 +287,7 @@ impl Tensor {
     /// Same data, new shape. A view when the tensor is contiguous, a copy otherwise (as PyTorch's
     /// `reshape`). One entry of `shape` may be `usize::MAX` to infer it? No: shapes are explicit.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
-        let n: usize = shape.iter().product();
+        let n = checked_elem_count("reshape", shape)?;
         if n != self.elem_count() {
             return Err(Error::shape("reshape", self.shape(), shape, "element counts differ"));
         }

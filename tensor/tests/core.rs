@@ -149,3 +149,37 @@ fn matmul_with_transposed_and_broadcast_operands() -> R {
     assert!(a.matmul(&a.to_dtype(DType::F64)?).is_err());
     Ok(())
 }
+
+/// Shapes whose element count (or byte size) overflows are errors, never a panic or an abort.
+#[test]
+fn overflowing_shapes_are_errors_not_panics() -> R {
+    let huge = [usize::MAX, 2];
+    assert!(Tensor::zeros(&huge, DType::F32, &CPU).is_err());
+    assert!(Tensor::full(1.0, &huge, DType::F32, &CPU).is_err());
+    assert!(Tensor::ones(&[usize::MAX / 2], DType::F32, &CPU).is_err()); // count fits, bytes do not
+    assert!(Tensor::from_vec(Vec::<f32>::new(), &[usize::MAX, 2, 0], &CPU).is_err());
+    assert!(Tensor::from_vec(vec![1f32, 2.0], &huge, &CPU).is_err());
+    assert!(Tensor::arange(0.0, 1e300, 1.0, DType::F32, &CPU).is_err());
+    assert!(Tensor::randn(&mut Rng::new(0), 0.0, 1.0, &huge, DType::F32, &CPU).is_err());
+    assert!(Tensor::rand_uniform(&mut Rng::new(0), 0.0, 1.0, &huge, DType::F64, &CPU).is_err());
+    let x = iota(&[2, 3]);
+    assert!(x.reshape(&[usize::MAX, 2, 3]).is_err());
+    assert!(x.reshape(&[usize::MAX, 0]).is_err());
+    assert!(x.broadcast_as(&[usize::MAX, 2, 3]).is_err());
+    // Each operand is a valid (stride-0) view, but their broadcast shape overflows.
+    let s = Tensor::scalar(1f32);
+    let a = s.broadcast_as(&[1 << 40, 1])?;
+    let b = s.broadcast_as(&[1, 1 << 40])?;
+    assert!(a.add(&b).is_err());
+    assert!(a.lt(&b).is_err());
+    let ai = Tensor::scalar(1i64).broadcast_as(&[1 << 40, 1])?;
+    let bi = Tensor::scalar(1i64).broadcast_as(&[1, 1 << 40])?;
+    assert!(ai.div(&bi).is_err());
+    // 2^63 output elements: the count fits a usize, the f32 buffer does not.
+    let ml = Tensor::scalar(1f32).broadcast_as(&[1 << 31, 1, 2, 2])?;
+    let mr = Tensor::scalar(1f32).broadcast_as(&[1, 1 << 30, 2, 2])?;
+    assert!(ml.matmul(&mr).is_err());
+    // Empty shapes stay fine.
+    assert_eq!(Tensor::zeros(&[0, 5], DType::F32, &CPU)?.elem_count(), 0);
+    Ok(())
+}

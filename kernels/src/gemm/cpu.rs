@@ -9,13 +9,22 @@ fn at(i: usize, j: usize, row_stride: usize, col_stride: usize) -> usize {
 }
 
 /// Panics with a clear message when the strided operand cannot hold a `rows` x `cols` matrix.
-fn check_fits(name: &str, len: usize, rows: usize, cols: usize, row_stride: usize, col_stride: usize) {
+fn check_fits(
+    name: &str,
+    len: usize,
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+) {
     if rows == 0 || cols == 0 {
         return;
     }
-    let last = (rows - 1)
-        .checked_mul(row_stride)
-        .and_then(|r| (cols - 1).checked_mul(col_stride).and_then(|c| r.checked_add(c)));
+    let last = (rows - 1).checked_mul(row_stride).and_then(|r| {
+        (cols - 1)
+            .checked_mul(col_stride)
+            .and_then(|c| r.checked_add(c))
+    });
     assert!(
         matches!(last, Some(last) if last < len),
         "gemm oracle: operand {name} ({rows} x {cols}, strides {row_stride}, {col_stride}) \
@@ -99,7 +108,9 @@ pub fn gemm_abs_reference_f32(
     b_rs: usize,
     b_cs: usize,
 ) -> Vec<f64> {
-    reference(m, n, k, (a, a_rs, a_cs), (b, b_rs, b_cs), |x, y| (x * y).abs())
+    reference(m, n, k, (a, a_rs, a_cs), (b, b_rs, b_cs), |x, y| {
+        (x * y).abs()
+    })
 }
 
 /// `|A|·|B|` for f64 operands; see [`gemm_abs_reference_f32`].
@@ -114,5 +125,7 @@ pub fn gemm_abs_reference_f64(
     b_rs: usize,
     b_cs: usize,
 ) -> Vec<f64> {
-    reference(m, n, k, (a, a_rs, a_cs), (b, b_rs, b_cs), |x, y| (x * y).abs())
+    reference(m, n, k, (a, a_rs, a_cs), (b, b_rs, b_cs), |x, y| {
+        (x * y).abs()
+    })
 }

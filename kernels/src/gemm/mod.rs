@@ -59,7 +59,10 @@ pub const F64_UNIT_ROUNDOFF: f64 = f64::EPSILON / 2.0;
 /// Panics when `n·u >= 1`, where the bound no longer exists (far beyond any real `k`).
 pub fn gamma(n: usize, u: f64) -> f64 {
     let nu = n as f64 * u;
-    assert!(nu < 1.0, "gamma: n = {n} is too large for unit roundoff {u}");
+    assert!(
+        nu < 1.0,
+        "gamma: n = {n} is too large for unit roundoff {u}"
+    );
     nu / (1.0 - nu)
 }
 
@@ -109,12 +112,11 @@ fn check_close(
         ));
     }
     for (idx, ((&g, &w), &s)) in got.iter().zip(want).zip(abs_sum).enumerate() {
-        let tol = tolerance(s);
-        // Written so that a NaN in `got` fails too.
-        if !((g - w).abs() <= tol) {
+        let (diff, tol) = ((g - w).abs(), tolerance(s));
+        // A NaN anywhere fails too.
+        if diff.is_nan() || diff > tol {
             return Err(format!(
-                "entry {idx}: got {g:e}, want {w:e}, |diff| {:e} > tolerance {tol:e} (|A|.|B| = {s:e})",
-                (g - w).abs()
+                "entry {idx}: got {g:e}, want {w:e}, |diff| {diff:e} > tolerance {tol:e} (|A|.|B| = {s:e})"
             ));
         }
     }
@@ -145,7 +147,10 @@ mod tests {
 
     #[test]
     fn empty_inner_dimension_gives_zeros_and_empty_outer_gives_nothing() {
-        assert_eq!(gemm_reference_f64(2, 3, 0, &[], 0, 1, &[], 3, 1), vec![0.0; 6]);
+        assert_eq!(
+            gemm_reference_f64(2, 3, 0, &[], 0, 1, &[], 3, 1),
+            vec![0.0; 6]
+        );
         assert!(gemm_reference_f64(0, 3, 4, &[], 4, 1, &[0.0; 12], 3, 1).is_empty());
     }
 
@@ -154,7 +159,10 @@ mod tests {
         let a = [1.0f32, -2.0];
         let b = [-3.0f32, -4.0];
         assert_eq!(gemm_reference_f32(1, 1, 2, &a, 2, 1, &b, 1, 1), vec![5.0]);
-        assert_eq!(gemm_abs_reference_f32(1, 1, 2, &a, 2, 1, &b, 1, 1), vec![11.0]);
+        assert_eq!(
+            gemm_abs_reference_f32(1, 1, 2, &a, 2, 1, &b, 1, 1),
+            vec![11.0]
+        );
     }
 
     #[test]

@@ -20,6 +20,12 @@
 //! each draw (see `brainstacks_tensor::Rng`).
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+
+/// The hand-written PTX of the Philox streams (`philox_u32`, `philox_uniform_f32`), embedded in
+/// every build. The normal streams have no GPU kernel yet (see the comment block in the file).
+pub const PTX: &str = include_str!("philox.ptx");
 
 /// Multipliers and Weyl key increments of Philox 4x32 (from the paper).
 pub const PHILOX_M0: u32 = 0xD251_1F53;

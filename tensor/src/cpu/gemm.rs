@@ -74,7 +74,13 @@ impl<T> Copy for MatRef<'_, T> {}
 impl<'a, T> MatRef<'a, T> {
     /// A contiguous row-major `rows` x `cols` view.
     pub fn row_major(data: &'a [T], rows: usize, cols: usize) -> Self {
-        MatRef { data, rows, cols, row_stride: cols, col_stride: 1 }
+        MatRef {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
     }
 
     /// The transposed view of the same data.
@@ -96,7 +102,9 @@ impl<'a, T> MatRef<'a, T> {
             return;
         }
         let last = (self.rows - 1).checked_mul(self.row_stride).and_then(|r| {
-            (self.cols - 1).checked_mul(self.col_stride).and_then(|c| r.checked_add(c))
+            (self.cols - 1)
+                .checked_mul(self.col_stride)
+                .and_then(|c| r.checked_add(c))
         });
         assert!(
             matches!(last, Some(last) if last < self.data.len()),
@@ -153,7 +161,8 @@ impl Acc for f64 {}
 /// # Safety
 /// `a` must be valid for `kc * mr` reads, `b` for `kc * nr` reads, and `c` for reads and writes of
 /// the `mr` x `nr` tile at row stride `ldc`; the CPU must have the kernel's target features.
-type KernelFn<E> = unsafe fn(kc: usize, a: *const E, b: *const E, c: *mut E, ldc: usize, load_c: bool);
+type KernelFn<E> =
+    unsafe fn(kc: usize, a: *const E, b: *const E, c: *mut E, ldc: usize, load_c: bool);
 
 /// A micro-kernel with the tile shape it computes and the cache blocking tuned for it.
 #[derive(Clone, Copy)]
@@ -183,7 +192,11 @@ fn f32_kernel(n: usize) -> MicroKernel<f32> {
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx512f") {
-            return if n <= 16 { x86::F32_AVX512_NARROW } else { x86::F32_AVX512 };
+            return if n <= 16 {
+                x86::F32_AVX512_NARROW
+            } else {
+                x86::F32_AVX512
+            };
         }
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
             return x86::F32_AVX2;
@@ -208,24 +221,31 @@ fn f64_kernel() -> MicroKernel<f64> {
 fn f32_kernels_available() -> Vec<MicroKernel<f32>> {
     #[cfg(target_arch = "x86_64")]
     let simd = [
-        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")).then_some(x86::F32_AVX2),
+        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+            .then_some(x86::F32_AVX2),
         is_x86_feature_detected!("avx512f").then_some(x86::F32_AVX512),
         is_x86_feature_detected!("avx512f").then_some(x86::F32_AVX512_NARROW),
     ];
     #[cfg(not(target_arch = "x86_64"))]
     let simd: [Option<MicroKernel<f32>>; 0] = [];
-    std::iter::once(F32_PORTABLE).chain(simd.into_iter().flatten()).collect()
+    std::iter::once(F32_PORTABLE)
+        .chain(simd.into_iter().flatten())
+        .collect()
 }
 
 /// Every f64 kernel this CPU can run.
 #[cfg(test)]
 fn f64_kernels_available() -> Vec<MicroKernel<f64>> {
     #[cfg(target_arch = "x86_64")]
-    let simd =
-        [(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")).then_some(x86::F64_AVX2)];
+    let simd = [
+        (is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+            .then_some(x86::F64_AVX2),
+    ];
     #[cfg(not(target_arch = "x86_64"))]
     let simd: [Option<MicroKernel<f64>>; 0] = [];
-    std::iter::once(F64_PORTABLE).chain(simd.into_iter().flatten()).collect()
+    std::iter::once(F64_PORTABLE)
+        .chain(simd.into_iter().flatten())
+        .collect()
 }
 
 /// Portable tile shape: 4 x 8 accumulators fit the 16 vector registers of SSE2 or NEON as f32.
@@ -274,7 +294,12 @@ unsafe fn tile_generic<E: Acc, const MR: usize, const NR: usize>(
     for p in 0..kc {
         // SAFETY: p < kc, so rows p of the packed panels are inside the kc * MR and kc * NR reads
         // the caller guarantees.
-        let (ap, bp) = unsafe { (&*a.add(p * MR).cast::<[E; MR]>(), &*b.add(p * NR).cast::<[E; NR]>()) };
+        let (ap, bp) = unsafe {
+            (
+                &*a.add(p * MR).cast::<[E; MR]>(),
+                &*b.add(p * NR).cast::<[E; NR]>(),
+            )
+        };
         for i in 0..MR {
             for j in 0..NR {
                 acc[i][j] = fmadd(ap[i], bp[j], acc[i][j]);
@@ -318,7 +343,7 @@ mod x86 {
 
     use half::bf16;
 
-    use super::{tile_generic, Lanes, MicroKernel, Widen};
+    use super::{Lanes, MicroKernel, Widen, tile_generic};
 
     /// 12 x 32 tile: 24 zmm accumulators + 2 for the B row + 1 broadcast, out of 32 registers.
     /// Each step issues 24 independent FMAs against 2 vector loads and 12 broadcasts, enough to
@@ -382,11 +407,6 @@ mod x86 {
     ///
     /// # Safety
     /// As [`super::KernelFn`] with `mr = MR`, `nr = 16 * NV`; the CPU must support AVX-512F.
-    #[expect(
-        clippy::incompatible_msrv,
-        reason = "AVX-512 intrinsics are stable since Rust 1.89: the workspace rust-version has to \
-                  be 1.89; once it is, this expectation goes unfulfilled and is to be removed"
-    )]
     #[target_feature(enable = "avx512f")]
     unsafe fn kernel_f32_avx512<const MR: usize, const NV: usize>(
         kc: usize,
@@ -403,7 +423,10 @@ mod x86 {
             // kc * nr reads. Unaligned loads, so no alignment is assumed.
             let (bv, ap): ([__m512; NV], _) = unsafe {
                 let bp = b.add(p * nr);
-                (std::array::from_fn(|v| _mm512_loadu_ps(bp.add(16 * v))), a.add(p * MR))
+                (
+                    std::array::from_fn(|v| _mm512_loadu_ps(bp.add(16 * v))),
+                    a.add(p * MR),
+                )
             };
             for i in 0..MR {
                 // SAFETY: i < MR, inside row p of the A micro-panel.
@@ -419,7 +442,11 @@ mod x86 {
                 // row stride ldc.
                 unsafe {
                     let ci = c.add(i * ldc + 16 * v);
-                    let out = if load_c { _mm512_add_ps(_mm512_loadu_ps(ci), sum) } else { sum };
+                    let out = if load_c {
+                        _mm512_add_ps(_mm512_loadu_ps(ci), sum)
+                    } else {
+                        sum
+                    };
                     _mm512_storeu_ps(ci, out);
                 }
             }
@@ -444,7 +471,11 @@ mod x86 {
             // SAFETY: as in the AVX-512 kernel.
             let (b0, b1, ap) = unsafe {
                 let bp = b.add(p * NR);
-                (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)), a.add(p * MR))
+                (
+                    _mm256_loadu_ps(bp),
+                    _mm256_loadu_ps(bp.add(8)),
+                    a.add(p * MR),
+                )
             };
             for i in 0..MR {
                 // SAFETY: i < MR, inside row p of the A micro-panel.
@@ -480,7 +511,9 @@ mod x86 {
         load_c: bool,
     ) {
         // SAFETY: forwarded contract; `mul_add` compiles to a single FMA with the fma feature on.
-        unsafe { tile_generic::<f64, 4, 8>(kc, a, b, c, ldc, load_c, |x, y, acc| x.mul_add(y, acc)) }
+        unsafe {
+            tile_generic::<f64, 4, 8>(kc, a, b, c, ldc, load_c, |x, y, acc| x.mul_add(y, acc))
+        }
     }
 
     /// [`super::Widen::pack_lanes_along_depth`] for f32.
@@ -492,7 +525,12 @@ mod x86 {
 
     /// [`super::Widen::pack_lanes_along_depth`] for bf16, widening 4 values at a time by moving
     /// each 16-bit pattern to the top half of a 32-bit lane (see `Widen::widen` for bf16).
-    pub(super) fn transpose_lanes_bf16(src: &[bf16], lanes: &Lanes, width: usize, panel: &mut [f32]) {
+    pub(super) fn transpose_lanes_bf16(
+        src: &[bf16],
+        lanes: &Lanes,
+        width: usize,
+        panel: &mut [f32],
+    ) {
         transpose_lanes(src, lanes, width, panel, |p| {
             // SAFETY: `transpose_lanes` calls the loader only on 4 readable bf16 values, which
             // are the 8 bytes this unaligned 64-bit load reads; SSE2 is always present on x86-64.
@@ -752,7 +790,11 @@ thread_local! {
 
 /// Runs `f` on two cache-line aligned buffers of `a_len` and `b_len` elements of `E`, carved out
 /// of this thread's scratch memory.
-fn with_scratch<E: Pod, R>(a_len: usize, b_len: usize, f: impl FnOnce(&mut [E], &mut [E]) -> R) -> R {
+fn with_scratch<E: Pod, R>(
+    a_len: usize,
+    b_len: usize,
+    f: impl FnOnce(&mut [E], &mut [E]) -> R,
+) -> R {
     let (a_lines, b_lines) = (lines_for::<E>(a_len), lines_for::<E>(b_len));
     let split = |buf: &mut [CacheLine]| {
         let (a, b) = buf.split_at_mut(a_lines);
@@ -819,7 +861,12 @@ fn plan(m: usize, n: usize, mr: usize, nr: usize, threads: usize) -> Plan {
         // Recount: rounding panels up can leave a task empty.
         let row_tasks = m.div_ceil(rows_per_task).max(1);
         let col_tasks = n.div_ceil(cols_per_task).max(1);
-        let candidate = Plan { row_tasks, col_tasks, rows_per_task, cols_per_task };
+        let candidate = Plan {
+            row_tasks,
+            col_tasks,
+            rows_per_task,
+            cols_per_task,
+        };
         let (tasks, perimeter) = (row_tasks * col_tasks, rows_per_task + cols_per_task);
         let better = match best {
             None => true,
@@ -829,7 +876,8 @@ fn plan(m: usize, n: usize, mr: usize, nr: usize, threads: usize) -> Plan {
             best = Some((tasks, perimeter, candidate));
         }
     }
-    best.map(|(_, _, plan)| plan).expect("at least one candidate")
+    best.map(|(_, _, plan)| plan)
+        .expect("at least one candidate")
 }
 
 /// The whole product with one micro-kernel; inputs are widened to `E` while packing.
@@ -847,10 +895,9 @@ fn gemm_with<T: Widen<E>, E: Acc>(
         b.rows
     );
     assert!(
-        c.len() == m * n,
-        "gemm: c has length {}, expected {m} x {n} = {}",
-        c.len(),
-        m * n
+        m.checked_mul(n) == Some(c.len()),
+        "gemm: c has length {}, expected {m} x {n}",
+        c.len()
     );
     a.assert_fits("a");
     b.assert_fits("b");
@@ -864,15 +911,29 @@ fn gemm_with<T: Widen<E>, E: Acc>(
         return;
     }
 
-    let threads = if m * n * k >= PARALLEL_MIN_MACS { rayon::current_num_threads() } else { 1 };
+    let threads = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
     let plan = plan(m, n, kernel.mr, kernel.nr, threads);
     let c = CPtr(c.as_mut_ptr());
-    let job = Job { kernel, a, b, c, ldc: n, accumulate };
+    let job = Job {
+        kernel,
+        a,
+        b,
+        c,
+        ldc: n,
+        accumulate,
+    };
     let run = |t: usize| {
         let (tr, tc) = (t / plan.col_tasks, t % plan.col_tasks);
         let r0 = tr * plan.rows_per_task;
         let c0 = tc * plan.cols_per_task;
-        job.task((r0, plan.rows_per_task.min(m - r0)), (c0, plan.cols_per_task.min(n - c0)));
+        job.task(
+            (r0, plan.rows_per_task.min(m - r0)),
+            (c0, plan.cols_per_task.min(n - c0)),
+        );
     };
     let tasks = plan.row_tasks * plan.col_tasks;
     if tasks > 1 {
@@ -925,7 +986,11 @@ impl<T: Widen<E>, E: Acc> Job<'_, '_, '_, T, E> {
                         pack_a(self.a, (i0, mc), (p0, kc), mr, a_block);
                         // Address arithmetic only; dereferenced in `tile`.
                         let c_block = self.c.0.wrapping_add(i0 * self.ldc + j0);
-                        let blocks = Blocks { kc, load_c, ldc: self.ldc };
+                        let blocks = Blocks {
+                            kc,
+                            load_c,
+                            ldc: self.ldc,
+                        };
                         blocks.macro_kernel(kn, (a_block, mc), (b_block, nc), c_block);
                     }
                 }
@@ -981,14 +1046,30 @@ impl Blocks {
             // and inside this task's rectangle, which no other task touches (see `CPtr`); the
             // kernel was chosen for features this CPU has.
             unsafe {
-                (kn.run)(self.kc, a_panel.as_ptr(), b_panel.as_ptr(), c_tile, self.ldc, self.load_c)
+                (kn.run)(
+                    self.kc,
+                    a_panel.as_ptr(),
+                    b_panel.as_ptr(),
+                    c_tile,
+                    self.ldc,
+                    self.load_c,
+                )
             };
             return;
         }
         assert!(kn.mr * kn.nr <= MAX_TILE);
         let mut scratch = [E::zeroed(); MAX_TILE];
         // SAFETY: the panels as above; the scratch tile holds mr x nr at row stride nr.
-        unsafe { (kn.run)(self.kc, a_panel.as_ptr(), b_panel.as_ptr(), scratch.as_mut_ptr(), kn.nr, false) };
+        unsafe {
+            (kn.run)(
+                self.kc,
+                a_panel.as_ptr(),
+                b_panel.as_ptr(),
+                scratch.as_mut_ptr(),
+                kn.nr,
+                false,
+            )
+        };
         for i in 0..rows {
             for j in 0..cols {
                 // SAFETY: (i, j) with i < rows, j < cols is the valid part of this tile, inside C
@@ -1040,6 +1121,8 @@ mod tests {
         PaddedTransposed,
         /// Neither stride is 1: every other element of every other row.
         Strided,
+        /// Row stride 0: every row is the same slice (a broadcast view).
+        BroadcastRows,
     }
 
     fn layouts() -> impl Strategy<Value = Layout> {
@@ -1049,6 +1132,7 @@ mod tests {
             Just(Layout::PaddedRows),
             Just(Layout::PaddedTransposed),
             Just(Layout::Strided),
+            Just(Layout::BroadcastRows),
         ]
     }
 
@@ -1086,18 +1170,25 @@ mod tests {
             Layout::PaddedRows => (cols + 3, 1),
             Layout::PaddedTransposed => (1, rows + 3),
             Layout::Strided => (2 * cols + 1, 2),
+            Layout::BroadcastRows => (0, 1),
         };
-        let len = if rows == 0 || cols == 0 { 2 } else { (rows - 1) * rs + (cols - 1) * cs + 1 };
+        let len = if rows == 0 || cols == 0 {
+            2
+        } else {
+            (rows - 1) * rs + (cols - 1) * cs + 1
+        };
         let data = (0..len).map(|_| from(noise.next())).collect();
-        Operand { data, rows, cols, rs, cs }
+        Operand {
+            data,
+            rows,
+            cols,
+            rs,
+            cs,
+        }
     }
 
     /// The f32 oracle for `c0 + A·B` (or `A·B`) and the matching `|c0| + |A|·|B|`.
-    fn oracle_f32(
-        a: &Operand<f32>,
-        b: &Operand<f32>,
-        c0: Option<&[f32]>,
-    ) -> (Vec<f64>, Vec<f64>) {
+    fn oracle_f32(a: &Operand<f32>, b: &Operand<f32>, c0: Option<&[f32]>) -> (Vec<f64>, Vec<f64>) {
         let (m, k, n) = (a.rows, a.cols, b.cols);
         let mut want = gemm_reference_f32(m, n, k, &a.data, a.rs, a.cs, &b.data, b.rs, b.cs);
         let mut abs = gemm_abs_reference_f32(m, n, k, &a.data, a.rs, a.cs, &b.data, b.rs, b.cs);
@@ -1122,16 +1213,26 @@ mod tests {
         let a = operand(m, k, la, &mut noise, |x| x as f32);
         let b = operand(k, n, lb, &mut noise, |x| x as f32);
         let c0: Vec<f32> = (0..m * n).map(|_| noise.next() as f32).collect();
-        let mut c = if accumulate { c0.clone() } else { vec![f32::NAN; m * n] };
+        let mut c = if accumulate {
+            c0.clone()
+        } else {
+            vec![f32::NAN; m * n]
+        };
         gemm_with(kernel, a.view(), b.view(), &mut c, accumulate);
         let (want, abs) = oracle_f32(&a, &b, accumulate.then_some(&c0[..]));
         check_close_f32(&c, &want, &abs, k).map_err(|e| {
-            format!("{}: m={m} n={n} k={k} a={la:?} b={lb:?} accumulate={accumulate}: {e}", kernel.name)
+            format!(
+                "{}: m={m} n={n} k={k} a={la:?} b={lb:?} accumulate={accumulate}: {e}",
+                kernel.name
+            )
         })
     }
 
     fn pool(threads: usize) -> rayon::ThreadPool {
-        rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool")
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("thread pool")
     }
 
     proptest! {
@@ -1244,7 +1345,12 @@ mod tests {
     fn f32_sizes_straddling_row_and_column_blocks() {
         for kernel in f32_kernels_available() {
             let (mc, nc) = (kernel.mc, kernel.nc);
-            for (m, n, k) in [(mc - 1, 5, 3), (mc + 1, 33, 7), (7, nc - 1, 5), (13, nc + 1, 9)] {
+            for (m, n, k) in [
+                (mc - 1, 5, 3),
+                (mc + 1, 33, 7),
+                (7, nc - 1, 5),
+                (13, nc + 1, 9),
+            ] {
                 for threads in [1, 2] {
                     pool(threads)
                         .install(|| {
@@ -1269,8 +1375,12 @@ mod tests {
 
     /// Shapes above `PARALLEL_MIN_MACS` that split by columns, by rows, and both, each crossing
     /// KC blocks and tile edges.
-    const INVARIANCE_SHAPES: [(usize, usize, usize); 4] =
-        [(203, 301, 600), (5, 1100, 500), (700, 7, 500), (1030, 40, 70)];
+    const INVARIANCE_SHAPES: [(usize, usize, usize); 4] = [
+        (203, 301, 600),
+        (5, 1100, 500),
+        (700, 7, 500),
+        (1030, 40, 70),
+    ];
 
     #[test]
     fn f32_result_is_bitwise_independent_of_thread_count() {
@@ -1301,7 +1411,10 @@ mod tests {
     /// the bit whatever their tile shape.
     #[test]
     fn simd_kernels_agree_bitwise() {
-        let fused: Vec<_> = f32_kernels_available().into_iter().filter(|k| k.name != F32_PORTABLE.name).collect();
+        let fused: Vec<_> = f32_kernels_available()
+            .into_iter()
+            .filter(|k| k.name != F32_PORTABLE.name)
+            .collect();
         for (m, n, k) in [(37, 45, 600), (50, 16, 300), (5, 70, 257)] {
             let mut noise = Noise::new(11);
             let a = operand(m, k, Layout::RowMajor, &mut noise, |x| x as f32);
@@ -1315,7 +1428,12 @@ mod tests {
                 })
                 .collect();
             for (kernel, r) in fused.iter().zip(&results) {
-                assert!(*r == results[0], "{} differs from {}", kernel.name, fused[0].name);
+                assert!(
+                    *r == results[0],
+                    "{} differs from {}",
+                    kernel.name,
+                    fused[0].name
+                );
             }
         }
     }
@@ -1375,7 +1493,12 @@ mod tests {
     fn mismatched_inner_dimensions_panic() {
         let data = [0.0f32; 6];
         let mut c = [0.0f32; 4];
-        gemm_f32(MatRef::row_major(&data, 2, 3), MatRef::row_major(&data, 2, 3), &mut c, false);
+        gemm_f32(
+            MatRef::row_major(&data, 2, 3),
+            MatRef::row_major(&data, 2, 3),
+            &mut c,
+            false,
+        );
     }
 
     #[test]
@@ -1383,7 +1506,12 @@ mod tests {
     fn wrong_output_length_panics() {
         let data = [0.0f32; 4];
         let mut c = [0.0f32; 3];
-        gemm_f32(MatRef::row_major(&data, 2, 2), MatRef::row_major(&data, 2, 2), &mut c, false);
+        gemm_f32(
+            MatRef::row_major(&data, 2, 2),
+            MatRef::row_major(&data, 2, 2),
+            &mut c,
+            false,
+        );
     }
 
     #[test]
@@ -1391,7 +1519,13 @@ mod tests {
     fn strides_reaching_outside_the_slice_panic() {
         let data = [0.0f32; 4];
         let mut c = [0.0f32; 4];
-        let a = MatRef { data: &data, rows: 2, cols: 2, row_stride: 3, col_stride: 1 };
+        let a = MatRef {
+            data: &data,
+            rows: 2,
+            cols: 2,
+            row_stride: 3,
+            col_stride: 1,
+        };
         gemm_f32(a, MatRef::row_major(&data, 2, 2), &mut c, false);
     }
 

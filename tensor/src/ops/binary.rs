@@ -8,7 +8,8 @@
 use half::{bf16, f16};
 
 use crate::cpu::parallel;
-use crate::layout::{Layout, broadcast_shape};
+use super::norm::dispatch_all;
+use crate::layout::{Layout, broadcast_shape, checked_alloc_len, checked_elem_count};
 use crate::{CpuStorage, DType, Error, Result, Tensor, WithDType};
 
 /// The elementwise binary ops `Tensor::binary` applies.
@@ -248,7 +249,7 @@ pub(crate) fn zip_map<T: WithDType, U: Send + Default + Clone>(
     let shape = broadcast_shape(op, lhs.shape(), rhs.shape())?;
     let a = lhs.cpu_slice::<T>(op)?;
     let b = rhs.cpu_slice::<T>(op)?;
-    let n: usize = shape.iter().product();
+    let n = checked_alloc_len(op, &shape, std::mem::size_of::<U>())?;
     let mut out = vec![U::default(); n];
     let (ra, rb) = (lhs.layout().contiguous_range(), rhs.layout().contiguous_range());
     let full_a = lhs.shape() == shape.as_slice();
@@ -291,50 +292,13 @@ pub(crate) fn zip_map<T: WithDType, U: Send + Default + Clone>(
     Ok((out, shape))
 }
 
-/// Runs `$body` with `$t` bound to the Rust element type of `$dtype`.
-macro_rules! with_type {
-    ($dtype:expr, $t:ident => $body:expr) => {
-        match $dtype {
-            DType::F64 => {
-                type $t = f64;
-                $body
-            }
-            DType::F32 => {
-                type $t = f32;
-                $body
-            }
-            DType::BF16 => {
-                type $t = bf16;
-                $body
-            }
-            DType::F16 => {
-                type $t = f16;
-                $body
-            }
-            DType::U8 => {
-                type $t = u8;
-                $body
-            }
-            DType::U32 => {
-                type $t = u32;
-                $body
-            }
-            DType::I64 => {
-                type $t = i64;
-                $body
-            }
-        }
-    };
-}
-pub(crate) use with_type;
-
 /// The binary op for one element type; one monomorphised loop per op.
 fn binary_typed<T: Arith>(lhs: &Tensor, rhs: &Tensor, op: BinaryOp) -> Result<Tensor> {
     let name = op.name();
     if op == BinaryOp::Div && !T::DTYPE.is_float() && lhs.dtype() == rhs.dtype() {
         // Only divisors that are actually used matter; an empty result divides nothing.
         let shape = broadcast_shape(name, lhs.shape(), rhs.shape())?;
-        if shape.iter().product::<usize>() > 0 {
+        if checked_elem_count(name, &shape)? > 0 {
             let b = rhs.cpu_slice::<T>(name)?;
             if rhs.layout().offsets().any(|o| b[o].is_zero()) {
                 return Err(Error::invalid(
@@ -373,7 +337,7 @@ impl Tensor {
     /// zero divisor is an `InvalidArgument` error. Shapes that do not broadcast give a
     /// `ShapeMismatch` naming the op and both shapes.
     pub fn binary(&self, rhs: &Tensor, op: BinaryOp) -> Result<Tensor> {
-        with_type!(self.dtype(), T => binary_typed::<T>(self, rhs, op))
+        dispatch_all!(self.dtype(), T => binary_typed::<T>(self, rhs, op))
     }
 
     /// `self + rhs` with broadcasting; see [`Tensor::binary`].

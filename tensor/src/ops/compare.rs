@@ -3,10 +3,9 @@
 //! Comparisons are exact in every dtype (no rounding happens), and follow IEEE for NaN: every
 //! comparison with NaN is false except `Ne`, which is true.
 
-use half::{bf16, f16};
-
-use super::binary::{with_type, zip_map};
-use crate::{CpuStorage, DType, Result, Tensor, WithDType};
+use super::binary::zip_map;
+use super::norm::dispatch_all;
+use crate::{CpuStorage, Result, Tensor, WithDType};
 
 /// The comparisons `Tensor::cmp` evaluates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,7 +69,7 @@ impl Tensor {
     /// broadcast shape. Both tensors must have the same dtype (`DTypeMismatch` otherwise); shapes
     /// that do not broadcast give a `ShapeMismatch` naming the op and both shapes.
     pub fn cmp(&self, rhs: &Tensor, op: CmpOp) -> Result<Tensor> {
-        with_type!(self.dtype(), T => cmp_typed::<T>(self, rhs, op))
+        dispatch_all!(self.dtype(), T => cmp_typed::<T>(self, rhs, op))
     }
 
     /// `self == rhs` as a U8 mask; see [`Tensor::cmp`].
@@ -105,7 +104,7 @@ impl Tensor {
         macro_rules! dispatch {
             ($($c:ident),*) => {
                 match op {
-                    $(CmpOp::$c => with_type!(self.dtype(), T => {
+                    $(CmpOp::$c => dispatch_all!(self.dtype(), T => {
                         super::unary::map_view(self, op.name(), |x: T| CmpOp::$c.apply(x.to_f64(), v) as u8)?
                     }),)*
                 }
@@ -120,7 +119,7 @@ impl Tensor {
 mod tests {
     use super::super::binary::tests::{broadcast_partner, broadcast_reference};
     use super::*;
-    use crate::{Device, Error};
+    use crate::{DType, Device, Error};
     use proptest::prelude::*;
 
     const OPS: [CmpOp; 6] = [CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge];

@@ -2,7 +2,7 @@
 //! per row (max, log-sum-exp, pick) in f64. Math and tolerance: `brainstacks_kernels::cross_entropy`.
 
 use super::index::index_values;
-use super::norm::{dense, dispatch_float, for_each_row};
+use super::norm::{dense, dispatch_float, for_each_row, map_rows};
 use crate::{Error, Result, Tensor, WithDType};
 
 /// Validated inputs: `(rows, classes, per-row target or None when ignored, kept-row count)`.
@@ -79,22 +79,17 @@ impl Tensor {
     pub fn cross_entropy_grad(&self, targets: &Tensor, ignore_index: Option<i64>) -> Result<Tensor> {
         const OP: &str = "cross_entropy_grad";
         let (_, c, picks, kept) = check(OP, self, targets, ignore_index)?;
-        let x = self.contiguous()?;
         let scale = 1.0 / kept.max(1) as f64;
         dispatch_float!(self.dtype(), OP, T => {
-            let xs = dense::<T>(&x, OP)?;
-            let mut out = vec![T::default(); xs.len()];
-            for_each_row(&mut out, c, 3 * c, |r, g| {
+            map_rows::<T>(OP, self, c, 3 * c, |r, row, g| {
                 let Some(t) = picks[r] else { return };
-                let row = &xs[r * c..(r + 1) * c];
                 let lse = log_sum_exp(row);
                 for (j, (o, &v)) in g.iter_mut().zip(row).enumerate() {
                     let p = (v.to_f64() - lse).exp();
                     let onehot = if j == t { 1.0 } else { 0.0 };
                     *o = T::from_f64((p - onehot) * scale);
                 }
-            });
-            Tensor::from_vec(out, self.shape(), &self.device())
+            })
         })
     }
 }

@@ -2,7 +2,7 @@
 //! transposed weight is passed to the GEMM as strides, never copied).
 
 use crate::cpu::gemm::{self, MatRef};
-use crate::layout::broadcast_shape;
+use crate::layout::{broadcast_shape, checked_alloc_len};
 use crate::{DType, Error, Result, Tensor, WithDType};
 
 impl Tensor {
@@ -66,8 +66,11 @@ fn batched<T: WithDType, O: Default + Clone>(
     let rank = lhs.rank();
     let (la, lb) = (lhs.layout(), rhs.layout());
     let batch_shape = &lhs.shape()[..rank - 2];
-    let batch_count: usize = batch_shape.iter().product();
-    let mut out = vec![O::default(); batch_count * m * n];
+    let mut out_shape = batch_shape.to_vec();
+    out_shape.extend([m, n]);
+    // Broadcast (stride-0) operands can describe far more entries than any buffer holds.
+    let len = checked_alloc_len("matmul", &out_shape, std::mem::size_of::<O>())?;
+    let mut out = vec![O::default(); len];
     if m * n == 0 {
         return Ok(out);
     }

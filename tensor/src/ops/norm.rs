@@ -36,6 +36,24 @@ pub(crate) fn for_each_row<T: Send>(out: &mut [T], row_len: usize, row_work: usi
     });
 }
 
+/// A new tensor with the shape and dtype `T` of `x`, whose row `r` (the last dim, `d` elements)
+/// is written by `f(r, x_row, out_row)` from the same row of `x` (made contiguous first). Rows go
+/// through [`for_each_row`] with `row_work` units of work each, so the result is thread-count
+/// invariant.
+pub(crate) fn map_rows<T: WithDType>(
+    op: &'static str,
+    x: &Tensor,
+    d: usize,
+    row_work: usize,
+    f: impl Fn(usize, &[T], &mut [T]) + Sync + Send,
+) -> Result<Tensor> {
+    let xc = x.contiguous()?;
+    let xs = dense::<T>(&xc, op)?;
+    let mut out = vec![T::default(); xs.len()];
+    for_each_row(&mut out, d, row_work, |r, row| f(r, &xs[r * d..(r + 1) * d], row));
+    Tensor::from_vec(out, x.shape(), &x.device())
+}
+
 /// The elements of a contiguous tensor as a typed slice, or a dtype error naming `op`.
 pub(crate) fn dense<'a, T: WithDType>(t: &'a Tensor, op: &'static str) -> Result<&'a [T]> {
     t.as_contiguous_slice::<T>().ok_or(Error::DTypeMismatch { op, lhs: t.dtype(), rhs: T::DTYPE })
@@ -136,12 +154,8 @@ impl Tensor {
         const OP: &str = "rms_norm";
         let d = check_norm(OP, self, &[weight])?;
         let w = weight.to_vec_f64()?;
-        let x = self.contiguous()?;
         dispatch_float!(self.dtype(), OP, T => {
-            let xs = dense::<T>(&x, OP)?;
-            let mut out = vec![T::default(); xs.len()];
-            for_each_row(&mut out, d, 3 * d, |r, row| {
-                let xr = &xs[r * d..(r + 1) * d];
+            map_rows::<T>(OP, self, d, 3 * d, |_, xr, row| {
                 let mut sum_sq = 0f64;
                 for &v in xr {
                     let v = v.to_f64();
@@ -151,8 +165,7 @@ impl Tensor {
                 for i in 0..d {
                     row[i] = T::from_f64(xr[i].to_f64() * inv * w[i]);
                 }
-            });
-            Tensor::from_vec(out, self.shape(), &self.device())
+            })
         })
     }
 
@@ -166,12 +179,8 @@ impl Tensor {
         let d = check_norm(OP, self, &[weight, bias])?;
         let w = weight.to_vec_f64()?;
         let b = bias.to_vec_f64()?;
-        let x = self.contiguous()?;
         dispatch_float!(self.dtype(), OP, T => {
-            let xs = dense::<T>(&x, OP)?;
-            let mut out = vec![T::default(); xs.len()];
-            for_each_row(&mut out, d, 4 * d, |r, row| {
-                let xr = &xs[r * d..(r + 1) * d];
+            map_rows::<T>(OP, self, d, 4 * d, |_, xr, row| {
                 let mut sum = 0f64;
                 for &v in xr {
                     sum += v.to_f64();
@@ -186,8 +195,7 @@ impl Tensor {
                 for i in 0..d {
                     row[i] = T::from_f64((xr[i].to_f64() - mean) * inv * w[i] + b[i]);
                 }
-            });
-            Tensor::from_vec(out, self.shape(), &self.device())
+            })
         })
     }
 }

@@ -13,7 +13,7 @@
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use super::binary::with_type;
+use super::norm::dispatch_all;
 use crate::cpu::parallel::PARALLEL_THRESHOLD;
 use crate::{CpuStorage, DType, Dim, Error, Result, Tensor, WithDType};
 
@@ -321,7 +321,7 @@ impl Tensor {
 
     /// Largest value along `dim`, any dtype (kept). NaN propagates; an empty dim is an error.
     pub fn max<D: Dim>(&self, dim: D, keepdim: bool) -> Result<Tensor> {
-        with_type!(self.dtype(), T => {
+        dispatch_all!(self.dtype(), T => {
             let (best, shape) = self.extreme_along::<T, D, _>("max", dim, keepdim, |a, b| a > b)?;
             Tensor::from_cpu_storage(T::into_storage(best.into_iter().map(|b| b.value).collect()), &shape)
         })
@@ -329,7 +329,7 @@ impl Tensor {
 
     /// Smallest value along `dim`, any dtype (kept). NaN propagates; an empty dim is an error.
     pub fn min<D: Dim>(&self, dim: D, keepdim: bool) -> Result<Tensor> {
-        with_type!(self.dtype(), T => {
+        dispatch_all!(self.dtype(), T => {
             let (best, shape) = self.extreme_along::<T, D, _>("min", dim, keepdim, |a, b| a < b)?;
             Tensor::from_cpu_storage(T::into_storage(best.into_iter().map(|b| b.value).collect()), &shape)
         })
@@ -338,7 +338,7 @@ impl Tensor {
     /// Index (I64) of the largest value along `dim`: the first on ties, the first NaN if any
     /// (consistent with `max`). An empty dim is an error.
     pub fn argmax<D: Dim>(&self, dim: D, keepdim: bool) -> Result<Tensor> {
-        with_type!(self.dtype(), T => {
+        dispatch_all!(self.dtype(), T => {
             let (best, shape) = self.extreme_along::<T, D, _>("argmax", dim, keepdim, |a, b| a > b)?;
             Tensor::from_cpu_storage(CpuStorage::I64(best.into_iter().map(|b| b.index as i64).collect()), &shape)
         })
@@ -347,7 +347,7 @@ impl Tensor {
     /// Index (I64) of the smallest value along `dim`: the first on ties, the first NaN if any
     /// (consistent with `min`). An empty dim is an error.
     pub fn argmin<D: Dim>(&self, dim: D, keepdim: bool) -> Result<Tensor> {
-        with_type!(self.dtype(), T => {
+        dispatch_all!(self.dtype(), T => {
             let (best, shape) = self.extreme_along::<T, D, _>("argmin", dim, keepdim, |a, b| a < b)?;
             Tensor::from_cpu_storage(CpuStorage::I64(best.into_iter().map(|b| b.index as i64).collect()), &shape)
         })

@@ -2,7 +2,7 @@
 //! `(x_i, x_{i+D/2})`, not the interleaved pairs of the paper), fused into one pass per row.
 //! The math and tolerance: `brainstacks_kernels::rope`.
 
-use super::norm::{dense, dispatch_float, for_each_row};
+use super::norm::{dispatch_float, map_rows};
 use crate::{DType, Device, Error, Result, Tensor, WithDType};
 
 /// Cos and sin tables `[positions.len(), head_dim / 2]` for RoPE:
@@ -69,12 +69,8 @@ impl Tensor {
             }
         }
         let (c, s) = (cos.to_vec_f64()?, sin.to_vec_f64()?);
-        let x = self.contiguous()?;
         dispatch_float!(self.dtype(), OP, T => {
-            let xs = dense::<T>(&x, OP)?;
-            let mut out = vec![T::default(); xs.len()];
-            for_each_row(&mut out, d, 3 * d, |r, row| {
-                let xr = &xs[r * d..(r + 1) * d];
+            map_rows::<T>(OP, self, d, 3 * d, |r, xr, row| {
                 let p = r % t;
                 let (cr, sr) = (&c[p * half..(p + 1) * half], &s[p * half..(p + 1) * half]);
                 for i in 0..half {
@@ -82,8 +78,7 @@ impl Tensor {
                     row[i] = T::from_f64(x0 * cr[i] - x1 * sr[i]);
                     row[i + half] = T::from_f64(x1 * cr[i] + x0 * sr[i]);
                 }
-            });
-            Tensor::from_vec(out, self.shape(), &self.device())
+            })
         })
     }
 }

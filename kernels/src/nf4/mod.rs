@@ -1,0 +1,319 @@
+//! NF4 ("4-bit NormalFloat", QLoRA) weight quantization, bit-compatible with bitsandbytes.
+//!
+//! This module is the format contract; [`cpu`] holds the plain-loop oracle and
+//! [`double_quant`] the nested 8-bit quantization of the per-block scales ("double
+//! quantization", bitsandbytes `compress_statistics=True`). The facts below were taken from
+//! bitsandbytes (`functional.py`, `csrc/kernels.cu`, `backends/default/ops.py`) as summarised in
+//! `shared/spec/kernel-references.md` section A; no bitsandbytes code is reproduced here.
+//!
+//! # Layout
+//!
+//! A weight `W` of shape `[out, in]` is flattened row-major and cut into blocks of `blocksize`
+//! (default [`NF4_DEFAULT_BLOCKSIZE`] = 64) consecutive elements; the last block may be partial.
+//! With `in % blocksize == 0` a block never straddles two rows, which is what a GEMM kernel wants.
+//!
+//! * `absmax[b]` = max |x| over block `b`, stored as `f32`, one per block (partial block included).
+//! * Every element becomes a 4-bit index (nibble) into [`NF4_CODE`]. Element `2i` goes to the
+//!   **high** nibble (bits 7..4) of byte `i`, element `2i + 1` to the low nibble (bits 3..0), so
+//!   `packed.len() == numel.div_ceil(2)`. An odd trailing element is padded with the nibble of a
+//!   `0.0` element, [`NF4_ZERO_NIBBLE`] (bitsandbytes pads with a zero element).
+//! * Dequantization: `NF4_CODE[nibble] * absmax[elem / blocksize]`, one `f32` multiply.
+//!
+//! # Quantization rule (the part that must match bit for bit)
+//!
+//! 1. `scaled = x * (1 / absmax)`: the reciprocal is taken once per block in `f32` and then
+//!    multiplied, as the CUDA kernel does (`x / absmax` can differ by one ulp and so flip ties).
+//! 2. The nibble is chosen by a 4-level binary decision tree over the 15 midpoints
+//!    [`NF4_MIDPOINTS`] between adjacent codes. **Every comparison is `scaled > midpoint`**
+//!    (strict): a value lying exactly on a midpoint goes to the **lower** code. The tree's first
+//!    threshold is `NF4_MIDPOINTS[7]` (between codes 7 and 8), then `[3]` / `[11]`, then the odd
+//!    ones `[1] [5] [9] [13]`, then the even ones; going right on `>` and left otherwise. Since the
+//!    midpoints are increasing this equals "nibble = number of midpoints `m` with `scaled > m`",
+//!    which is how bitsandbytes' pure-PyTorch reference computes it (`bucketize`, `right=False`).
+//!    The midpoints are the `f64` average of adjacent `f32` codes rounded to `f32` (they equal the
+//!    decimal literals with an `f` suffix in bitsandbytes' CUDA tree).
+//!
+//! # Edge cases (decided here; bitsandbytes' backends disagree on some)
+//!
+//! * **All-zero block** (`absmax == 0`): every element gets [`NF4_ZERO_NIBBLE`] (code `0.0`) and
+//!   `absmax` is stored as `0.0`, so no NaN is ever formed. This matches bitsandbytes' CPU/PyTorch
+//!   reference (it clamps the divisor to 1e-38). The CUDA kernel instead computes `0 * inf = NaN`,
+//!   every `>` fails and it writes nibble 0 (code -1.0): its packed bytes for such a block are
+//!   `0x00` where ours are `0x77`, but both dequantize to zero. Compare values, not bytes, there.
+//! * **Tiny (subnormal) absmax**: when `1 / absmax` overflows to `+inf` (absmax below about
+//!   `2.9e-39`) the CUDA kernel would turn zeros into NaN and hence into code -1.0. The oracle
+//!   instead scales by `x / absmax` computed in `f64` and rounded to `f32`, which keeps the
+//!   round-trip error bound below; this is a deliberate, documented deviation in a case where
+//!   the CUDA output is wrong anyway. Subnormal absmax whose reciprocal is finite follow rule 1.
+//! * **NaN or ±inf inputs** are rejected with [`Nf4Error`] (bitsandbytes silently produces garbage
+//!   codes for them).
+//!
+//! # Error bound
+//!
+//! For every element, `|dequant - x| <= NF4_MAX_HALF_GAP * absmax` up to `f32` rounding of the
+//! scale and the final product (a few ulps of `absmax`): the worst case is half the widest gap
+//! between adjacent codes (between -1.0 and -0.6961928).
+
+pub mod cpu;
+pub mod double_quant;
+
+pub use cpu::{dequantize_nf4, nf4_matmul_f64, quantize_nf4};
+pub use double_quant::{
+    DoubleQuant, NESTED_BLOCKSIZE, create_dynamic_map, dequantize_absmax, double_quantize_absmax,
+};
+
+use std::fmt;
+
+/// The 16 NF4 code values, indexed by nibble. These are the `f32` values of bitsandbytes'
+/// `get_4bit_type("nf4")` table, written here in their shortest `f32` form (a test checks each
+/// against bitsandbytes' 16-17 digit decimals); 7 negatives, an exact zero, 8 positives,
+/// normalised so the extremes are exactly ±1.
+pub const NF4_CODE: [f32; 16] = [
+    -1.0,
+    -0.6961928,
+    -0.52507305,
+    -0.3949175,
+    -0.28444138,
+    -0.18477343,
+    -0.091050036,
+    0.0,
+    0.0795803,
+    0.1609302,
+    0.2461123,
+    0.33791524,
+    0.44070983,
+    0.562617,
+    0.72295684,
+    1.0,
+];
+
+/// Decision thresholds: `NF4_MIDPOINTS[i]` separates codes `i` and `i + 1`. Each is
+/// `((NF4_CODE[i] as f64 + NF4_CODE[i + 1] as f64) / 2) as f32`; a scaled value equal to a
+/// threshold quantizes to the lower code `i`.
+pub const NF4_MIDPOINTS: [f32; 15] = [
+    -0.8480964,
+    -0.6106329,
+    -0.45999527,
+    -0.33967942,
+    -0.2346074,
+    -0.13791174,
+    -0.045525018,
+    0.03979015,
+    0.12025525,
+    0.20352125,
+    0.29201376,
+    0.38931254,
+    0.50166345,
+    0.6427869,
+    0.86147845,
+];
+
+/// The nibble of code `0.0`: used for zeros, all-zero blocks and the odd-length pad.
+pub const NF4_ZERO_NIBBLE: u8 = 7;
+
+/// bitsandbytes' default block size for 4-bit quantization (`quantize_4bit`, `Linear4bit`).
+pub const NF4_DEFAULT_BLOCKSIZE: usize = 64;
+
+/// Half of the widest gap between adjacent codes, `(-0.6961928 - -1.0) / 2` (the table is
+/// asymmetric, so its negative end is the coarsest): the worst-case quantization error as a
+/// fraction of the block's absmax.
+pub const NF4_MAX_HALF_GAP: f32 = 0.1519036;
+
+/// Everything that can go wrong when building or consuming NF4 data. Returned instead of
+/// panicking on any user-supplied input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Nf4Error {
+    /// Input element `index` is NaN.
+    NaN { index: usize },
+    /// Input element `index` is `+inf` (`positive`) or `-inf`.
+    Infinite { index: usize, positive: bool },
+    /// The block size is not a power of two in `32..=4096` (the sizes bitsandbytes accepts).
+    InvalidBlocksize { blocksize: usize },
+    /// A length does not match the shape it must have.
+    ShapeMismatch {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    /// A shape product overflows `usize`.
+    Overflow,
+    /// A stored scale is NaN, infinite or negative.
+    InvalidScale { index: usize, value: f32 },
+}
+
+impl fmt::Display for Nf4Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Nf4Error::NaN { index } => write!(f, "NF4: input element {index} is NaN"),
+            Nf4Error::Infinite { index, positive } => {
+                let sign = if *positive { '+' } else { '-' };
+                write!(f, "NF4: input element {index} is {sign}inf")
+            }
+            Nf4Error::InvalidBlocksize { blocksize } => {
+                write!(
+                    f,
+                    "NF4: block size {blocksize} is not a power of two in 32..=4096"
+                )
+            }
+            Nf4Error::ShapeMismatch {
+                what,
+                expected,
+                got,
+            } => {
+                write!(f, "NF4: {what} has length {got}, expected {expected}")
+            }
+            Nf4Error::Overflow => write!(f, "NF4: shape product overflows usize"),
+            Nf4Error::InvalidScale { index, value } => {
+                write!(f, "NF4: scale {index} is {value}, expected finite and >= 0")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Nf4Error {}
+
+/// Checks that `blocksize` is one bitsandbytes accepts for 4-bit data.
+pub fn check_blocksize(blocksize: usize) -> Result<(), Nf4Error> {
+    if blocksize.is_power_of_two() && (32..=4096).contains(&blocksize) {
+        Ok(())
+    } else {
+        Err(Nf4Error::InvalidBlocksize { blocksize })
+    }
+}
+
+/// Rejects NaN and ±inf, reporting the first offending index.
+pub(crate) fn check_finite(values: &[f32]) -> Result<(), Nf4Error> {
+    for (index, &v) in values.iter().enumerate() {
+        if v.is_nan() {
+            return Err(Nf4Error::NaN { index });
+        }
+        if v.is_infinite() {
+            return Err(Nf4Error::Infinite {
+                index,
+                positive: v > 0.0,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The nibble of an already-scaled value, by the decision tree of the module docs: four strict
+/// `>` comparisons, descending right when the value exceeds the threshold. A NaN fails every
+/// comparison and lands on nibble 0, exactly like the CUDA tree (the oracle never feeds it one).
+pub fn nf4_nibble(scaled: f32) -> u8 {
+    let mut lo = 0usize;
+    let mut width = 16usize;
+    while width > 1 {
+        let half = width / 2;
+        // The threshold between the left half [lo, lo+half) and the right half.
+        if scaled > NF4_MIDPOINTS[lo + half - 1] {
+            lo += half;
+        }
+        width = half;
+    }
+    lo as u8
+}
+
+/// NF4-quantized weights: packed nibbles plus one `f32` absmax per block. Fields are private so
+/// that every value in circulation satisfies the length invariants, which lets dequantization
+/// and the GEMM oracle index without checks that could panic; build one with
+/// [`quantize_nf4`] or, for bytes coming from a file, [`Nf4Quantized::from_parts`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nf4Quantized {
+    packed: Vec<u8>,
+    absmax: Vec<f32>,
+    numel: usize,
+    blocksize: usize,
+}
+
+impl Nf4Quantized {
+    /// Validates and wraps existing data (e.g. a bitsandbytes checkpoint's `weight` bytes and
+    /// fp32 `absmax`): `packed.len() == numel.div_ceil(2)`, `absmax.len() ==
+    /// numel.div_ceil(blocksize)`, every absmax finite and `>= 0`, blocksize accepted.
+    pub fn from_parts(
+        packed: Vec<u8>,
+        absmax: Vec<f32>,
+        numel: usize,
+        blocksize: usize,
+    ) -> Result<Self, Nf4Error> {
+        check_blocksize(blocksize)?;
+        let want_bytes = numel.div_ceil(2);
+        if packed.len() != want_bytes {
+            return Err(Nf4Error::ShapeMismatch {
+                what: "packed",
+                expected: want_bytes,
+                got: packed.len(),
+            });
+        }
+        let want_blocks = numel.div_ceil(blocksize);
+        if absmax.len() != want_blocks {
+            return Err(Nf4Error::ShapeMismatch {
+                what: "absmax",
+                expected: want_blocks,
+                got: absmax.len(),
+            });
+        }
+        if let Some((index, &value)) = absmax
+            .iter()
+            .enumerate()
+            .find(|(_, a)| !(a.is_finite() && **a >= 0.0))
+        {
+            return Err(Nf4Error::InvalidScale { index, value });
+        }
+        Ok(Self {
+            packed,
+            absmax,
+            numel,
+            blocksize,
+        })
+    }
+
+    /// Crate-internal constructor for data already known to be consistent.
+    pub(crate) fn new_unchecked(
+        packed: Vec<u8>,
+        absmax: Vec<f32>,
+        numel: usize,
+        blocksize: usize,
+    ) -> Self {
+        Self {
+            packed,
+            absmax,
+            numel,
+            blocksize,
+        }
+    }
+
+    /// Packed nibbles, two elements per byte, element `2i` in the high nibble of byte `i`.
+    pub fn packed(&self) -> &[u8] {
+        &self.packed
+    }
+
+    /// One `f32` absmax per block.
+    pub fn absmax(&self) -> &[f32] {
+        &self.absmax
+    }
+
+    /// Number of weight elements (not bytes).
+    pub fn numel(&self) -> usize {
+        self.numel
+    }
+
+    /// Elements per absmax block.
+    pub fn blocksize(&self) -> usize {
+        self.blocksize
+    }
+
+    /// The nibble of element `i`, or `None` past the end.
+    pub fn nibble(&self, i: usize) -> Option<u8> {
+        if i >= self.numel {
+            return None;
+        }
+        let byte = self.packed[i / 2];
+        Some(if i.is_multiple_of(2) { byte >> 4 } else { byte & 0x0f })
+    }
+
+    /// Splits into `(packed, absmax, numel, blocksize)`.
+    pub fn into_parts(self) -> (Vec<u8>, Vec<f32>, usize, usize) {
+        (self.packed, self.absmax, self.numel, self.blocksize)
+    }
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# scripts/gpu-bundle.sh: build the GPU test bundle here (no GPU needed), to run on a GPU machine.
+#
+#   scripts/gpu-bundle.sh            -> gpu-bundle/ (git-ignored), < 64 MiB:
+#       bin/<test>       the test executables of brainstacks-kernels built with --features cuda
+#                        (cargo's test profile: opt-level 2, debug assertions on, so every kernel
+#                        launch is synchronised and checked); debug info stripped to fit the limit
+#       run.sh           a copy of scripts/gpu-run.sh (runs them all with REQUIRE_CUDA=1)
+#       MANIFEST         what was built, from which commit, with which toolchain and glibc
+# Then on the GPU machine: gpu-bundle/run.sh   (logs under ${OUT:-./gpu-out}).
+#
+# Environment: CARGO_TARGET_DIR is honoured; GPU_BUNDLE_PACKAGES="-p a -p b" overrides the packages
+# (default: -p brainstacks-kernels); GPU_BUNDLE_MAX_MIB overrides the size limit (64).
+# Needs python3 (to read cargo's JSON messages) and strip (binutils).
+set -euo pipefail
+
+ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
+cd -- "$ROOT"
+BUNDLE="$ROOT/gpu-bundle"
+MAX_MIB="${GPU_BUNDLE_MAX_MIB:-64}"
+read -r -a PACKAGES <<<"${GPU_BUNDLE_PACKAGES:--p brainstacks-kernels}"
+
+say() { printf 'gpu-bundle: %s\n' "$*"; }
+die() {
+    printf 'gpu-bundle: error: %s\n' "$*" >&2
+    exit 1
+}
+command -v python3 >/dev/null 2>&1 || die "python3 is needed to read cargo's JSON output"
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/gpu-bundle.XXXXXX")"
+trap 'rm -rf -- "$WORK"' EXIT
+
+say "building: cargo test ${PACKAGES[*]} --features cuda --no-run --message-format=json"
+if ! cargo test "${PACKAGES[@]}" --features cuda --no-run --message-format=json-render-diagnostics \
+    >"$WORK/cargo.json"; then
+    die "cargo build of the test executables failed"
+fi
+
+# Test executables: compiler-artifact messages with profile.test == true and an executable.
+python3 - "$WORK/cargo.json" >"$WORK/exes" <<'PY'
+import json, sys
+seen = set()
+for line in open(sys.argv[1], encoding="utf-8"):
+    line = line.strip()
+    if not line.startswith("{"):
+        continue
+    m = json.loads(line)
+    if m.get("reason") != "compiler-artifact" or not m.get("profile", {}).get("test"):
+        continue
+    exe = m.get("executable")
+    if exe and exe not in seen:
+        seen.add(exe)
+        kind = ",".join(m["target"]["kind"])
+        name = m["target"]["name"] if kind != "lib" else m["target"]["name"] + "-unittests"
+        print(f"{name}\t{exe}")
+PY
+[[ -s $WORK/exes ]] || die "cargo reported no test executables"
+
+rm -rf -- "$BUNDLE"
+mkdir -p -- "$BUNDLE/bin"
+while IFS=$'\t' read -r name exe; do
+    cp -- "$exe" "$BUNDLE/bin/$name"
+    if command -v strip >/dev/null 2>&1; then strip --strip-debug -- "$BUNDLE/bin/$name"; fi
+    say "  bin/$name  <- $(basename -- "$exe") ($(du -h -- "$BUNDLE/bin/$name" | cut -f1))"
+done <"$WORK/exes"
+
+cp -- "$ROOT/scripts/gpu-run.sh" "$BUNDLE/run.sh"
+chmod +x -- "$BUNDLE/run.sh"
+
+{
+    echo "built:     $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m)"
+    echo "commit:    $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD 2>/dev/null || echo ' (+ uncommitted changes)')"
+    echo "toolchain: $(rustc --version)"
+    echo "glibc:     $(ldd --version 2>&1 | head -1)"
+    echo "packages:  ${PACKAGES[*]} --features cuda (cargo test profile)"
+    echo "cudarc:    dynamic loading of libcuda, built for CUDA 12.8 (needs a driver reporting CUDA >= 12.8)"
+} >"$BUNDLE/MANIFEST"
+
+bytes="$(du -sb -- "$BUNDLE" | cut -f1)"
+mib=$(((bytes + 1048575) / 1048576))
+if ((bytes > MAX_MIB * 1048576)); then
+    die "bundle is $mib MiB, over the $MAX_MIB MiB limit"
+fi
+say "ok: $BUNDLE ($mib MiB, limit $MAX_MIB MiB); run there: gpu-bundle/run.sh"
