@@ -154,41 +154,58 @@ impl Tensor {
 
     /// Uniform samples in (low, high) from the Philox stream of `rng`, which advances.
     pub fn rand_uniform(rng: &mut Rng, low: f64, high: f64, shape: &[usize], dtype: DType, device: &Device) -> Result<Self> {
-        device.check_available("rand_uniform")?;
-        Self::check_float("rand_uniform", dtype)?;
-        let temp = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
-        let n = checked_alloc_len("rand_uniform", shape, temp.size_in_bytes())?;
-        let offset = rng.advance(n);
         use brainstacks_kernels::philox::cpu as ph;
-        if dtype == DType::F64 {
-            let mut v = vec![0f64; n];
-            crate::cpu::parallel::fill_chunks(&mut v, |start, chunk| ph::fill_uniform_f64(rng.seed, offset + start as u64, low, high, chunk));
-            return Self::from_vec(v, shape, device);
-        }
-        let mut v = vec![0f32; n];
-        crate::cpu::parallel::fill_chunks(&mut v, |start, chunk| {
-            ph::fill_uniform_f32(rng.seed, offset + start as u64, low as f32, high as f32, chunk)
-        });
-        Self::from_vec(v, shape, device)?.to_dtype(dtype)
+        Self::philox_draw(
+            "rand_uniform",
+            rng,
+            shape,
+            dtype,
+            device,
+            |seed, offset, out| ph::fill_uniform_f64(seed, offset, low, high, out),
+            |seed, offset, out| ph::fill_uniform_f32(seed, offset, low as f32, high as f32, out),
+        )
     }
 
     /// Normal(mean, std) samples from the Philox stream of `rng`, which advances.
     pub fn randn(rng: &mut Rng, mean: f64, std: f64, shape: &[usize], dtype: DType, device: &Device) -> Result<Self> {
-        device.check_available("randn")?;
-        Self::check_float("randn", dtype)?;
-        let temp = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
-        let n = checked_alloc_len("randn", shape, temp.size_in_bytes())?;
-        let offset = rng.advance(n);
         use brainstacks_kernels::philox::cpu as ph;
+        Self::philox_draw(
+            "randn",
+            rng,
+            shape,
+            dtype,
+            device,
+            |seed, offset, out| ph::fill_normal_f64(seed, offset, mean, std, out),
+            |seed, offset, out| ph::fill_normal_f32(seed, offset, mean as f32, std as f32, out),
+        )
+    }
+
+    /// Reserves `shape`'s element count on `rng`'s stream and fills it in parallel chunks with
+    /// `fill_f64` (for f64 output) or `fill_f32` (for every other float dtype, rounded once by
+    /// the final cast). Each chunk starts at its own stream offset, so the values do not depend
+    /// on how the work is split.
+    fn philox_draw(
+        op: &'static str,
+        rng: &mut Rng,
+        shape: &[usize],
+        dtype: DType,
+        device: &Device,
+        fill_f64: impl Fn(u64, u64, &mut [f64]) + Sync + Send,
+        fill_f32: impl Fn(u64, u64, &mut [f32]) + Sync + Send,
+    ) -> Result<Self> {
+        device.check_available(op)?;
+        Self::check_float(op, dtype)?;
+        let temp = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
+        let n = checked_alloc_len(op, shape, temp.size_in_bytes())?;
+        let offset = rng.advance(n);
+        let seed = rng.seed;
         if dtype == DType::F64 {
             let mut v = vec![0f64; n];
-            crate::cpu::parallel::fill_chunks(&mut v, |start, chunk| ph::fill_normal_f64(rng.seed, offset + start as u64, mean, std, chunk));
+            crate::cpu::parallel::fill_chunks(&mut v, |start, chunk| fill_f64(seed, offset + start as u64, chunk));
             return Self::from_vec(v, shape, device);
         }
         let mut v = vec![0f32; n];
-        crate::cpu::parallel::fill_chunks(&mut v, |start, chunk| {
-            ph::fill_normal_f32(rng.seed, offset + start as u64, mean as f32, std as f32, chunk)
-        });
+        crate::cpu::parallel::fill_chunks(&mut v, |start, chunk| fill_f32(seed, offset + start as u64, chunk));
         Self::from_vec(v, shape, device)?.to_dtype(dtype)
     }
 
