@@ -302,7 +302,7 @@ impl Tensor {
     }
 
     /// Same data, new shape. A view when the tensor is contiguous, a copy otherwise (as PyTorch's
-    /// `reshape`). One entry of `shape` may be `usize::MAX` to infer it? No: shapes are explicit.
+    /// `reshape`). Every dim is given explicitly; there is no inferred (-1) entry.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         let n = checked_elem_count("reshape", shape)?;
         if n != self.elem_count() {
