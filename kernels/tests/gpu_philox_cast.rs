@@ -4,35 +4,15 @@
 //! in which case it fails (a GPU run can never pass by skipping).
 #![cfg(feature = "cuda")]
 
-use std::sync::OnceLock;
+mod common;
 
 use brainstacks_kernels::cast::{cpu as cast_cpu, cuda as cast_cuda};
-use brainstacks_kernels::launch::GpuContext;
 use brainstacks_kernels::philox::{cpu as philox_cpu, cuda as philox_cuda};
+use common::gpu;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
 const CASES: u32 = 24;
-
-fn gpu() -> Option<&'static GpuContext> {
-    static GPU: OnceLock<Result<GpuContext, String>> = OnceLock::new();
-    let g = GPU.get_or_init(|| {
-        let g = GpuContext::new(0).map_err(|e| e.to_string())?;
-        g.preload_all()
-            .map_err(|e| format!("preload_all failed: {e}"))?;
-        Ok(g)
-    });
-    match g {
-        Ok(g) => Some(g),
-        Err(reason) => {
-            if std::env::var("REQUIRE_CUDA").as_deref() == Ok("1") {
-                panic!("REQUIRE_CUDA=1 but the GPU is unusable: {reason}");
-            }
-            println!("skipped: {reason}");
-            None
-        }
-    }
-}
 
 /// Lengths: empty, one, around the 256-thread block, a large odd size, and random small ones.
 fn length() -> impl Strategy<Value = usize> {
