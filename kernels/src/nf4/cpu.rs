@@ -349,7 +349,9 @@ mod tests {
         assert!(Nf4Quantized::from_parts(vec![0x77; 3], vec![1.0], 3, 64).is_err());
         assert!(Nf4Quantized::from_parts(vec![0x77; 2], vec![1.0, 1.0], 3, 64).is_err());
         assert!(Nf4Quantized::from_parts(vec![0x77; 2], vec![f32::NAN], 3, 64).is_err());
-        assert!(Nf4Quantized::from_parts(vec![0x77; 2], vec![-1.0], 3, 64).is_err());
+        // Reconstructed double-quant scales can be negative; they are used as is.
+        assert!(Nf4Quantized::from_parts(vec![0x77; 2], vec![-1.0], 3, 64).is_ok());
+        assert!(Nf4Quantized::from_parts(vec![0x77; 2], vec![f32::INFINITY], 3, 64).is_err());
         assert!(Nf4Quantized::from_parts(vec![0x77; 2], vec![1.0], 3, 63).is_err());
         let q = quantize_nf4(&[0.3, -0.7, 0.1], 64).unwrap();
         let (p, a, n, b) = q.clone().into_parts();

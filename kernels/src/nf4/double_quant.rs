@@ -6,7 +6,10 @@
 //!
 //! 1. `offset` = mean of `absmax`, an `f32` scalar (the oracle sums in `f64` and rounds once;
 //!    PyTorch's `f32` mean may differ in the last ulp, which is harmless because the offset is
-//!    stored alongside the data and simply read back).
+//!    stored alongside the data and simply read back; to reproduce a stored file exactly, pass
+//!    its offset to [`double_quantize_absmax_with_offset`]). PyTorch's `f32` sum also
+//!    overflows to `inf` when the scales add up past `f32::MAX`, leaving bitsandbytes with an
+//!    unusable nested state; the `f64` sum does not.
 //! 2. `centered[i] = absmax[i] - offset` in `f32`.
 //! 3. `centered` is cut into blocks of [`NESTED_BLOCKSIZE`] = 256; each gets an `f32`
 //!    `nested_absmax` = max |centered| over the block.
@@ -18,11 +21,13 @@
 //! 5. Reconstruction: `absmax[i] = map[q[i]] * nested_absmax[i / 256] + offset`, two separate
 //!    `f32` roundings (no fused multiply-add), as bitsandbytes dequantizes then adds the offset.
 //!
-//! Known deviation: bitsandbytes' own binary search (`dQuantize` on CUDA, `quantize_block` on
-//! CPU) occasionally lands one entry below the nearest one (observed for 1 of 192 values against
-//! bitsandbytes 0.50.2, see `shared/spec/kernel-references.md` A.4). Step 4 is the intended
-//! nearest rule; when comparing with files written by bitsandbytes, accept a one-step
-//! difference in rare nested codes and compare the reconstructed absmax instead.
+//! Known deviations: bitsandbytes' own search (`dQuantize` on CUDA, `quantize_block` on CPU)
+//! occasionally lands one entry off the nearest one, on either side (2 of 1024 codes for a
+//! random `[16, 4096]` weight with bitsandbytes 0.50.2 on a CPU, `tests/nf4_bitsandbytes.rs`);
+//! and for an all-zero centred block it scales `0 / 0 = NaN` and stores an arbitrary code
+//! where we store 127 (every code times a zero nested absmax reconstructs the offset). Step 4
+//! is the intended nearest rule; when comparing with files written by bitsandbytes, accept a
+//! one-step difference in rare nested codes and compare the reconstructed absmax instead.
 //!
 //! # The dynamic map
 //!
@@ -32,9 +37,14 @@
 //! `2 * 127 + 2 = 256` values in `[-0.99296874, 1.0]`: the map is **not** symmetric, its most
 //! negative entry is `-(1 - 0.9/128)`, not `-1`. The generator reproduces PyTorch's `f32`
 //! arithmetic (`linspace` filling the first half forward from the start and the second half
-//! backward from the end, means `(a + b) / 2`, scale multiplied in `f32`); that emulation is
-//! believed exact but was not checked against a PyTorch-built table, so a map loaded from a
-//! checkpoint (`nested_quant_map`) should be used as stored, via [`DoubleQuant::from_parts`].
+//! backward from the end, means `(a + b) / 2`, scale multiplied in `f32`). PyTorch's CPU
+//! `linspace` kernel is compiled with floating-point contraction on x86 (AVX2/AVX-512 builds),
+//! so `start + step * j` and `end - step * k` are each one fused multiply-add; with separate
+//! roundings 42 of the 256 entries come out one ulp off. The FMA form is bit-identical to the
+//! map bitsandbytes 0.50.2 builds on such a CPU (`tests/nf4_bitsandbytes.rs`). The map is
+//! computed on the CPU even for GPU checkpoints, but a machine without FMA would store a
+//! slightly different one, so a map loaded from a checkpoint (`nested_quant_map`) should be
+//! used as stored, via [`DoubleQuant::from_parts`].
 
 use super::{Nf4Error, check_finite};
 
@@ -45,16 +55,17 @@ pub const NESTED_BLOCKSIZE: usize = 256;
 pub const DYNAMIC_ZERO_INDEX: u8 = 127;
 
 /// PyTorch-style `f32` linspace: first half `start + step * j`, second half `end - step * (n-1-j)`,
-/// so both endpoints are exact.
+/// so both endpoints are exact; each is one fused multiply-add, as PyTorch's CPU kernel is
+/// compiled (see the module docs).
 fn linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
     let step = (end - start) / (steps - 1) as f32;
     let half = steps / 2;
     (0..steps)
         .map(|j| {
             if j < half {
-                start + step * j as f32
+                step.mul_add(j as f32, start)
             } else {
-                end - step * (steps - 1 - j) as f32
+                (-step).mul_add((steps - 1 - j) as f32, end)
             }
         })
         .collect()
@@ -176,12 +187,30 @@ impl DoubleQuant {
 /// offset 0 (PyTorch would produce a NaN mean there).
 pub fn double_quantize_absmax(absmax: &[f32]) -> Result<DoubleQuant, Nf4Error> {
     check_finite(absmax)?;
-    let map = create_dynamic_map();
     let offset = if absmax.is_empty() {
         0.0
     } else {
         (absmax.iter().map(|&a| f64::from(a)).sum::<f64>() / absmax.len() as f64) as f32
     };
+    double_quantize_absmax_with_offset(absmax, offset)
+}
+
+/// Steps 2-4 of the module docs with a given `offset` (e.g. the one a stored file holds, which
+/// PyTorch computed with its own `f32` summation order).
+///
+/// Errors: a NaN or infinite entry in `absmax`, or a non-finite `offset`.
+pub fn double_quantize_absmax_with_offset(
+    absmax: &[f32],
+    offset: f32,
+) -> Result<DoubleQuant, Nf4Error> {
+    check_finite(absmax)?;
+    if !offset.is_finite() {
+        return Err(Nf4Error::InvalidScale {
+            index: 0,
+            value: offset,
+        });
+    }
+    let map = create_dynamic_map();
     let centered: Vec<f32> = absmax.iter().map(|&a| a - offset).collect();
     let mut nested_absmax = Vec::with_capacity(centered.len().div_ceil(NESTED_BLOCKSIZE));
     let mut quantized = Vec::with_capacity(centered.len());

@@ -18,6 +18,9 @@
 //!   `packed.len() == numel.div_ceil(2)`. An odd trailing element is padded with the nibble of a
 //!   `0.0` element, [`NF4_ZERO_NIBBLE`] (bitsandbytes pads with a zero element).
 //! * Dequantization: `NF4_CODE[nibble] * absmax[elem / blocksize]`, one `f32` multiply.
+//!   (bitsandbytes 0.50.2's C++ CPU dequantizer, for some shapes, e.g. `cols` a multiple of 16,
+//!   picks scale `r * (cols / blocksize) + c / blocksize` for element `(r, c)`, which is wrong
+//!   when `cols` is not a multiple of `blocksize`; its quantizers write the flat layout here.)
 //!
 //! # Quantization rule (the part that must match bit for bit)
 //!
@@ -40,11 +43,20 @@
 //!   reference (it clamps the divisor to 1e-38). The CUDA kernel instead computes `0 * inf = NaN`,
 //!   every `>` fails and it writes nibble 0 (code -1.0): its packed bytes for such a block are
 //!   `0x00` where ours are `0x77`, but both dequantize to zero. Compare values, not bytes, there.
+//!   The PyTorch reference stores the absmax of an all-zero *partial last* block as the clamped
+//!   `1e-38` (of a full block as `0.0`); ours is `0.0` for both.
+//! * **Partial last block**: bitsandbytes' PyTorch reference scales it by `x / absmax` (full
+//!   blocks by the reciprocal), so a value within an ulp of a midpoint can land one code apart
+//!   from ours there. We follow rule 1 for every block, as its CUDA kernel does.
 //! * **Tiny (subnormal) absmax**: when `1 / absmax` overflows to `+inf` (absmax below about
 //!   `2.9e-39`) the CUDA kernel would turn zeros into NaN and hence into code -1.0. The oracle
 //!   instead scales by `x / absmax` computed in `f64` and rounded to `f32`, which keeps the
 //!   round-trip error bound below; this is a deliberate, documented deviation in a case where
 //!   the CUDA output is wrong anyway. Subnormal absmax whose reciprocal is finite follow rule 1.
+//!   bitsandbytes' PyTorch reference scales any block whose absmax is below `1e-38` by `1e-38`
+//!   instead (and stores `1e-38` for a partial last block), so its codes there collapse toward
+//!   zero; ours keep the error bound. `tests/nf4_bitsandbytes.rs` checks each of these
+//!   differences, and byte equality everywhere else, against bitsandbytes 0.50.2.
 //! * **NaN or ±inf inputs** are rejected with [`Nf4Error`] (bitsandbytes silently produces garbage
 //!   codes for them).
 //!
@@ -60,6 +72,7 @@ pub mod double_quant;
 pub use cpu::{dequantize_nf4, nf4_matmul_f64, quantize_nf4};
 pub use double_quant::{
     DoubleQuant, NESTED_BLOCKSIZE, create_dynamic_map, dequantize_absmax, double_quantize_absmax,
+    double_quantize_absmax_with_offset,
 };
 
 use std::fmt;
@@ -137,7 +150,7 @@ pub enum Nf4Error {
     },
     /// A shape product overflows `usize`.
     Overflow,
-    /// A stored scale is NaN, infinite or negative.
+    /// A stored scale is NaN or infinite (or negative, for a nested absmax).
     InvalidScale { index: usize, value: f32 },
 }
 
@@ -164,7 +177,7 @@ impl fmt::Display for Nf4Error {
             }
             Nf4Error::Overflow => write!(f, "NF4: shape product overflows usize"),
             Nf4Error::InvalidScale { index, value } => {
-                write!(f, "NF4: scale {index} is {value}, expected finite and >= 0")
+                write!(f, "NF4: scale {index} is {value}, not a valid scale")
             }
         }
     }
@@ -229,7 +242,10 @@ pub struct Nf4Quantized {
 impl Nf4Quantized {
     /// Validates and wraps existing data (e.g. a bitsandbytes checkpoint's `weight` bytes and
     /// fp32 `absmax`): `packed.len() == numel.div_ceil(2)`, `absmax.len() ==
-    /// numel.div_ceil(blocksize)`, every absmax finite and `>= 0`, blocksize accepted.
+    /// numel.div_ceil(blocksize)`, every absmax finite, blocksize accepted. A negative absmax is
+    /// accepted and used as is: scales reconstructed from double quantization
+    /// ([`dequantize_absmax`], bitsandbytes' own too) go below zero for a block whose true
+    /// absmax is small next to the spread of its neighbours' (seen in real bitsandbytes output).
     pub fn from_parts(
         packed: Vec<u8>,
         absmax: Vec<f32>,
@@ -253,11 +269,7 @@ impl Nf4Quantized {
                 got: absmax.len(),
             });
         }
-        if let Some((index, &value)) = absmax
-            .iter()
-            .enumerate()
-            .find(|(_, a)| !(a.is_finite() && **a >= 0.0))
-        {
+        if let Some((index, &value)) = absmax.iter().enumerate().find(|(_, a)| !a.is_finite()) {
             return Err(Nf4Error::InvalidScale { index, value });
         }
         Ok(Self {
@@ -309,7 +321,11 @@ impl Nf4Quantized {
             return None;
         }
         let byte = self.packed[i / 2];
-        Some(if i.is_multiple_of(2) { byte >> 4 } else { byte & 0x0f })
+        Some(if i.is_multiple_of(2) {
+            byte >> 4
+        } else {
+            byte & 0x0f
+        })
     }
 
     /// Splits into `(packed, absmax, numel, blocksize)`.
