@@ -10,4 +10,7 @@ pub enum Error {
     Tensor(#[from] brainstacks_tensor::Error),
     #[error("{layer}: {msg}")]
     Config { layer: String, msg: String },
+    /// A checkpoint that breaks its format: names the file (or directory) and the tensor.
+    #[error("{}: {msg}", .path.display())]
+    Checkpoint { path: std::path::PathBuf, msg: String },
 }

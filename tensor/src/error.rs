@@ -27,6 +27,14 @@ pub enum Error {
 
     #[error("{op}: the tensor is on {device:?}: {msg}")]
     Device { op: &'static str, device: crate::Device, msg: String },
+
+    /// An operating-system error on a file, naming the file and what was being done.
+    #[error("{op} {}: {source}", .path.display())]
+    Io { op: &'static str, path: std::path::PathBuf, #[source] source: std::io::Error },
+
+    /// A file whose content breaks its format: names the file and, in `msg`, the tensor or key.
+    #[error("{}: {msg}", .path.display())]
+    Format { path: std::path::PathBuf, msg: String },
 }
 
 fn note_suffix(note: &str) -> String {
@@ -39,6 +47,12 @@ impl Error {
     }
     pub(crate) fn invalid(op: &'static str, shape: &[usize], msg: impl Into<String>) -> Self {
         Error::InvalidArgument { op, msg: msg.into(), shape: shape.to_vec() }
+    }
+    pub(crate) fn io(op: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::Io { op, path: path.to_path_buf(), source }
+    }
+    pub(crate) fn format(path: &std::path::Path, msg: impl Into<String>) -> Self {
+        Error::Format { path: path.to_path_buf(), msg: msg.into() }
     }
     pub(crate) fn dtype(op: &'static str, dtype: DType, note: impl Into<String>) -> Self {
         Error::UnsupportedDType { op, dtype, note: note.into() }

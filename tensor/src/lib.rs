@@ -13,12 +13,14 @@
 //! ```
 
 pub mod cpu;
+pub mod io;
 #[doc(hidden)]
 pub mod fuzz_support;
 mod device;
 mod dtype;
 mod error;
 pub mod layout;
+pub mod nf4;
 pub mod ops;
 mod storage;
 mod tensor;

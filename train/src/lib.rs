@@ -3,5 +3,6 @@
 pub mod demo;
 mod error;
 pub mod optim;
+pub mod quantize_cli;
 
 pub use error::{Error, Result};

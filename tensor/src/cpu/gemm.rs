@@ -133,6 +133,21 @@ pub fn gemm_bf16(a: MatRef<'_, bf16>, b: MatRef<'_, bf16>, c: &mut [f32], accumu
     gemm_with(&f32_kernel(b.cols), a, b, c, accumulate);
 }
 
+/// [`gemm_f32`] with any B operand that packs itself (e.g. NF4 weights decoded while packing).
+pub(crate) fn gemm_f32_packed<B: PackB<f32>>(a: MatRef<'_, f32>, b: B, c: &mut [f32], accumulate: bool) {
+    gemm_with(&f32_kernel(b.cols()), a, b, c, accumulate);
+}
+
+/// [`gemm_bf16`] with any B operand that packs itself into f32 panels.
+pub(crate) fn gemm_bf16_packed<B: PackB<f32>>(a: MatRef<'_, bf16>, b: B, c: &mut [f32], accumulate: bool) {
+    gemm_with(&f32_kernel(b.cols()), a, b, c, accumulate);
+}
+
+/// [`gemm_f64`] with any B operand that packs itself into f64 panels.
+pub(crate) fn gemm_f64_packed<B: PackB<f64>>(a: MatRef<'_, f64>, b: B, c: &mut [f64], accumulate: bool) {
+    gemm_with(&f64_kernel(), a, b, c, accumulate);
+}
+
 /// The name of the f32 micro-kernel this CPU uses for products with `n` columns, e.g.
 /// `f32-avx512-12x32` (for benchmark logs).
 pub fn f32_kernel_name(n: usize) -> &'static str {
@@ -150,7 +165,7 @@ pub fn gemm_f64(a: MatRef<'_, f64>, b: MatRef<'_, f64>, c: &mut [f64], accumulat
 // ---------------------------------------------------------------------------------------------
 
 /// The accumulation types the driver is generic over.
-trait Acc: Pod + Send + Sync + std::ops::Add<Output = Self> {}
+pub(crate) trait Acc: Pod + Send + Sync + std::ops::Add<Output = Self> {}
 impl Acc for f32 {}
 impl Acc for f64 {}
 
@@ -605,7 +620,7 @@ mod x86 {
 ///
 /// A trait rather than a closure so that a type can bring a faster way to pack the awkward
 /// layout (see [`Widen::pack_lanes_along_depth`]).
-trait Widen<E: Acc>: Copy + Sync {
+pub(crate) trait Widen<E: Acc>: Copy + Sync {
     fn widen(self) -> E;
 
     /// Packs a panel whose lanes are each contiguous along k (`lanes.depth_stride == 1`): row-major
@@ -658,6 +673,38 @@ impl Widen<f64> for f64 {
     }
 }
 
+/// The B operand of a product (`k` x `n`), seen only through the packed micro-panels it produces.
+///
+/// A strided matrix ([`MatRef`]) packs by copying (and widening); a compressed operand (the NF4
+/// weights of `cpu::nf4`) decodes straight into the panel, so the full-size matrix never exists.
+pub(crate) trait PackB<E>: Sync {
+    /// `k`.
+    fn rows(&self) -> usize;
+    /// `n`.
+    fn cols(&self) -> usize;
+    /// Panics unless the operand is internally consistent (cheap; runs in release).
+    fn assert_fits(&self);
+    /// Writes rows `depth` x columns `cols` as NR-column micro-panels: panel `q` holds
+    /// `out[q * kc * nr + p * nr + j] = B[depth.start + p][cols.start + q * nr + j]`, zero past
+    /// `cols.end`; `out` holds exactly `cols.len().div_ceil(nr)` panels of `kc = depth.len()` rows.
+    fn pack(&self, depth: std::ops::Range<usize>, cols: std::ops::Range<usize>, nr: usize, out: &mut [E]);
+}
+
+impl<T: Widen<E>, E: Acc> PackB<E> for MatRef<'_, T> {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn cols(&self) -> usize {
+        self.cols
+    }
+    fn assert_fits(&self) {
+        MatRef::assert_fits(self, "b");
+    }
+    fn pack(&self, depth: std::ops::Range<usize>, cols: std::ops::Range<usize>, nr: usize, out: &mut [E]) {
+        pack_b(*self, (depth.start, depth.len()), (cols.start, cols.len()), nr, out);
+    }
+}
+
 /// Packs rows `i0..i0 + rows` x columns `p0..p0 + kc` of `a` into MR-row micro-panels:
 /// panel `q` holds `out[q * kc * mr + p * mr + i] = A[i0 + q * mr + i][p0 + p]`, zero past `rows`.
 /// `out` holds exactly `rows.div_ceil(mr)` panels.
@@ -703,11 +750,11 @@ fn pack_b<T: Widen<E>, E: Acc>(
 
 /// The source of one micro-panel: `valid` lanes (rows of A, or columns of B) starting at `base`,
 /// `lane_stride` apart, each running along k with `depth_stride`.
-struct Lanes {
-    base: usize,
-    valid: usize,
-    lane_stride: usize,
-    depth_stride: usize,
+pub(crate) struct Lanes {
+    pub(crate) base: usize,
+    pub(crate) valid: usize,
+    pub(crate) lane_stride: usize,
+    pub(crate) depth_stride: usize,
 }
 
 impl Lanes {
@@ -719,7 +766,7 @@ impl Lanes {
     /// contiguous copy. When each lane is contiguous along k instead (row-major A, or a transposed
     /// B) the panel is a transpose of the source: see [`Widen::pack_lanes_along_depth`].
     #[inline(always)]
-    fn pack<T: Widen<E>, E: Acc>(&self, src: &[T], width: usize, panel: &mut [E]) {
+    pub(crate) fn pack<T: Widen<E>, E: Acc>(&self, src: &[T], width: usize, panel: &mut [E]) {
         if self.valid < width {
             for dst in panel.chunks_exact_mut(width) {
                 dst[self.valid..].fill(E::zeroed());
@@ -881,18 +928,18 @@ fn plan(m: usize, n: usize, mr: usize, nr: usize, threads: usize) -> Plan {
 }
 
 /// The whole product with one micro-kernel; inputs are widened to `E` while packing.
-fn gemm_with<T: Widen<E>, E: Acc>(
+fn gemm_with<T: Widen<E>, E: Acc, B: PackB<E>>(
     kernel: &MicroKernel<E>,
     a: MatRef<'_, T>,
-    b: MatRef<'_, T>,
+    b: B,
     c: &mut [E],
     accumulate: bool,
 ) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let (m, k, n) = (a.rows, a.cols, b.cols());
     assert!(
-        b.rows == k,
+        b.rows() == k,
         "gemm: inner dimensions differ: a is {m} x {k}, b is {} x {n}",
-        b.rows
+        b.rows()
     );
     assert!(
         m.checked_mul(n) == Some(c.len()),
@@ -900,7 +947,7 @@ fn gemm_with<T: Widen<E>, E: Acc>(
         c.len()
     );
     a.assert_fits("a");
-    b.assert_fits("b");
+    b.assert_fits();
     if m == 0 || n == 0 {
         return;
     }
@@ -952,17 +999,17 @@ fn gemm_with<T: Widen<E>, E: Acc>(
 }
 
 /// Everything a task needs; shared read-only by all tasks of one call.
-struct Job<'k, 'a, 'b, T, E> {
+struct Job<'k, 'a, T, E, B> {
     kernel: &'k MicroKernel<E>,
     a: MatRef<'a, T>,
-    b: MatRef<'b, T>,
+    b: B,
     /// C's first element; row-major with row stride `ldc`.
     c: CPtr<E>,
     ldc: usize,
     accumulate: bool,
 }
 
-impl<T: Widen<E>, E: Acc> Job<'_, '_, '_, T, E> {
+impl<T: Widen<E>, E: Acc, B: PackB<E>> Job<'_, '_, T, E, B> {
     /// Computes the rectangle rows `r0..r0 + rows` x columns `c0..c0 + cols` of C.
     fn task(&self, (r0, rows): (usize, usize), (c0, cols): (usize, usize)) {
         let kn = self.kernel;
@@ -977,7 +1024,7 @@ impl<T: Widen<E>, E: Acc> Job<'_, '_, '_, T, E> {
                 for p0 in (0..k).step_by(kn.kc) {
                     let kc = kn.kc.min(k - p0);
                     let b_block = &mut b_buf[..nc.div_ceil(nr) * nr * kc];
-                    pack_b(self.b, (p0, kc), (j0, nc), nr, b_block);
+                    self.b.pack(p0..p0 + kc, j0..j0 + nc, nr, b_block);
                     // The first KC slice overwrites C unless accumulating; later ones add to it.
                     let load_c = self.accumulate || p0 > 0;
                     for i0 in (r0..r0 + rows).step_by(kn.mc) {

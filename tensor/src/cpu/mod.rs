@@ -2,4 +2,5 @@
 //! plain sequential form (the oracles in `brainstacks-kernels` where one exists).
 
 pub mod gemm;
+pub(crate) mod nf4;
 pub mod parallel;

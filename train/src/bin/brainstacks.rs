@@ -3,6 +3,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use std::path::PathBuf;
+
 use brainstacks_train::demo::{DemoConfig, run};
 
 #[derive(Parser)]
@@ -32,6 +34,28 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         log_every: usize,
     },
+    /// Quantizes a bf16/f16/f32 Hugging Face Llama checkpoint to 4-bit NF4 (bitsandbytes format).
+    ///
+    /// Every linear weight becomes NF4 in blocks of --blocksize; embeddings, norms and lm_head stay
+    /// as they are. The output directory is a complete model: weights, config.json with its
+    /// quantization_config, and the tokenizer files.
+    Quantize {
+        /// Input directory: config.json and model.safetensors (or shards with their index).
+        #[arg(long)]
+        model: PathBuf,
+        /// Output directory (created if missing; must differ from --model).
+        #[arg(long)]
+        out: PathBuf,
+        /// Double-quantize the per-block scales (8-bit, blocks of 256), as QLoRA does.
+        #[arg(long)]
+        double_quant: bool,
+        /// Weights per block.
+        #[arg(long, default_value_t = 64)]
+        blocksize: usize,
+        /// Largest output file in MiB before the output is sharded.
+        #[arg(long, default_value_t = 4096)]
+        max_shard_mib: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -57,6 +81,10 @@ fn main() -> anyhow::Result<()> {
                 100.0 * last.accuracy,
                 start.elapsed()
             );
+        }
+        Command::Quantize { model, out, double_quant, blocksize, max_shard_mib } => {
+            let opts = brainstacks_train::quantize_cli::Options { model, out, double_quant, blocksize, max_shard_mib };
+            brainstacks_train::quantize_cli::run(&opts)?;
         }
     }
     Ok(())

@@ -1,0 +1,288 @@
+//! Fast CPU products with NF4 weights: the weight is decoded straight into the GEMM's packed
+//! micro-panels (see `gemm::PackB`), a panel at a time, so no full-size dequantized copy exists.
+//!
+//! The format and the oracle are in `brainstacks_kernels::nf4`. A decoded element is
+//! `NF4_CODE[nibble] * absmax[block]`, one f32 multiply, exactly as the oracle's dequantization, so
+//! the product differs from "dequantize, then `gemm_f32`" only by nothing at all: the panels hold
+//! the same values the dense path would pack.
+//!
+//! Two orientations of a weight `W` (`[out, in]`, row-major, flattened into blocks):
+//! - `y = x · Wᵀ` (forward): B = Wᵀ, each B column is a contiguous run of a W row. Each lane is
+//!   decoded into a small lane-major scratch and transposed into the panel with the dense path's
+//!   transposition.
+//! - `dx = dy · W` (input gradient): B = W, each panel row is a contiguous run of a W row, decoded
+//!   in place.
+
+use std::cell::RefCell;
+use std::ops::Range;
+
+use brainstacks_kernels::nf4::NF4_CODE;
+
+use super::gemm::{Lanes, PackB};
+
+/// A borrowed NF4 weight `[out, in]` with f32 absmax per `blocksize` elements.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Nf4Ref<'a> {
+    pub packed: &'a [u8],
+    pub absmax: &'a [f32],
+    pub out_features: usize,
+    pub in_features: usize,
+    pub blocksize: usize,
+}
+
+impl Nf4Ref<'_> {
+    fn assert_consistent(&self) {
+        let numel = self.out_features.checked_mul(self.in_features).expect("NF4 shape overflows");
+        assert!(
+            self.packed.len() == numel.div_ceil(2) && self.absmax.len() == numel.div_ceil(self.blocksize),
+            "NF4 weight {}x{}: {} packed bytes and {} scales do not fit blocksize {}",
+            self.out_features,
+            self.in_features,
+            self.packed.len(),
+            self.absmax.len(),
+            self.blocksize
+        );
+    }
+
+    /// Decodes flat elements `start..start + out.len()` into `out`.
+    #[inline]
+    pub(crate) fn decode_run(&self, start: usize, out: &mut [f32]) {
+        let mut e = start;
+        let mut done = 0;
+        while done < out.len() {
+            // One block at a time: one scale for the whole chunk.
+            let block = e / self.blocksize;
+            let block_end = ((block + 1) * self.blocksize).min(start + out.len());
+            let chunk = &mut out[done..done + (block_end - e)];
+            decode_chunk(self.packed, e, self.absmax[block], chunk);
+            done += chunk.len();
+            e = block_end;
+        }
+    }
+}
+
+/// Decodes elements `e..e + out.len()` (all in one block, scale `scale`).
+#[inline]
+fn decode_chunk(packed: &[u8], mut e: usize, scale: f32, out: &mut [f32]) {
+    let mut i = 0;
+    if e % 2 == 1 && i < out.len() {
+        out[i] = NF4_CODE[(packed[e / 2] & 0x0F) as usize] * scale;
+        i += 1;
+        e += 1;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        let whole = (out.len() - i) / 16 * 16;
+        // SAFETY: AVX-512F/BW checked above; the slices hold the 8 bytes and 16 floats each step uses.
+        unsafe { avx512::decode16s(&packed[e / 2..(e + whole) / 2], scale, &mut out[i..i + whole]) };
+        i += whole;
+        e += whole;
+    }
+    while i + 1 < out.len() {
+        let b = packed[e / 2];
+        out[i] = NF4_CODE[(b >> 4) as usize] * scale;
+        out[i + 1] = NF4_CODE[(b & 0x0F) as usize] * scale;
+        i += 2;
+        e += 2;
+    }
+    if i < out.len() {
+        out[i] = NF4_CODE[(packed[e / 2] >> 4) as usize] * scale;
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use brainstacks_kernels::nf4::NF4_CODE;
+
+    pub(super) fn available() -> bool {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw")
+    }
+
+    /// Decodes `out.len()` (a multiple of 16) elements from `bytes` (`out.len() / 2` bytes, element
+    /// 2i in the high nibble of byte i), times `scale`. Per 16 elements: one 8-byte load, nibbles
+    /// split and interleaved into byte order, widened to 16 indices, one 16-entry table lookup
+    /// (`vpermps`) and one multiply: the same f32 product as the scalar path.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) unsafe fn decode16s(bytes: &[u8], scale: f32, out: &mut [f32]) {
+        debug_assert_eq!(out.len() % 16, 0);
+        debug_assert_eq!(bytes.len() * 2, out.len());
+        let lut = unsafe { _mm512_loadu_ps(NF4_CODE.as_ptr()) };
+        let s = _mm512_set1_ps(scale);
+        let low4 = _mm_set1_epi8(0x0F);
+        for (src, dst) in bytes.chunks_exact(8).zip(out.chunks_exact_mut(16)) {
+            // SAFETY: `src` has 8 bytes, `dst` 16 floats.
+            unsafe {
+                let x = _mm_loadl_epi64(src.as_ptr().cast::<__m128i>());
+                let hi = _mm_and_si128(_mm_srli_epi16::<4>(x), low4);
+                let lo = _mm_and_si128(x, low4);
+                let idx = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(hi, lo));
+                let v = _mm512_mul_ps(_mm512_permutexvar_ps(idx, lut), s);
+                _mm512_storeu_ps(dst.as_mut_ptr(), v);
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Lane-major decode scratch of the forward orientation (at most `nr * kc` floats).
+    static LANES_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// B = Wᵀ (`in` x `out`): the forward product `y = x · Wᵀ`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Nf4Transposed<'a>(pub Nf4Ref<'a>);
+
+/// B = W (`out` x `in`): the input gradient `dx = dy · W`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Nf4Plain<'a>(pub Nf4Ref<'a>);
+
+impl PackB<f32> for Nf4Transposed<'_> {
+    fn rows(&self) -> usize {
+        self.0.in_features
+    }
+    fn cols(&self) -> usize {
+        self.0.out_features
+    }
+    fn assert_fits(&self) {
+        self.0.assert_consistent();
+    }
+    fn pack(&self, depth: Range<usize>, cols: Range<usize>, nr: usize, out: &mut [f32]) {
+        let w = &self.0;
+        let kc = depth.len();
+        LANES_SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            if scratch.len() < nr * kc {
+                scratch.resize(nr * kc, 0.0);
+            }
+            for (q, panel) in out.chunks_exact_mut(kc * nr).enumerate() {
+                let c0 = cols.start + q * nr;
+                let valid = nr.min(cols.end - c0);
+                for l in 0..valid {
+                    let row = c0 + l;
+                    w.decode_run(row * w.in_features + depth.start, &mut scratch[l * kc..(l + 1) * kc]);
+                }
+                let lanes = Lanes { base: 0, valid, lane_stride: kc, depth_stride: 1 };
+                lanes.pack::<f32, f32>(&scratch[..nr * kc], nr, panel);
+            }
+        });
+    }
+}
+
+impl PackB<f32> for Nf4Plain<'_> {
+    fn rows(&self) -> usize {
+        self.0.out_features
+    }
+    fn cols(&self) -> usize {
+        self.0.in_features
+    }
+    fn assert_fits(&self) {
+        self.0.assert_consistent();
+    }
+    fn pack(&self, depth: Range<usize>, cols: Range<usize>, nr: usize, out: &mut [f32]) {
+        let w = &self.0;
+        let kc = depth.len();
+        for (q, panel) in out.chunks_exact_mut(kc * nr).enumerate() {
+            let c0 = cols.start + q * nr;
+            let valid = nr.min(cols.end - c0);
+            for (p, dst) in panel.chunks_exact_mut(nr).enumerate() {
+                let row = depth.start + p;
+                w.decode_run(row * w.in_features + c0, &mut dst[..valid]);
+                dst[valid..].fill(0.0);
+            }
+        }
+    }
+}
+
+/// The f64 panels (gradient checks): decoded in f32 exactly as above, then widened.
+impl PackB<f64> for Nf4Transposed<'_> {
+    fn rows(&self) -> usize {
+        self.0.in_features
+    }
+    fn cols(&self) -> usize {
+        self.0.out_features
+    }
+    fn assert_fits(&self) {
+        self.0.assert_consistent();
+    }
+    fn pack(&self, depth: Range<usize>, cols: Range<usize>, nr: usize, out: &mut [f64]) {
+        let w = &self.0;
+        let kc = depth.len();
+        let mut lane = vec![0f32; kc];
+        for (q, panel) in out.chunks_exact_mut(kc * nr).enumerate() {
+            let c0 = cols.start + q * nr;
+            let valid = nr.min(cols.end - c0);
+            panel.fill(0.0);
+            for l in 0..valid {
+                w.decode_run((c0 + l) * w.in_features + depth.start, &mut lane);
+                for (p, &v) in lane.iter().enumerate() {
+                    panel[p * nr + l] = f64::from(v);
+                }
+            }
+        }
+    }
+}
+
+impl PackB<f64> for Nf4Plain<'_> {
+    fn rows(&self) -> usize {
+        self.0.out_features
+    }
+    fn cols(&self) -> usize {
+        self.0.in_features
+    }
+    fn assert_fits(&self) {
+        self.0.assert_consistent();
+    }
+    fn pack(&self, depth: Range<usize>, cols: Range<usize>, nr: usize, out: &mut [f64]) {
+        let w = &self.0;
+        let kc = depth.len();
+        let mut run = vec![0f32; nr];
+        for (q, panel) in out.chunks_exact_mut(kc * nr).enumerate() {
+            let c0 = cols.start + q * nr;
+            let valid = nr.min(cols.end - c0);
+            for (p, dst) in panel.chunks_exact_mut(nr).enumerate() {
+                w.decode_run((depth.start + p) * w.in_features + c0, &mut run[..valid]);
+                for (d, &v) in dst.iter_mut().zip(&run[..valid]) {
+                    *d = f64::from(v);
+                }
+                dst[valid..].fill(0.0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use brainstacks_kernels::nf4::{dequantize_nf4, quantize_nf4};
+
+    fn weights(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let h = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed.wrapping_mul(97));
+                ((h >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 3.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn decode_run_equals_the_oracle_dequantization_at_any_start_and_length() {
+        for blocksize in [32usize, 64, 128] {
+            let w = weights(4 * blocksize + 5, blocksize as u32);
+            let q = quantize_nf4(&w, blocksize).unwrap();
+            let want = dequantize_nf4(&q);
+            let r = Nf4Ref { packed: q.packed(), absmax: q.absmax(), out_features: 1, in_features: w.len(), blocksize };
+            for start in [0usize, 1, 2, 15, 16, 17, 63, 64, 65, blocksize - 1] {
+                for len in [0usize, 1, 2, 3, 16, 17, 33, 100, w.len() - start] {
+                    if start + len > w.len() {
+                        continue;
+                    }
+                    let mut got = vec![f32::NAN; len];
+                    r.decode_run(start, &mut got);
+                    assert_eq!(got, want[start..start + len], "bs {blocksize} start {start} len {len}");
+                }
+            }
+        }
+    }
+}
