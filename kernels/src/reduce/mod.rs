@@ -38,6 +38,31 @@
 //! both sides by `size` (the division itself adds one more `u_out` relative).
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+
+/// The hand-written PTX of the GPU reductions (f32 input, f64 accumulation; see `reduce.ptx`),
+/// embedded in every build. Sums and means meet [`sum_tolerance`] (they accumulate in f64 in a
+/// fixed 256-way split that depends only on `size`); max, min and the arg ops are exact.
+pub const PTX: &str = include_str!("reduce.ptx");
+
+/// The value reductions of the GPU kernel; the discriminant is its op code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ReduceOp {
+    Sum = 0,
+    Mean = 1,
+    Max = 2,
+    Min = 3,
+}
+
+/// The index reductions of the GPU kernel; the discriminant is its op code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ArgReduceOp {
+    ArgMax = 4,
+    ArgMin = 5,
+}
 
 pub use cpu::{abs_sum_axis_f64, argmax_axis, argmin_axis, max_axis_f64, mean_axis_f64, min_axis_f64, sum_axis_f64};
 
