@@ -64,6 +64,21 @@ pub fn gelu_f64(x: f64) -> f64 {
     }
 }
 
+/// The standard normal cdf `Phi(x) = erfc(-x / sqrt 2) / 2`, from the tail side for `x < 0`.
+pub fn normal_cdf_f64(x: f64) -> f64 {
+    let a = x.abs() * std::f64::consts::FRAC_1_SQRT_2;
+    if x < 0.0 {
+        0.5 * erfc_f64(a)
+    } else {
+        0.5 * (1.0 + erf_f64(a))
+    }
+}
+
+/// The standard normal density `phi(x) = e^(-x^2/2) / sqrt(2 pi)`.
+pub fn normal_pdf_f64(x: f64) -> f64 {
+    (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt()
+}
+
 /// `1 / (1 + e^-x)`, written so neither branch overflows.
 pub fn sigmoid_f64(x: f64) -> f64 {
     if x >= 0.0 {
@@ -100,6 +115,7 @@ pub fn unary_f64(op: UnaryOp, x: f64) -> f64 {
         UnaryOp::Recip => 1.0 / x,
         UnaryOp::Sin => x.sin(),
         UnaryOp::Cos => x.cos(),
+        UnaryOp::GeluDerivative => normal_cdf_f64(x) + x * normal_pdf_f64(x),
     }
 }
 

@@ -5,7 +5,8 @@
 //! Unary ([`UnaryOp`], the op code is the discriminant, in `brainstacks-tensor`'s `UnaryOp` order):
 //! neg, exp, log, sqrt, rsqrt (`1 / sqrt x`), tanh, silu (`x sigmoid x`), gelu (the erf form
 //! `0.5 x (1 + erf(x / sqrt 2))`, as the tensor crate), sigmoid, softplus
-//! (`max(x, 0) + ln(1 + e^-|x|)`), relu (NaN passes through), abs, square, recip, sin, cos.
+//! (`max(x, 0) + ln(1 + e^-|x|)`), relu (NaN passes through), abs, square, recip, sin, cos; and
+//! op 16, gelu's derivative `Phi(x) + x phi(x)`, which autograd needs and cannot compose.
 //!
 //! Binary ([`BinaryOp`]): add, sub, mul, div, maximum, minimum. `maximum(a, b)` is `a` if `a > b`,
 //! else `b` if `b >= a`, else NaN (either side NaN); `minimum` likewise; exactly the tensor
@@ -43,6 +44,8 @@
 //! `a_op` is 0 except:
 //! - gelu, `4 u |x|`: for `x < 0` and `a = |x| / sqrt 2 < 1.5` the result is `0.5 x (1 - erf a)`,
 //!   whose absolute error is that of `erf` (at most about 200 ulps of the small result);
+//! - gelu_derivative (32 ulps), `8 u (Phi(x) + |x| phi(x))`: the two terms cancel near
+//!   `x = -0.75`, where only an absolute bound in their size holds;
 //! - silu, `2^-149 |x|`: a subnormal sigmoid's step, times `x`;
 //! - sin/cos, `2^-40`: the f64 reduction. sin/cos are in contract only for `|x| < 2^30` (the
 //!   reduction's `k` must be exact; beyond that the result is some value in `[-1, 1]`).
@@ -52,7 +55,8 @@
 //! absolute (a few subnormal steps: results that pass through the subnormal range, e.g. exp(-90)
 //! inside softplus, round there more than once). [`model`] replays the kernel's f32 sequences on
 //! the CPU and checks them against this rule over dense sweeps (worst cases seen: exp 1.2, log 2.6,
-//! tanh 4, sigmoid 2.9, softplus 3.6, sin/cos 1 ulps; gelu 137 ulps just below the branch point).
+//! tanh 4, sigmoid 2.9, softplus 3.6, sin/cos 1 ulps; gelu 137 ulps just below the branch point;
+//! gelu_derivative is relative-unbounded only at its zero near `x = -0.7518`).
 //! A bf16 output adds the output rounding, `2^-8 |oracle|`.
 //!
 //! Binary ops are exact against the f32 reference (`(a op b)` in f64 rounded to f32, the same as
@@ -90,11 +94,15 @@ pub enum UnaryOp {
     Recip = 13,
     Sin = 14,
     Cos = 15,
+    /// `d gelu / dx = Phi(x) + x phi(x)` (standard normal cdf and density): the local derivative
+    /// autograd's gelu rule needs, which no composition of the other ops gives. Not one of the
+    /// tensor crate's `UnaryOp`s (there it is `Tensor::gelu_derivative`).
+    GeluDerivative = 16,
 }
 
 impl UnaryOp {
     /// Every op, in op-code order.
-    pub const ALL: [UnaryOp; 16] = [
+    pub const ALL: [UnaryOp; 17] = [
         UnaryOp::Neg,
         UnaryOp::Exp,
         UnaryOp::Log,
@@ -111,6 +119,7 @@ impl UnaryOp {
         UnaryOp::Recip,
         UnaryOp::Sin,
         UnaryOp::Cos,
+        UnaryOp::GeluDerivative,
     ];
 
     /// The op code passed to the kernel.
@@ -167,6 +176,10 @@ pub fn unary_tolerance(op: UnaryOp, x: f64, oracle: f64, u_out: f64, tiny: f64) 
         // sigmoid(x) is subnormal below x ~ -87: its absolute error, a subnormal step, times x.
         UnaryOp::Silu => (16.0, 2f64.powi(-149) * x.abs()),
         UnaryOp::Gelu => (32.0, 4.0 * U_F32 * x.abs()),
+        UnaryOp::GeluDerivative => {
+            let (cdf, pdf) = (cpu::normal_cdf_f64(x), cpu::normal_pdf_f64(x));
+            (32.0, 8.0 * U_F32 * (cdf + x.abs() * pdf))
+        }
         UnaryOp::Sin | UnaryOp::Cos => (2.0, 2f64.powi(-40)),
     };
     let f32_err = ulps * U_F32 * oracle.abs() + abs + 2f64.powi(-147);

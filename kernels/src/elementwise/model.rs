@@ -142,7 +142,7 @@ const ERF_SERIES: [u32; 23] = [
     0x203A6DD5, 0x1DAA730C, 0x1B136A6B, 0x1871E9B6, 0x15BCCF62, 0x130C8285, 0x1047D612,
 ];
 
-fn gelu_f32(x: f32) -> f32 {
+fn gelu_f32(x: f32, derivative: bool) -> f32 {
     let a = x.abs();
     let t = x * x;
     let lo = if a > 16.0 { 0.0 } else { x.mul_add(x, -t) };
@@ -156,7 +156,10 @@ fn gelu_f32(x: f32) -> f32 {
         let erf = (a * f32::from_bits(0x3F4C422A)) * e * s;
         let g = erf.copysign(x);
         let h = x * 0.5;
-        h.mul_add(g, h)
+        let y = h.mul_add(g, h);
+        let cdf = g.mul_add(0.5, 0.5);
+        let d = (x * e).mul_add(f32::from_bits(0x3ECC422A), cdf);
+        if derivative { d } else { y }
     } else {
         let z = a * f32::from_bits(0x3F3504F3);
         let mut f = z;
@@ -166,6 +169,9 @@ fn gelu_f32(x: f32) -> f32 {
         let erfc = (e * f32::from_bits(0x3F106EBB)) / f;
         let q = erfc * 0.5;
         let y = if x > 0.0 { x * (1.0 - q) } else { x * q };
+        let cdf = if x > 0.0 { 1.0 - q } else { q };
+        let d = (x * e).mul_add(f32::from_bits(0x3ECC422A), cdf);
+        let y = if derivative { d } else { y };
         if x.is_nan() { x } else { y }
     }
 }
@@ -191,7 +197,8 @@ pub fn unary_model(op: UnaryOp, x: f32) -> f32 {
             t.copysign(x)
         }
         UnaryOp::Silu => x * sigmoid_f32(x),
-        UnaryOp::Gelu => gelu_f32(x),
+        UnaryOp::Gelu => gelu_f32(x, false),
+        UnaryOp::GeluDerivative => gelu_f32(x, true),
         UnaryOp::Sigmoid => sigmoid_f32(x),
         UnaryOp::Softplus => {
             let t = exp_f32(-x.abs());
