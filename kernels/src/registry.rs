@@ -102,6 +102,11 @@ pub const REDUCE_F32: EntrySpec = EntrySpec {
     name: "reduce_f32",
     params: 7,
 };
+/// Entry `reduce_f32_cols(x, y, idx, outer, size, inner, op)`.
+pub const REDUCE_F32_COLS: EntrySpec = EntrySpec {
+    name: "reduce_f32_cols",
+    params: 7,
+};
 /// Entry `softmax_f32_fwd(x, y, rows, cols)`.
 pub const SOFTMAX_F32_FWD: EntrySpec = EntrySpec {
     name: "softmax_f32_fwd",
@@ -162,7 +167,7 @@ pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
         id: ModuleId::Reduce,
         name: "reduce/reduce.ptx",
         ptx: crate::reduce::PTX,
-        entries: &[REDUCE_F32],
+        entries: &[REDUCE_F32, REDUCE_F32_COLS],
     },
     ModuleSpec {
         id: ModuleId::Softmax,

@@ -38,11 +38,15 @@ fn axis() -> impl Strategy<Value = usize> {
     ]
 }
 
-/// `[outer, size, inner]` with `outer * inner` kept moderate when `size` is large.
+/// `[outer, size, inner]` with `outer * inner` kept moderate when `size` is large; `inner` below
+/// and from 32 on, so both kernels (block tree, and thread per output) are exercised.
 fn reduce_shape() -> impl Strategy<Value = (usize, usize, usize)> {
-    (axis(), 1usize..6, prop_oneof![Just(1usize), 1usize..5]).prop_map(|(s, o, i)| {
+    let inner = prop_oneof![Just(1usize), 1usize..5, Just(31), Just(32), 33usize..300];
+    (axis(), 1usize..6, inner).prop_map(|(s, o, i)| {
         if s > 5000 {
-            (1, s, i.min(2))
+            (1, s, i.min(40))
+        } else if s * i > 200_000 {
+            (o.min(2), s, i.min(64))
         } else {
             (o, s, i)
         }
@@ -175,6 +179,11 @@ fn reductions_edge_cases() {
     let mut di = g.alloc_zeros::<u64>(1).unwrap();
     arg_reduce_f32(g, ArgReduceOp::ArgMax, &x, 1, 300, 1, &mut di).unwrap();
     assert_eq!(g.dtoh(&di).unwrap(), vec![0]);
+    // The same through the thread-per-output kernel (inner >= 32).
+    let x40 = g.htod(&[f32::NEG_INFINITY; 3 * 40]).unwrap();
+    let mut di = g.alloc_zeros::<u64>(40).unwrap();
+    arg_reduce_f32(g, ArgReduceOp::ArgMax, &x40, 1, 3, 40, &mut di).unwrap();
+    assert_eq!(g.dtoh(&di).unwrap(), vec![0; 40]);
     // Wrong length.
     let mut dy = g.alloc_zeros::<f32>(2).unwrap();
     assert!(reduce_f32(g, ReduceOp::Sum, &x, 1, 299, 1, &mut dy).is_err());
@@ -183,14 +192,15 @@ fn reductions_edge_cases() {
 #[test]
 fn sums_are_bit_reproducible() {
     let Some(g) = gpu() else { return };
-    let (outer, size, inner) = (3, 100_003, 1);
-    let x = fill(outer * size * inner, 7, false, None);
-    let dx = g.htod(&x).unwrap();
-    let mut a = g.alloc_zeros::<f32>(3).unwrap();
-    let mut b = g.alloc_zeros::<f32>(3).unwrap();
-    reduce_f32(g, ReduceOp::Sum, &dx, outer, size, inner, &mut a).unwrap();
-    reduce_f32(g, ReduceOp::Sum, &dx, outer, size, inner, &mut b).unwrap();
-    assert_eq!(g.dtoh(&a).unwrap(), g.dtoh(&b).unwrap());
+    for (outer, size, inner) in [(3, 100_003, 1), (2, 5001, 33)] {
+        let x = fill(outer * size * inner, 7, false, None);
+        let dx = g.htod(&x).unwrap();
+        let mut a = g.alloc_zeros::<f32>(outer * inner).unwrap();
+        let mut b = g.alloc_zeros::<f32>(outer * inner).unwrap();
+        reduce_f32(g, ReduceOp::Sum, &dx, outer, size, inner, &mut a).unwrap();
+        reduce_f32(g, ReduceOp::Sum, &dx, outer, size, inner, &mut b).unwrap();
+        assert_eq!(g.dtoh(&a).unwrap(), g.dtoh(&b).unwrap());
+    }
 }
 
 /// rows x cols for softmax and RMS norm: one long row (large odd), rows around block edges.

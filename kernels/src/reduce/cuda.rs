@@ -2,8 +2,14 @@
 //! parameter order.
 
 use super::{ArgReduceOp, ReduceOp};
-use crate::launch::{BLOCK_1D, CudaSlice, GpuContext, GpuError, LaunchConfig, MAX_BLOCKS_1D};
-use crate::registry::{ModuleId, REDUCE_F32};
+use crate::launch::{
+    BLOCK_1D, CudaSlice, GpuContext, GpuError, LaunchConfig, MAX_BLOCKS_1D, grid_1d,
+};
+use crate::registry::{EntrySpec, ModuleId, REDUCE_F32, REDUCE_F32_COLS};
+
+/// From this `inner` on, the thread-per-output kernel (coalesced along `i`) is used; below it,
+/// the block-per-output tree. The choice depends on the shape only, so results are reproducible.
+pub const COLS_MIN_INNER: usize = 32;
 
 const OP: &str = "reduce_f32";
 
@@ -26,11 +32,17 @@ fn check(x: usize, out: usize, outer: usize, size: usize, inner: usize) -> Resul
     Ok(n_out)
 }
 
-fn config(n_out: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: ((n_out as u64).clamp(1, MAX_BLOCKS_1D) as u32, 1, 1),
-        block_dim: (BLOCK_1D, 1, 1),
-        shared_mem_bytes: 0,
+/// The entry and launch geometry for a shape (see [`COLS_MIN_INNER`]).
+fn plan(n_out: usize, inner: usize) -> (&'static EntrySpec, LaunchConfig) {
+    if inner >= COLS_MIN_INNER {
+        (&REDUCE_F32_COLS, grid_1d(n_out as u64))
+    } else {
+        let cfg = LaunchConfig {
+            grid_dim: ((n_out as u64).clamp(1, MAX_BLOCKS_1D) as u32, 1, 1),
+            block_dim: (BLOCK_1D, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        (&REDUCE_F32, cfg)
     }
 }
 
@@ -57,9 +69,10 @@ pub fn reduce_f32(
     }
     let (o, s, i, code) = (outer as u64, size as u64, inner as u64, op as u32);
     let null = 0u64;
-    let f = gpu.function(ModuleId::Reduce, &REDUCE_F32)?;
-    let mut l = gpu.launch(&f, &REDUCE_F32);
-    // reduce_f32(x, y, idx, outer, size, inner, op); idx is unused by ops 0-3
+    let (entry, cfg) = plan(n_out, inner);
+    let f = gpu.function(ModuleId::Reduce, entry)?;
+    let mut l = gpu.launch(&f, entry);
+    // reduce_f32[_cols](x, y, idx, outer, size, inner, op); idx is unused by ops 0-3
     l.arg(x)
         .arg(&mut *y)
         .arg(&null)
@@ -68,7 +81,7 @@ pub fn reduce_f32(
         .arg(&i)
         .arg(&code);
     // SAFETY: arguments match the .param list; x holds outer*size*inner values, y outer*inner.
-    unsafe { l.launch(config(n_out)) }
+    unsafe { l.launch(cfg) }
 }
 
 /// `idx[o*inner + i]` = the index along the axis of the max (min): first on ties, first NaN if any
@@ -94,9 +107,10 @@ pub fn arg_reduce_f32(
     }
     let (o, s, i, code) = (outer as u64, size as u64, inner as u64, op as u32);
     let null = 0u64;
-    let f = gpu.function(ModuleId::Reduce, &REDUCE_F32)?;
-    let mut l = gpu.launch(&f, &REDUCE_F32);
-    // reduce_f32(x, y, idx, outer, size, inner, op); y is unused by ops 4-5
+    let (entry, cfg) = plan(n_out, inner);
+    let f = gpu.function(ModuleId::Reduce, entry)?;
+    let mut l = gpu.launch(&f, entry);
+    // reduce_f32[_cols](x, y, idx, outer, size, inner, op); y is unused by ops 4-5
     l.arg(x)
         .arg(&null)
         .arg(&mut *idx)
@@ -105,5 +119,5 @@ pub fn arg_reduce_f32(
         .arg(&i)
         .arg(&code);
     // SAFETY: arguments match the .param list; x holds outer*size*inner values, idx outer*inner.
-    unsafe { l.launch(config(n_out)) }
+    unsafe { l.launch(cfg) }
 }
