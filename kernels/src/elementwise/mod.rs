@@ -33,8 +33,8 @@
 //! fraction for `erfc` (depth 32) above, with `e^(-x^2/2)` from an exact split of `x^2`; sin and
 //! cos reduce by `pi/2` in f64 (two-part `pi/2`) and evaluate Taylor polynomials in f64.
 //! add/sub/mul/div/sqrt/recip are IEEE round-to-nearest, so those match the f32 reference bit for
-//! bit. bf16 inputs widen exactly; bf16 outputs round to nearest even (`cvt.rn.bf16.f32`, NaN
-//! becomes the canonical NaN: tests compare NaN-ness, not payloads).
+//! bit. bf16 inputs widen exactly; bf16 outputs round to nearest even on the bits exactly as
+//! `cast.ptx` and the `half` crate do (subnormals kept, NaN quiet with its payload).
 //!
 //! # Tolerance
 //!
