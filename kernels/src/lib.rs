@@ -18,3 +18,5 @@ pub mod registry;
 pub mod cast;
 #[cfg(feature = "cuda")]
 pub mod launch;
+pub mod elementwise;
+pub mod adamw;

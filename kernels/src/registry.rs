@@ -11,11 +11,16 @@
 pub enum ModuleId {
     Philox = 0,
     Cast = 1,
+    Elementwise = 2,
+    Reduce = 3,
+    Softmax = 4,
+    RmsNorm = 5,
+    Adamw = 6,
 }
 
 impl ModuleId {
     /// Number of modules (the length of [`ALL`]).
-    pub const COUNT: usize = 2;
+    pub const COUNT: usize = 7;
 
     /// Index into [`ALL`] and into per-context module caches.
     pub const fn index(self) -> usize {
@@ -72,6 +77,72 @@ pub const CAST_BF16_F32: EntrySpec = EntrySpec {
     params: 3,
 };
 
+/// Entry `unary_f32(x, y, n, offset, dims, rank, op)`.
+pub const UNARY_F32: EntrySpec = EntrySpec {
+    name: "unary_f32",
+    params: 7,
+};
+/// Entry `unary_bf16(x, y, n, offset, dims, rank, op)`.
+pub const UNARY_BF16: EntrySpec = EntrySpec {
+    name: "unary_bf16",
+    params: 7,
+};
+/// Entry `binary_f32(a, b, y, n, a_offset, b_offset, dims, rank, op)`.
+pub const BINARY_F32: EntrySpec = EntrySpec {
+    name: "binary_f32",
+    params: 9,
+};
+/// Entry `binary_bf16(a, b, y, n, a_offset, b_offset, dims, rank, op)`.
+pub const BINARY_BF16: EntrySpec = EntrySpec {
+    name: "binary_bf16",
+    params: 9,
+};
+/// Entry `reduce_f32(x, y, idx, outer, size, inner, op)`.
+pub const REDUCE_F32: EntrySpec = EntrySpec {
+    name: "reduce_f32",
+    params: 7,
+};
+/// Entry `reduce_f32_cols(x, y, idx, outer, size, inner, op)`.
+pub const REDUCE_F32_COLS: EntrySpec = EntrySpec {
+    name: "reduce_f32_cols",
+    params: 7,
+};
+/// Entry `softmax_f32_fwd(x, y, rows, cols)`.
+pub const SOFTMAX_F32_FWD: EntrySpec = EntrySpec {
+    name: "softmax_f32_fwd",
+    params: 4,
+};
+/// Entry `softmax_f32_bwd(y, dy, dx, rows, cols)`.
+pub const SOFTMAX_F32_BWD: EntrySpec = EntrySpec {
+    name: "softmax_f32_bwd",
+    params: 5,
+};
+/// Entry `rms_norm_f32_fwd(x, w, y, rows, dim, eps)`.
+pub const RMS_NORM_F32_FWD: EntrySpec = EntrySpec {
+    name: "rms_norm_f32_fwd",
+    params: 6,
+};
+/// Entry `rms_norm_f32_bwd(x, w, dy, dx, rinv, rows, dim, eps)`.
+pub const RMS_NORM_F32_BWD: EntrySpec = EntrySpec {
+    name: "rms_norm_f32_bwd",
+    params: 8,
+};
+/// Entry `rms_norm_f32_bwd_dw_partial(x, dy, rinv, partial, rows, dim)`.
+pub const RMS_NORM_F32_BWD_DW_PARTIAL: EntrySpec = EntrySpec {
+    name: "rms_norm_f32_bwd_dw_partial",
+    params: 6,
+};
+/// Entry `rms_norm_f32_bwd_dw_reduce(partial, dw, chunks, dim)`.
+pub const RMS_NORM_F32_BWD_DW_REDUCE: EntrySpec = EntrySpec {
+    name: "rms_norm_f32_bwd_dw_reduce",
+    params: 4,
+};
+/// Entry `adamw_f32(p, g, m, v, n, b1, c1, b2, c2, ib1, ib2, eps, wd, lr)`.
+pub const ADAMW_F32: EntrySpec = EntrySpec {
+    name: "adamw_f32",
+    params: 14,
+};
+
 /// Every embedded PTX module, in `ModuleId` order (`ALL[id.index()].id == id`).
 pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
     ModuleSpec {
@@ -85,6 +156,41 @@ pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
         name: "cast/cast.ptx",
         ptx: crate::cast::PTX,
         entries: &[CAST_F32_BF16, CAST_BF16_F32],
+    },
+    ModuleSpec {
+        id: ModuleId::Elementwise,
+        name: "elementwise/elementwise.ptx",
+        ptx: crate::elementwise::PTX,
+        entries: &[UNARY_F32, UNARY_BF16, BINARY_F32, BINARY_BF16],
+    },
+    ModuleSpec {
+        id: ModuleId::Reduce,
+        name: "reduce/reduce.ptx",
+        ptx: crate::reduce::PTX,
+        entries: &[REDUCE_F32, REDUCE_F32_COLS],
+    },
+    ModuleSpec {
+        id: ModuleId::Softmax,
+        name: "softmax/softmax.ptx",
+        ptx: crate::softmax::PTX,
+        entries: &[SOFTMAX_F32_FWD, SOFTMAX_F32_BWD],
+    },
+    ModuleSpec {
+        id: ModuleId::RmsNorm,
+        name: "rms_norm/rms_norm.ptx",
+        ptx: crate::rms_norm::PTX,
+        entries: &[
+            RMS_NORM_F32_FWD,
+            RMS_NORM_F32_BWD,
+            RMS_NORM_F32_BWD_DW_PARTIAL,
+            RMS_NORM_F32_BWD_DW_REDUCE,
+        ],
+    },
+    ModuleSpec {
+        id: ModuleId::Adamw,
+        name: "adamw/adamw.ptx",
+        ptx: crate::adamw::PTX,
+        entries: &[ADAMW_F32],
     },
 ];
 

@@ -38,6 +38,32 @@
 //! both sides by `size` (the division itself adds one more `u_out` relative).
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+
+/// The hand-written PTX of the GPU reductions (f32 input, f64 accumulation; see `reduce.ptx`),
+/// embedded in every build. Sums and means meet [`sum_tolerance`] (they accumulate in f64, in a
+/// fixed 256-way split of the axis when `inner < 32` and in plain increasing order otherwise: an
+/// order that depends only on the shape); max, min and the arg ops are exact.
+pub const PTX: &str = include_str!("reduce.ptx");
+
+/// The value reductions of the GPU kernel; the discriminant is its op code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ReduceOp {
+    Sum = 0,
+    Mean = 1,
+    Max = 2,
+    Min = 3,
+}
+
+/// The index reductions of the GPU kernel; the discriminant is its op code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ArgReduceOp {
+    ArgMax = 4,
+    ArgMin = 5,
+}
 
 pub use cpu::{abs_sum_axis_f64, argmax_axis, argmin_axis, max_axis_f64, mean_axis_f64, min_axis_f64, sum_axis_f64};
 
@@ -93,5 +119,84 @@ mod tests {
         assert!(t(10, 1.0) < t(100, 1.0));
         assert!(t(10, 1.0) < t(10, 2.0));
         assert!(t(1000, 1.0) < 1e-12);
+    }
+}
+
+/// A CPU model of `reduce.ptx`'s extreme (max/min/argmax/argmin) path: the 256-way strided split,
+/// each thread's sequential scan, and the fixed tree with the kernel's combine rule. Tests check it
+/// against the oracle, which validates the combine logic (NaN, ties, empty-thread sentinels) here,
+/// where no GPU runs.
+#[cfg(test)]
+mod model {
+    /// `(value, index)` of the extreme of one column as the kernel computes it.
+    pub fn extreme(col: &[f32], max_like: bool) -> (f32, u64) {
+        let sentinel = if max_like { f32::NEG_INFINITY } else { f32::INFINITY };
+        let mut part = vec![(sentinel as f64, u64::MAX); 256];
+        for (t, slot) in part.iter_mut().enumerate() {
+            let (mut bv, mut bi) = (sentinel, u64::MAX);
+            let mut s = t;
+            while s < col.len() {
+                let v = col[s];
+                let better = if max_like { v > bv } else { v < bv };
+                if (better || v.is_nan() || bi == u64::MAX) && !bv.is_nan() {
+                    bv = v;
+                    bi = s as u64;
+                }
+                s += 256;
+            }
+            *slot = (bv as f64, bi);
+        }
+        let mut w = 128;
+        while w > 0 {
+            for t in 0..w {
+                let (a, b) = (part[t], part[t + w]);
+                let (an, bn) = (a.0.is_nan(), b.0.is_nan());
+                let smaller = b.1 < a.1;
+                let nan_case = bn && (!an || smaller);
+                let strictly = if max_like { b.0 > a.0 } else { b.0 < a.0 };
+                let num_case = !(an || bn) && (strictly || (b.0 == a.0 && smaller));
+                if nan_case || num_case {
+                    part[t] = b;
+                }
+            }
+            w /= 2;
+        }
+        (part[0].0 as f32, part[0].1)
+    }
+
+    #[test]
+    fn model_matches_the_oracle() {
+        use super::cpu::{argmax_axis, argmin_axis, max_axis_f64, min_axis_f64};
+        let mut seed = 0x1234_5678_9ABC_DEF0u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for &n in &[1usize, 2, 3, 255, 256, 257, 511, 1000, 1025, 3001] {
+            for trial in 0..20 {
+                let col: Vec<f32> = (0..n)
+                    .map(|_| {
+                        let r = next();
+                        match (trial % 4, r % 50) {
+                            (0, 0) => f32::NAN,
+                            (1, _) => f32::NEG_INFINITY,
+                            (2, k) => [-0.0f32, 0.0, 1.0, -1.0][(k % 4) as usize],
+                            _ => ((r >> 40) % 7) as f32 - 3.0,
+                        }
+                    })
+                    .collect();
+                let c64: Vec<f64> = col.iter().map(|&v| v as f64).collect();
+                let (v, i) = extreme(&col, true);
+                assert_eq!(i as usize, argmax_axis(&c64, 1, n, 1)[0], "argmax n={n} trial={trial}");
+                let want = max_axis_f64(&c64, 1, n, 1)[0];
+                assert!(v.to_bits() == (want as f32).to_bits() || (v.is_nan() && want.is_nan()));
+                let (v, i) = extreme(&col, false);
+                assert_eq!(i as usize, argmin_axis(&c64, 1, n, 1)[0], "argmin n={n} trial={trial}");
+                let want = min_axis_f64(&c64, 1, n, 1)[0];
+                assert!(v.to_bits() == (want as f32).to_bits() || (v.is_nan() && want.is_nan()));
+            }
+        }
     }
 }

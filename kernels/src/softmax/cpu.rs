@@ -69,3 +69,33 @@ pub fn row_ranges_f64(x: &[f64], rows: usize, cols: usize) -> Vec<f64> {
         })
         .collect()
 }
+
+/// Softmax backward per row: `dx_j = y_j (dy_j - sum_k dy_k y_k)`, with `y` the forward output.
+pub fn softmax_bwd_rows_f64(y: &[f64], dy: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    check_len("softmax_bwd_rows", y.len(), rows, cols);
+    check_len("softmax_bwd_rows", dy.len(), rows, cols);
+    let mut dx = vec![0.0; y.len()];
+    for r in 0..rows {
+        let (yr, dyr) = (&y[r * cols..(r + 1) * cols], &dy[r * cols..(r + 1) * cols]);
+        let mut dot = 0.0f64;
+        for j in 0..cols {
+            dot += dyr[j] * yr[j];
+        }
+        for j in 0..cols {
+            dx[r * cols + j] = yr[j] * (dyr[j] - dot);
+        }
+    }
+    dx
+}
+
+/// `sum_k |dy_k y_k|` per row: the scale of the backward tolerance.
+pub fn abs_dot_rows_f64(y: &[f64], dy: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    check_len("abs_dot_rows", y.len(), rows, cols);
+    (0..rows)
+        .map(|r| {
+            (r * cols..(r + 1) * cols)
+                .map(|i| (dy[i] * y[i]).abs())
+                .sum()
+        })
+        .collect()
+}

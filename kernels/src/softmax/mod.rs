@@ -44,8 +44,37 @@
 //! that underflow to (sub)normal range where relative bounds do not hold.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
-pub use cpu::{log_softmax_rows_f64, row_ranges_f64, softmax_rows_f64};
+pub use cpu::{log_softmax_rows_f64, row_ranges_f64, softmax_bwd_rows_f64, softmax_rows_f64};
+
+/// The hand-written PTX of the f32 GPU softmax, forward and backward over the last axis
+/// (`softmax.ptx`), embedded in every build. The forward computes `x - m` and `exp` in f32,
+/// accumulates `S` in f64 and divides in f64: the compute precision of the rule above, so it is
+/// judged by [`softmax_tolerance`] with `u = u_out = 2^-24`. The backward is judged by
+/// [`softmax_bwd_tolerance`].
+pub const PTX: &str = include_str!("softmax.ptx");
+
+/// Largest allowed `|fast - oracle|` for one softmax-backward output `dx_j = y_j (dy_j - D)`,
+/// `D = sum_k dy_k y_k`, when the fast path takes f32 `y`, `dy`, works in f64 in any fixed order
+/// and rounds once to a dtype with unit roundoff `u_out`: the output rounding `u_out |oracle|`,
+/// plus `|y_j|` times the f64 error of `D` (`(cols + 2) 2^-53 sum_k |dy_k y_k|` for each of the
+/// two computations, oracle and fast), plus the f64 rounding of the product, plus `tiny`.
+pub fn softmax_bwd_tolerance(
+    oracle: f64,
+    y: f64,
+    cols: usize,
+    abs_dot: f64,
+    u_out: f64,
+    tiny: f64,
+) -> f64 {
+    let u64_ = f64::EPSILON / 2.0;
+    u_out * oracle.abs()
+        + 2.0 * y.abs() * (cols as f64 + 2.0) * u64_ * abs_dot
+        + 4.0 * u64_ * oracle.abs()
+        + tiny
+}
 
 /// Largest allowed `|fast - oracle|` for one softmax output; see the module documentation.
 pub fn softmax_tolerance(oracle: f64, range: f64, u: f64, u_out: f64, tiny: f64) -> f64 {
@@ -70,6 +99,17 @@ mod tests {
         assert!((y[0] - 0.25).abs() < 1e-16 && (y[1] - 0.75).abs() < 1e-16);
         let l = log_softmax_rows_f64(&x, 1, 2);
         assert!((l[0] - 0.25f64.ln()).abs() < 1e-15 && (l[1] - 0.75f64.ln()).abs() < 1e-15);
+    }
+
+    #[test]
+    fn backward_by_hand() {
+        // y = [1/4, 3/4], dy = [1, 0]: D = 1/4, dx = [1/4 * 3/4, 3/4 * -1/4] = [3/16, -3/16].
+        let dx = softmax_bwd_rows_f64(&[0.25, 0.75], &[1.0, 0.0], 1, 2);
+        assert_eq!(dx, vec![0.1875, -0.1875]);
+        // A constant dy has zero gradient (softmax is shift invariant).
+        let dx = softmax_bwd_rows_f64(&[0.25, 0.75], &[2.0, 2.0], 1, 2);
+        assert_eq!(dx, vec![0.0, 0.0]);
+        assert!(softmax_bwd_rows_f64(&[], &[], 4, 0).is_empty());
     }
 
     #[test]
