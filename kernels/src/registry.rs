@@ -11,11 +11,15 @@
 pub enum ModuleId {
     Philox = 0,
     Cast = 1,
+    Rope = 2,
+    Embedding = 3,
+    TopK = 4,
+    CrossEntropy = 5,
 }
 
 impl ModuleId {
     /// Number of modules (the length of [`ALL`]).
-    pub const COUNT: usize = 2;
+    pub const COUNT: usize = 6;
 
     /// Index into [`ALL`] and into per-context module caches.
     pub const fn index(self) -> usize {
@@ -61,6 +65,16 @@ pub const PHILOX_UNIFORM_F32: EntrySpec = EntrySpec {
     name: "philox_uniform_f32",
     params: 6,
 };
+/// Entry `philox_normal_f32(out, n, seed, offset, mean, std)`.
+pub const PHILOX_NORMAL_F32: EntrySpec = EntrySpec {
+    name: "philox_normal_f32",
+    params: 6,
+};
+/// Entry `philox_normal_f64(out, n, seed, offset, mean, std)`.
+pub const PHILOX_NORMAL_F64: EntrySpec = EntrySpec {
+    name: "philox_normal_f64",
+    params: 6,
+};
 /// Entry `cast_f32_bf16(src, dst, n)`.
 pub const CAST_F32_BF16: EntrySpec = EntrySpec {
     name: "cast_f32_bf16",
@@ -71,6 +85,53 @@ pub const CAST_BF16_F32: EntrySpec = EntrySpec {
     name: "cast_bf16_f32",
     params: 3,
 };
+/// Entry `rope_f32_fwd(x, y, cos, sin, batch, t, half, batch_stride, pos_stride)`.
+pub const ROPE_F32_FWD: EntrySpec = EntrySpec {
+    name: "rope_f32_fwd",
+    params: 9,
+};
+/// Entry `rope_f32_bwd(dy, dx, cos, sin, batch, t, half, batch_stride, pos_stride)`.
+pub const ROPE_F32_BWD: EntrySpec = EntrySpec {
+    name: "rope_f32_bwd",
+    params: 9,
+};
+/// Entry `embedding_f32_fwd(table, ids, out, n, vocab, dim, err)`.
+pub const EMBEDDING_F32_FWD: EntrySpec = EntrySpec {
+    name: "embedding_f32_fwd",
+    params: 7,
+};
+/// Entry `embedding_bf16_fwd(table, ids, out, n, vocab, dim, err)`.
+pub const EMBEDDING_BF16_FWD: EntrySpec = EntrySpec {
+    name: "embedding_bf16_fwd",
+    params: 7,
+};
+/// Entry `embedding_f32_bwd(dy, dtable, rows, starts, pos, groups, dim)`.
+pub const EMBEDDING_F32_BWD: EntrySpec = EntrySpec {
+    name: "embedding_f32_bwd",
+    params: 7,
+};
+/// Entry `topk_f32(x, row_stride, rows, n, k, values, indices)`.
+pub const TOPK_F32: EntrySpec = EntrySpec {
+    name: "topk_f32",
+    params: 7,
+};
+/// Entry `cross_entropy_f32_fwd(logits, row_stride, targets, rows, classes, ignore, has_ignore,
+/// lse, row_loss, status)`.
+pub const CROSS_ENTROPY_F32_FWD: EntrySpec = EntrySpec {
+    name: "cross_entropy_f32_fwd",
+    params: 10,
+};
+/// Entry `cross_entropy_f32_mean(row_loss, status, rows, loss, kept, bad)`.
+pub const CROSS_ENTROPY_F32_MEAN: EntrySpec = EntrySpec {
+    name: "cross_entropy_f32_mean",
+    params: 6,
+};
+/// Entry `cross_entropy_f32_bwd(logits, row_stride, targets, rows, classes, ignore, has_ignore,
+/// lse, kept, dloss, dlogits, err)`.
+pub const CROSS_ENTROPY_F32_BWD: EntrySpec = EntrySpec {
+    name: "cross_entropy_f32_bwd",
+    params: 12,
+};
 
 /// Every embedded PTX module, in `ModuleId` order (`ALL[id.index()].id == id`).
 pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
@@ -78,13 +139,46 @@ pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
         id: ModuleId::Philox,
         name: "philox/philox.ptx",
         ptx: crate::philox::PTX,
-        entries: &[PHILOX_U32, PHILOX_UNIFORM_F32],
+        entries: &[
+            PHILOX_U32,
+            PHILOX_UNIFORM_F32,
+            PHILOX_NORMAL_F32,
+            PHILOX_NORMAL_F64,
+        ],
     },
     ModuleSpec {
         id: ModuleId::Cast,
         name: "cast/cast.ptx",
         ptx: crate::cast::PTX,
         entries: &[CAST_F32_BF16, CAST_BF16_F32],
+    },
+    ModuleSpec {
+        id: ModuleId::Rope,
+        name: "rope/rope.ptx",
+        ptx: crate::rope::PTX,
+        entries: &[ROPE_F32_FWD, ROPE_F32_BWD],
+    },
+    ModuleSpec {
+        id: ModuleId::Embedding,
+        name: "embedding/embedding.ptx",
+        ptx: crate::embedding::PTX,
+        entries: &[EMBEDDING_F32_FWD, EMBEDDING_BF16_FWD, EMBEDDING_F32_BWD],
+    },
+    ModuleSpec {
+        id: ModuleId::TopK,
+        name: "topk/topk.ptx",
+        ptx: crate::topk::PTX,
+        entries: &[TOPK_F32],
+    },
+    ModuleSpec {
+        id: ModuleId::CrossEntropy,
+        name: "cross_entropy/cross_entropy.ptx",
+        ptx: crate::cross_entropy::PTX,
+        entries: &[
+            CROSS_ENTROPY_F32_FWD,
+            CROSS_ENTROPY_F32_MEAN,
+            CROSS_ENTROPY_F32_BWD,
+        ],
     },
 ];
 

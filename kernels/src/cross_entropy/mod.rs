@@ -26,9 +26,25 @@
 //! Each row loss is a log-sum-exp of `C` terms minus one logit; in f64 its error is at most about
 //! `(C + 4) u64 (|lse| + |z_t|)`. [`tolerance`] bounds the mean of those, plus the final rounding `u`.
 
+//!
+//! # GPU (`cross_entropy.ptx`, `cuda.rs`)
+//!
+//! f32 logits (rows may be strided), i64 targets, f32 loss and gradient. Per-element math in f64
+//! (a PTX exp, the `ln` of `philox::math`), sums in a fixed order: deterministic, within
+//! [`tolerance`] of the oracle, not bit-identical to it. The forward writes each row's `lse` (f64)
+//! and the kept count `K` (u64) on the device; the backward consumes both plus `dloss` (a device
+//! f32 scalar), so it makes one pass over each row. Out-of-range kept targets are detected on the
+//! device and reported as `GpuError::Invalid` by the launchers after reading one word back (each
+//! launcher synchronises the stream once).
+
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 pub use cpu::{cross_entropy, cross_entropy_grad};
+
+/// The hand-written PTX of `cross_entropy_f32_fwd`, `_mean` and `_bwd`, embedded in every build.
+pub const PTX: &str = include_str!("cross_entropy.ptx");
 
 pub use crate::gemm::F64_UNIT_ROUNDOFF;
 

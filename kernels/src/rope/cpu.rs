@@ -38,3 +38,27 @@ pub fn rope(x: &[f64], cos: &[f64], sin: &[f64], batch: usize, t: usize, d: usiz
     }
     y
 }
+
+/// The adjoint of [`rope`]: every pair turned back by `-angle` (the rotation is orthogonal, so its
+/// transpose is its inverse): `dx_i = dy_i cos + dy_{i+D/2} sin`, `dx_{i+D/2} = dy_{i+D/2} cos -
+/// dy_i sin`. Same shapes and panics as [`rope`].
+pub fn rope_backward(dy: &[f64], cos: &[f64], sin: &[f64], batch: usize, t: usize, d: usize) -> Vec<f64> {
+    assert!(d.is_multiple_of(2), "rope oracle: head dim {d} is odd");
+    assert_eq!(dy.len(), batch * t * d, "rope oracle: dy holds {} values, not {batch} x {t} x {d}", dy.len());
+    let half = d / 2;
+    assert_eq!(cos.len(), t * half, "rope oracle: cos holds {} values, not {t} x {half}", cos.len());
+    assert_eq!(sin.len(), t * half, "rope oracle: sin holds {} values, not {t} x {half}", sin.len());
+    let mut dx = vec![0.0; dy.len()];
+    for b in 0..batch {
+        for p in 0..t {
+            let base = (b * t + p) * d;
+            for i in 0..half {
+                let (c, s) = (cos[p * half + i], sin[p * half + i]);
+                let (g0, g1) = (dy[base + i], dy[base + i + half]);
+                dx[base + i] = g0 * c + g1 * s;
+                dx[base + i + half] = g1 * c - g0 * s;
+            }
+        }
+    }
+    dx
+}

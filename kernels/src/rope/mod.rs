@@ -23,6 +23,19 @@
 //! The tables are computed in f64 ([`cpu::rope_tables`]) and rounded once to the tensor dtype. The
 //! rotation is computed in f64 from the stored (possibly rounded) table values and rounded once.
 //!
+//! # Backward
+//!
+//! The rotation is orthogonal, so the gradient of `x` is `dy` turned by `-a` ([`rope_backward`]):
+//! `dx_i = dy_i cos a + dy_{i+D/2} sin a`, `dx_{i+D/2} = dy_{i+D/2} cos a - dy_i sin a`.
+//!
+//! # GPU (`rope.ptx`, `cuda.rs`)
+//!
+//! f32 in, f32 out, tables f32. Each output is computed in f64 from the f32 inputs: both products
+//! are exact in f64 (24 x 24 bits), so the kernel does exactly the oracle's arithmetic and its
+//! result equals the f64 oracle rounded to f32, bit for bit (that is what the GPU test checks).
+//! Accepted input views: `x[b, p, i]` at `b * batch_stride + p * pos_stride + i` (the head dim
+//! contiguous, any two leading strides, overlapping rows allowed); tables and output contiguous.
+//!
 //! # Tolerance
 //!
 //! Each output is a two-term dot product: computed in f64 and rounded once to a dtype with unit
@@ -30,10 +43,15 @@
 //! stored values ([`tolerance`] doubles that).
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
-pub use cpu::{rope, rope_tables};
+pub use cpu::{rope, rope_backward, rope_tables};
 
 pub use crate::gemm::F64_UNIT_ROUNDOFF;
+
+/// The hand-written PTX of `rope_f32_fwd` and `rope_f32_bwd`, embedded in every build.
+pub const PTX: &str = include_str!("rope.ptx");
 
 /// Largest allowed `|fast - oracle|` for one output: `want` is the oracle value, `pair_abs` is
 /// `|x_i| + |x_{i+D/2}|` of the pair it came from, `u` the unit roundoff of the output dtype.
@@ -59,9 +77,25 @@ mod tests {
     }
 
     #[test]
+    fn backward_is_the_adjoint_and_the_inverse() {
+        let (batch, t, d) = (2, 3, 6);
+        let (cos, sin) = rope_tables(&[0, 1, 5], d, 10_000.0);
+        let x: Vec<f64> = (0..batch * t * d).map(|i| (i as f64 * 0.37).sin()).collect();
+        let g: Vec<f64> = (0..batch * t * d).map(|i| (i as f64 * 0.91).cos()).collect();
+        // Inverse: backward(forward(x)) == x.
+        let back = rope_backward(&rope(&x, &cos, &sin, batch, t, d), &cos, &sin, batch, t, d);
+        assert!(back.iter().zip(&x).all(|(a, b)| (a - b).abs() < 1e-14));
+        // Adjoint: <rope(x), g> == <x, rope_backward(g)>.
+        let lhs: f64 = rope(&x, &cos, &sin, batch, t, d).iter().zip(&g).map(|(a, b)| a * b).sum();
+        let rhs: f64 = x.iter().zip(rope_backward(&g, &cos, &sin, batch, t, d)).map(|(a, b)| a * b).sum();
+        assert!((lhs - rhs).abs() < 1e-13, "{lhs} vs {rhs}");
+    }
+
+    #[test]
     fn quarter_turn_by_hand() {
         // One pair (D = 2) turned by 90 degrees: (1, 0) -> (0, 1).
         let y = rope(&[1.0, 0.0], &[0.0], &[1.0], 1, 1, 2);
         assert_eq!(y, vec![0.0, 1.0]);
+        assert_eq!(rope_backward(&[0.0, 1.0], &[0.0], &[1.0], 1, 1, 2), vec![1.0, 0.0]);
     }
 }

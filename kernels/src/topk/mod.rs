@@ -13,9 +13,25 @@
 //!
 //! Input `rows` x `n` row-major, `k <= n`; values and indices are `rows` x `k`.
 
+//!
+//! # GPU (`topk.ptx`, `cuda.rs`)
+//!
+//! f32 values (exactly representable in the f64 oracle, so the order is the same), `1 <= k <= 64`,
+//! `n <= 2^32 - 257`; indices are `i64` like the oracle's, values the selected elements' own bits. Rows
+//! may be strided (`row_stride >= n` elements, the row itself contiguous). One block per row
+//! selects the `k` winners in `k` passes (see the comment block of the PTX for the key order).
+
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 pub use cpu::{rank_cmp, topk};
+
+/// The hand-written PTX of `topk_f32`, embedded in every build.
+pub const PTX: &str = include_str!("topk.ptx");
+
+/// Largest `k` the GPU kernel accepts (it makes `k` passes over the row).
+pub const GPU_MAX_K: usize = 64;
 
 #[cfg(test)]
 mod tests {
