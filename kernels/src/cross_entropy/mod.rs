@@ -77,6 +77,49 @@ mod tests {
         assert_eq!(cross_entropy_grad(&z, &[-100, -100], 2, 2, Some(-100)), vec![0.0; 4]);
     }
 
+    /// A Rust mirror of the f64 `exp` in `cross_entropy.ptx` (same constants, the same fma and
+    /// round-to-nearest-even steps). The GPU loss is compared within a tolerance, not bit for bit,
+    /// so this test is what pins that routine's accuracy: within 2 ulp of std on `[-708, 0]`.
+    fn ptx_exp(x: f64) -> f64 {
+        const INV_LN2: f64 = f64::from_bits(0x3FF7_1547_652B_82FE);
+        const LN2_HI: f64 = f64::from_bits(0x3FE6_2E42_FEF0_0000);
+        const LN2_LO: f64 = f64::from_bits(0x3DD4_73DE_6AF2_78ED);
+        if x < -708.0 {
+            return 0.0;
+        }
+        let k = (x * INV_LN2).round_ties_even();
+        let r = (-k).mul_add(LN2_LO, (-k).mul_add(LN2_HI, x));
+        let fact = |n: u64| (1..=n).product::<u64>() as f64;
+        let mut p = 1.0 / fact(13);
+        for n in (0..13).rev() {
+            p = p.mul_add(r, 1.0 / fact(n));
+        }
+        p * f64::from_bits(((k as i64 + 1023) as u64) << 52)
+    }
+
+    #[test]
+    fn ptx_exp_is_within_two_ulp_of_std() {
+        let mut st = 0x0DDB_1A5E_5BAD_5EEDu64;
+        let mut worst = 0f64;
+        for i in 0..300_000 {
+            st ^= st << 13;
+            st ^= st >> 7;
+            st ^= st << 17;
+            let u = (st >> 11) as f64 * 2f64.powi(-53);
+            // Half the draws near 0 (the softmax bulk), half over the whole range.
+            let x = if i % 2 == 0 { -u * 40.0 } else { -u * 708.0 };
+            let (got, want) = (ptx_exp(x), x.exp());
+            let ulp = f64::from_bits(want.to_bits() & 0x7FF0_0000_0000_0000) * f64::EPSILON;
+            let e = (got - want).abs() / ulp;
+            assert!(e <= 2.0, "exp({x:e}) = {got:e}, std {want:e}: {e} ulp");
+            worst = worst.max(e);
+        }
+        println!("ptx exp: worst {worst} ulp");
+        assert_eq!(ptx_exp(0.0), 1.0);
+        assert_eq!(ptx_exp(-709.0), 0.0);
+        assert_eq!(ptx_exp(f64::NEG_INFINITY), 0.0);
+    }
+
     #[test]
     fn gradient_rows_sum_to_zero() {
         let z = [1.0, 2.0, 3.0, -1.0, 0.5, 0.0];
