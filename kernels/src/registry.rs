@@ -95,6 +95,16 @@ pub const ROPE_F32_BWD: EntrySpec = EntrySpec {
     name: "rope_f32_bwd",
     params: 9,
 };
+/// Entry `rope_bf16_fwd(x, y, cos, sin, batch, t, half, batch_stride, pos_stride)`.
+pub const ROPE_BF16_FWD: EntrySpec = EntrySpec {
+    name: "rope_bf16_fwd",
+    params: 9,
+};
+/// Entry `rope_bf16_bwd(dy, dx, cos, sin, batch, t, half, batch_stride, pos_stride)`.
+pub const ROPE_BF16_BWD: EntrySpec = EntrySpec {
+    name: "rope_bf16_bwd",
+    params: 9,
+};
 /// Entry `embedding_f32_fwd(table, ids, out, n, vocab, dim, err)`.
 pub const EMBEDDING_F32_FWD: EntrySpec = EntrySpec {
     name: "embedding_f32_fwd",
@@ -156,7 +166,7 @@ pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
         id: ModuleId::Rope,
         name: "rope/rope.ptx",
         ptx: crate::rope::PTX,
-        entries: &[ROPE_F32_FWD, ROPE_F32_BWD],
+        entries: &[ROPE_F32_FWD, ROPE_F32_BWD, ROPE_BF16_FWD, ROPE_BF16_BWD],
     },
     ModuleSpec {
         id: ModuleId::Embedding,

@@ -142,6 +142,90 @@ fn rope_f32_bwd_matches_cpu() {
         .unwrap();
 }
 
+/// bf16 value of raw bits, widened exactly.
+fn bf16_val(b: u16) -> f64 {
+    f32::from_bits((b as u32) << 16) as f64
+}
+
+/// The bf16 entries: the f64 oracle on the stored bf16 values, rounded once to bf16
+/// (`rope::round_to_bf16`), must match bit for bit (same exact products as in f32).
+fn rope_bf16_case(
+    bwd: bool,
+    (batch, t, half, pad_p, pad_b): (usize, usize, usize, usize, usize),
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let g = gpu().expect("checked by the caller");
+    let d = 2 * half;
+    let pos: Vec<usize> = (0..t).map(|p| p * 5 + 2).collect();
+    let (cos64, sin64) = rope_cpu::rope_tables(&pos, d, 500_000.0);
+    let cos: Vec<u16> = cos64.iter().map(|v| rope_cpu::round_to_bf16(*v)).collect();
+    let sin: Vec<u16> = sin64.iter().map(|v| rope_cpu::round_to_bf16(*v)).collect();
+    let shape = rope_cuda::RopeShape {
+        batch,
+        t,
+        d,
+        pos_stride: d + pad_p,
+        batch_stride: t * (d + pad_p) + pad_b,
+    };
+    let len = if batch * t == 0 {
+        0
+    } else {
+        (batch - 1) * shape.batch_stride + (t - 1) * shape.pos_stride + d
+    };
+    let mut buf = vec![0x7FC0u16; len]; // NaN padding
+    let mut x = Vec::with_capacity(batch * t * d);
+    let mut rng = Xs(seed | 1);
+    for b in 0..batch {
+        for p in 0..t {
+            for i in 0..d {
+                let v = rope_cpu::round_to_bf16(rng.f32(4.0) as f64);
+                buf[b * shape.batch_stride + p * shape.pos_stride + i] = v;
+                x.push(bf16_val(v));
+            }
+        }
+    }
+    let c64: Vec<f64> = cos.iter().map(|v| bf16_val(*v)).collect();
+    let s64: Vec<f64> = sin.iter().map(|v| bf16_val(*v)).collect();
+    let want = if bwd {
+        rope_cpu::rope_backward(&x, &c64, &s64, batch, t, d)
+    } else {
+        rope_cpu::rope(&x, &c64, &s64, batch, t, d)
+    };
+    let (dx, dc, ds) = (
+        g.htod(&buf).unwrap(),
+        g.htod(&cos).unwrap(),
+        g.htod(&sin).unwrap(),
+    );
+    let mut dy = g.alloc_zeros::<u16>(batch * t * d).unwrap();
+    if bwd {
+        rope_cuda::rope_bf16_bwd(g, &dx, shape, &dc, &ds, &mut dy).unwrap();
+    } else {
+        rope_cuda::rope_bf16_fwd(g, &dx, shape, &dc, &ds, &mut dy).unwrap();
+    }
+    let got = g.dtoh(&dy).unwrap();
+    if let Some(i) = (0..want.len()).find(|&i| got[i] != rope_cpu::round_to_bf16(want[i])) {
+        return Err(TestCaseError::fail(format!(
+            "bf16 bwd={bwd} {shape:?}: element {i}: gpu {:#06x} oracle {:e} -> {:#06x}",
+            got[i],
+            want[i],
+            rope_cpu::round_to_bf16(want[i])
+        )));
+    }
+    Ok(())
+}
+
+#[test]
+fn rope_bf16_fwd_and_bwd_match_cpu() {
+    let Some(_) = gpu() else { return };
+    let mut runner = TestRunner::new(Config::with_cases(CASES));
+    runner
+        .run(
+            &(rope_shape(), any::<u64>(), any::<bool>()),
+            |(s, seed, bwd)| rope_bf16_case(bwd, s, seed),
+        )
+        .unwrap();
+}
+
 #[test]
 fn rope_rejects_bad_shapes() {
     let Some(g) = gpu() else { return };

@@ -1,7 +1,10 @@
-//! Launchers of `rope.ptx` (f32). The only code that knows the entries' parameter order.
+//! Launchers of `rope.ptx` (f32 and bf16). The only code that knows the entries' parameter
+//! order. bf16 buffers are `CudaSlice<u16>` holding the raw bits.
 
 use crate::launch::{CudaSlice, GpuContext, GpuError, grid_1d};
-use crate::registry::{EntrySpec, ModuleId, ROPE_F32_BWD, ROPE_F32_FWD};
+use crate::registry::{
+    EntrySpec, ModuleId, ROPE_BF16_BWD, ROPE_BF16_FWD, ROPE_F32_BWD, ROPE_F32_FWD,
+};
 
 /// Shape and strides of the rotated input: `batch` x `t` x `d` (d even), element `[b, p, i]` at
 /// `b * batch_stride + p * pos_stride + i` of the input buffer (head dim contiguous). The output
@@ -87,14 +90,14 @@ fn check(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run(
+fn run<T: cudarc::driver::DeviceRepr>(
     gpu: &GpuContext,
     entry: &'static EntrySpec,
-    x: &CudaSlice<f32>,
+    x: &CudaSlice<T>,
     s: RopeShape,
-    cos: &CudaSlice<f32>,
-    sin: &CudaSlice<f32>,
-    y: &mut CudaSlice<f32>,
+    cos: &CudaSlice<T>,
+    sin: &CudaSlice<T>,
+    y: &mut CudaSlice<T>,
 ) -> Result<(), GpuError> {
     let pairs = check(entry.name, &s, x.len(), cos.len(), sin.len(), y.len())?;
     if pairs == 0 {
@@ -104,7 +107,7 @@ fn run(
     let (batch, t, half) = (s.batch as u64, s.t as u64, (s.d / 2) as u64);
     let (sb, st) = (s.batch_stride as u64, s.pos_stride as u64);
     let mut l = gpu.launch(&f, entry);
-    // rope_f32_{fwd,bwd}(x, y, cos, sin, batch, t, half, batch_stride, pos_stride), all .u64
+    // rope_{f32,bf16}_{fwd,bwd}(x, y, cos, sin, batch, t, half, batch_stride, pos_stride), all .u64
     l.arg(x)
         .arg(&mut *y)
         .arg(cos)
@@ -141,4 +144,29 @@ pub fn rope_f32_bwd(
     dx: &mut CudaSlice<f32>,
 ) -> Result<(), GpuError> {
     run(gpu, &ROPE_F32_BWD, dy, shape, cos, sin, dx)
+}
+
+/// bf16 `y = rope(x)` (raw bits; tables bf16 too, as HF casts them to the activation dtype):
+/// the f64 oracle on the bf16 values, rounded once to bf16.
+pub fn rope_bf16_fwd(
+    gpu: &GpuContext,
+    x: &CudaSlice<u16>,
+    shape: RopeShape,
+    cos: &CudaSlice<u16>,
+    sin: &CudaSlice<u16>,
+    y: &mut CudaSlice<u16>,
+) -> Result<(), GpuError> {
+    run(gpu, &ROPE_BF16_FWD, x, shape, cos, sin, y)
+}
+
+/// bf16 `dx = rope_backward(dy)`, as [`rope_bf16_fwd`].
+pub fn rope_bf16_bwd(
+    gpu: &GpuContext,
+    dy: &CudaSlice<u16>,
+    shape: RopeShape,
+    cos: &CudaSlice<u16>,
+    sin: &CudaSlice<u16>,
+    dx: &mut CudaSlice<u16>,
+) -> Result<(), GpuError> {
+    run(gpu, &ROPE_BF16_BWD, dy, shape, cos, sin, dx)
 }
