@@ -16,11 +16,15 @@ pub enum ModuleId {
     Softmax = 4,
     RmsNorm = 5,
     Adamw = 6,
+    Rope = 7,
+    Embedding = 8,
+    TopK = 9,
+    CrossEntropy = 10,
 }
 
 impl ModuleId {
     /// Number of modules (the length of [`ALL`]).
-    pub const COUNT: usize = 7;
+    pub const COUNT: usize = 11;
 
     /// Index into [`ALL`] and into per-context module caches.
     pub const fn index(self) -> usize {
@@ -66,6 +70,16 @@ pub const PHILOX_UNIFORM_F32: EntrySpec = EntrySpec {
     name: "philox_uniform_f32",
     params: 6,
 };
+/// Entry `philox_normal_f32(out, n, seed, offset, mean, std)`.
+pub const PHILOX_NORMAL_F32: EntrySpec = EntrySpec {
+    name: "philox_normal_f32",
+    params: 6,
+};
+/// Entry `philox_normal_f64(out, n, seed, offset, mean, std)`.
+pub const PHILOX_NORMAL_F64: EntrySpec = EntrySpec {
+    name: "philox_normal_f64",
+    params: 6,
+};
 /// Entry `cast_f32_bf16(src, dst, n)`.
 pub const CAST_F32_BF16: EntrySpec = EntrySpec {
     name: "cast_f32_bf16",
@@ -75,6 +89,63 @@ pub const CAST_F32_BF16: EntrySpec = EntrySpec {
 pub const CAST_BF16_F32: EntrySpec = EntrySpec {
     name: "cast_bf16_f32",
     params: 3,
+};
+/// Entry `rope_f32_fwd(x, y, cos, sin, batch, t, half, batch_stride, pos_stride)`.
+pub const ROPE_F32_FWD: EntrySpec = EntrySpec {
+    name: "rope_f32_fwd",
+    params: 9,
+};
+/// Entry `rope_f32_bwd(dy, dx, cos, sin, batch, t, half, batch_stride, pos_stride)`.
+pub const ROPE_F32_BWD: EntrySpec = EntrySpec {
+    name: "rope_f32_bwd",
+    params: 9,
+};
+/// Entry `rope_bf16_fwd(x, y, cos, sin, batch, t, half, batch_stride, pos_stride)`.
+pub const ROPE_BF16_FWD: EntrySpec = EntrySpec {
+    name: "rope_bf16_fwd",
+    params: 9,
+};
+/// Entry `rope_bf16_bwd(dy, dx, cos, sin, batch, t, half, batch_stride, pos_stride)`.
+pub const ROPE_BF16_BWD: EntrySpec = EntrySpec {
+    name: "rope_bf16_bwd",
+    params: 9,
+};
+/// Entry `embedding_f32_fwd(table, ids, out, n, vocab, dim, err)`.
+pub const EMBEDDING_F32_FWD: EntrySpec = EntrySpec {
+    name: "embedding_f32_fwd",
+    params: 7,
+};
+/// Entry `embedding_bf16_fwd(table, ids, out, n, vocab, dim, err)`.
+pub const EMBEDDING_BF16_FWD: EntrySpec = EntrySpec {
+    name: "embedding_bf16_fwd",
+    params: 7,
+};
+/// Entry `embedding_f32_bwd(dy, dtable, rows, starts, pos, groups, dim)`.
+pub const EMBEDDING_F32_BWD: EntrySpec = EntrySpec {
+    name: "embedding_f32_bwd",
+    params: 7,
+};
+/// Entry `topk_f32(x, row_stride, rows, n, k, values, indices)`.
+pub const TOPK_F32: EntrySpec = EntrySpec {
+    name: "topk_f32",
+    params: 7,
+};
+/// Entry `cross_entropy_f32_fwd(logits, row_stride, targets, rows, classes, ignore, has_ignore,
+/// lse, row_loss, status)`.
+pub const CROSS_ENTROPY_F32_FWD: EntrySpec = EntrySpec {
+    name: "cross_entropy_f32_fwd",
+    params: 10,
+};
+/// Entry `cross_entropy_f32_mean(row_loss, status, rows, loss, kept, bad)`.
+pub const CROSS_ENTROPY_F32_MEAN: EntrySpec = EntrySpec {
+    name: "cross_entropy_f32_mean",
+    params: 6,
+};
+/// Entry `cross_entropy_f32_bwd(logits, row_stride, targets, rows, classes, ignore, has_ignore,
+/// lse, kept, dloss, dlogits, err)`.
+pub const CROSS_ENTROPY_F32_BWD: EntrySpec = EntrySpec {
+    name: "cross_entropy_f32_bwd",
+    params: 12,
 };
 
 /// Entry `unary_f32(x, y, n, offset, dims, rank, op)`.
@@ -149,7 +220,12 @@ pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
         id: ModuleId::Philox,
         name: "philox/philox.ptx",
         ptx: crate::philox::PTX,
-        entries: &[PHILOX_U32, PHILOX_UNIFORM_F32],
+        entries: &[
+            PHILOX_U32,
+            PHILOX_UNIFORM_F32,
+            PHILOX_NORMAL_F32,
+            PHILOX_NORMAL_F64,
+        ],
     },
     ModuleSpec {
         id: ModuleId::Cast,
@@ -191,6 +267,34 @@ pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
         name: "adamw/adamw.ptx",
         ptx: crate::adamw::PTX,
         entries: &[ADAMW_F32],
+    },
+    ModuleSpec {
+        id: ModuleId::Rope,
+        name: "rope/rope.ptx",
+        ptx: crate::rope::PTX,
+        entries: &[ROPE_F32_FWD, ROPE_F32_BWD, ROPE_BF16_FWD, ROPE_BF16_BWD],
+    },
+    ModuleSpec {
+        id: ModuleId::Embedding,
+        name: "embedding/embedding.ptx",
+        ptx: crate::embedding::PTX,
+        entries: &[EMBEDDING_F32_FWD, EMBEDDING_BF16_FWD, EMBEDDING_F32_BWD],
+    },
+    ModuleSpec {
+        id: ModuleId::TopK,
+        name: "topk/topk.ptx",
+        ptx: crate::topk::PTX,
+        entries: &[TOPK_F32],
+    },
+    ModuleSpec {
+        id: ModuleId::CrossEntropy,
+        name: "cross_entropy/cross_entropy.ptx",
+        ptx: crate::cross_entropy::PTX,
+        entries: &[
+            CROSS_ENTROPY_F32_FWD,
+            CROSS_ENTROPY_F32_MEAN,
+            CROSS_ENTROPY_F32_BWD,
+        ],
     },
 ];
 

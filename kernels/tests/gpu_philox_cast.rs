@@ -1,4 +1,5 @@
-//! GPU kernels against their CPU oracles, bit for bit: Philox streams and f32 <-> bf16 casts.
+//! GPU kernels against their CPU oracles, bit for bit: Philox streams (raw, uniform, normal) and
+//! f32 <-> bf16 casts.
 //!
 //! Without a usable GPU every test prints "skipped: <reason>" and passes, unless `REQUIRE_CUDA=1`,
 //! in which case it fails (a GPU run can never pass by skipping).
@@ -95,6 +96,85 @@ fn philox_uniform_f32_matches_cpu() {
             Ok(())
         })
         .unwrap();
+}
+
+/// Normal parameters: the standard one, and random (mean, std) pairs.
+fn normal_params() -> impl Strategy<Value = (f64, f64)> {
+    prop_oneof![Just((0.0, 1.0)), (-100.0f64..100.0, 0.0f64..10.0)]
+}
+
+/// Bit equality: the kernel repeats `philox::math` operation for operation (no libm anywhere).
+#[test]
+fn philox_normal_f32_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut runner = TestRunner::new(Config::with_cases(CASES));
+    runner
+        .run(
+            &(length(), any::<u64>(), offset(), normal_params()),
+            |(n, seed, off, (mean, std))| {
+                let (mean, std) = (mean as f32, std as f32);
+                let mut want = vec![0f32; n];
+                philox_cpu::fill_normal_f32(seed, off, mean, std, &mut want);
+                let mut d = g.alloc_zeros::<f32>(n).unwrap();
+                philox_cuda::fill_normal_f32(g, seed, off, mean, std, &mut d).unwrap();
+                let got = g.dtoh(&d).unwrap();
+                if let Some(i) = (0..n).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+                    return Err(TestCaseError::fail(format!(
+                        "n={n} seed={seed} offset={off} mean={mean} std={std}: element {i}: gpu {:e} cpu {:e}",
+                        got[i], want[i]
+                    )));
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+#[test]
+fn philox_normal_f64_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut runner = TestRunner::new(Config::with_cases(CASES));
+    runner
+        .run(
+            &(length(), any::<u64>(), offset(), normal_params()),
+            |(n, seed, off, (mean, std))| {
+                let mut want = vec![0f64; n];
+                philox_cpu::fill_normal_f64(seed, off, mean, std, &mut want);
+                let mut d = g.alloc_zeros::<f64>(n).unwrap();
+                philox_cuda::fill_normal_f64(g, seed, off, mean, std, &mut d).unwrap();
+                let got = g.dtoh(&d).unwrap();
+                if let Some(i) = (0..n).find(|&i| got[i].to_bits() != want[i].to_bits()) {
+                    return Err(TestCaseError::fail(format!(
+                        "n={n} seed={seed} offset={off} mean={mean} std={std}: element {i}: gpu {:e} cpu {:e}",
+                        got[i], want[i]
+                    )));
+                }
+                Ok(())
+            },
+        )
+        .unwrap();
+}
+
+/// Every 32-bit word as u0 and as u1 would take 2^32 draws; this walks a million consecutive
+/// blocks (4M normals, every lane) of one seed, so each polynomial sees ~2M arguments.
+#[test]
+fn philox_normal_f64_long_stream_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let n = 4_000_003usize;
+    let mut want = vec![0f64; n];
+    philox_cpu::fill_normal_f64(0x5EED, 1, 0.0, 1.0, &mut want);
+    let mut d = g.alloc_zeros::<f64>(n).unwrap();
+    philox_cuda::fill_normal_f64(g, 0x5EED, 1, 0.0, 1.0, &mut d).unwrap();
+    let got = g.dtoh(&d).unwrap();
+    for i in 0..n {
+        assert_eq!(
+            got[i].to_bits(),
+            want[i].to_bits(),
+            "element {i}: gpu {:e} cpu {:e}",
+            got[i],
+            want[i]
+        );
+    }
 }
 
 #[test]

@@ -26,9 +26,25 @@
 //! Each row loss is a log-sum-exp of `C` terms minus one logit; in f64 its error is at most about
 //! `(C + 4) u64 (|lse| + |z_t|)`. [`tolerance`] bounds the mean of those, plus the final rounding `u`.
 
+//!
+//! # GPU (`cross_entropy.ptx`, `cuda.rs`)
+//!
+//! f32 logits (rows may be strided), i64 targets, f32 loss and gradient. Per-element math in f64
+//! (a PTX exp, the `ln` of `philox::math`), sums in a fixed order: deterministic, within
+//! [`tolerance`] of the oracle, not bit-identical to it. The forward writes each row's `lse` (f64)
+//! and the kept count `K` (u64) on the device; the backward consumes both plus `dloss` (a device
+//! f32 scalar), so it makes one pass over each row. Out-of-range kept targets are detected on the
+//! device and reported as `GpuError::Invalid` by the launchers after reading one word back (each
+//! launcher synchronises the stream once).
+
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 pub use cpu::{cross_entropy, cross_entropy_grad};
+
+/// The hand-written PTX of `cross_entropy_f32_fwd`, `_mean` and `_bwd`, embedded in every build.
+pub const PTX: &str = include_str!("cross_entropy.ptx");
 
 pub use crate::gemm::F64_UNIT_ROUNDOFF;
 
@@ -59,6 +75,49 @@ mod tests {
         assert!((kept - 2f64.ln()).abs() < 1e-15);
         assert_eq!(cross_entropy(&z, &[-100, -100], 2, 2, Some(-100)), 0.0);
         assert_eq!(cross_entropy_grad(&z, &[-100, -100], 2, 2, Some(-100)), vec![0.0; 4]);
+    }
+
+    /// A Rust mirror of the f64 `exp` in `cross_entropy.ptx` (same constants, the same fma and
+    /// round-to-nearest-even steps). The GPU loss is compared within a tolerance, not bit for bit,
+    /// so this test is what pins that routine's accuracy: within 2 ulp of std on `[-708, 0]`.
+    fn ptx_exp(x: f64) -> f64 {
+        const INV_LN2: f64 = f64::from_bits(0x3FF7_1547_652B_82FE);
+        const LN2_HI: f64 = f64::from_bits(0x3FE6_2E42_FEF0_0000);
+        const LN2_LO: f64 = f64::from_bits(0x3DD4_73DE_6AF2_78ED);
+        if x < -708.0 {
+            return 0.0;
+        }
+        let k = (x * INV_LN2).round_ties_even();
+        let r = (-k).mul_add(LN2_LO, (-k).mul_add(LN2_HI, x));
+        let fact = |n: u64| (1..=n).product::<u64>() as f64;
+        let mut p = 1.0 / fact(13);
+        for n in (0..13).rev() {
+            p = p.mul_add(r, 1.0 / fact(n));
+        }
+        p * f64::from_bits(((k as i64 + 1023) as u64) << 52)
+    }
+
+    #[test]
+    fn ptx_exp_is_within_two_ulp_of_std() {
+        let mut st = 0x0DDB_1A5E_5BAD_5EEDu64;
+        let mut worst = 0f64;
+        for i in 0..300_000 {
+            st ^= st << 13;
+            st ^= st >> 7;
+            st ^= st << 17;
+            let u = (st >> 11) as f64 * 2f64.powi(-53);
+            // Half the draws near 0 (the softmax bulk), half over the whole range.
+            let x = if i % 2 == 0 { -u * 40.0 } else { -u * 708.0 };
+            let (got, want) = (ptx_exp(x), x.exp());
+            let ulp = f64::from_bits(want.to_bits() & 0x7FF0_0000_0000_0000) * f64::EPSILON;
+            let e = (got - want).abs() / ulp;
+            assert!(e <= 2.0, "exp({x:e}) = {got:e}, std {want:e}: {e} ulp");
+            worst = worst.max(e);
+        }
+        println!("ptx exp: worst {worst} ulp");
+        assert_eq!(ptx_exp(0.0), 1.0);
+        assert_eq!(ptx_exp(-709.0), 0.0);
+        assert_eq!(ptx_exp(f64::NEG_INFINITY), 0.0);
     }
 
     #[test]

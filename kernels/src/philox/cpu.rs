@@ -1,5 +1,6 @@
 //! CPU oracle of the Philox 4x32-10 generator and the streams built on it (layout in `mod.rs`).
 
+use super::math::box_muller;
 use super::{PHILOX_M0, PHILOX_M1, PHILOX_W0, PHILOX_W1};
 
 #[inline]
@@ -47,15 +48,11 @@ pub fn u32_to_unit_f64(x: u32) -> f64 {
     (x as f64 + 0.5) * (1.0 / 4_294_967_296.0)
 }
 
-/// The four standard normals of one block (Box-Muller on lane pairs, f64 math).
+/// The four standard normals of one block (Box-Muller on lane pairs, f64 math with our own
+/// `ln`/`sin`/`cos` from [`super::math`], which the GPU kernel reproduces bit for bit).
 pub fn normals_of_block(w: [u32; 4]) -> [f64; 4] {
-    let pair = |a: u32, b: u32| {
-        let r = (-2.0 * u32_to_unit_f64(a).ln()).sqrt();
-        let t = std::f64::consts::TAU * u32_to_unit_f64(b);
-        (r * t.cos(), r * t.sin())
-    };
-    let (n0, n1) = pair(w[0], w[1]);
-    let (n2, n3) = pair(w[2], w[3]);
+    let (n0, n1) = box_muller(u32_to_unit_f64(w[0]), u32_to_unit_f64(w[1]));
+    let (n2, n3) = box_muller(u32_to_unit_f64(w[2]), u32_to_unit_f64(w[3]));
     [n0, n1, n2, n3]
 }
 

@@ -2,7 +2,9 @@
 //! parameter order. Same stream layout and results as `cpu.rs`, bit for bit.
 
 use crate::launch::{CudaSlice, GpuContext, GpuError, grid_1d};
-use crate::registry::{ModuleId, PHILOX_U32, PHILOX_UNIFORM_F32};
+use crate::registry::{
+    ModuleId, PHILOX_NORMAL_F32, PHILOX_NORMAL_F64, PHILOX_U32, PHILOX_UNIFORM_F32,
+};
 
 fn check_range(op: &'static str, offset: u64, n: u64) -> Result<(), GpuError> {
     if offset.checked_add(n).is_none() {
@@ -60,6 +62,64 @@ pub fn fill_uniform_f32(
         .arg(&offset)
         .arg(&low)
         .arg(&high);
+    // SAFETY: arguments match the .param list above; the kernel writes out[0..n) only.
+    unsafe { l.launch(cfg) }
+}
+
+/// Normal(mean, std) rounded once to f32, for elements `offset .. offset + out.len()` (mirrors
+/// `cpu::fill_normal_f32`, bit for bit).
+pub fn fill_normal_f32(
+    gpu: &GpuContext,
+    seed: u64,
+    offset: u64,
+    mean: f32,
+    std: f32,
+    out: &mut CudaSlice<f32>,
+) -> Result<(), GpuError> {
+    let n = out.len() as u64;
+    check_range("philox_normal_f32", offset, n)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let f = gpu.function(ModuleId::Philox, &PHILOX_NORMAL_F32)?;
+    let cfg = grid_1d(n);
+    let mut l = gpu.launch(&f, &PHILOX_NORMAL_F32);
+    // philox_normal_f32(out .u64, n .u64, seed .u64, offset .u64, mean .f32, std .f32)
+    l.arg(&mut *out)
+        .arg(&n)
+        .arg(&seed)
+        .arg(&offset)
+        .arg(&mean)
+        .arg(&std);
+    // SAFETY: arguments match the .param list above; the kernel writes out[0..n) only.
+    unsafe { l.launch(cfg) }
+}
+
+/// Normal(mean, std) as f64, for elements `offset .. offset + out.len()` (mirrors
+/// `cpu::fill_normal_f64`, bit for bit).
+pub fn fill_normal_f64(
+    gpu: &GpuContext,
+    seed: u64,
+    offset: u64,
+    mean: f64,
+    std: f64,
+    out: &mut CudaSlice<f64>,
+) -> Result<(), GpuError> {
+    let n = out.len() as u64;
+    check_range("philox_normal_f64", offset, n)?;
+    if n == 0 {
+        return Ok(());
+    }
+    let f = gpu.function(ModuleId::Philox, &PHILOX_NORMAL_F64)?;
+    let cfg = grid_1d(n);
+    let mut l = gpu.launch(&f, &PHILOX_NORMAL_F64);
+    // philox_normal_f64(out .u64, n .u64, seed .u64, offset .u64, mean .f64, std .f64)
+    l.arg(&mut *out)
+        .arg(&n)
+        .arg(&seed)
+        .arg(&offset)
+        .arg(&mean)
+        .arg(&std);
     // SAFETY: arguments match the .param list above; the kernel writes out[0..n) only.
     unsafe { l.launch(cfg) }
 }

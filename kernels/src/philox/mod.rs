@@ -13,18 +13,21 @@
 //!   output `(x + 0.5) * 2^-32`. Neither endpoint is ever produced, so `ln(u)` is finite.
 //! - standard normal: Box-Muller on the lane pairs of one counter block. Lanes 0 and 1 give
 //!   `r cos(t)` and `r sin(t)` with `r = sqrt(-2 ln u0)`, `t = 2 pi u1`; lanes 2 and 3 likewise from
-//!   `u2, u3`. Uniforms here use the f64 form and the transcendental math is done in f64, then
-//!   rounded once to the output type; a GPU port should do the same to stay bit-identical.
+//!   `u2, u3`. Uniforms here use the f64 form; `ln`, `sin`, `cos` are our own f64 routines
+//!   ([`math`]: only correctly rounded IEEE operations in a fixed order, within 1-2 ulp of the exact
+//!   values), so `philox.ptx` reproduces them bit for bit; the result is rounded once to the output
+//!   type. (std's `ln`/`sin`/`cos` are not used: their last bit is the platform libm's.)
 //!
 //! Callers that draw several tensors from one seed advance `offset` by the element count of
 //! each draw (see `brainstacks_tensor::Rng`).
 
 pub mod cpu;
+pub mod math;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 
-/// The hand-written PTX of the Philox streams (`philox_u32`, `philox_uniform_f32`), embedded in
-/// every build. The normal streams have no GPU kernel yet (see the comment block in the file).
+/// The hand-written PTX of the Philox streams (`philox_u32`, `philox_uniform_f32`,
+/// `philox_normal_f32`, `philox_normal_f64`), embedded in every build.
 pub const PTX: &str = include_str!("philox.ptx");
 
 /// Multipliers and Weyl key increments of Philox 4x32 (from the paper).
