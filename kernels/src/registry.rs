@@ -11,11 +11,13 @@
 pub enum ModuleId {
     Philox = 0,
     Cast = 1,
+    GemmBf16 = 2,
+    GemmF32 = 3,
 }
 
 impl ModuleId {
     /// Number of modules (the length of [`ALL`]).
-    pub const COUNT: usize = 2;
+    pub const COUNT: usize = 4;
 
     /// Index into [`ALL`] and into per-context module caches.
     pub const fn index(self) -> usize {
@@ -72,6 +74,37 @@ pub const CAST_BF16_F32: EntrySpec = EntrySpec {
     params: 3,
 };
 
+/// Entries `gemm_bf16_{nt,nn,tn}_{f32,bf16}(a, b, c, m, n, k, lda, ldb, ldc)`.
+pub const GEMM_BF16_NT_F32: EntrySpec = EntrySpec {
+    name: "gemm_bf16_nt_f32",
+    params: 9,
+};
+pub const GEMM_BF16_NN_F32: EntrySpec = EntrySpec {
+    name: "gemm_bf16_nn_f32",
+    params: 9,
+};
+pub const GEMM_BF16_TN_F32: EntrySpec = EntrySpec {
+    name: "gemm_bf16_tn_f32",
+    params: 9,
+};
+pub const GEMM_BF16_NT_BF16: EntrySpec = EntrySpec {
+    name: "gemm_bf16_nt_bf16",
+    params: 9,
+};
+pub const GEMM_BF16_NN_BF16: EntrySpec = EntrySpec {
+    name: "gemm_bf16_nn_bf16",
+    params: 9,
+};
+pub const GEMM_BF16_TN_BF16: EntrySpec = EntrySpec {
+    name: "gemm_bf16_tn_bf16",
+    params: 9,
+};
+/// Entry `gemm_f32(a, b, c, m, n, k, a_rs, a_cs, b_rs, b_cs, ldc)`.
+pub const GEMM_F32: EntrySpec = EntrySpec {
+    name: "gemm_f32",
+    params: 11,
+};
+
 /// Every embedded PTX module, in `ModuleId` order (`ALL[id.index()].id == id`).
 pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
     ModuleSpec {
@@ -85,6 +118,25 @@ pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
         name: "cast/cast.ptx",
         ptx: crate::cast::PTX,
         entries: &[CAST_F32_BF16, CAST_BF16_F32],
+    },
+    ModuleSpec {
+        id: ModuleId::GemmBf16,
+        name: "gemm/gemm_bf16.ptx",
+        ptx: crate::gemm::PTX_BF16,
+        entries: &[
+            GEMM_BF16_NT_F32,
+            GEMM_BF16_NN_F32,
+            GEMM_BF16_TN_F32,
+            GEMM_BF16_NT_BF16,
+            GEMM_BF16_NN_BF16,
+            GEMM_BF16_TN_BF16,
+        ],
+    },
+    ModuleSpec {
+        id: ModuleId::GemmF32,
+        name: "gemm/gemm_f32.ptx",
+        ptx: crate::gemm::PTX_F32,
+        entries: &[GEMM_F32],
     },
 ];
 

@@ -43,6 +43,15 @@
 //! against the f32 oracle run on the same bf16 values widened to f32 (the widening is exact).
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+#[cfg(test)]
+mod layout;
+
+/// The bf16 tensor-core GEMM (`gemm_bf16.ptx`, written by `gen_gemm_bf16.py`), embedded in every build.
+pub const PTX_BF16: &str = include_str!("gemm_bf16.ptx");
+/// The f32 SIMT GEMM for any shapes and strides (`gemm_f32.ptx`, written by `gen_gemm_f32.py`).
+pub const PTX_F32: &str = include_str!("gemm_f32.ptx");
 
 pub use cpu::{
     gemm_abs_reference_f32, gemm_abs_reference_f64, gemm_reference_f32, gemm_reference_f64,
