@@ -74,7 +74,8 @@ pub const CAST_BF16_F32: EntrySpec = EntrySpec {
     params: 3,
 };
 
-/// Entries `gemm_bf16_{nt,nn,tn}_{f32,bf16}(a, b, c, m, n, k, lda, ldb, ldc)`.
+/// Entries `gemm_bf16_{nt,nn,tn}_{f32,bf16}[_wide](a, b, c, m, n, k, lda, ldb, ldc)` (block tile
+/// 128 x 128, or 128 x 256 for `_wide`).
 pub const GEMM_BF16_NT_F32: EntrySpec = EntrySpec {
     name: "gemm_bf16_nt_f32",
     params: 9,
@@ -97,6 +98,30 @@ pub const GEMM_BF16_NN_BF16: EntrySpec = EntrySpec {
 };
 pub const GEMM_BF16_TN_BF16: EntrySpec = EntrySpec {
     name: "gemm_bf16_tn_bf16",
+    params: 9,
+};
+pub const GEMM_BF16_NT_F32_WIDE: EntrySpec = EntrySpec {
+    name: "gemm_bf16_nt_f32_wide",
+    params: 9,
+};
+pub const GEMM_BF16_NT_BF16_WIDE: EntrySpec = EntrySpec {
+    name: "gemm_bf16_nt_bf16_wide",
+    params: 9,
+};
+pub const GEMM_BF16_NN_F32_WIDE: EntrySpec = EntrySpec {
+    name: "gemm_bf16_nn_f32_wide",
+    params: 9,
+};
+pub const GEMM_BF16_NN_BF16_WIDE: EntrySpec = EntrySpec {
+    name: "gemm_bf16_nn_bf16_wide",
+    params: 9,
+};
+pub const GEMM_BF16_TN_F32_WIDE: EntrySpec = EntrySpec {
+    name: "gemm_bf16_tn_f32_wide",
+    params: 9,
+};
+pub const GEMM_BF16_TN_BF16_WIDE: EntrySpec = EntrySpec {
+    name: "gemm_bf16_tn_bf16_wide",
     params: 9,
 };
 /// Entry `gemm_f32(a, b, c, m, n, k, a_rs, a_cs, b_rs, b_cs, ldc)`.
@@ -130,6 +155,12 @@ pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
             GEMM_BF16_NT_BF16,
             GEMM_BF16_NN_BF16,
             GEMM_BF16_TN_BF16,
+            GEMM_BF16_NT_F32_WIDE,
+            GEMM_BF16_NN_F32_WIDE,
+            GEMM_BF16_TN_F32_WIDE,
+            GEMM_BF16_NT_BF16_WIDE,
+            GEMM_BF16_NN_BF16_WIDE,
+            GEMM_BF16_TN_BF16_WIDE,
         ],
     },
     ModuleSpec {

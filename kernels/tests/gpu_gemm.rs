@@ -15,7 +15,8 @@
 mod common;
 
 use brainstacks_kernels::gemm::cuda::{
-    Bf16Layout, GemmDims, Strides, gemm_bf16, gemm_bf16_to_bf16, gemm_f32,
+    Bf16Layout, Bf16Tile, GemmDims, Strides, gemm_bf16, gemm_bf16_to_bf16, gemm_bf16_with_tile,
+    gemm_f32,
 };
 use brainstacks_kernels::gemm::{
     check_close_f32, f32_tolerance, gemm_abs_reference_f32, gemm_reference_f32,
@@ -54,6 +55,15 @@ fn k_mult8() -> impl Strategy<Value = usize> {
         Just(24),
         Just(136),
         (0usize..80).prop_map(|x| 8 * x),
+    ]
+}
+
+/// None: the automatic choice (narrow at these sizes), else a forced block shape.
+fn tile() -> impl Strategy<Value = Option<Bf16Tile>> {
+    prop_oneof![
+        Just(None),
+        Just(Some(Bf16Tile::Narrow)),
+        Just(Some(Bf16Tile::Wide))
     ]
 }
 
@@ -129,6 +139,7 @@ fn run_bf16_case(
     k: usize,
     pads: (usize, usize, usize),
     bf16_out: bool,
+    tile: Option<Bf16Tile>,
     seed: u64,
 ) -> Result<(), TestCaseError> {
     let g = gpu().expect("checked by the caller");
@@ -158,15 +169,22 @@ fn run_bf16_case(
         let mut dc = g
             .htod(&vec![bf16::from_f32(SENTINEL).to_bits(); c_len])
             .unwrap();
-        gemm_bf16_to_bf16(g, layout, dims, &da, &db, &mut dc).unwrap();
+        match tile {
+            None => gemm_bf16_to_bf16(g, layout, dims, &da, &db, &mut dc).unwrap(),
+            Some(t) => gemm_bf16_with_tile(g, layout, dims, &da, &db, &mut dc, t).unwrap(),
+        }
         widen(&g.dtoh(&dc).unwrap())
     } else {
         let mut dc = g.htod(&vec![SENTINEL; c_len]).unwrap();
-        gemm_bf16(g, layout, dims, &da, &db, &mut dc).unwrap();
+        match tile {
+            None => gemm_bf16(g, layout, dims, &da, &db, &mut dc).unwrap(),
+            Some(t) => gemm_bf16_with_tile(g, layout, dims, &da, &db, &mut dc, t).unwrap(),
+        }
         g.dtoh(&dc).unwrap()
     };
-    let ctx =
-        format!("{layout:?} m={m} n={n} k={k} lda={lda} ldb={ldb} ldc={ldc} bf16_out={bf16_out}");
+    let ctx = format!(
+        "{layout:?} {tile:?} m={m} n={n} k={k} lda={lda} ldb={ldb} ldc={ldc} bf16_out={bf16_out}"
+    );
     let (got, pad_ok) = unpad(&got, m, n, ldc);
     prop_assert!(pad_ok, "{}: wrote outside m x n", ctx);
     if !bf16_out {
@@ -204,12 +222,12 @@ fn gemm_bf16_matches_oracle() {
         outer(),
         k_mult8(),
         (pad8(), pad8(), 0usize..5),
-        any::<bool>(),
+        (any::<bool>(), tile()),
         any::<u64>(),
     );
     runner
-        .run(&case, |(layout, m, n, k, pads, out, seed)| {
-            run_bf16_case(layout, m, n, k, pads, out, seed)
+        .run(&case, |(layout, m, n, k, pads, (out, tile), seed)| {
+            run_bf16_case(layout, m, n, k, pads, out, tile, seed)
         })
         .unwrap();
 }
@@ -225,12 +243,12 @@ fn gemm_bf16_tn_any_k_and_edges() {
         outer(),
         outer(),
         prop_oneof![Just(1usize), Just(7), Just(31), Just(33), 0usize..300],
-        any::<bool>(),
+        (any::<bool>(), tile()),
         any::<u64>(),
     );
     runner
-        .run(&case, |(m, n, k, out, seed)| {
-            run_bf16_case(Bf16Layout::Tn, m, n, k, (0, 0, 0), out, seed)
+        .run(&case, |(m, n, k, (out, tile), seed)| {
+            run_bf16_case(Bf16Layout::Tn, m, n, k, (0, 0, 0), out, tile, seed)
         })
         .unwrap();
 }
@@ -247,12 +265,16 @@ fn gemm_bf16_fixed_edge_cases() {
             (128, 128, 32),
             (129, 127, 40),
             (256, 384, 1024),
+            (257, 513, 72),
             (17, 301, 0),
             (300, 5, 136),
         ] {
             for out in [false, true] {
-                run_bf16_case(layout, m, n, k, (8, 0, 3), out, (m * 31 + n * 7 + k) as u64)
-                    .unwrap_or_else(|e| panic!("{e}"));
+                for tile in [Bf16Tile::Narrow, Bf16Tile::Wide] {
+                    let seed = (m * 31 + n * 7 + k) as u64;
+                    run_bf16_case(layout, m, n, k, (8, 0, 3), out, Some(tile), seed)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                }
             }
         }
     }
@@ -390,7 +412,10 @@ fn gemm_f32_rejects_operands_that_do_not_fit() {
 fn gemm_bf16_throughput() {
     let Some(g) = gpu() else { return };
     for size in [4096usize, 8192] {
-        for layout in [Bf16Layout::Nt, Bf16Layout::Nn, Bf16Layout::Tn] {
+        for (layout, tile) in [Bf16Layout::Nt, Bf16Layout::Nn, Bf16Layout::Tn]
+            .into_iter()
+            .flat_map(|l| [(l, Bf16Tile::Narrow), (l, Bf16Tile::Wide)])
+        {
             let (m, n, k) = (size, size, size);
             let a = bf16_data(size * size, 1);
             let b = bf16_data(size * size, 2);
@@ -405,18 +430,18 @@ fn gemm_bf16_throughput() {
                 ldb: size,
                 ldc: size,
             };
-            gemm_bf16(g, layout, dims, &da, &db, &mut dc).unwrap(); // warm-up
+            gemm_bf16_with_tile(g, layout, dims, &da, &db, &mut dc, tile).unwrap(); // warm-up
             g.synchronize().unwrap();
             let reps = if size == 4096 { 20 } else { 5 };
             let t = std::time::Instant::now();
             for _ in 0..reps {
-                gemm_bf16(g, layout, dims, &da, &db, &mut dc).unwrap();
+                gemm_bf16_with_tile(g, layout, dims, &da, &db, &mut dc, tile).unwrap();
             }
             g.synchronize().unwrap();
             let secs = t.elapsed().as_secs_f64() / reps as f64;
             let tflops = 2.0 * (size as f64).powi(3) / secs / 1e12;
             println!(
-                "gemm_bf16 {layout:?} {size}^3: {:.3} ms, {tflops:.1} TFLOP/s (check_launches {})",
+                "gemm_bf16 {layout:?} {tile:?} {size}^3: {:.3} ms, {tflops:.1} TFLOP/s (check_launches {})",
                 secs * 1e3,
                 g.check_launches()
             );
@@ -435,7 +460,7 @@ fn gemm_bf16_throughput() {
                 let diff = (f64::from(c[i * n + j]) - want).abs();
                 assert!(
                     diff <= f32_tolerance(k, abs),
-                    "{layout:?} {size}: C[{i}][{j}]"
+                    "{layout:?} {tile:?} {size}: C[{i}][{j}]"
                 );
             }
         }

@@ -6,16 +6,18 @@
 
 use crate::launch::{CudaSlice, GpuContext, GpuError, LaunchConfig};
 use crate::registry::{
-    EntrySpec, GEMM_BF16_NN_BF16, GEMM_BF16_NN_F32, GEMM_BF16_NT_BF16, GEMM_BF16_NT_F32,
-    GEMM_BF16_TN_BF16, GEMM_BF16_TN_F32, GEMM_F32, ModuleId,
+    EntrySpec, GEMM_BF16_NN_BF16, GEMM_BF16_NN_BF16_WIDE, GEMM_BF16_NN_F32, GEMM_BF16_NN_F32_WIDE,
+    GEMM_BF16_NT_BF16, GEMM_BF16_NT_BF16_WIDE, GEMM_BF16_NT_F32, GEMM_BF16_NT_F32_WIDE,
+    GEMM_BF16_TN_BF16, GEMM_BF16_TN_BF16_WIDE, GEMM_BF16_TN_F32, GEMM_BF16_TN_F32_WIDE, GEMM_F32,
+    ModuleId,
 };
 
-/// Block tile of the bf16 kernel (square: 128 rows of C by 128 columns).
-const BF16_TILE: u32 = 128;
-/// Threads per block of the bf16 kernel (`.maxntid 128`).
-const BF16_THREADS: u32 = 128;
-/// Dynamic shared memory of the bf16 kernel: 4 stages of (128 x 32 A + 32 x 128 B) bf16.
-const BF16_SMEM: u32 = 65_536;
+/// Rows of C per block of the bf16 kernel (both block shapes).
+const BF16_TILE_M: u32 = 128;
+/// The automatic choice takes the wide tile once it gives at least this many blocks (two per SM
+/// of a 132-SM H100: the narrow tile's extra parallelism no longer matters, while the wide tile
+/// reads 25% less from L2 per flop). To be tuned on hardware.
+const WIDE_MIN_BLOCKS: u32 = 264;
 /// Block tile and threads per block of the f32 kernel (`.maxntid 256`).
 const F32_TILE: u32 = 64;
 const F32_THREADS: u32 = 256;
@@ -31,6 +33,44 @@ pub enum Bf16Layout {
     Nn,
     /// `A` given as `At [k, m]`, `B` as `[k, n]`: `dW = dY^T·X`.
     Tn,
+}
+
+/// Block shape of the bf16 kernel (see `gemm_bf16.ptx`): both run warps of 64 x 64 outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bf16Tile {
+    /// 128 x 128 blocks of 128 threads, 64 KiB of shared memory, two blocks per SM.
+    Narrow,
+    /// 128 x 256 blocks of 256 threads, 96 KiB of shared memory, one block per SM.
+    Wide,
+}
+
+impl Bf16Tile {
+    fn cols(self) -> u32 {
+        match self {
+            Bf16Tile::Narrow => 128,
+            Bf16Tile::Wide => 256,
+        }
+    }
+
+    /// Threads per block (`.maxntid`): one warp per 64 x 64 of the block tile.
+    fn threads(self) -> u32 {
+        self.cols()
+    }
+
+    /// Dynamic shared memory: 4 stages of a 128 x 32 A tile and a 32 x cols B tile, bf16.
+    fn smem_bytes(self) -> u32 {
+        4 * (128 * 32 + 32 * self.cols()) * 2
+    }
+
+    /// The shape the automatic choice uses for an `m x n` output.
+    pub fn auto(m: usize, n: usize) -> Bf16Tile {
+        let wide_blocks = m.div_ceil(BF16_TILE_M as usize) * n.div_ceil(256);
+        if wide_blocks >= WIDE_MIN_BLOCKS as usize {
+            Bf16Tile::Wide
+        } else {
+            Bf16Tile::Narrow
+        }
+    }
 }
 
 /// Sizes and leading dimensions (row strides, in elements) of one GEMM `C[m, n] = A·B`.
@@ -141,7 +181,8 @@ fn check_bf16(
         check_u31(op, "ldb", d.ldb)?,
         check_u31(op, "ldc", d.ldc)?,
     ];
-    let blocks = (d.m.div_ceil(BF16_TILE as usize)).checked_mul(d.n.div_ceil(BF16_TILE as usize));
+    // Block count of the narrow tile (the larger of the two).
+    let blocks = (d.m.div_ceil(BF16_TILE_M as usize)).checked_mul(d.n.div_ceil(128));
     if !matches!(blocks, Some(b) if b <= i32::MAX as usize) {
         return Err(invalid(
             op,
@@ -151,19 +192,28 @@ fn check_bf16(
     Ok(v)
 }
 
-fn bf16_entry(layout: Bf16Layout, bf16_out: bool) -> &'static EntrySpec {
-    match (layout, bf16_out) {
-        (Bf16Layout::Nt, false) => &GEMM_BF16_NT_F32,
-        (Bf16Layout::Nn, false) => &GEMM_BF16_NN_F32,
-        (Bf16Layout::Tn, false) => &GEMM_BF16_TN_F32,
-        (Bf16Layout::Nt, true) => &GEMM_BF16_NT_BF16,
-        (Bf16Layout::Nn, true) => &GEMM_BF16_NN_BF16,
-        (Bf16Layout::Tn, true) => &GEMM_BF16_TN_BF16,
+fn bf16_entry(layout: Bf16Layout, bf16_out: bool, tile: Bf16Tile) -> &'static EntrySpec {
+    use Bf16Layout::{Nn, Nt, Tn};
+    use Bf16Tile::{Narrow, Wide};
+    match (layout, bf16_out, tile) {
+        (Nt, false, Narrow) => &GEMM_BF16_NT_F32,
+        (Nn, false, Narrow) => &GEMM_BF16_NN_F32,
+        (Tn, false, Narrow) => &GEMM_BF16_TN_F32,
+        (Nt, true, Narrow) => &GEMM_BF16_NT_BF16,
+        (Nn, true, Narrow) => &GEMM_BF16_NN_BF16,
+        (Tn, true, Narrow) => &GEMM_BF16_TN_BF16,
+        (Nt, false, Wide) => &GEMM_BF16_NT_F32_WIDE,
+        (Nn, false, Wide) => &GEMM_BF16_NN_F32_WIDE,
+        (Tn, false, Wide) => &GEMM_BF16_TN_F32_WIDE,
+        (Nt, true, Wide) => &GEMM_BF16_NT_BF16_WIDE,
+        (Nn, true, Wide) => &GEMM_BF16_NN_BF16_WIDE,
+        (Tn, true, Wide) => &GEMM_BF16_TN_BF16_WIDE,
     }
 }
 
 /// Shared by the two output types: `C` is `&mut CudaSlice<f32>` or `&mut CudaSlice<u16>`.
-fn launch_bf16<C: cudarc::driver::DeviceRepr>(
+#[allow(clippy::too_many_arguments)]
+fn launch_bf16<C: cudarc::driver::DeviceRepr + Bf16GemmOut>(
     gpu: &GpuContext,
     op: &'static str,
     layout: Bf16Layout,
@@ -171,20 +221,21 @@ fn launch_bf16<C: cudarc::driver::DeviceRepr>(
     a: &CudaSlice<u16>,
     b: &CudaSlice<u16>,
     c: &mut CudaSlice<C>,
-    bf16_out: bool,
+    tile: Option<Bf16Tile>,
 ) -> Result<(), GpuError> {
     let [m, n, k, lda, ldb, ldc] = check_bf16(op, layout, d, a.len(), b.len(), c.len())?;
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let entry = bf16_entry(layout, bf16_out);
+    let tile = tile.unwrap_or_else(|| Bf16Tile::auto(d.m, d.n));
+    let entry = bf16_entry(layout, C::BF16, tile);
     let f = gpu.function(ModuleId::GemmBf16, entry)?;
-    gpu.set_max_dynamic_shared(&f, BF16_SMEM)?;
-    let blocks = m.div_ceil(BF16_TILE) * n.div_ceil(BF16_TILE);
+    gpu.set_max_dynamic_shared(&f, tile.smem_bytes())?;
+    let blocks = m.div_ceil(BF16_TILE_M) * n.div_ceil(tile.cols());
     let cfg = LaunchConfig {
         grid_dim: (blocks, 1, 1),
-        block_dim: (BF16_THREADS, 1, 1),
-        shared_mem_bytes: BF16_SMEM,
+        block_dim: (tile.threads(), 1, 1),
+        shared_mem_bytes: tile.smem_bytes(),
     };
     let mut l = gpu.launch(&f, entry);
     // gemm_bf16_<layout>_<out>(a, b, c, m, n, k, lda, ldb, ldc)
@@ -217,7 +268,7 @@ pub fn gemm_bf16(
     b: &CudaSlice<u16>,
     c: &mut CudaSlice<f32>,
 ) -> Result<(), GpuError> {
-    launch_bf16(gpu, "gemm_bf16", layout, d, a, b, c, false)
+    launch_bf16(gpu, "gemm_bf16", layout, d, a, b, c, None)
 }
 
 /// As [`gemm_bf16`], with the f32 result rounded once to bf16 (round to nearest even) on store.
@@ -229,7 +280,36 @@ pub fn gemm_bf16_to_bf16(
     b: &CudaSlice<u16>,
     c: &mut CudaSlice<u16>,
 ) -> Result<(), GpuError> {
-    launch_bf16(gpu, "gemm_bf16_to_bf16", layout, d, a, b, c, true)
+    launch_bf16(gpu, "gemm_bf16_to_bf16", layout, d, a, b, c, None)
+}
+
+/// [`gemm_bf16`] (`c` f32) or [`gemm_bf16_to_bf16`] (`c` u16 holding bf16 bits) with the block
+/// shape forced instead of chosen by [`Bf16Tile::auto`]; for tests and tuning.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_bf16_with_tile<C: cudarc::driver::DeviceRepr + Bf16GemmOut>(
+    gpu: &GpuContext,
+    layout: Bf16Layout,
+    d: GemmDims,
+    a: &CudaSlice<u16>,
+    b: &CudaSlice<u16>,
+    c: &mut CudaSlice<C>,
+    tile: Bf16Tile,
+) -> Result<(), GpuError> {
+    launch_bf16(gpu, "gemm_bf16_with_tile", layout, d, a, b, c, Some(tile))
+}
+
+/// The output element types of the bf16 GEMM: `f32`, or `u16` holding bf16 bits.
+pub trait Bf16GemmOut {
+    /// Whether the kernel rounds its f32 result to bf16 on store.
+    const BF16: bool;
+}
+
+impl Bf16GemmOut for f32 {
+    const BF16: bool = false;
+}
+
+impl Bf16GemmOut for u16 {
+    const BF16: bool = true;
 }
 
 /// Element strides of one f32 operand: `X[i][j]` at `x[i * rs + j * cs]`.

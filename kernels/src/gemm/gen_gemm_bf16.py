@@ -7,13 +7,26 @@ Every index formula here is mirrored, and checked, by the CPU simulation in `lay
 change both together. The geometry and the layouts are documented in the header it writes.
 """
 
-BM, BN, BK = 128, 128, 32
+BM, BK = 128, 32
 STAGES = 4
-THREADS = 128
-STAGE_BYTES = (BM + BN) * BK * 2  # 16384: A tile 8192 bytes, then B tile 8192 bytes
-B_REGION = BM * BK * 2  # 8192
-SMEM = STAGES * STAGE_BYTES  # 65536
+B_REGION = BM * BK * 2  # 8192: the A tile, then the B tile
 GROUP_M = 8
+
+
+class Cfg:
+    """One block shape: 2 x wn warps of 64 x 64, block tile 128 x (64 wn), 64 wn threads."""
+
+    def __init__(self, wn, suffix):
+        self.wn = wn
+        self.bn = 64 * wn
+        self.threads = 64 * wn
+        self.suffix = suffix
+        self.stage = B_REGION + self.bn * BK * 2
+        self.smem = STAGES * self.stage
+        self.min_blocks = 2 if wn == 2 else 1
+
+
+CFGS = [Cfg(2, ""), Cfg(4, "_wide")]
 
 HEADER = f"""//
 // gemm_bf16.ptx: bf16 tensor-core GEMM, f32 accumulation (hand-designed PTX; the unrolled parts are
@@ -32,30 +45,35 @@ HEADER = f"""//
 //   tn: A given as At [k, m] (lda), B [k, n] (ldb): C = At^T * B         (dW = dY^T X)
 //   C [m, n] (ldc), f32 or bf16.
 //
-// Entries (all 9 params, in order):
+// Entries (all 9 params, in order), each in a 128 x 128 block version and a 128 x 256 `_wide` one:
 //   gemm_bf16_nt_f32, gemm_bf16_nn_f32, gemm_bf16_tn_f32,
-//   gemm_bf16_nt_bf16, gemm_bf16_nn_bf16, gemm_bf16_tn_bf16
+//   gemm_bf16_nt_bf16, gemm_bf16_nn_bf16, gemm_bf16_tn_bf16,
+//   gemm_bf16_nt_f32_wide, gemm_bf16_nn_f32_wide, gemm_bf16_tn_f32_wide,
+//   gemm_bf16_nt_bf16_wide, gemm_bf16_nn_bf16_wide, gemm_bf16_tn_bf16_wide
 //   (a .u64 [u16 *], b .u64 [u16 *], c .u64 [f32 * or u16 *],
 //    m .u32, n .u32, k .u32, lda .u32, ldb .u32, ldc .u32)
 //   Requirements (gemm/cuda.rs checks them): lda, ldb multiples of 8 and a, b 16-byte aligned (every
 //   16-byte chunk that cp.async reads is aligned); k a multiple of 8 when an operand is k-contiguous
 //   (nt: A and B; nn: A); m, n arbitrary (edges are zero-filled on load, predicated on store).
 //
-// Launch geometry: 1-D grid of ceil(m/128) * ceil(n/128) blocks of 128 threads (.maxntid 128,
-//   .minnctapersm 2), dynamic shared memory {SMEM} bytes (the launcher raises the function's
-//   max-dynamic-shared-memory attribute: above the 48 KiB default).
-//   Block tile 128 x 128, k-tile 32, {STAGES}-stage cp.async pipeline (stage = A tile 8192 B, B tile 8192 B).
+// Launch geometry (BN = 128, or 256 for `_wide`): 1-D grid of ceil(m/128) * ceil(n/BN) blocks of
+//   BN threads (.maxntid BN; .minnctapersm 2 for BN = 128, 1 for 256), dynamic shared memory
+//   4 * (8192 + 64 BN) bytes = 65536 (BN = 128) or 98304 (BN = 256); the launcher raises the
+//   function's max-dynamic-shared-memory attribute (above the 48 KiB default).
+//   Block tile 128 x BN, k-tile 32, {STAGES}-stage cp.async pipeline (stage = A tile 8192 B, then
+//   the B tile 64 BN bytes).
 //   Raster: blocks are grouped {GROUP_M} block-rows at a time (block id -> (tile_m, tile_n) walks down a
 //   group of 8 tile rows before moving right), so concurrent blocks share A and B tiles in L2.
-//   4 warps as 2 (m) x 2 (n), each computing a 64 x 64 sub-tile: 4 (m16) x 8 (n8) mma tiles,
-//   128 f32 accumulators per thread.
+//   BN/32 warps as 2 (m) x BN/64 (n), each computing a 64 x 64 sub-tile: 4 (m16) x 8 (n8) mma
+//   tiles, 128 f32 accumulators per thread.
 //
 // Shared layouts (16-byte chunks, XOR-swizzled so that every ldmatrix phase, 8 rows of 16 bytes,
 //   hits 8 distinct 16-byte bank groups, and cp.async writes stay 16-byte aligned):
 //   k-contiguous tile (A of nt/nn, B of nt): 128 rows x 32 k = 64 bytes/row = 4 chunks;
 //     element (row, kk) at row*64 + ((kk/8) ^ ((row>>1)&3))*16 + (kk%8)*2.
-//   outer-contiguous tile (A of tn: [k][m]; B of nn/tn: [k][n]): 32 k-rows x 128 = 256 bytes/row;
-//     element (kr, x) at kr*256 + ((x/8) ^ (kr&7))*16 + (x%8)*2.
+//   k-contiguous B of the wide version: 256 rows, same formula.
+//   outer-contiguous tile (A of tn: [k][m]; B of nn/tn: [k][n]): 32 k-rows x W (128, or 256 for B
+//     of the wide version) = 2W bytes/row; element (kr, x) at kr*2W + ((x/8) ^ (kr&7))*16 + (x%8)*2.
 //
 // Fragments (PTX ISA, mma.m16n8k16 .bf16; g = lane>>2, t = lane&3):
 //   A (16x16, row): a0 = (row g, k 2t..2t+1), a1 = (g+8, 2t..), a2 = (g, 2t+8..), a3 = (g+8, 2t+8..)
@@ -70,7 +88,7 @@ HEADER = f"""//
 //   The CPU simulation (gemm/layout.rs tests) replays loads, swizzle, ldmatrix and mma fragment
 //   semantics for one block and checks the product, and that every ldmatrix phase is conflict-free.
 //
-// History: v1 (2026-11-27) first version (128x128x32, 4 stages, 4 warps of 64x64).
+// History: v1 (2026-11-27) first version (128x128x32 and 128x256x32, 4 stages, warps of 64x64).
 //
 """
 
@@ -89,10 +107,10 @@ def acc(mi, ni, r):
     return f"%acc{(mi * 8 + ni) * 4 + r}"
 
 
-def entry(layout, out):
+def entry(layout, out, cfg):
     a_kc = layout in ("nt", "nn")  # A k-contiguous
     b_kc = layout == "nt"  # B k-contiguous
-    name = f"gemm_bf16_{layout}_{out}"
+    name = f"gemm_bf16_{layout}_{out}{cfg.suffix}"
     e = K()
     p = lambda s: f"{name}_param_{s}"  # noqa: E731
     out_lines = [
@@ -112,8 +130,8 @@ def entry(layout, out):
             ]
         ),
         ")",
-        f".maxntid {THREADS}, 1, 1",
-        ".minnctapersm 2",
+        f".maxntid {cfg.threads}, 1, 1",
+        f".minnctapersm {cfg.min_blocks}",
         "{",
     ]
     e(".reg .pred  %p<64>;")
@@ -140,8 +158,8 @@ def entry(layout, out):
     e("// Raster: (tile_m, tile_n) from the block id, GROUP_M tile rows per group.")
     e("add.u32         %r7, %r1, 127;")
     e("shr.u32         %r7, %r7, 7;               // mtiles")
-    e("add.u32         %r8, %r2, 127;")
-    e("shr.u32         %r8, %r8, 7;               // ntiles")
+    e(f"add.u32         %r8, %r2, {cfg.bn - 1};")
+    e(f"shr.u32         %r8, %r8, {cfg.bn.bit_length() - 1};               // ntiles")
     e("mov.u32         %r9, %ctaid.x;             // pid")
     e(f"mul.lo.u32      %r10, %r8, {GROUP_M};        // blocks per group")
     e("div.u32         %r11, %r9, %r10;           // group")
@@ -154,13 +172,13 @@ def entry(layout, out):
     e("add.u32         %r15, %r15, %r12;          // tile_m")
     e("div.u32         %r16, %r14, %r13;          // tile_n")
     e("shl.b32         %r17, %r15, 7;             // m0")
-    e("shl.b32         %r18, %r16, 7;             // n0")
+    e(f"shl.b32         %r18, %r16, {cfg.bn.bit_length() - 1};             // n0")
     e()
     e("mov.u32         %r19, %tid.x;")
     e("and.b32         %r20, %r19, 31;            // lane")
     e("shr.u32         %r21, %r19, 5;             // warp")
-    e("shr.u32         %r22, %r21, 1;             // wm")
-    e("and.b32         %r23, %r21, 1;             // wn")
+    e(f"shr.u32         %r22, %r21, {cfg.wn.bit_length() - 1};             // wm")
+    e(f"and.b32         %r23, %r21, {cfg.wn - 1};             // wn")
     e("add.u32         %r24, %r3, 31;")
     e("shr.u32         %r24, %r24, 5;             // ktiles")
     e("mov.u32         %r25, gemm_bf16_smem;      // shared base")
@@ -169,16 +187,34 @@ def entry(layout, out):
     # ---------------- loader setup ----------------
     # Per operand X (A: base %rd1, ld %r4, extent m %r1, origin m0 %r17;
     #                B: base %rd2, ld %r5, extent n %r2, origin n0 %r18)
-    # K-contiguous: r = tid>>2, c = tid&3; rows r + 32i; sdst = r*64 + ((c ^ ((r>>1)&3))*16) + 2048 i.
+    # K-contiguous: r = tid>>2, c = tid&3; rows r + rpi*i (rpi = threads/4);
+    #   sdst = r*64 + ((c ^ ((r>>1)&3))*16) + 64*rpi*i.
     #   state: ptr (rd) = X + ((o + r)*ld + c*8)*2, advanced by 64 per tile; rowlim = E - o - r (s32);
     #          kcol (r) = t*32 + c*8 for the next tile t; stride32 = 32*ld*2.
-    # Outer-contiguous: r = tid>>4, c = tid&15; k-rows r + 8i; sdst = r*256 + (c ^ r)*16 + 2048 i.
+    # Outer-contiguous (width W, cpr = W/8 chunks per k-row): r = tid/cpr, c = tid%cpr; k-rows r + rpi*i
+    #   (rpi = threads/cpr, a multiple of 8); sdst = r*2W + (c ^ (r&7))*16 + 2W*rpi*i.
     #   state: ptr = X + (r*ld + o + c*8)*2, advanced by 32*ld*2 per tile; colbytes = clamp(E-o-8c,0,8)*2;
     #          krow = t*32 + r; stride8 = 8*ld*2.
     ops = {
-        "A": dict(kc=a_kc, base="%rd1", ld="%r4", ext="%r1", org="%r17", reg0=30, rd0=10, soff=0),
-        "B": dict(kc=b_kc, base="%rd2", ld="%r5", ext="%r2", org="%r18", reg0=40, rd0=20, soff=B_REGION),
+        "A": dict(kc=a_kc, base="%rd1", ld="%r4", ext="%r1", org="%r17", reg0=30, rd0=10, soff=0,
+                  rows=BM),
+        "B": dict(kc=b_kc, base="%rd2", ld="%r5", ext="%r2", org="%r18", reg0=40, rd0=20,
+                  soff=B_REGION, rows=cfg.bn),
     }
+    T = cfg.threads
+    for o in ops.values():
+        if o["kc"]:
+            o["rpi"] = T // 4  # tile rows per copy round
+            o["rowbytes"] = 64
+            o["copies"] = o["rows"] * 4 // T
+        else:
+            cpr = o["rows"] // 8  # 16-byte chunks per k-row
+            o["cpr"] = cpr
+            o["rpi"] = T // cpr
+            o["rowbytes"] = 2 * o["rows"]
+            o["copies"] = BK * cpr // T
+            assert o["rpi"] % 8 == 0
+        o["step"] = o["rpi"] * o["rowbytes"]  # shared bytes per copy round
     for nm, o in ops.items():
         r0, d0 = o["reg0"], o["rd0"]
         # registers: %r{r0}: sdst (shared, incl. region offset), %r{r0+1}: row/col limit,
@@ -198,7 +234,7 @@ def entry(layout, out):
             if o["soff"]:
                 e(f"add.u32         %r{r0}, %r{r0}, {o['soff']};")
             e(f"sub.u32         %r{r0+1}, {o['ext']}, {o['org']};")
-            e(f"sub.u32         %r{r0+1}, %r{r0+1}, %r{r0+4};  // rowlim (s32): row i ok iff 32i < rowlim")
+            e(f"sub.u32         %r{r0+1}, %r{r0+1}, %r{r0+4};  // rowlim (s32): round i ok iff rpi*i < rowlim")
             e(f"shl.b32         %r{r0+2}, %r{r0+5}, 3;        // kcol of tile 0")
             e(f"add.u32         %r{r0+7}, {o['org']}, %r{r0+4};")
             e(f"mul.wide.u32    %rd{d0}, %r{r0+7}, {o['ld']};")
@@ -206,13 +242,14 @@ def entry(layout, out):
             e(f"add.u64         %rd{d0}, %rd{d0}, %rd{d0+3};")
             e(f"shl.b64         %rd{d0}, %rd{d0}, 1;")
             e(f"add.u64         %rd{d0}, %rd{d0}, {o['base']};     // ptr")
-            e(f"mul.wide.u32    %rd{d0+1}, {o['ld']}, 64;        // 32 rows in bytes")
+            e(f"mul.wide.u32    %rd{d0+1}, {o['ld']}, {2 * o['rpi']};        // rpi rows in bytes")
         else:
-            e(f"shr.u32         %r{r0+4}, %r19, 4;            // r")
-            e(f"and.b32         %r{r0+5}, %r19, 15;           // c")
-            e(f"xor.b32         %r{r0+6}, %r{r0+5}, %r{r0+4};")
+            e(f"shr.u32         %r{r0+4}, %r19, {o['cpr'].bit_length() - 1};            // r")
+            e(f"and.b32         %r{r0+5}, %r19, {o['cpr'] - 1};           // c")
+            e(f"and.b32         %r{r0+6}, %r{r0+4}, 7;")
+            e(f"xor.b32         %r{r0+6}, %r{r0+5}, %r{r0+6};")
             e(f"shl.b32         %r{r0+6}, %r{r0+6}, 4;")
-            e(f"shl.b32         %r{r0}, %r{r0+4}, 8;")
+            e(f"mul.lo.u32      %r{r0}, %r{r0+4}, {o['rowbytes']};")
             e(f"add.u32         %r{r0}, %r{r0}, %r{r0+6};")
             e(f"add.u32         %r{r0}, %r{r0}, %r25;")
             if o["soff"]:
@@ -229,7 +266,7 @@ def entry(layout, out):
             e(f"add.u64         %rd{d0}, %rd{d0}, %rd{d0+3};")
             e(f"shl.b64         %rd{d0}, %rd{d0}, 1;")
             e(f"add.u64         %rd{d0}, %rd{d0}, {o['base']};     // ptr")
-            e(f"mul.wide.u32    %rd{d0+1}, {o['ld']}, 16;        // 8 rows in bytes")
+            e(f"mul.wide.u32    %rd{d0+1}, {o['ld']}, {2 * o['rpi']};        // rpi rows in bytes")
             e(f"mul.wide.u32    %rd{d0+2}, {o['ld']}, 64;        // 32 rows in bytes")
         e()
 
@@ -282,7 +319,7 @@ def entry(layout, out):
         # boff_np = (((l>>3)&1)*8 + (l&7))*256 + (wn*8 + ((2np + (l>>4)) ^ (l&7)))*16
         e("shl.b32         %r55, %r52, 3;")
         e("add.u32         %r55, %r55, %r51;")
-        e("shl.b32         %r55, %r55, 8;             // k-row * 256")
+        e(f"mul.lo.u32      %r55, %r55, {2 * cfg.bn};             // k-row * row bytes")
         e("shl.b32         %r57, %r23, 7;             // wn*8 chunks * 16")
         e("add.u32         %r55, %r55, %r57;")
         for q in range(4):
@@ -301,38 +338,39 @@ def entry(layout, out):
         e("setp.ge.u32     %p1, %r26, %r24;")
         e(f"@%p1 bra        {label};")
         e("and.b32         %r27, %r26, 3;")
-        e(f"mul.lo.u32      %r27, %r27, {STAGE_BYTES};    // stage offset")
+        e(f"mul.lo.u32      %r27, %r27, {cfg.stage};    // stage offset")
         for nm, o in ops.items():
             r0, d0 = o["reg0"], o["rd0"]
             base = o["base"]
             e(f"add.u32         %r28, %r{r0}, %r27;            // {nm} dst")
+            R = o["copies"]
             if o["kc"]:
                 e(f"setp.lt.u32     %p2, %r{r0+2}, %r3;           // k chunk in range")
-                for i in range(4):
+                for i in range(R):
                     if i == 0:
                         e(f"mov.b64         %rd30, %rd{d0};")
                     else:
                         e(f"add.u64         %rd30, %rd30, %rd{d0+1};")
-                    e(f"setp.gt.s32     %p3, %r{r0+1}, {32 * i};")
+                    e(f"setp.gt.s32     %p3, %r{r0+1}, {o['rpi'] * i};")
                     e("and.pred        %p3, %p3, %p2;")
                     e("selp.u32        %r29, 16, 0, %p3;")
                     e(f"selp.b64        %rd31, %rd30, {base}, %p3;")
-                    e(f"cp.async.cg.shared.global [%r28+{2048 * i}], [%rd31], 16, %r29;")
+                    e(f"cp.async.cg.shared.global [%r28+{o['step'] * i}], [%rd31], 16, %r29;")
                 e(f"add.u64         %rd{d0}, %rd{d0}, 64;")
                 e(f"add.u32         %r{r0+2}, %r{r0+2}, 32;")
             else:
                 e(f"setp.gt.s32     %p2, %r{r0+3}, 0;             // chunk has columns in range")
-                for i in range(4):
+                for i in range(R):
                     if i == 0:
                         e(f"mov.b64         %rd30, %rd{d0};")
                     else:
                         e(f"add.u64         %rd30, %rd30, %rd{d0+1};")
-                    e(f"add.u32         %r29, %r{r0+2}, {8 * i};")
+                    e(f"add.u32         %r29, %r{r0+2}, {o['rpi'] * i};")
                     e("setp.lt.u32     %p3, %r29, %r3;            // k row in range")
                     e(f"selp.u32        %r29, %r{r0+3}, 0, %p3;")
                     e("and.pred        %p3, %p3, %p2;")
                     e(f"selp.b64        %rd31, %rd30, {base}, %p3;")
-                    e(f"cp.async.cg.shared.global [%r28+{2048 * i}], [%rd31], 16, %r29;")
+                    e(f"cp.async.cg.shared.global [%r28+{o['step'] * i}], [%rd31], 16, %r29;")
                 e(f"add.u64         %rd{d0}, %rd{d0}, %rd{d0+2};")
                 e(f"add.u32         %r{r0+2}, %r{r0+2}, 32;")
         e(f"{label}:")
@@ -352,7 +390,7 @@ def entry(layout, out):
     e("bar.sync        0;                         // ... everyone's; stage (kt-1)&3 is free")
     issue("NEXT")
     e("and.b32         %r71, %r70, 3;")
-    e(f"mul.lo.u32      %r71, %r71, {STAGE_BYTES};")
+    e(f"mul.lo.u32      %r71, %r71, {cfg.stage};")
     e("add.u32         %r71, %r71, %r25;          // stage base")
     for i in range(2 if a_kc else 4):
         e(f"add.u32         %r{72 + i}, %r71, %r{60 + i};")
@@ -373,7 +411,7 @@ def entry(layout, out):
             if b_kc:
                 addr = f"%r{76 + ks}+{B_REGION + q * 1024}"
             else:
-                addr = f"%r{76 + q}+{B_REGION + ks * 4096}"
+                addr = f"%r{76 + q}+{B_REGION + ks * 16 * 2 * cfg.bn}"
             e(f"ldmatrix.sync.aligned.m8n8.x4{trans_b}.shared.b16 {{{regs}}}, [{addr}];")
         for mi in range(4):
             for ni in range(8):
@@ -429,9 +467,10 @@ def main():
     parts = [HEADER, ".version 8.0", ".target sm_80", ".address_size 64", ""]
     parts.append(".extern .shared .align 128 .b8 gemm_bf16_smem[];")
     parts.append("")
-    for out in ("f32", "bf16"):
-        for layout in ("nt", "nn", "tn"):
-            parts.append(entry(layout, out))
+    for cfg in CFGS:
+        for out in ("f32", "bf16"):
+            for layout in ("nt", "nn", "tn"):
+                parts.append(entry(layout, out, cfg))
     print("\n".join(parts))
 
 

@@ -1,8 +1,9 @@
 //! CPU replay of the index math of `gemm_bf16.ptx` (tests only): which global element each thread
 //! copies to which shared byte, which shared rows each lane hands to `ldmatrix`, and how the
 //! fragments feed `mma.m16n8k16`. The formulas below are the ones `gen_gemm_bf16.py` emits (change
-//! both together). One block tile with one k-tile is replayed end to end for every layout, with
-//! integer data so the product is exact; every `ldmatrix` phase is checked for bank conflicts.
+//! both together). One block tile with one k-tile is replayed end to end for every layout and both
+//! block shapes (128 x 128 with 128 threads, 128 x 256 `_wide` with 256 threads), with integer
+//! data so the product is exact; every `ldmatrix` phase is checked for bank conflicts.
 //!
 //! Hardware semantics assumed (PTX ISA): `ldmatrix .x4`: lanes 8j..8j+7 give the row addresses of
 //! matrix j; lane l receives in register j the elements (l/4, 2(l%4)) and (l/4, 2(l%4)+1) of matrix
@@ -11,24 +12,26 @@
 //! (k 2t + 8r + {0,1}, col g); C reg i holds (row g + 8(i>>1), col 2t + (i&1)).
 
 const BM: usize = 128;
-const BN: usize = 128;
 const BK: usize = 32;
 const B_REGION: usize = 8192;
 
-/// cp.async of a k-contiguous tile (128 rows x 32 k): thread `tid`, copy `i` -> (tile row, first k,
-/// shared byte offset within the operand region).
-fn load_kc(tid: usize, i: usize) -> (usize, usize, usize) {
+/// cp.async of a k-contiguous tile (rows x 32 k) by `threads` threads: thread `tid`, copy `i` ->
+/// (tile row, first k, shared byte offset within the operand region).
+fn load_kc(tid: usize, i: usize, threads: usize) -> (usize, usize, usize) {
+    let rpi = threads / 4;
     let (r, c) = (tid >> 2, tid & 3);
-    let dst = r * 64 + ((c ^ ((r >> 1) & 3)) << 4) + 2048 * i;
-    (r + 32 * i, c * 8, dst)
+    let dst = r * 64 + ((c ^ ((r >> 1) & 3)) << 4) + 64 * rpi * i;
+    (r + rpi * i, c * 8, dst)
 }
 
-/// cp.async of an outer-contiguous tile (32 k-rows x 128): thread `tid`, copy `i` -> (k row, first
-/// column, shared byte offset).
-fn load_oc(tid: usize, i: usize) -> (usize, usize, usize) {
-    let (r, c) = (tid >> 4, tid & 15);
-    let dst = r * 256 + ((c ^ r) << 4) + 2048 * i;
-    (r + 8 * i, c * 8, dst)
+/// cp.async of an outer-contiguous tile (32 k-rows x `width`): thread `tid`, copy `i` -> (k row,
+/// first column, shared byte offset).
+fn load_oc(tid: usize, i: usize, width: usize, threads: usize) -> (usize, usize, usize) {
+    let cpr = width / 8;
+    let rpi = threads / cpr;
+    let (r, c) = (tid / cpr, tid % cpr);
+    let dst = r * 2 * width + ((c ^ (r & 7)) << 4) + 2 * width * rpi * i;
+    (r + rpi * i, c * 8, dst)
 }
 
 /// ldmatrix row address (byte offset in the operand region) of lane `l` for the A fragment of m16
@@ -47,16 +50,16 @@ fn a_addr(kc: bool, l: usize, wm: usize, mi: usize, ks: usize) -> usize {
 
 /// ldmatrix row address of lane `l` for the B fragments of n8 tiles 2q, 2q+1, k-step `ks`, warp
 /// column `wn`.
-fn b_addr(kc: bool, l: usize, wn: usize, q: usize, ks: usize) -> usize {
+fn b_addr(kc: bool, bn: usize, l: usize, wn: usize, q: usize, ks: usize) -> usize {
     if kc {
         let off = (wn * 64 + (l >> 4) * 8 + (l & 7)) * 64
             + ((((2 * ks) + ((l >> 3) & 1)) ^ ((l >> 1) & 3)) << 4);
         off + q * 1024
     } else {
-        let off = (((l >> 3) & 1) * 8 + (l & 7)) * 256
+        let off = (((l >> 3) & 1) * 8 + (l & 7)) * 2 * bn
             + (wn << 7)
             + ((((2 * q) + (l >> 4)) ^ (l & 7)) << 4);
-        off + ks * 4096
+        off + ks * 16 * 2 * bn
     }
 }
 
@@ -91,23 +94,34 @@ fn ldmatrix(smem: &[u16], addr: &[usize; 32], trans: bool) -> [[(u16, u16); 4]; 
     out
 }
 
-/// Replays one block (m0 = n0 = 0, one k-tile) for a layout and returns C (128 x 128).
-fn replay(a_kc: bool, b_kc: bool, a: &[i32], b: &[i32]) -> Vec<i64> {
-    // a: A[m][k] (128 x 32), b: B[k][n] (32 x 128), logical.
-    let mut smem = vec![u16::MAX; (B_REGION * 2) / 2];
-    let mut written = vec![0u8; smem.len() / 8];
-    for tid in 0..128 {
-        for i in 0..4 {
-            for (kc, region, is_a) in [(a_kc, 0, true), (b_kc, B_REGION, false)] {
-                let (row, col0, dst) = if kc { load_kc(tid, i) } else { load_oc(tid, i) };
+/// Replays one block (m0 = n0 = 0, one k-tile) with 2 x `wn_count` warps for a layout; returns C
+/// (128 x 64 wn_count).
+fn replay(a_kc: bool, b_kc: bool, wn_count: usize, a: &[i32], b: &[i32]) -> Vec<i64> {
+    let bn = 64 * wn_count;
+    let threads = 64 * wn_count;
+    // a: A[m][k] (128 x 32), b: B[k][n] (32 x bn), logical.
+    let stage = B_REGION + bn * BK * 2;
+    let mut smem = vec![u16::MAX; stage / 2];
+    let mut written = vec![0u8; stage / 16];
+    for tid in 0..threads {
+        for (kc, region, size, rows, is_a) in [
+            (a_kc, 0, B_REGION, BM, true),
+            (b_kc, B_REGION, stage - B_REGION, bn, false),
+        ] {
+            for i in 0..(rows * BK / 8 / threads) {
+                let (row, col0, dst) = if kc {
+                    load_kc(tid, i, threads)
+                } else {
+                    load_oc(tid, i, rows, threads)
+                };
                 assert_eq!(dst % 16, 0);
                 let byte = region + dst;
-                assert!(byte + 16 <= region + B_REGION, "copy leaves its region");
+                assert!(byte + 16 <= region + size, "copy leaves its region");
                 written[byte / 16] += 1;
                 for e in 0..8 {
                     // kc: (row = m or n, k = col0 + e); oc: (k = row, m or n = col0 + e).
                     let (x, k) = if kc { (row, col0 + e) } else { (col0 + e, row) };
-                    let v = if is_a { a[x * BK + k] } else { b[k * BN + x] };
+                    let v = if is_a { a[x * BK + k] } else { b[k * bn + x] };
                     smem[byte / 2 + e] = v as u16;
                 }
             }
@@ -117,9 +131,9 @@ fn replay(a_kc: bool, b_kc: bool, a: &[i32], b: &[i32]) -> Vec<i64> {
         written.iter().all(|&w| w == 1),
         "each 16-byte chunk written exactly once"
     );
-    let mut c = vec![0i64; BM * BN];
-    for warp in 0..4 {
-        let (wm, wn) = (warp >> 1, warp & 1);
+    let mut c = vec![0i64; BM * bn];
+    for warp in 0..2 * wn_count {
+        let (wm, wn) = (warp / wn_count, warp % wn_count);
         let mut accf = vec![[[0i64; 4]; 32]; 32]; // [mi*8+ni][lane][reg]
         for ks in 0..2 {
             let mut fa = Vec::new();
@@ -130,7 +144,7 @@ fn replay(a_kc: bool, b_kc: bool, a: &[i32], b: &[i32]) -> Vec<i64> {
             let mut fb = Vec::new();
             for q in 0..4 {
                 let addr: [usize; 32] =
-                    std::array::from_fn(|l| B_REGION + b_addr(b_kc, l, wn, q, ks));
+                    std::array::from_fn(|l| B_REGION + b_addr(b_kc, bn, l, wn, q, ks));
                 fb.push(ldmatrix(&smem, &addr, !b_kc));
             }
             for mi in 0..4 {
@@ -173,7 +187,7 @@ fn replay(a_kc: bool, b_kc: bool, a: &[i32], b: &[i32]) -> Vec<i64> {
                         for e in 0..2 {
                             let row = wm * 64 + mi * 16 + h * 8 + g;
                             let col = wn * 64 + ni * 8 + 2 * t + e;
-                            c[row * BN + col] = accf[mi * 8 + ni][l][h * 2 + e];
+                            c[row * bn + col] = accf[mi * 8 + ni][l][h * 2 + e];
                         }
                     }
                 }
@@ -188,24 +202,27 @@ mod tests {
     use super::*;
 
     fn check(a_kc: bool, b_kc: bool) {
-        // Distinct small values (as i16 bit patterns; the replay does integer math on them).
-        let a: Vec<i32> = (0..BM * BK)
-            .map(|i| ((i * 37 + 11) % 61) as i32 - 30)
-            .collect();
-        let b: Vec<i32> = (0..BK * BN)
-            .map(|i| ((i * 53 + 7) % 67) as i32 - 33)
-            .collect();
-        let c = replay(a_kc, b_kc, &a, &b);
-        for i in 0..BM {
-            for j in 0..BN {
-                let want: i64 = (0..BK)
-                    .map(|p| a[i * BK + p] as i64 * b[p * BN + j] as i64)
-                    .sum();
-                assert_eq!(
-                    c[i * BN + j],
-                    want,
-                    "C[{i}][{j}] (a_kc {a_kc}, b_kc {b_kc})"
-                );
+        for wn in [2, 4] {
+            let bn = 64 * wn;
+            // Small values (as i16 bit patterns; the replay does integer math on them).
+            let a: Vec<i32> = (0..BM * BK)
+                .map(|i| ((i * 37 + 11) % 61) as i32 - 30)
+                .collect();
+            let b: Vec<i32> = (0..BK * bn)
+                .map(|i| ((i * 53 + 7) % 67) as i32 - 33)
+                .collect();
+            let c = replay(a_kc, b_kc, wn, &a, &b);
+            for i in 0..BM {
+                for j in 0..bn {
+                    let want: i64 = (0..BK)
+                        .map(|p| a[i * BK + p] as i64 * b[p * bn + j] as i64)
+                        .sum();
+                    assert_eq!(
+                        c[i * bn + j],
+                        want,
+                        "C[{i}][{j}] (a_kc {a_kc}, b_kc {b_kc}, bn {bn})"
+                    );
+                }
             }
         }
     }
