@@ -47,6 +47,8 @@ pub mod cpu;
 pub mod cuda;
 #[cfg(test)]
 mod layout;
+#[cfg(test)]
+mod ptx_sim;
 
 /// The bf16 tensor-core GEMM (`gemm_bf16.ptx`, written by `gen_gemm_bf16.py`), embedded in every build.
 pub const PTX_BF16: &str = include_str!("gemm_bf16.ptx");
