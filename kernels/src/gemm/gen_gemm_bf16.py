@@ -62,6 +62,12 @@ HEADER = f"""//
 //   function's max-dynamic-shared-memory attribute (above the 48 KiB default).
 //   Block tile 128 x BN, k-tile 32, {STAGES}-stage cp.async pipeline (stage = A tile 8192 B, then
 //   the B tile 64 BN bytes).
+//   Main loop over k-tiles kt (wait_group 2 keeps two tiles in flight behind the one computed):
+//     ldmatrix k-step 1 of tile kt | cp.async tile kt+3 into the stage of tile kt-1 | 32 mma of
+//     k-step 0 | wait_group 2 + bar.sync (tile kt+1 landed everywhere, tile kt fully read) |
+//     ldmatrix k-step 0 of tile kt+1 | 32 mma of k-step 1.
+//   The fragment loads of the next k-step thus overlap the mma of the current one, across the
+//   barrier too; copies of tiles past the end are zero-fills of a stage nobody reads (no branch).
 //   Raster: blocks are grouped {GROUP_M} block-rows at a time (block id -> (tile_m, tile_n) walks down a
 //   group of 8 tile rows before moving right), so concurrent blocks share A and B tiles in L2.
 //   BN/32 warps as 2 (m) x BN/64 (n), each computing a 64 x 64 sub-tile: 4 (m16) x 8 (n8) mma
@@ -75,18 +81,21 @@ HEADER = f"""//
 //   outer-contiguous tile (A of tn: [k][m]; B of nn/tn: [k][n]): 32 k-rows x W (128, or 256 for B
 //     of the wide version) = 2W bytes/row; element (kr, x) at kr*2W + ((x/8) ^ (kr&7))*16 + (x%8)*2.
 //
-// Fragments (PTX ISA, mma.m16n8k16 .bf16; g = lane>>2, t = lane&3):
-//   A (16x16, row): a0 = (row g, k 2t..2t+1), a1 = (g+8, 2t..), a2 = (g, 2t+8..), a3 = (g+8, 2t+8..)
-//   B (16x8, col):  b0 = (k 2t..2t+1, col g), b1 = (k 2t+8.., col g)
-//   C (16x8 f32):   c0,c1 = (row g, cols 2t, 2t+1), c2,c3 = (row g+8, cols 2t, 2t+1)
+// Fragments (PTX ISA, mma.m16n8k16 .bf16; g = lane>>2, t = lane&3; "reg r" = r-th .b32 operand,
+//   two bf16 each, lower index in the low half):
+//   A (16x16, row): reg 0 = (row g, k 2t, 2t+1), reg 1 = (g+8, 2t..), reg 2 = (g, 2t+8..),
+//                   reg 3 = (g+8, 2t+8..)
+//   B (16x8, col):  reg 0 = (k 2t, 2t+1; col g), reg 1 = (k 2t+8, 2t+9; col g)
+//   C (16x8 f32):   c0, c1 = (row g; cols 2t, 2t+1), c2, c3 = (row g+8; cols 2t, 2t+1)
 //   ldmatrix .x4: lanes 8j..8j+7 give the 8 row addresses of matrix j, lane l receives in d_j the
 //   pair (row l>>2, cols 2(l&3), +1) of matrix j (.trans: of its transpose). Hence:
 //     A k-contig:  matrix j = (m 8(j&1).., k 8(j>>1)..); lane l row (l&15), k-chunk (l>>4).
 //     A m-contig (.trans): matrix j stored rows k 8(j>>1) + (l&7), m-chunk (j&1).
 //     B k-contig:  matrix j = (n 8(j>>1).., k 8(j&1)..): d0,d1 = b0,b1 of n8-tile 2q, d2,d3 of 2q+1.
 //     B n-contig (.trans): stored rows k 8(j&1) + (l&7), n-chunk (j>>1).
-//   The CPU simulation (gemm/layout.rs tests) replays loads, swizzle, ldmatrix and mma fragment
-//   semantics for one block and checks the product, and that every ldmatrix phase is conflict-free.
+//   CPU checks: gemm/layout.rs replays the loader, swizzle, ldmatrix and mma fragment index math for
+//   one block (and that every ldmatrix phase is conflict-free); gemm/ptx_sim.rs interprets this very
+//   file on small shapes, every entry, against the oracle.
 //
 // History: v1 (2026-11-27) first version (128x128x32 and 128x256x32, 4 stages, warps of 64x64).
 //
@@ -333,10 +342,11 @@ def entry(layout, out, cfg):
     e()
 
     # ---------------- issue of one tile (uses %r26 = load tile index) ----------------
-    def issue(label):
-        e(f"// Issue the cp.async of tile %r26 into stage %r26 & 3 (skipped when %r26 >= ktiles).")
-        e("setp.ge.u32     %p1, %r26, %r24;")
-        e(f"@%p1 bra        {label};")
+    def issue():
+        # No branch around it: for a tile past the end every row / k predicate is false (its k
+        # index is >= k), so the copies only zero-fill a stage nobody reads, and the loop body
+        # stays one basic block that ptxas can schedule as a whole.
+        e("// Issue the cp.async of tile %r26 into stage %r26 & 3.")
         e("and.b32         %r27, %r26, 3;")
         e(f"mul.lo.u32      %r27, %r27, {cfg.stage};    // stage offset")
         for nm, o in ops.items():
@@ -373,53 +383,75 @@ def entry(layout, out, cfg):
                     e(f"cp.async.cg.shared.global [%r28+{o['step'] * i}], [%rd31], 16, %r29;")
                 e(f"add.u64         %rd{d0}, %rd{d0}, %rd{d0+2};")
                 e(f"add.u32         %r{r0+2}, %r{r0+2}, 32;")
-        e(f"{label}:")
         e("cp.async.commit_group;")
         e("add.u32         %r26, %r26, 1;")
 
-    e("// Prologue: tiles 0, 1, 2 in flight (one commit group each, empty past ktiles).")
-    e("mov.u32         %r26, 0;")
-    for s in range(STAGES - 1):
-        issue(f"PRO{s}")
-    e()
-    e("mov.u32         %r70, 0;                   // kt")
-    e("setp.eq.u32     %p4, %r24, 0;")
-    e("@%p4 bra        EPILOGUE;")
-    e("MAINLOOP:")
-    e(f"cp.async.wait_group {STAGES - 2};              // tile kt has landed (this thread's copies)")
-    e("bar.sync        0;                         // ... everyone's; stage (kt-1)&3 is free")
-    issue("NEXT")
-    e("and.b32         %r71, %r70, 3;")
-    e(f"mul.lo.u32      %r71, %r71, {cfg.stage};")
-    e("add.u32         %r71, %r71, %r25;          // stage base")
-    for i in range(2 if a_kc else 4):
-        e(f"add.u32         %r{72 + i}, %r71, %r{60 + i};")
-    for i in range(2 if b_kc else 4):
-        e(f"add.u32         %r{76 + i}, %r71, %r{64 + i};")
     trans_a = "" if a_kc else ".trans"
     trans_b = "" if b_kc else ".trans"
-    for ks in range(2):
+
+    def stage_addrs(kt_reg, base):
+        """Per-lane ldmatrix addresses of the stage of tile `kt_reg` into %r{base}..%r{base+7}."""
+        e(f"and.b32         %r71, {kt_reg}, 3;")
+        e(f"mul.lo.u32      %r71, %r71, {cfg.stage};")
+        e("add.u32         %r71, %r71, %r25;          // stage base")
+        for i in range(2 if a_kc else 4):
+            e(f"add.u32         %r{base + i}, %r71, %r{60 + i};")
+        for i in range(2 if b_kc else 4):
+            e(f"add.u32         %r{base + 4 + i}, %r71, %r{64 + i};")
+
+    def ldm(ks, base):
+        """The A and B fragments of k-step `ks` (registers %fa/%fb{16 ks ..}) from the stage at %r{base}."""
         for mi in range(4):
             regs = ", ".join(f"%fa{ks * 16 + mi * 4 + j}" for j in range(4))
             if a_kc:
-                addr = f"%r{72 + ks}+{mi * 1024}"
+                addr = f"%r{base + ks}+{mi * 1024}"
             else:
-                addr = f"%r{72 + mi}+{ks * 4096}"
+                addr = f"%r{base + mi}+{ks * 4096}"
             e(f"ldmatrix.sync.aligned.m8n8.x4{trans_a}.shared.b16 {{{regs}}}, [{addr}];")
         for q in range(4):
             regs = ", ".join(f"%fb{ks * 16 + q * 4 + j}" for j in range(4))
             if b_kc:
-                addr = f"%r{76 + ks}+{B_REGION + q * 1024}"
+                addr = f"%r{base + 4 + ks}+{B_REGION + q * 1024}"
             else:
-                addr = f"%r{76 + q}+{B_REGION + ks * 16 * 2 * cfg.bn}"
+                addr = f"%r{base + 4 + q}+{B_REGION + ks * 16 * 2 * cfg.bn}"
             e(f"ldmatrix.sync.aligned.m8n8.x4{trans_b}.shared.b16 {{{regs}}}, [{addr}];")
+
+    def mma(ks):
         for mi in range(4):
             for ni in range(8):
                 d = ", ".join(acc(mi, ni, r) for r in range(4))
                 a = ", ".join(f"%fa{ks * 16 + mi * 4 + j}" for j in range(4))
                 b = ", ".join(f"%fb{ks * 16 + ni * 2 + j}" for j in range(2))
                 e(f"mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {{{d}}}, {{{a}}}, {{{b}}}, {{{d}}};")
+
+    e("// Prologue: tiles 0, 1, 2 in flight (one commit group each).")
+    e("mov.u32         %r26, 0;")
+    for _ in range(STAGES - 1):
+        issue()
+    e()
+    e("mov.u32         %r70, 0;                   // kt")
+    e("setp.eq.u32     %p4, %r24, 0;")
+    e("@%p4 bra        EPILOGUE;")
+    e(f"cp.async.wait_group {STAGES - 2};              // tile 0 has landed (this thread's copies)")
+    e("bar.sync        0;                         // ... everyone's")
+    stage_addrs("%r70", 90)
+    ldm(0, 90)
+    e("// Loop invariant at the top: k-step 0 fragments of tile kt are in registers; tiles up to")
+    e("// kt + 2 are issued. Per iteration: k-step 1 fragments of tile kt, issue tile kt + 3 into")
+    e("// the stage of tile kt - 1 (every warp finished reading it before the previous barrier),")
+    e("// mma of k-step 0, wait for tile kt + 1 and barrier, k-step 0 fragments of tile kt + 1")
+    e("// (past the end: stale data, never used), mma of k-step 1.")
+    e("MAINLOOP:")
+    stage_addrs("%r70", 72)
+    ldm(1, 72)
+    issue()
+    mma(0)
+    e(f"cp.async.wait_group {STAGES - 2};              // tile kt + 1 has landed (this thread's copies)")
+    e("bar.sync        0;                         // ... everyone's; all reads of tile kt are done")
     e("add.u32         %r70, %r70, 1;")
+    stage_addrs("%r70", 90)
+    ldm(0, 90)
+    mma(1)
     e("setp.lt.u32     %p5, %r70, %r24;")
     e("@%p5 bra        MAINLOOP;")
     e()

@@ -346,7 +346,10 @@ pub fn run(
                                 .collect();
                             let el = |j: usize, row: usize, col: usize| -> u16 {
                                 let p = rows[8 * j + row];
-                                assert!(p.is_multiple_of(16) && p + 16 <= smem_len, "ldmatrix row {p:#x}");
+                                assert!(
+                                    p.is_multiple_of(16) && p + 16 <= smem_len,
+                                    "ldmatrix row {p:#x}"
+                                );
                                 u16::from_le_bytes([smem[p + 2 * col], smem[p + 2 * col + 1]])
                             };
                             for l in 0..32 {
@@ -477,7 +480,10 @@ pub fn run(
                             let src = addr(&regs, &a[1], t);
                             assert_eq!(v(2), 16);
                             let size = v(3) as usize;
-                            assert!(d.is_multiple_of(16) && d + 16 <= smem_len, "cp.async dst {d:#x}");
+                            assert!(
+                                d.is_multiple_of(16) && d + 16 <= smem_len,
+                                "cp.async dst {d:#x}"
+                            );
                             assert!(
                                 size <= 16 && src % 16 == 0,
                                 "cp.async src {src:#x} size {size}"
@@ -705,6 +711,14 @@ mod tests {
     #[test]
     fn bf16_ptx_ragged_edges_with_padding() {
         all_bf16((17, 33, 40), (8, 8, 3), &ALL);
+    }
+
+    #[test]
+    fn bf16_ptx_edges_inside_every_copy_round() {
+        // Row edges that fall inside the 2nd, 3rd and 4th copy rounds of the k-contiguous loader
+        // (32 rows per round narrow, 64 wide) and inside a partial 16-byte chunk of the others.
+        all_bf16((45, 100, 16), (0, 0, 0), &ALL);
+        all_bf16((100, 60, 24), (8, 0, 1), &ALL);
     }
 
     #[test]
