@@ -424,14 +424,15 @@ def entry(layout, out, cfg):
                 b = ", ".join(f"%fb{ks * 16 + ni * 2 + j}" for j in range(2))
                 e(f"mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {{{d}}}, {{{a}}}, {{{b}}}, {{{d}}};")
 
+    e("// k == 0: no copies at all (the operands may be empty allocations).")
+    e("mov.u32         %r70, 0;                   // kt")
+    e("setp.eq.u32     %p4, %r24, 0;")
+    e("@%p4 bra        EPILOGUE;")
     e("// Prologue: tiles 0, 1, 2 in flight (one commit group each).")
     e("mov.u32         %r26, 0;")
     for _ in range(STAGES - 1):
         issue()
     e()
-    e("mov.u32         %r70, 0;                   // kt")
-    e("setp.eq.u32     %p4, %r24, 0;")
-    e("@%p4 bra        EPILOGUE;")
     e(f"cp.async.wait_group {STAGES - 2};              // tile 0 has landed (this thread's copies)")
     e("bar.sync        0;                         // ... everyone's")
     stage_addrs("%r70", 90)

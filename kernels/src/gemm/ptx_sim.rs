@@ -488,6 +488,9 @@ pub fn run(
                                 size <= 16 && src % 16 == 0,
                                 "cp.async src {src:#x} size {size}"
                             );
+                            // Even a zero-byte copy must name a valid address: the hardware's
+                            // behaviour for a wild source pointer is not something to rely on.
+                            mem.slot(src, size.max(1) as u64);
                             let c = Copy { dst: d, src, size };
                             match mode {
                                 Async::Early => apply(&c, &mut smem, mem),
