@@ -360,6 +360,9 @@ fn gemm_f32_matches_oracle() {
         Just(63),
         Just(64),
         Just(65),
+        Just(127),
+        Just(128),
+        Just(129),
         Just(301),
         1usize..200
     ];

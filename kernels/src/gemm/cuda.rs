@@ -19,7 +19,7 @@ const BF16_TILE_M: u32 = 128;
 /// reads 25% less from L2 per flop). To be tuned on hardware.
 const WIDE_MIN_BLOCKS: u32 = 264;
 /// Block tile and threads per block of the f32 kernel (`.maxntid 256`).
-const F32_TILE: u32 = 64;
+const F32_TILE: u32 = 128;
 const F32_THREADS: u32 = 256;
 
 /// Which operands of the bf16 GEMM are stored transposed. `C = A·B`, `A` is `m x k`, `B` is

@@ -411,6 +411,20 @@ pub fn run(
                     if !active[t] {
                         continue;
                     }
+                    if op == "ld.shared.v4.f32" {
+                        let p = addr(&regs, &a[1], t) as usize;
+                        assert!(
+                            p.is_multiple_of(16) && p + 16 <= smem_len,
+                            "ld.shared.v4 {p:#x}"
+                        );
+                        let Opnd::Vec(d) = &a[0] else { panic!() };
+                        for (q, &rq) in d.iter().enumerate() {
+                            let b = &smem[p + 4 * q..p + 4 * q + 4];
+                            regs[rq * threads + t] =
+                                u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                        }
+                        continue;
+                    }
                     let v = |i: usize| val(&regs, &a[i], t);
                     let m32 = |x: u64| x & 0xFFFF_FFFF;
                     let s32 = |x: u64| x as u32 as i32;
@@ -780,7 +794,7 @@ mod tests {
         let pc = mem.alloc(bytes_f32(&vec![SENTINEL; m * ldc]));
         let sizes = [m, n, k, a_rs, a_cs, b_rs, b_cs, ldc].map(|x| x as u64);
         let params: Vec<u64> = [pa, pb, pc].into_iter().chain(sizes).collect();
-        let grid = (n.div_ceil(64) as u32, m.div_ceil(64) as u32);
+        let grid = (n.div_ceil(128) as u32, m.div_ceil(128) as u32);
         run(&kern, grid, 256, 0, &params, &mut mem, Async::Early);
         let c = mem.bytes(pc);
         for i in 0..m {
@@ -806,6 +820,8 @@ mod tests {
             f32_case(1, 1, 1, ta, tb, 0);
             f32_case(65, 70, 33, ta, tb, 3);
             f32_case(17, 130, 0, ta, tb, 1);
+            // Several blocks each way, k-tiles with a ragged last one.
+            f32_case(130, 260, 20, ta, tb, 2);
         }
     }
 }
