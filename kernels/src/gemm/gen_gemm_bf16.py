@@ -475,6 +475,13 @@ def entry(layout, out, cfg):
         for ee in range(2):
             e(f"add.u32         %r85, %r83, {ni * 8 + ee};")
             e(f"setp.lt.u32     %p{10 + ni * 2 + ee}, %r85, %r2;")
+    e("// A pair (cols 2t, 2t+1) is stored with one vector store when both columns are in range and")
+    e("// ldc is even (the pair is then 8- or 4-byte aligned); otherwise element by element.")
+    e("and.b32         %r87, %r6, 1;")
+    e("setp.eq.u32     %p8, %r87, 0;              // ldc even")
+    for ni in range(8):
+        e(f"and.pred        %p{26 + ni}, %p8, %p{11 + ni * 2};   // pair {ni} by vector")
+        e(f"not.pred        %p{34 + ni}, %p{26 + ni};")
     for mi in range(4):
         for h in range(2):
             e(f"add.u32         %r86, %r82, {mi * 16 + h * 8};")
@@ -483,15 +490,22 @@ def entry(layout, out, cfg):
             e(f"shl.b64         %rd41, %rd41, {2 if esize == 4 else 1};")
             e("add.u64         %rd41, %rd41, %rd40;")
             for ni in range(8):
-                for ee in range(2):
-                    e(f"and.pred        %p7, %p6, %p{10 + ni * 2 + ee};")
-                    v = acc(mi, ni, h * 2 + ee)
-                    off = (ni * 8 + ee) * esize
+                v0, v1 = acc(mi, ni, h * 2), acc(mi, ni, h * 2 + 1)
+                off = ni * 8 * esize
+                e(f"and.pred        %p7, %p6, %p{26 + ni};")
+                if out == "f32":
+                    e(f"@%p7 st.global.v2.f32 [%rd41+{off}], {{{v0}, {v1}}};")
+                else:
+                    e(f"cvt.rn.bf16x2.f32 %r88, {v1}, {v0};")
+                    e(f"@%p7 st.global.b32 [%rd41+{off}], %r88;")
+                e(f"and.pred        %p9, %p6, %p{34 + ni};")
+                for ee, v in ((0, v0), (1, v1)):
+                    e(f"and.pred        %p7, %p9, %p{10 + ni * 2 + ee};")
                     if out == "f32":
-                        e(f"@%p7 st.global.f32 [%rd41+{off}], {v};")
+                        e(f"@%p7 st.global.f32 [%rd41+{off + ee * esize}], {v};")
                     else:
                         e(f"cvt.rn.bf16.f32 %h0, {v};")
-                        e(f"@%p7 st.global.b16 [%rd41+{off}], %h0;")
+                        e(f"@%p7 st.global.b16 [%rd41+{off + ee * esize}], %h0;")
     e("ret;")
     return "\n".join(out_lines + e.lines + ["}", ""])
 

@@ -249,6 +249,11 @@ struct Copy {
     size: usize,
 }
 
+/// f32 bits -> bf16 bits, round to nearest even (no NaN reaches here in the tests).
+fn bf16_rne(x: u32) -> u16 {
+    (x.wrapping_add(0x7FFF + ((x >> 16) & 1)) >> 16) as u16
+}
+
 fn bf16_to_f32(h: u16) -> f32 {
     f32::from_bits(u32::from(h) << 16)
 }
@@ -411,6 +416,17 @@ pub fn run(
                     if !active[t] {
                         continue;
                     }
+                    if op == "st.global.v2.f32" {
+                        let p = addr(&regs, &a[0], t);
+                        assert!(p.is_multiple_of(8), "misaligned st.global.v2.f32 at {p:#x}");
+                        let Opnd::Vec(src) = &a[1] else { panic!() };
+                        let lo = (r(&regs, src[0], t) as u32).to_le_bytes();
+                        let hi = (r(&regs, src[1], t) as u32).to_le_bytes();
+                        let slot = mem.slot(p, 8);
+                        slot[..4].copy_from_slice(&lo);
+                        slot[4..].copy_from_slice(&hi);
+                        continue;
+                    }
                     if op == "ld.shared.v4.f32" {
                         let p = addr(&regs, &a[1], t) as usize;
                         assert!(
@@ -457,23 +473,28 @@ pub fn run(
                             Some(if v(3) != 0 { v(1) } else { v(2) })
                         }
                         "fma.rn.f32" => Some(u64::from(f(1).mul_add(f(2), f(3)).to_bits())),
-                        "cvt.rn.bf16.f32" => {
-                            // Round to nearest even on the bits (no NaN reaches here in the tests).
-                            let x = v(1) as u32;
-                            Some(u64::from(x.wrapping_add(0x7FFF + ((x >> 16) & 1)) >> 16))
-                        }
-                        "st.global.f32" => {
+                        "cvt.rn.bf16.f32" => Some(u64::from(bf16_rne(v(1) as u32))),
+                        // d = {bf16(a) in the upper half, bf16(b) in the lower half}
+                        "cvt.rn.bf16x2.f32" => Some(u64::from(
+                            (u32::from(bf16_rne(v(1) as u32)) << 16)
+                                | u32::from(bf16_rne(v(2) as u32)),
+                        )),
+                        "not.pred" => Some(u64::from(v(1) == 0)),
+                        "st.global.f32" | "st.global.b32" => {
                             let p = addr(&regs, &a[0], t);
+                            assert!(p.is_multiple_of(4), "misaligned {op} at {p:#x}");
                             mem.slot(p, 4).copy_from_slice(&(v(1) as u32).to_le_bytes());
                             None
                         }
                         "st.global.b16" => {
                             let p = addr(&regs, &a[0], t);
+                            assert!(p.is_multiple_of(2), "misaligned {op} at {p:#x}");
                             mem.slot(p, 2).copy_from_slice(&(v(1) as u16).to_le_bytes());
                             None
                         }
                         "ld.global.f32" => {
                             let p = addr(&regs, &a[1], t);
+                            assert!(p.is_multiple_of(4), "misaligned {op} at {p:#x}");
                             let s = mem.slot(p, 4);
                             Some(u64::from(u32::from_le_bytes([s[0], s[1], s[2], s[3]])))
                         }
