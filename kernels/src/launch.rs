@@ -304,6 +304,25 @@ impl GpuContext {
         Ok(())
     }
 
+    /// Allows `f` to be launched with up to `bytes` of dynamic shared memory
+    /// (`cuFuncSetAttribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES)`); needed above the
+    /// 48 KiB default. Fails (as a driver error) when the device has less shared memory per block.
+    pub fn set_max_dynamic_shared(&self, f: &CudaFunction, bytes: u32) -> Result<(), GpuError> {
+        let value = i32::try_from(bytes).map_err(|_| GpuError::Invalid {
+            op: "set_max_dynamic_shared",
+            msg: format!("{bytes} bytes of shared memory"),
+        })?;
+        self.driver(
+            || format!("raising the dynamic shared memory limit to {bytes} bytes"),
+            || {
+                f.set_attribute(
+                    cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    value,
+                )
+            },
+        )
+    }
+
     /// Starts a checked launch of `f` (which must be the function of `entry`) on this context's
     /// stream. Only `<op>/cuda.rs` calls this.
     pub fn launch<'a>(&'a self, f: &'a CudaFunction, entry: &'static EntrySpec) -> Launch<'a> {

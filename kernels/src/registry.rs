@@ -20,11 +20,13 @@ pub enum ModuleId {
     Embedding = 8,
     TopK = 9,
     CrossEntropy = 10,
+    GemmBf16 = 11,
+    GemmF32 = 12,
 }
 
 impl ModuleId {
     /// Number of modules (the length of [`ALL`]).
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 13;
 
     /// Index into [`ALL`] and into per-context module caches.
     pub const fn index(self) -> usize {
@@ -214,6 +216,62 @@ pub const ADAMW_F32: EntrySpec = EntrySpec {
     params: 14,
 };
 
+/// Entries `gemm_bf16_{nt,nn,tn}_{f32,bf16}[_wide](a, b, c, m, n, k, lda, ldb, ldc)` (block tile
+/// 128 x 128, or 128 x 256 for `_wide`).
+pub const GEMM_BF16_NT_F32: EntrySpec = EntrySpec {
+    name: "gemm_bf16_nt_f32",
+    params: 9,
+};
+pub const GEMM_BF16_NN_F32: EntrySpec = EntrySpec {
+    name: "gemm_bf16_nn_f32",
+    params: 9,
+};
+pub const GEMM_BF16_TN_F32: EntrySpec = EntrySpec {
+    name: "gemm_bf16_tn_f32",
+    params: 9,
+};
+pub const GEMM_BF16_NT_BF16: EntrySpec = EntrySpec {
+    name: "gemm_bf16_nt_bf16",
+    params: 9,
+};
+pub const GEMM_BF16_NN_BF16: EntrySpec = EntrySpec {
+    name: "gemm_bf16_nn_bf16",
+    params: 9,
+};
+pub const GEMM_BF16_TN_BF16: EntrySpec = EntrySpec {
+    name: "gemm_bf16_tn_bf16",
+    params: 9,
+};
+pub const GEMM_BF16_NT_F32_WIDE: EntrySpec = EntrySpec {
+    name: "gemm_bf16_nt_f32_wide",
+    params: 9,
+};
+pub const GEMM_BF16_NT_BF16_WIDE: EntrySpec = EntrySpec {
+    name: "gemm_bf16_nt_bf16_wide",
+    params: 9,
+};
+pub const GEMM_BF16_NN_F32_WIDE: EntrySpec = EntrySpec {
+    name: "gemm_bf16_nn_f32_wide",
+    params: 9,
+};
+pub const GEMM_BF16_NN_BF16_WIDE: EntrySpec = EntrySpec {
+    name: "gemm_bf16_nn_bf16_wide",
+    params: 9,
+};
+pub const GEMM_BF16_TN_F32_WIDE: EntrySpec = EntrySpec {
+    name: "gemm_bf16_tn_f32_wide",
+    params: 9,
+};
+pub const GEMM_BF16_TN_BF16_WIDE: EntrySpec = EntrySpec {
+    name: "gemm_bf16_tn_bf16_wide",
+    params: 9,
+};
+/// Entry `gemm_f32(a, b, c, m, n, k, a_rs, a_cs, b_rs, b_cs, ldc)`.
+pub const GEMM_F32: EntrySpec = EntrySpec {
+    name: "gemm_f32",
+    params: 11,
+};
+
 /// Every embedded PTX module, in `ModuleId` order (`ALL[id.index()].id == id`).
 pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
     ModuleSpec {
@@ -295,6 +353,31 @@ pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
             CROSS_ENTROPY_F32_MEAN,
             CROSS_ENTROPY_F32_BWD,
         ],
+    },
+    ModuleSpec {
+        id: ModuleId::GemmBf16,
+        name: "gemm/gemm_bf16.ptx",
+        ptx: crate::gemm::PTX_BF16,
+        entries: &[
+            GEMM_BF16_NT_F32,
+            GEMM_BF16_NN_F32,
+            GEMM_BF16_TN_F32,
+            GEMM_BF16_NT_BF16,
+            GEMM_BF16_NN_BF16,
+            GEMM_BF16_TN_BF16,
+            GEMM_BF16_NT_F32_WIDE,
+            GEMM_BF16_NN_F32_WIDE,
+            GEMM_BF16_TN_F32_WIDE,
+            GEMM_BF16_NT_BF16_WIDE,
+            GEMM_BF16_NN_BF16_WIDE,
+            GEMM_BF16_TN_BF16_WIDE,
+        ],
+    },
+    ModuleSpec {
+        id: ModuleId::GemmF32,
+        name: "gemm/gemm_f32.ptx",
+        ptx: crate::gemm::PTX_F32,
+        entries: &[GEMM_F32],
     },
 ];
 

@@ -41,8 +41,34 @@
 //!
 //! A bf16 fast path that converts to f32 and accumulates in f32 is checked with [`f32_tolerance`]
 //! against the f32 oracle run on the same bf16 values widened to f32 (the widening is exact).
+//!
+//! # GPU (feature `cuda`, launchers in `cuda.rs`)
+//!
+//! - `gemm_bf16.ptx`: bf16 operands on the tensor cores (`mma.sync.m16n8k16`), f32 accumulation, f32
+//!   or bf16 output (one final rounding, so the check adds `2^-8 |c|` to [`f32_tolerance`]).
+//!   Layouts `nt` (`y = x·W^T`), `nn` (`dX = dY·W`), `tn` (`dW = dY^T·X`), each operand row-major
+//!   with a leading dimension. Fast-path rules, checked by the launcher: leading dimensions of A and
+//!   B multiples of 8 (16-byte rows for `cp.async`), `k % 8 == 0` where an operand is k-contiguous
+//!   (`nt`, `nn`); `m`, `n` arbitrary. Anything else goes through `gemm_f32` on widened operands
+//!   or a zero-padded copy (zero padding of `k` does not change the product).
+//! - `gemm_f32.ptx`: f32 on the SIMT cores, any sizes and any (row, column) strides of A and B.
+//!
+//! Both are written by the Python scripts beside them (the unrolled parts only). Without a GPU they
+//! are still exercised: `layout.rs` replays the bf16 kernel's index math, and `ptx_sim.rs`
+//! interprets the embedded PTX text itself on small shapes against the oracle.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+#[cfg(test)]
+mod layout;
+#[cfg(test)]
+mod ptx_sim;
+
+/// The bf16 tensor-core GEMM (`gemm_bf16.ptx`, written by `gen_gemm_bf16.py`), embedded in every build.
+pub const PTX_BF16: &str = include_str!("gemm_bf16.ptx");
+/// The f32 SIMT GEMM for any shapes and strides (`gemm_f32.ptx`, written by `gen_gemm_f32.py`).
+pub const PTX_F32: &str = include_str!("gemm_f32.ptx");
 
 pub use cpu::{
     gemm_abs_reference_f32, gemm_abs_reference_f64, gemm_reference_f32, gemm_reference_f64,
