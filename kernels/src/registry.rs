@@ -11,11 +11,12 @@
 pub enum ModuleId {
     Philox = 0,
     Cast = 1,
+    Nf4 = 2,
 }
 
 impl ModuleId {
     /// Number of modules (the length of [`ALL`]).
-    pub const COUNT: usize = 2;
+    pub const COUNT: usize = 3;
 
     /// Index into [`ALL`] and into per-context module caches.
     pub const fn index(self) -> usize {
@@ -72,6 +73,28 @@ pub const CAST_BF16_F32: EntrySpec = EntrySpec {
     params: 3,
 };
 
+/// Entry `nf4_dequant_f32(packed, absmax, q8, nested, map, offset, dq, out, n_words)`.
+pub const NF4_DEQUANT_F32: EntrySpec = EntrySpec {
+    name: "nf4_dequant_f32",
+    params: 9,
+};
+/// Entry `nf4_absmax_decode_f32(q8, nested, map, offset, out, n)`.
+pub const NF4_ABSMAX_DECODE_F32: EntrySpec = EntrySpec {
+    name: "nf4_absmax_decode_f32",
+    params: 6,
+};
+/// Entry `nf4_gemm_bf16_f32_skinny(x, ldx, y, packed, absmax, q8, nested, map, offset, dq, M, N,
+/// K)`.
+pub const NF4_GEMM_BF16_F32_SKINNY: EntrySpec = EntrySpec {
+    name: "nf4_gemm_bf16_f32_skinny",
+    params: 13,
+};
+/// Entry `nf4_gemm_bf16_f32_tc(a, lda, out, packed, absmax, M, N, K, transposed)`.
+pub const NF4_GEMM_BF16_F32_TC: EntrySpec = EntrySpec {
+    name: "nf4_gemm_bf16_f32_tc",
+    params: 9,
+};
+
 /// Every embedded PTX module, in `ModuleId` order (`ALL[id.index()].id == id`).
 pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
     ModuleSpec {
@@ -85,6 +108,17 @@ pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
         name: "cast/cast.ptx",
         ptx: crate::cast::PTX,
         entries: &[CAST_F32_BF16, CAST_BF16_F32],
+    },
+    ModuleSpec {
+        id: ModuleId::Nf4,
+        name: "nf4/nf4.ptx",
+        ptx: crate::nf4::PTX,
+        entries: &[
+            NF4_DEQUANT_F32,
+            NF4_ABSMAX_DECODE_F32,
+            NF4_GEMM_BF16_F32_SKINNY,
+            NF4_GEMM_BF16_F32_TC,
+        ],
     },
 ];
 
