@@ -369,11 +369,7 @@ impl Nf4Quantized {
             return None;
         }
         let byte = self.packed[i / 2];
-        Some(if i.is_multiple_of(2) {
-            byte >> 4
-        } else {
-            byte & 0x0f
-        })
+        Some(if i.is_multiple_of(2) { byte >> 4 } else { byte & 0x0f })
     }
 
     /// Splits into `(packed, absmax, numel, blocksize)`.
