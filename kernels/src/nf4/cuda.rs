@@ -269,6 +269,15 @@ pub fn nf4_matmul_skinny(
             format!("x row stride {ldx} is not a multiple of 8 (16-byte loads; use nf4_matmul)"),
         ));
     }
+    if w.n * w.k / 64 >= u32::MAX as usize {
+        return Err(invalid(
+            OP,
+            format!(
+                "N*K/64 = {} scale blocks exceed 32-bit indexing",
+                w.n * w.k / 64
+            ),
+        ));
+    }
     check_rows(OP, "x", x.len(), m, w.k, ldx)?;
     check_out(OP, y.len(), m, w.n)?;
     if m == 0 || n == 0 {

@@ -54,9 +54,9 @@ HEADER = r"""//
 //   nf4_gemm_bf16_f32_skinny(x [bf16], ldx .u64, y [f32], packed, absmax, q8, nested, map,
 //                            offset .f32, dq .u32, M .u32, N .u32, K .u32)               13 params
 //       y[m, n] = sum_k x[m*ldx + k] * bf16(W[n, k]), M <= 16, f32 accumulation, y [M, N] dense.
-//       Requires ldx % 8 == 0 (16-byte x loads; the launcher checks). Both absmax forms.
-//       Grid (ceil(N/32), 1, 1), block 256 (8 warps), static smem 16448 B. See the block comment
-//       above the entry for the fragment mapping.
+//       Requires ldx % 8 == 0 (16-byte x loads) and N*K/64 < 2^32 - 1 (32-bit scale indices;
+//       the launcher checks both). Both absmax forms. Grid (ceil(N/32), 1, 1), block 256
+//       (8 warps), static smem 32768 B. See the block comment above the entry for the mapping.
 //
 //   nf4_gemm_bf16_f32_tc(a [bf16], lda .u64, out [f32], packed, absmax [f32], M .u32, N .u32,
 //                        K .u32, transposed .u32)                                        9 params
@@ -78,9 +78,10 @@ HEADER = r"""//
 //   C/D:       c0,c1 = C[g][2t], C[g][2t+1]   c2,c3 = C[g+8][2t], C[g+8][2t+1]
 // cvt.rn.bf16x2.f32 d, a, b puts bf16(a) in the upper and bf16(b) in the lower half of d.
 //
-// Precision: every weight is rounded once to bf16 (round to nearest even) from its exact f32
-// value code*absmax before entering the tensor cores (relative error <= 2^-9); products are exact
-// in f32 and accumulation is f32 in a fixed order (no atomics; deterministic).
+// Precision: the tile kernel rounds every weight once to bf16 (round to nearest even) from its
+// exact f32 value code*absmax; the skinny kernel feeds bf16(code) and applies the f32 absmax to
+// each block's f32 partial sum. Either way the weight's relative error is <= 2^-9; products are
+// exact in f32 and accumulation is f32 in a fixed order (no atomics; deterministic).
 //
 // History: v1 (2026-11-27) first version; never run on a GPU when written.
 //
@@ -291,30 +292,39 @@ AD_DONE:
 # nf4_gemm_bf16_f32_skinny
 # ------------------------------------------------------------------------------------------------
 SKINNY_DOC = r"""// nf4_gemm_bf16_f32_skinny: y = x W^T for M <= 16 on tensor cores, one m16 tile (rows >= M are
-// zero), weight read straight from global memory into mma B fragments (no shared staging).
+// zero), weight read straight from global memory into mma B fragments (no shared staging of W).
 //
-// CTA = 8 warps on the 32 output columns n0 = 32*ctaid.x .. +31 (four n8 tiles t = 0..3). The
-// reduction is cut into 128-wide k chunks c; warp w takes chunks w, w+8, w+16, ... (split-K inside
-// the CTA), keeps 16 f32 accumulators per lane, and the 8 partial tiles are summed through shared
-// memory in warp order 0..7 (deterministic).
+// CTA = 8 warps on the 32 output columns n0 = 32*ctaid.x .. +31 (four n8 tiles tt = 0..3). The
+// reduction is cut into 128-wide k superchunks c, each two 64-wide sub-chunks h (= one NF4 block
+// per weight row); warp w takes superchunks w, w+8, w+16, ... (split-K inside the CTA), keeps 16
+// f32 accumulators per lane, and the 8 partial tiles are summed through shared memory in warp
+// order 0..7 (deterministic).
 //
-// The mma's 16 "logical" k slots are mapped to physical k so that each lane's loads are
-// contiguous 16-byte vectors (a dot product may permute k freely as long as A and B use the same
-// map, and the map below depends only on t = lane & 3, shared by the A and B lanes that meet):
-//   lane (g, t) owns the 32 physical k of its segment kseg = 128c + 32t .. kseg+31.
-//   For k16 step s = 0..7: logical 2t, 2t+1     <-> physical kseg + 4s, kseg + 4s + 1
-//                          logical 2t+8, 2t+9   <-> physical kseg + 4s + 2, kseg + 4s + 3
-//   A: the lane loads x[g][kseg .. kseg+31] as 16 .b32 words xa[0..15] (4 x ld.v4), same for row
-//      g+8 (xb); step s uses a0 = xa[2s], a1 = xb[2s], a2 = xa[2s+1], a3 = xb[2s+1].
-//   B: for tile t, column n = n0 + 8t + g, the lane loads the 16 packed bytes of W[n][kseg ..
-//      kseg+31] (byte offset (n*K + kseg)/2, 16-byte aligned since K % 64 == 0) as words
-//      w[0..3]; byte 2s (word s>>1, bits 16*(s&1) ..) decodes to b0 (high nibble = physical
-//      kseg+4s -> low half), byte 2s+1 to b1. The segment lies in one 64-block: absmax index
-//      n*(K/64) + kseg/64, one per lane and tile.
-//   A chunk past K (K % 128 == 64: lanes t = 2, 3 of the last chunk) loads nothing and uses zero
-//   x and zero absmax.
-// Partials: lane writes acc[4t + r] (tile t, mma register r) to red[warp][lane][4t + r]; output
-// (m, 8t + j) comes from lane 4*(m & 7) + (j >> 1), register 4t + 2*(m >> 3) + (j & 1).
+// Decode: the mma B operand is the *unscaled* code, bf16(NF4_CODE[nibble]), read per packed byte
+// from a 256-entry table of bf16 pairs (low half = code of the high nibble = even k). The table is
+// replicated 32 times so that lane l always reads bank l: word 32*byte + lane, conflict-free for
+// any data (32 KB of shared memory). Because every mma step stays inside one 64-block, the block's
+// absmax is applied to the f32 result of its 4 mma steps: acc[col] += tmp[col] * absmax[col][blk]
+// (fma.rn). Weight error: bf16(code) has relative error <= 2^-9 (the absmax is applied in f32).
+//
+// The mma's 16 logical k slots map to physical k so that each lane's loads are contiguous (a dot
+// product may permute k freely as long as A and B agree; the map depends only on t = lane & 3,
+// which the A and B lanes that meet share):
+//   sub-chunk h of superchunk c: lane (g, t) owns physical k kseg = 128c + 64h + 16t .. +15.
+//   step s = 0..3: logical 2t, 2t+1   <-> physical kseg + 4s, kseg + 4s + 1
+//                  logical 2t+8, 2t+9 <-> physical kseg + 4s + 2, kseg + 4s + 3
+//   A: x[g][kseg .. kseg+15] as 8 .b32 words xa (2 x ld.v4), row g+8 as xb; step s uses
+//      a0 = xa[2s], a1 = xb[2s], a2 = xa[2s+1], a3 = xb[2s+1].
+//   B: tile tt, column n = n0 + 8tt + g: the 8 packed bytes of W[n][kseg .. kseg+15] (byte offset
+//      (n*K + kseg)/2, 8-byte aligned) as words w[0..1]; byte 2s (word s>>1, bits 16*(s&1)..)
+//      gives b0, byte 2s+1 gives b1.
+//   Scales: the C fragment of a lane holds columns 2t and 2t+1 of the tile (c0, c2 and c1, c3),
+//      so the lane loads absmax for n0 + 8tt + 2t + e, e = 0, 1, block 2c + h (0 for a column
+//      >= N, which also cancels the code of the zero bytes loaded there).
+//   A sub-chunk past K (K % 128 == 64) loads nothing: zero x, zero scale.
+// Partials: lane writes acc[4tt + r] to red[warp][lane][4tt + r] (red reuses the table's shared
+// memory after a barrier); output (m, 8tt + j) comes from lane 4*(m & 7) + (j >> 1), register
+// 4tt + 2*(m >> 3) + (j & 1).
 """
 emit(SKINNY_DOC)
 P = "nf4_gemm_bf16_f32_skinny_param_"
@@ -335,18 +345,16 @@ emit(f""".visible .entry nf4_gemm_bf16_f32_skinny(
 )
 .maxntid 256, 1, 1
 {{
-    .shared .align 16 .b8 sk_lut[64];
-    .shared .align 16 .b8 sk_red[16384];
-    .reg .pred  %p_dq, %p_ndq, %p_kv, %p, %p_f, %p_d, %p_c;
+    .shared .align 16 .b8 sk_smem[32768];
+    .reg .pred  %p_dq, %p_kv, %p, %p_c;
     .reg .b32   %r_tid, %r_warp, %r_lane, %r_g, %r_t, %r_M, %r_N, %r_K, %r_dq, %r_kb, %r_nch,
-                %r_c, %r_kseg, %r_row, %r_n, %r_n0, %r_lb, %r_t0, %r_t1, %r_q, %r_b0, %r_b1,
-                %r_red, %r_o, %r_m, %r_nl, %r_src, %r_x;
-    .reg .b32   %xa<16>, %xb<16>, %w<16>;
-    .reg .f32   %am<4>, %acc<16>, %f_e, %f_o, %f_off, %f_m, %f_n, %f_s, %f_v;
+                %r_c, %r_kseg, %r_row, %r_n, %r_n0, %r_lb, %r_t0, %r_q, %r_b0, %r_b1, %r_blk,
+                %r_red, %r_o, %r_m, %r_nl, %r_src, %r_x, %r_e, %r_idx;
+    .reg .b32   %xa<16>, %xb<16>, %w<16>, %ro<8>;
+    .reg .f32   %sc<16>, %acc<16>, %tmp<4>, %fz, %f_off, %f_m, %f_n, %f_s, %f_v, %f_c0, %f_c1;
     .reg .b64   %rd_x, %rd_ldx, %rd_y, %rd_packed, %rd_absmax, %rd_q8, %rd_nested, %rd_map,
-                %rd_t, %rd_u, %rd_blk;""")
-emit(LUT_REGS)
-emit(f"""
+                %rd_t, %rd_u, %rd_code;
+
     ld.param.u64    %rd_x, [{P}x];
     ld.param.u64    %rd_ldx, [{P}ldx];
     ld.param.u64    %rd_y, [{P}y];
@@ -368,7 +376,6 @@ emit(f"""
     cvta.to.global.u64 %rd_nested, %rd_nested;
     cvta.to.global.u64 %rd_map, %rd_map;
     setp.ne.u32     %p_dq, %r_dq, 0;
-    not.pred        %p_ndq, %p_dq;
     mov.u32         %r_tid, %tid.x;
     shr.u32         %r_warp, %r_tid, 5;
     and.b32         %r_lane, %r_tid, 31;
@@ -378,87 +385,137 @@ emit(f"""
     shl.b32         %r_n0, %r_n0, 5;                  // n0 = 32 * ctaid.x
     shr.u32         %r_kb, %r_K, 6;                   // 64-blocks per weight row
     add.u32         %r_nch, %r_K, 127;
-    shr.u32         %r_nch, %r_nch, 7;                // 128-wide k chunks""")
-lut_init("sk_lut")
-emit("    mov.u32         %r_lb, sk_lut;")
+    shr.u32         %r_nch, %r_nch, 7;                // 128-wide k superchunks
+    mov.f32         %fz, 0f00000000;
+
+    // pair table: entry e = tid, low half bf16(code[e >> 4]), high half bf16(code[e & 15]),
+    // stored 32 times at words 32*e .. 32*e + 31 (bytes 128*e ..)
+    mov.u64         %rd_code, nf4_code_bits;
+    shr.u32         %r_x, %r_tid, 4;
+    mul.wide.u32    %rd_t, %r_x, 4;
+    add.u64         %rd_t, %rd_code, %rd_t;
+    ld.const.f32    %f_c0, [%rd_t];
+    and.b32         %r_x, %r_tid, 15;
+    mul.wide.u32    %rd_t, %r_x, 4;
+    add.u64         %rd_t, %rd_code, %rd_t;
+    ld.const.f32    %f_c1, [%rd_t];
+    cvt.rn.bf16x2.f32 %r_e, %f_c1, %f_c0;
+    mov.u32         %r_lb, sk_smem;
+    mad.lo.u32      %r_x, %r_tid, 128, %r_lb;""")
+for j in range(8):
+    emit(f"    st.shared.v4.b32 [%r_x+{16*j}], {{%r_e, %r_e, %r_e, %r_e}};")
+emit("""    bar.sync        0;
+    mad.lo.u32      %r_lb, %r_lane, 4, %r_lb;         // this lane's copy: table + 4*lane""")
+emit("    // ro[2tt + e] = n*(K/64) for scale column n = n0 + 8tt + 2t + e, or 0xFFFFFFFF if n >= N")
+for tt in range(4):
+    for e in range(2):
+        emit(f"    mad.lo.u32      %r_n, %r_t, 2, %r_n0;")
+        emit(f"    add.u32         %r_n, %r_n, {8*tt + e};")
+        emit(f"    mul.lo.u32      %ro{2*tt+e}, %r_n, %r_kb;")
+        emit("    setp.lt.u32     %p, %r_n, %r_N;")
+        emit(f"    selp.b32        %ro{2*tt+e}, %ro{2*tt+e}, 0xFFFFFFFF, %p;")
 for i in range(16):
     emit(f"    mov.f32         %acc{i}, 0f00000000;")
 emit("""    mov.u32         %r_c, %r_warp;
 SK_CHUNK:
     setp.ge.u32     %p_c, %r_c, %r_nch;
-    @%p_c bra       SK_REDUCE;
-    shl.b32         %r_kseg, %r_c, 7;
-    mad.lo.u32      %r_kseg, %r_t, 32, %r_kseg;       // kseg = 128c + 32t
-    setp.lt.u32     %p_kv, %r_kseg, %r_K;""")
-# A rows g and g+8
-for (regs, rowoff) in (("xa", 0), ("xb", 8)):
-    emit(f"    // x row g+{rowoff}: 32 bf16 at kseg (zero when the row is >= M or kseg >= K)")
-    for i in range(16):
-        emit(f"    mov.b32         %{regs}{i}, 0;")
-    emit(f"    add.u32         %r_row, %r_g, {rowoff};")
-    emit("    setp.lt.u32     %p, %r_row, %r_M;")
-    emit("    and.pred        %p, %p, %p_kv;")
-    emit("    cvt.u64.u32     %rd_t, %r_row;")
-    emit("    mul.lo.u64      %rd_t, %rd_t, %rd_ldx;")
-    emit("    cvt.u64.u32     %rd_u, %r_kseg;")
-    emit("    add.u64         %rd_t, %rd_t, %rd_u;")
-    emit("    shl.b64         %rd_t, %rd_t, 1;")
-    emit("    add.u64         %rd_t, %rd_x, %rd_t;")
-    for q in range(4):
-        r = ", ".join(f"%{regs}{4*q+i}" for i in range(4))
-        emit(f"    @%p ld.global.v4.b32 {{{r}}}, [%rd_t+{16*q}];")
-# B tiles
-for t in range(4):
-    emit(f"    // tile {t}: column n = n0 + {8*t} + g: 16 packed bytes and the block's absmax")
-    for i in range(4):
-        emit(f"    mov.b32         %w{4*t+i}, 0;")
-    emit(f"    mov.f32         %am{t}, 0f00000000;")
-    emit(f"    add.u32         %r_n, %r_n0, %r_g;")
-    emit(f"    add.u32         %r_n, %r_n, {8*t};")
-    emit("    setp.lt.u32     %p, %r_n, %r_N;")
-    emit("    and.pred        %p, %p, %p_kv;")
-    emit("    mul.wide.u32    %rd_t, %r_n, %r_K;")
-    emit("    cvt.u64.u32     %rd_u, %r_kseg;")
-    emit("    add.u64         %rd_t, %rd_t, %rd_u;")
-    emit("    shr.u64         %rd_t, %rd_t, 1;")
-    emit("    add.u64         %rd_t, %rd_packed, %rd_t;")
-    r = ", ".join(f"%w{4*t+i}" for i in range(4))
-    emit(f"    @%p ld.global.nc.v4.b32 {{{r}}}, [%rd_t];")
-    emit("    mul.wide.u32    %rd_blk, %r_n, %r_kb;")
-    emit("    shr.u32         %r_x, %r_kseg, 6;")
-    emit("    cvt.u64.u32     %rd_u, %r_x;")
-    emit("    add.u64         %rd_blk, %rd_blk, %rd_u;")
-    emit("    and.pred        %p_d, %p, %p_dq;")
-    emit("    and.pred        %p_f, %p, %p_ndq;")
-    emit("    shl.b64         %rd_t, %rd_blk, 2;")
-    emit("    add.u64         %rd_t, %rd_absmax, %rd_t;")
-    emit(f"    @%p_f ld.global.nc.f32 %am{t}, [%rd_t];")
-    emit("    add.u64         %rd_t, %rd_q8, %rd_blk;")
-    emit("    @%p_d ld.global.nc.u8 %r_q, [%rd_t];")
-    emit("    @%p_d mul.wide.u32 %rd_t, %r_q, 4;")
-    emit("    @%p_d add.u64   %rd_t, %rd_map, %rd_t;")
-    emit("    @%p_d ld.global.nc.f32 %f_m, [%rd_t];")
-    emit("    shr.u64         %rd_u, %rd_blk, 8;")
-    emit("    shl.b64         %rd_u, %rd_u, 2;")
-    emit("    add.u64         %rd_u, %rd_nested, %rd_u;")
-    emit("    @%p_d ld.global.nc.f32 %f_n, [%rd_u];")
-    emit(f"    @%p_d mul.rn.f32 %am{t}, %f_m, %f_n;")
-    emit(f"    @%p_d add.rn.f32 %am{t}, %am{t}, %f_off;")
+    @%p_c bra       SK_REDUCE;""")
+for h in range(2):
+    emit(f"    // ---- sub-chunk {h}: block 2c + {h}, lane k = 128c + {64*h} + 16t .. +15")
+    emit(f"    shl.b32         %r_blk, %r_c, 1;")
+    emit(f"    add.u32         %r_blk, %r_blk, {h};")
+    emit("    shl.b32         %r_kseg, %r_blk, 6;")
+    emit("    setp.lt.u32     %p_kv, %r_kseg, %r_K;")
+    emit("    mad.lo.u32      %r_kseg, %r_t, 16, %r_kseg;")
+    for (regs, rowoff) in (("xa", 0), ("xb", 8)):
+        for i in range(8):
+            emit(f"    mov.b32         %{regs}{8*h+i}, 0;")
+        emit(f"    add.u32         %r_row, %r_g, {rowoff};")
+        emit("    setp.lt.u32     %p, %r_row, %r_M;")
+        emit("    and.pred        %p, %p, %p_kv;")
+        emit("    cvt.u64.u32     %rd_t, %r_row;")
+        emit("    mul.lo.u64      %rd_t, %rd_t, %rd_ldx;")
+        emit("    cvt.u64.u32     %rd_u, %r_kseg;")
+        emit("    add.u64         %rd_t, %rd_t, %rd_u;")
+        emit("    shl.b64         %rd_t, %rd_t, 1;")
+        emit("    add.u64         %rd_t, %rd_x, %rd_t;")
+        for q in range(2):
+            r = ", ".join(f"%{regs}{8*h+4*q+i}" for i in range(4))
+            emit(f"    @%p ld.global.v4.b32 {{{r}}}, [%rd_t+{16*q}];")
+    for tt in range(4):
+        w0, w1 = 4 * tt + 2 * h, 4 * tt + 2 * h + 1
+        emit(f"    // tile {tt}: B column n0 + {8*tt} + g, 8 packed bytes")
+        emit(f"    mov.b32         %w{w0}, 0;")
+        emit(f"    mov.b32         %w{w1}, 0;")
+        emit(f"    add.u32         %r_n, %r_n0, %r_g;")
+        emit(f"    add.u32         %r_n, %r_n, {8*tt};")
+        emit("    setp.lt.u32     %p, %r_n, %r_N;")
+        emit("    and.pred        %p, %p, %p_kv;")
+        emit("    mul.wide.u32    %rd_t, %r_n, %r_K;")
+        emit("    cvt.u64.u32     %rd_u, %r_kseg;")
+        emit("    add.u64         %rd_t, %rd_t, %rd_u;")
+        emit("    shr.u64         %rd_t, %rd_t, 1;")
+        emit("    add.u64         %rd_t, %rd_packed, %rd_t;")
+        emit(f"    @%p ld.global.nc.v2.b32 {{%w{w0}, %w{w1}}}, [%rd_t];")
+    emit(f"    @%p_dq bra      SK_SC_DQ{h};")
+    for tt in range(4):
+        for e in range(2):
+            sc = 4 * tt + 2 * h + e
+            emit(f"    mov.f32         %sc{sc}, 0f00000000;")
+            emit(f"    setp.ne.u32     %p, %ro{2*tt+e}, 0xFFFFFFFF;")
+            emit("    and.pred        %p, %p, %p_kv;")
+            emit(f"    add.u32         %r_idx, %ro{2*tt+e}, %r_blk;")
+            emit("    mul.wide.u32    %rd_t, %r_idx, 4;")
+            emit("    add.u64         %rd_t, %rd_absmax, %rd_t;")
+            emit(f"    @%p ld.global.nc.f32 %sc{sc}, [%rd_t];")
+    emit(f"    bra.uni         SK_SC_DONE{h};")
+    emit(f"SK_SC_DQ{h}:")
+    for tt in range(4):
+        for e in range(2):
+            sc = 4 * tt + 2 * h + e
+            emit(f"    mov.f32         %sc{sc}, 0f00000000;")
+            emit(f"    setp.ne.u32     %p, %ro{2*tt+e}, 0xFFFFFFFF;")
+            emit("    and.pred        %p, %p, %p_kv;")
+            emit(f"    add.u32         %r_idx, %ro{2*tt+e}, %r_blk;")
+            emit("    cvt.u64.u32     %rd_t, %r_idx;")
+            emit("    add.u64         %rd_t, %rd_q8, %rd_t;")
+            emit("    mov.u32         %r_q, 0;")
+            emit("    @%p ld.global.nc.u8 %r_q, [%rd_t];")
+            emit("    mul.wide.u32    %rd_t, %r_q, 4;")
+            emit("    add.u64         %rd_t, %rd_map, %rd_t;")
+            emit("    @%p ld.global.nc.f32 %f_m, [%rd_t];")
+            emit("    shr.u32         %r_x, %r_idx, 8;")
+            emit("    mul.wide.u32    %rd_u, %r_x, 4;")
+            emit("    add.u64         %rd_u, %rd_nested, %rd_u;")
+            emit("    @%p ld.global.nc.f32 %f_n, [%rd_u];")
+            emit(f"    @%p mul.rn.f32  %sc{sc}, %f_m, %f_n;")
+            emit(f"    @%p add.rn.f32  %sc{sc}, %sc{sc}, %f_off;")
+    emit(f"SK_SC_DONE{h}:")
 # compute
-for t in range(4):
-    for s in range(8):
-        word = f"%w{4*t + (s >> 1)}"
-        emit(f"    // tile {t}, step {s}: bytes {2*s}, {2*s+1} of the segment")
-        decode_pair("%r_b0", word, 2 * (s & 1), f"%am{t}", "%r_lb")
-        decode_pair("%r_b1", word, 2 * (s & 1) + 1, f"%am{t}", "%r_lb")
-        acc = ", ".join(f"%acc{4*t+i}" for i in range(4))
-        emit(f"    mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {{{acc}}}, "
-             f"{{%xa{2*s}, %xb{2*s}, %xa{2*s+1}, %xb{2*s+1}}}, {{%r_b0, %r_b1}}, {{{acc}}};")
+for h in range(2):
+    for tt in range(4):
+        for s in range(4):
+            word = f"%w{4*tt + 2*h + (s >> 1)}"
+            emit(f"    // sub-chunk {h}, tile {tt}, step {s}: bytes {2*s}, {2*s+1} -> b0, b1 (table lookups)")
+            for (dst, byte) in (("%r_b0", 2 * s), ("%r_b1", 2 * s + 1)):
+                emit(f"    bfe.u32         %r_t0, {word}, {8 * (byte & 3)}, 8;")
+                emit(f"    mad.lo.u32      %r_t0, %r_t0, 128, %r_lb;")
+                emit(f"    ld.shared.b32   {dst}, [%r_t0];")
+            cin = "%fz, %fz, %fz, %fz" if s == 0 else "%tmp0, %tmp1, %tmp2, %tmp3"
+            emit(f"    mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {{%tmp0, %tmp1, %tmp2, %tmp3}}, "
+                 f"{{%xa{8*h+2*s}, %xb{8*h+2*s}, %xa{8*h+2*s+1}, %xb{8*h+2*s+1}}}, {{%r_b0, %r_b1}}, {{{cin}}};")
+        s0, s1 = 4 * tt + 2 * h, 4 * tt + 2 * h + 1
+        emit(f"    // block scale: columns 2t (c0, c2) and 2t+1 (c1, c3)")
+        emit(f"    fma.rn.f32      %acc{4*tt}, %tmp0, %sc{s0}, %acc{4*tt};")
+        emit(f"    fma.rn.f32      %acc{4*tt+1}, %tmp1, %sc{s1}, %acc{4*tt+1};")
+        emit(f"    fma.rn.f32      %acc{4*tt+2}, %tmp2, %sc{s0}, %acc{4*tt+2};")
+        emit(f"    fma.rn.f32      %acc{4*tt+3}, %tmp3, %sc{s1}, %acc{4*tt+3};")
 emit("""    add.u32         %r_c, %r_c, 8;
     bra.uni         SK_CHUNK;
 SK_REDUCE:
-    // partial tiles to shared: red[warp][lane][16] = byte offset 64 * tid
-    mov.u32         %r_red, sk_red;
+    // partial tiles to shared (reusing the table): red[warp][lane][16] = byte offset 64 * tid
+    bar.sync        0;
+    mov.u32         %r_red, sk_smem;
     mad.lo.u32      %r_x, %r_tid, 64, %r_red;""")
 for q in range(4):
     r = ", ".join(f"%acc{4*q+i}" for i in range(4))

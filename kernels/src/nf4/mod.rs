@@ -71,11 +71,14 @@
 //!   roundings, never fused).
 //! * **Skinny** (`nf4_matmul_skinny`, `M <= NF4_GPU_SKINNY_MAX_M = 16`, row stride % 8 == 0):
 //!   `y = x W^T` on tensor cores with a single m16 tile; every lane reads its packed weight bytes
-//!   straight from global memory with 16-byte loads into `mma.sync` B fragments (the reduction
-//!   index is permuted inside each 128-wide k chunk so that both the x and the weight loads are
-//!   contiguous; see the comment above the entry), so the packed weight is streamed exactly once
-//!   and the 16 x rows come from L1/L2. Split-K over the 8 warps of a CTA, reduced through
-//!   shared memory in warp order. Both scale forms, decoded inline.
+//!   straight from global memory into `mma.sync` B fragments (the reduction index is permuted
+//!   inside each 64-wide block so that the x loads are 16-byte and the weight loads 8-byte
+//!   contiguous vectors; see the comment above the entry), so the packed weight is streamed
+//!   exactly once and the 16 x rows come from L1/L2. Decode is one shared-memory lookup per
+//!   packed byte (a 256-entry table of bf16 code pairs, replicated per bank so it never
+//!   conflicts); the block's absmax multiplies the f32 partial sum of its 64 k, not each weight.
+//!   Split-K over the 8 warps of a CTA, reduced through shared memory in warp order. Both scale
+//!   forms, decoded inline.
 //! * **Tensor core** (`nf4_matmul_tc`, any M, any row stride): CTA tile 128 x 128, reduction
 //!   stage 64; each stage decodes its 128 x 64 weight tile once into shared memory as bf16 and
 //!   feeds `mma.sync.m16n8k16` from there; a dequantized weight is never written to global
@@ -89,9 +92,11 @@
 //!   transposed kernel: in training M is the token count, and a skinny one would need a
 //!   cross-lane exchange because one packed byte holds two *output* columns of dX.
 //!
-//! Precision (what the GPU tests assert, `tests/gpu_nf4.rs`). The matmul kernels round every
+//! Precision (what the GPU tests assert, `tests/gpu_nf4.rs`). The tile kernel rounds every
 //! weight once to bf16 (round to nearest even) from its exact `f32` value `code * absmax`; the
-//! bf16 x bf16 products are exact in `f32`; accumulation is `f32`. Against the `f64` oracle on the
+//! skinny kernel uses `bf16(code)` and applies the `f32` absmax to each block's partial sum; in
+//! both the weight's relative error is `<= 2^-9`. The bf16 x bf16 products are exact in `f32`;
+//! accumulation is `f32`. Against the `f64` oracle on the
 //! `f32` weights ([`nf4_matmul_f64`], [`cpu::nf4_matmul_transposed_f64`]):
 //! `|gpu - oracle| <= (2^-8 + R * 2^-23) * sum_r |a_r| |w_r|`, `R` the reduction length: `2^-8`
 //! bounds the bf16 rounding of the weight (it is `<= 2^-9` relative), `R * 2^-23` generously

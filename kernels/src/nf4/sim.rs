@@ -78,8 +78,16 @@ struct W<'a> {
     k: usize,
 }
 
+/// Entry `v` of the skinny kernel's pair table: low half bf16(code of the high nibble), high half
+/// bf16(code of the low nibble) (`cvt.rn.bf16x2.f32 d, code[v & 15], code[v >> 4]`).
+fn pair_entry(v: u32) -> u32 {
+    let lo = f32_to_bf16_bits(NF4_CODE[(v >> 4) as usize]);
+    let hi = f32_to_bf16_bits(NF4_CODE[(v & 15) as usize]);
+    (u32::from(hi) << 16) | u32::from(lo)
+}
+
 /// Replays `nf4_gemm_bf16_f32_skinny` (f32 scales; the double-quantized path differs only in
-/// how `am` is fetched).
+/// how a scale is fetched).
 fn sim_skinny(x: &[u16], ldx: usize, m: usize, w: &W) -> Vec<f32> {
     let (n, k) = (w.n, w.k);
     let kb = k >> 6;
@@ -95,48 +103,64 @@ fn sim_skinny(x: &[u16], ldx: usize, m: usize, w: &W) -> Vec<f32> {
                 let mut xa = [[0u32; 16]; 32];
                 let mut xb = [[0u32; 16]; 32];
                 let mut wr = [[[0u32; 4]; 4]; 32];
-                let mut am = [[0f32; 4]; 32];
-                for lane in 0..32 {
-                    let (g, t) = (lane >> 2, lane & 3);
-                    let kseg = 128 * c + 32 * t;
-                    let kv = kseg < k;
-                    for (regs, row) in [(&mut xa[lane], g), (&mut xb[lane], g + 8)] {
-                        if kv && row < m {
-                            for (i, r) in regs.iter_mut().enumerate() {
-                                *r = xword(x, row * ldx + kseg + 2 * i);
+                let mut sc = [[[0f32; 4]; 4]; 32];
+                for h in 0..2 {
+                    let blk = 2 * c + h;
+                    let kv = 64 * blk < k;
+                    for lane in 0..32 {
+                        let (g, t) = (lane >> 2, lane & 3);
+                        let kseg = 64 * blk + 16 * t;
+                        for (regs, row) in [(&mut xa[lane], g), (&mut xb[lane], g + 8)] {
+                            if kv && row < m {
+                                for i in 0..8 {
+                                    regs[8 * h + i] = xword(x, row * ldx + kseg + 2 * i);
+                                }
                             }
                         }
-                    }
-                    for tile in 0..4 {
-                        let nn = n0 + 8 * tile + g;
-                        if kv && nn < n {
-                            let off = (nn * k + kseg) >> 1;
-                            for i in 0..4 {
-                                wr[lane][tile][i] = word(w.packed, off + 4 * i);
+                        for tt in 0..4 {
+                            let nn = n0 + 8 * tt + g;
+                            if kv && nn < n {
+                                let off = (nn * k + kseg) >> 1;
+                                wr[lane][tt][2 * h] = word(w.packed, off);
+                                wr[lane][tt][2 * h + 1] = word(w.packed, off + 4);
                             }
-                            am[lane][tile] = w.absmax[nn * kb + (kseg >> 6)];
+                            for e in 0..2 {
+                                let col = n0 + 8 * tt + 2 * t + e;
+                                if kv && col < n {
+                                    sc[lane][tt][2 * h + e] = w.absmax[col * kb + blk];
+                                }
+                            }
                         }
                     }
                 }
-                for (tile, acc_t) in acc.iter_mut().enumerate() {
-                    for s in 0..8 {
-                        let mut a = [[0u32; 4]; 32];
-                        let mut b = [[0u32; 2]; 32];
-                        for lane in 0..32 {
-                            a[lane] = [
-                                xa[lane][2 * s],
-                                xb[lane][2 * s],
-                                xa[lane][2 * s + 1],
-                                xb[lane][2 * s + 1],
-                            ];
-                            let wd = wr[lane][tile][s >> 1];
-                            let byte = 2 * (s as u32 & 1);
-                            b[lane] = [
-                                decode_pair(wd, byte, am[lane][tile]),
-                                decode_pair(wd, byte + 1, am[lane][tile]),
-                            ];
+                for h in 0..2 {
+                    for tt in 0..4 {
+                        let mut tmp = [[0f32; 4]; 32];
+                        for s in 0..4 {
+                            let mut a = [[0u32; 4]; 32];
+                            let mut b = [[0u32; 2]; 32];
+                            for lane in 0..32 {
+                                let xi = 8 * h + 2 * s;
+                                a[lane] = [
+                                    xa[lane][xi],
+                                    xb[lane][xi],
+                                    xa[lane][xi + 1],
+                                    xb[lane][xi + 1],
+                                ];
+                                let wd = wr[lane][tt][2 * h + (s >> 1)];
+                                let lut = |byte: usize| pair_entry((wd >> (8 * (byte & 3))) & 0xff);
+                                b[lane] = [lut(2 * s), lut(2 * s + 1)];
+                            }
+                            mma(&a, &b, &mut tmp);
                         }
-                        mma(&a, &b, acc_t);
+                        for lane in 0..32 {
+                            let (s0, s1) = (sc[lane][tt][2 * h], sc[lane][tt][2 * h + 1]);
+                            let ac = &mut acc[tt][lane];
+                            ac[0] = tmp[lane][0].mul_add(s0, ac[0]);
+                            ac[1] = tmp[lane][1].mul_add(s1, ac[1]);
+                            ac[2] = tmp[lane][2].mul_add(s0, ac[2]);
+                            ac[3] = tmp[lane][3].mul_add(s1, ac[3]);
+                        }
                     }
                 }
                 c += 8;
@@ -336,13 +360,10 @@ mod tests {
         (bits, dense)
     }
 
-    /// Exact (f64) product on the bf16-rounded weights: what the replay must reproduce up to f32
-    /// accumulation. `tr`: reduce over n (dx = dy W) instead of over k (y = x W^T).
-    fn bf16_ref(a: &[f32], m: usize, wq: &[f32], n: usize, k: usize, tr: bool) -> Vec<f64> {
-        let wb: Vec<f64> = wq
-            .iter()
-            .map(|&v| f64::from(bf16_bits_to_f32(f32_to_bf16_bits(v))))
-            .collect();
+    /// Exact (f64) product on the weights as the kernel rounds them (`wb`, f64 values): what a
+    /// replay must reproduce up to f32 accumulation. `tr`: reduce over n (dx = dy W) instead of
+    /// over k (y = x W^T).
+    fn exact_ref(a: &[f32], m: usize, wb: &[f64], n: usize, k: usize, tr: bool) -> Vec<f64> {
         let (rl, cl) = if tr { (n, k) } else { (k, n) };
         let mut out = vec![0f64; m * cl];
         for i in 0..m {
@@ -356,6 +377,23 @@ mod tests {
             }
         }
         out
+    }
+
+    /// Tile kernel weights: `bf16(code * absmax)`.
+    fn tc_weights(wq: &[f32]) -> Vec<f64> {
+        wq.iter()
+            .map(|&v| f64::from(bf16_bits_to_f32(f32_to_bf16_bits(v))))
+            .collect()
+    }
+
+    /// Skinny kernel weights: `bf16(code) * absmax` (the scale is applied to the f32 partial sum).
+    fn skinny_weights(q: &crate::nf4::Nf4Quantized) -> Vec<f64> {
+        (0..q.numel())
+            .map(|i| {
+                let code = NF4_CODE[usize::from(q.nibble(i).unwrap())];
+                f64::from(bf16_bits_to_f32(f32_to_bf16_bits(code))) * f64::from(q.absmax()[i / 64])
+            })
+            .collect()
     }
 
     /// Compares a replay with the bf16-weight reference (tight: only f32 accumulation differs) and
@@ -421,7 +459,7 @@ mod tests {
                 k,
             };
             let got = sim_skinny(&xb, ldx, m, &w);
-            let tight = bf16_ref(&xd, m, &wq, n, k, false);
+            let tight = exact_ref(&xd, m, &skinny_weights(&q), n, k, false);
             let oracle = nf4_matmul_f64(&xd, m, k, &q, n).unwrap();
             let sums = abs_sums(&xd, m, &wq, n, k, false);
             check(
@@ -458,7 +496,7 @@ mod tests {
                 k,
             };
             let got = sim_tc(&ab, lda, m, &w, tr);
-            let tight = bf16_ref(&ad, m, &wq, n, k, tr);
+            let tight = exact_ref(&ad, m, &tc_weights(&wq), n, k, tr);
             let oracle = if tr {
                 nf4_matmul_transposed_f64(&ad, m, n, &q, k).unwrap()
             } else {
