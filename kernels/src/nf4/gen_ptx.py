@@ -34,9 +34,9 @@ HEADER = r"""//
 // k-block k/64: absmax[n*(K/64) + k/64]); value = NF4_CODE[nibble] * absmax (one f32 multiply,
 // mul.rn, never fused). Double-quantized absmax: absmax[b] = map[q8[b]] * nested[b/256] + offset
 // (mul.rn then add.rn, two roundings, as kernels::nf4::double_quant::dequantize_absmax).
-// The 16 codes live in `nf4_code_bits` (.const) and are copied to a 16-entry shared table at the
-// start of every kernel: 16 distinct words in 16 distinct banks, so any nibble pattern reads it
-// without bank conflicts.
+// The 16 codes live in `nf4_code_bits` (.const). The dequantize and tile kernels copy them to a
+// 16-entry shared table (16 distinct words in 16 distinct banks: any nibble pattern reads it
+// without bank conflicts); the skinny kernel builds a 256-entry table of bf16 code pairs.
 //
 // Entries (parameters in order; pointers are .u64 device addresses):
 //
@@ -584,6 +584,12 @@ TC_DOC = r"""// nf4_gemm_bf16_f32_tc: tiled tensor-core product for any M, forwa
 // Fragments (lane = 4g + t, warp (wm, wn)), k16 step ks = 0..3 of the stage:
 //   A tile mt: a0 = As[64wm + 16mt + g][16ks + 2t ..], a1 = row + 8, a2 = column + 8, a3 = both.
 //   B tile nt: b0 = Bs[32wn + 8nt + g][16ks + 2t ..], b1 = column + 8.
+//   Loaded with ldmatrix.x4 (PTX ISA: lanes 8j..8j+7 give the 16-byte row addresses of 8x8
+//   matrix j; lane l receives row l/4, columns 2(l%4), 2(l%4)+1 of matrix j in register j):
+//   A tile mt = matrices (rows +0, cols +0), (rows +8, cols +0), (rows +0, cols +8), (+8, +8)
+//   -> a0..a3; B tiles 2p, 2p+1 = matrices (tile 2p, k +0), (2p, k +8), (2p+1, +0), (2p+1, +8)
+//   -> b0, b1 of tile 2p, b0, b1 of tile 2p+1. Rows 144 B apart: each 8-row phase touches 8
+//   distinct 4-bank groups (conflict-free).
 // Output: acc(mt, nt, r) -> out[m0 + 64wm + 16mt + g + 8(r >> 1)][c0 + 32wn + 8nt + 2t + (r & 1)].
 """
 emit(TC_DOC)
@@ -652,15 +658,20 @@ lut_init("tc_lut")
 emit("""    mov.u32         %r_lb, tc_lut;
     mov.u32         %r_as, tc_as;
     mov.u32         %r_bs, tc_bs;
-    // fragment bases: As[64wm + g][2t], Bs[32wn + g][2t]
-    mad.lo.u32      %r_x, %r_wm, 64, %r_g;
-    mul.lo.u32      %r_x, %r_x, 144;
-    add.u32         %r_abase, %r_as, %r_x;
-    mad.lo.u32      %r_abase, %r_t, 4, %r_abase;
-    mad.lo.u32      %r_x, %r_wn, 32, %r_g;
-    mul.lo.u32      %r_x, %r_x, 144;
-    add.u32         %r_bbase, %r_bs, %r_x;
-    mad.lo.u32      %r_bbase, %r_t, 4, %r_bbase;""")
+    // ldmatrix row addresses (lane l supplies row l & 7 of matrix l >> 3):
+    //   A, tile mt: row 64wm + 16mt + (l & 7) + 8((l >> 3) & 1), column 16ks + 8(l >> 4)
+    //   B, tiles 2p, 2p+1: row 32wn + 16p + (l & 7) + 8(l >> 4), column 16ks + 8((l >> 3) & 1)
+    and.b32         %r_x, %r_lane, 7;
+    bfe.u32         %r_y, %r_lane, 3, 1;
+    mad.lo.u32      %r_row, %r_y, 8, %r_x;
+    mad.lo.u32      %r_row, %r_wm, 64, %r_row;
+    mad.lo.u32      %r_abase, %r_row, 144, %r_as;
+    shr.u32         %r_col, %r_lane, 4;
+    mad.lo.u32      %r_abase, %r_col, 16, %r_abase;
+    mad.lo.u32      %r_row, %r_col, 8, %r_x;
+    mad.lo.u32      %r_row, %r_wn, 32, %r_row;
+    mad.lo.u32      %r_bbase, %r_row, 144, %r_bs;
+    mad.lo.u32      %r_bbase, %r_y, 16, %r_bbase;""")
 for i in range(64):
     emit(f"    mov.f32         %c{i}, 0f00000000;")
 emit("""    mov.u32         %r_r0, 0;
@@ -773,17 +784,15 @@ for e in range(32):
 emit("""TC_B_DONE:
     bar.sync        0;""")
 for ks in range(4):
-    emit(f"    // k16 step {ks}")
+    emit(f"    // k16 step {ks}: A fragments of tiles 0..3, B fragments of tile pairs (0,1), (2,3)")
     for mt in range(4):
         off = mt * 2304 + ks * 32
-        emit(f"    ld.shared.b32   %fa{4*mt}, [%r_abase+{off}];")
-        emit(f"    ld.shared.b32   %fa{4*mt+1}, [%r_abase+{off + 1152}];")
-        emit(f"    ld.shared.b32   %fa{4*mt+2}, [%r_abase+{off + 16}];")
-        emit(f"    ld.shared.b32   %fa{4*mt+3}, [%r_abase+{off + 1168}];")
-    for nt in range(4):
-        off = nt * 1152 + ks * 32
-        emit(f"    ld.shared.b32   %fb{2*nt}, [%r_bbase+{off}];")
-        emit(f"    ld.shared.b32   %fb{2*nt+1}, [%r_bbase+{off + 16}];")
+        a = ", ".join(f"%fa{4*mt+i}" for i in range(4))
+        emit(f"    ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{{a}}}, [%r_abase+{off}];")
+    for p in range(2):
+        off = p * 2304 + ks * 32
+        b = ", ".join(f"%fb{4*p+i}" for i in range(4))
+        emit(f"    ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{{b}}}, [%r_bbase+{off}];")
     for mt in range(4):
         for nt in range(4):
             base = (mt * 4 + nt) * 4

@@ -211,6 +211,21 @@ impl Smem {
     }
 }
 
+/// `ldmatrix.sync.aligned.m8n8.x4.shared.b16` (PTX ISA): lane `8j + r` supplies the byte address
+/// of row `r` of 8x8 matrix `j` (8 consecutive b16, 16-byte aligned); lane `l` receives, in
+/// register `j`, row `l / 4`, columns `2(l % 4)` and `2(l % 4) + 1` of matrix `j`.
+fn ldmatrix_x4(s: &Smem, addr: impl Fn(usize) -> usize) -> [[u32; 4]; 32] {
+    let mut out = [[0u32; 4]; 32];
+    for (l, o) in out.iter_mut().enumerate() {
+        for (j, r) in o.iter_mut().enumerate() {
+            let row = addr(8 * j + l / 4);
+            assert_eq!(row % 16, 0, "ldmatrix row address must be 16-byte aligned");
+            *r = s.ld32(row + 4 * (l % 4));
+        }
+    }
+    out
+}
+
 /// Replays `nf4_gemm_bf16_f32_tc`.
 fn sim_tc(a: &[u16], lda: usize, m: usize, w: &W, transposed: bool) -> Vec<f32> {
     let (n, k) = (w.n, w.k);
@@ -276,24 +291,23 @@ fn sim_tc(a: &[u16], lda: usize, m: usize, w: &W, transposed: bool) -> Vec<f32> 
                 for (warp, acc_w) in acc.iter_mut().enumerate() {
                     let (wm, wn) = (warp >> 2, warp & 3);
                     for ks in 0..4 {
+                        // ldmatrix row addresses, as the PTX computes them per lane.
                         let mut fa = [[[0u32; 4]; 32]; 4];
                         let mut fb = [[[0u32; 2]; 32]; 4];
-                        for lane in 0..32 {
-                            let (g, t) = (lane >> 2, lane & 3);
-                            let abase = (wm * 64 + g) * 144 + t * 4;
-                            let bbase = (wn * 32 + g) * 144 + t * 4;
-                            for mt in 0..4 {
-                                let o = abase + mt * 2304 + ks * 32;
-                                fa[mt][lane] = [
-                                    sa.ld32(o),
-                                    sa.ld32(o + 1152),
-                                    sa.ld32(o + 16),
-                                    sa.ld32(o + 1168),
-                                ];
-                            }
-                            for nt in 0..4 {
-                                let o = bbase + nt * 1152 + ks * 32;
-                                fb[nt][lane] = [sb.ld32(o), sb.ld32(o + 16)];
+                        let abase = |l: usize| {
+                            (wm * 64 + (l & 7) + 8 * ((l >> 3) & 1)) * 144 + 16 * (l >> 4)
+                        };
+                        let bbase = |l: usize| {
+                            (wn * 32 + (l & 7) + 8 * (l >> 4)) * 144 + 16 * ((l >> 3) & 1)
+                        };
+                        for (mt, f) in fa.iter_mut().enumerate() {
+                            *f = ldmatrix_x4(&sa, |l| abase(l) + mt * 2304 + ks * 32);
+                        }
+                        for p in 0..2 {
+                            let r = ldmatrix_x4(&sb, |l| bbase(l) + p * 2304 + ks * 32);
+                            for lane in 0..32 {
+                                fb[2 * p][lane] = [r[lane][0], r[lane][1]];
+                                fb[2 * p + 1][lane] = [r[lane][2], r[lane][3]];
                             }
                         }
                         for mt in 0..4 {
