@@ -574,8 +574,10 @@ TC_DOC = r"""// nf4_gemm_bf16_f32_tc: tiled tensor-core product for any M, forwa
 //       transposed: Bs[i][j] = bf16(W[n = r0+j][k = c0+i])
 //   so that the mma B operand (k16 x n8, "col") element B[kk][nn] = Bs[nn][kk] for both.
 // Staging per stage (all 256 threads), never writing a decoded weight to global memory:
-//   As: piece p = tid + 256i (i < 4): row p >> 3, 8 bf16 at column 8*(p & 7): one 16-byte load
-//       when lda % 8 == 0 and the 8 elements are in range, else 8 predicated 2-byte loads.
+//   As: piece p = tid + 256i (i < 4): row p >> 3, 8 bf16 at column 8*(p & 7): one 16-byte
+//       cp.async (overlapping the weight decode below) when lda % 8 == 0 and the row and the 8
+//       elements are in range, else 8 predicated 2-byte loads and one st.shared.v4 (zeros
+//       outside the matrix).
 //   Bs forward: row tid >> 1, half tid & 1: 16 packed bytes (32 k) of W row c0+row at
 //       k = r0 + 32*half, one absmax (the stage is exactly one 64-block); 16 bf16x2 stores as
 //       4 st.shared.v4.
@@ -696,9 +698,12 @@ for i in range(4):
     emit("    add.u64         %rd_t, %rd_t, %rd_u;")
     emit("    shl.b64         %rd_t, %rd_t, 1;")
     emit("    add.u64         %rd_t, %rd_a, %rd_t;")
+    emit("    mad.lo.u32      %r_sa, %r_row, 144, %r_as;")
+    emit("    mad.lo.u32      %r_sa, %r_apiece, 16, %r_sa;")
     emit(f"    @!%p_fast bra   TC_A_SLOW{i};")
-    emit("    ld.global.nc.v4.b32 {%l0, %l1, %l2, %l3}, [%rd_t];")
-    emit(f"    bra.uni         TC_A_STORE{i};")
+    emit("    // whole aligned piece: asynchronous 16-byte copy, completed before the barrier")
+    emit("    cp.async.cg.shared.global [%r_sa], [%rd_t], 16;")
+    emit(f"    bra.uni         TC_A_DONE{i};")
     emit(f"TC_A_SLOW{i}:")
     for e in range(8):
         emit(f"    mov.b16         %h{e}, 0;")
@@ -708,10 +713,8 @@ for i in range(4):
         emit(f"    @%p_e ld.global.nc.b16 %h{e}, [%rd_t+{2*e}];")
     for q in range(4):
         emit(f"    mov.b32         %l{q}, {{%h{2*q}, %h{2*q+1}}};")
-    emit(f"TC_A_STORE{i}:")
-    emit("    mad.lo.u32      %r_sa, %r_row, 144, %r_as;")
-    emit("    mad.lo.u32      %r_sa, %r_apiece, 16, %r_sa;")
     emit("    st.shared.v4.b32 [%r_sa], {%l0, %l1, %l2, %l3};")
+    emit(f"TC_A_DONE{i}:")
 emit("""    @%p_tr bra      TC_B_TRANS;
     // Bs forward: W row n = c0 + (tid >> 1), k = r0 + 32*(tid & 1) .. +31
     shr.u32         %r_row, %r_tid, 1;
@@ -782,7 +785,8 @@ for e in range(32):
     emit("    cvt.rn.bf16.f32 %hv, %f_e;")
     emit(f"    st.shared.b16   [%r_sa+{144*e}], %hv;")
 emit("""TC_B_DONE:
-    bar.sync        0;""")
+    cp.async.wait_all;                                // this thread's As copies have landed
+    bar.sync        0;                                // ... and everyone's are visible""")
 for ks in range(4):
     emit(f"    // k16 step {ks}: A fragments of tiles 0..3, B fragments of tile pairs (0,1), (2,3)")
     for mt in range(4):
