@@ -95,6 +95,12 @@ pub const NF4_GEMM_BF16_F32_TC: EntrySpec = EntrySpec {
     params: 9,
 };
 
+/// Entry `nf4_gemm_bf16_f32_skinny_t(dy, lddy, dx, packed, absmax, M, N, K)`.
+pub const NF4_GEMM_BF16_F32_SKINNY_T: EntrySpec = EntrySpec {
+    name: "nf4_gemm_bf16_f32_skinny_t",
+    params: 8,
+};
+
 /// Every embedded PTX module, in `ModuleId` order (`ALL[id.index()].id == id`).
 pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
     ModuleSpec {
@@ -118,6 +124,7 @@ pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
             NF4_ABSMAX_DECODE_F32,
             NF4_GEMM_BF16_F32_SKINNY,
             NF4_GEMM_BF16_F32_TC,
+            NF4_GEMM_BF16_F32_SKINNY_T,
         ],
     },
 ];

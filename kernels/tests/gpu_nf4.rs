@@ -18,7 +18,7 @@ use brainstacks_kernels::cast::cpu::{bf16_bits_to_f32, f32_to_bf16_bits};
 use brainstacks_kernels::launch::{CudaSlice, GpuContext, GpuError};
 use brainstacks_kernels::nf4::cuda::{
     Nf4Scales, Nf4Weight, nf4_decode_absmax, nf4_dequantize, nf4_matmul, nf4_matmul_skinny,
-    nf4_matmul_tc, nf4_matmul_transposed,
+    nf4_matmul_tc, nf4_matmul_transposed, nf4_matmul_transposed_skinny, nf4_matmul_transposed_tc,
 };
 use brainstacks_kernels::nf4::{
     NF4_CODE, Nf4Quantized, dequantize_absmax, double_quantize_absmax, nf4_matmul_f64,
@@ -336,19 +336,39 @@ fn matmul_matches_f64_oracle() {
 #[test]
 fn transposed_matches_f64_oracle() {
     let Some(g) = gpu() else { return };
-    let mut runner = TestRunner::new(Config::with_cases(CASES));
+    let mut runner = TestRunner::new(Config::with_cases(2 * CASES));
     let pad = prop::sample::select(vec![0usize, 1, 8]);
+    let path = prop::sample::select(vec![Path::Skinny, Path::Tc, Path::Dispatch]);
     runner
         .run(
-            &(m_dim(), n_dim(), k_dim(), pad, any::<bool>(), any::<u64>()),
-            |(m, n, k, pad, dq, seed)| {
+            &(
+                m_dim(),
+                n_dim(),
+                k_dim(),
+                pad,
+                path,
+                any::<bool>(),
+                any::<u64>(),
+            ),
+            |(m, n, k, pad, path, dq, seed)| {
+                let m = if matches!(path, Path::Skinny) {
+                    m.min(16)
+                } else {
+                    m
+                };
                 let lddy = n + pad;
                 let h = host_weight(n, k, seed);
                 let d = DevWeight::new(g, &h);
                 let (yb, yd) = activations(m, n, lddy, seed ^ 0xaaaa);
                 let dy = g.htod(&yb).unwrap();
                 let mut dx = g.htod(&vec![f32::NAN; m * k]).unwrap();
-                nf4_matmul_transposed(g, &dy, m, lddy, &d.weight(dq), &mut dx).unwrap();
+                let w = d.weight(dq);
+                match path {
+                    Path::Skinny => nf4_matmul_transposed_skinny(g, &dy, m, lddy, &w, &mut dx),
+                    Path::Tc => nf4_matmul_transposed_tc(g, &dy, m, lddy, &w, &mut dx),
+                    Path::Dispatch => nf4_matmul_transposed(g, &dy, m, lddy, &w, &mut dx),
+                }
+                .unwrap();
                 let got = g.dtoh(&dx).unwrap();
                 let wdense = if dq {
                     dequant_on(&h.q, &h.dq_absmax)
@@ -366,7 +386,7 @@ fn transposed_matches_f64_oracle() {
                     &want,
                     &sums,
                     n,
-                    &format!("transposed m={m} n={n} k={k} lddy={lddy} dq={dq}"),
+                    &format!("transposed {path:?} m={m} n={n} k={k} lddy={lddy} dq={dq}"),
                 )
             },
         )
@@ -526,6 +546,19 @@ fn nf4_h100_performance_targets() {
             100.0 * bw / copy_bw
         );
         report.push((m, t, bw));
+    }
+    {
+        let (yb, _) = activations(16, n, n, 5);
+        let dy = g.htod(&yb).unwrap();
+        let mut dx = g.alloc_zeros::<f32>(16 * k).unwrap();
+        let t = time_it(g, 50, || {
+            nf4_matmul_transposed(g, &dy, 16, n, &w, &mut dx).unwrap()
+        });
+        println!(
+            "transposed skinny M=16: {:.1} us, weight stream {:.0} GB/s",
+            t * 1e6,
+            weight_bytes / t / 1e9
+        );
     }
     let m = 4096usize;
     let (xb, _) = activations(m, k, k, 4);

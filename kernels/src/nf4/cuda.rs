@@ -5,7 +5,7 @@
 use crate::launch::{CudaSlice, GpuContext, GpuError, LaunchConfig, grid_1d};
 use crate::registry::{
     ModuleId, NF4_ABSMAX_DECODE_F32, NF4_DEQUANT_F32, NF4_GEMM_BF16_F32_SKINNY,
-    NF4_GEMM_BF16_F32_TC,
+    NF4_GEMM_BF16_F32_SKINNY_T, NF4_GEMM_BF16_F32_TC,
 };
 
 use super::NF4_GPU_SKINNY_MAX_M;
@@ -423,9 +423,70 @@ pub fn nf4_matmul(
     }
 }
 
+/// `dx [m, k] = dy [m, n] W` through the skinny transposed kernel (`m <= 16`, any row stride
+/// `lddy >= n`). Double-quantized scales are decoded to a temporary `f32` buffer first. Public so
+/// tests can force this path.
+pub fn nf4_matmul_transposed_skinny(
+    gpu: &GpuContext,
+    dy: &CudaSlice<u16>,
+    m: usize,
+    lddy: usize,
+    w: &Nf4Weight,
+    dx: &mut CudaSlice<f32>,
+) -> Result<(), GpuError> {
+    const OP: &str = "nf4_matmul_transposed_skinny";
+    let (n, k) = check_weight(OP, w)?;
+    if m > NF4_GPU_SKINNY_MAX_M {
+        return Err(invalid(
+            OP,
+            format!("M = {m} > {NF4_GPU_SKINNY_MAX_M} (use nf4_matmul_transposed)"),
+        ));
+    }
+    check_rows(OP, "dy", dy.len(), m, w.n, lddy)?;
+    check_out(OP, dx.len(), m, w.k)?;
+    if m == 0 || k == 0 {
+        return Ok(());
+    }
+    let mut tmp = None;
+    let absmax = f32_scales(gpu, w.scales, w.n * w.k / 64, &mut tmp)?;
+    let f = gpu.function(ModuleId::Nf4, &NF4_GEMM_BF16_F32_SKINNY_T)?;
+    let cfg = LaunchConfig {
+        grid_dim: (k / 64, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let (lddy, m) = (lddy as u64, m as u32);
+    let mut l = gpu.launch(&f, &NF4_GEMM_BF16_F32_SKINNY_T);
+    // nf4_gemm_bf16_f32_skinny_t(dy, lddy .u64, dx, packed, absmax, M .u32, N .u32, K .u32)
+    l.arg(dy)
+        .arg(&lddy)
+        .arg(&mut *dx)
+        .arg(w.packed)
+        .arg(absmax)
+        .arg(&m)
+        .arg(&n)
+        .arg(&k);
+    // SAFETY: arguments match the .param list; dy covers (m-1)*lddy + n elements, dx m*k, the
+    // weight buffers their N*K shapes (checked above); the kernel predicates rows < M, n < N.
+    unsafe { l.launch(cfg) }
+}
+
+/// `dx [m, k] = dy [m, n] W` through the tile kernel in its transposed mode, any `m`, any row
+/// stride `lddy >= n`. Public so tests can force this path.
+pub fn nf4_matmul_transposed_tc(
+    gpu: &GpuContext,
+    dy: &CudaSlice<u16>,
+    m: usize,
+    lddy: usize,
+    w: &Nf4Weight,
+    dx: &mut CudaSlice<f32>,
+) -> Result<(), GpuError> {
+    launch_tc(gpu, "nf4_matmul_transposed_tc", dy, m, lddy, w, dx, true)
+}
+
 /// `dx [m, k] = dy [m, n] W` (the backward product through a frozen NF4 base): `dy` bf16 with row
-/// stride `lddy >= n`, `dx` f32 dense, f32 accumulation. One kernel for every `m` (the tile
-/// kernel in its transposed mode; see the module docs for why there is no skinny variant).
+/// stride `lddy >= n`, `dx` f32 dense, f32 accumulation. Dispatches by `m`: the skinny transposed
+/// kernel for `m <= 16`, the tile kernel otherwise.
 pub fn nf4_matmul_transposed(
     gpu: &GpuContext,
     dy: &CudaSlice<u16>,
@@ -434,5 +495,9 @@ pub fn nf4_matmul_transposed(
     w: &Nf4Weight,
     dx: &mut CudaSlice<f32>,
 ) -> Result<(), GpuError> {
-    launch_tc(gpu, "nf4_matmul_transposed", dy, m, lddy, w, dx, true)
+    if m <= NF4_GPU_SKINNY_MAX_M {
+        nf4_matmul_transposed_skinny(gpu, dy, m, lddy, w, dx)
+    } else {
+        launch_tc(gpu, "nf4_matmul_transposed", dy, m, lddy, w, dx, true)
+    }
 }

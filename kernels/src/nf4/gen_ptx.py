@@ -44,7 +44,9 @@ HEADER = r"""//
 //                   dq .u32, out [f32], n_words .u64)                                    9 params
 //       out[8i + e] = dequantized element 8i+e, for words i < n_words (n_words = N*K/8).
 //       dq = 0: absmax used, q8/nested/map ignored; dq != 0: the double-quantized form.
-//       mirrors kernels::nf4::cpu::dequantize_nf4 (bit for bit).
+//       mirrors kernels::nf4::cpu::dequantize_nf4 (bit for bit). The matmul entries mirror
+//       kernels::nf4::cpu::nf4_matmul_f64 (forward) and nf4_matmul_transposed_f64 (transposed)
+//       within the precision stated below.
 //       1-D grid-stride, block 256, one 4-byte word (8 elements, 2 st.v4.f32) per thread step.
 //
 //   nf4_absmax_decode_f32(q8 [u8], nested [f32], map [f32], offset .f32, out [f32], n .u64)  6
@@ -57,6 +59,11 @@ HEADER = r"""//
 //       Requires ldx % 8 == 0 (16-byte x loads) and N*K/64 < 2^32 - 1 (32-bit scale indices;
 //       the launcher checks both). Both absmax forms. Grid (ceil(N/32), 1, 1), block 256
 //       (8 warps), static smem 32768 B. See the block comment above the entry for the mapping.
+//
+//   nf4_gemm_bf16_f32_skinny_t(dy [bf16], lddy .u64, dx [f32], packed, absmax [f32], M .u32,
+//                              N .u32, K .u32)                                          8 params
+//       dx[m, k] = sum_n dy[m*lddy + n] * bf16(W[n, k]), M <= 16, dx [M, K] dense; any lddy >= N;
+//       f32 absmax only. Grid (K/64, 1, 1), block 256, static smem 32832 B.
 //
 //   nf4_gemm_bf16_f32_tc(a [bf16], lda .u64, out [f32], packed, absmax [f32], M .u32, N .u32,
 //                        K .u32, transposed .u32)                                        9 params
@@ -830,6 +837,183 @@ for mt in range(4):
                 emit(f"    @%p st.global.f32 [%rd_u], %c{reg};")
 emit("""    ret;
 }""")
+
+# ------------------------------------------------------------------------------------------------
+# nf4_gemm_bf16_f32_skinny_t
+# ------------------------------------------------------------------------------------------------
+SKT_DOC = r"""// nf4_gemm_bf16_f32_skinny_t: dX = dY W for M <= 16 (the transposed product at small M), one
+// m16 tile on tensor cores, the weight read straight from global memory (once).
+//
+// CTA = 8 warps on the 64 output columns kb = 64*ctaid.x .. +63 (one NF4 block of every weight
+// row). The reduction over n runs in 16-row steps s; warp w takes steps w, w+8, ... (split over
+// the CTA's warps), and the 8 partial tiles are summed through shared memory in warp order.
+// Per step (rows n0 = 16s ..), lane (g, t):
+//   A (dY, 16 x n16, identity map): a0 = dY[g][n0+2t, +1], a1 = dY[g+8][n0+2t, +1],
+//      a2 = dY[g][n0+2t+8, +9], a3 = dY[g+8][n0+2t+8, +9] (element loads; zero outside M x N).
+//   B: the lane loads 4 packed bytes (8 consecutive k: kb + 8g .. kb + 8g + 7) of each of the 4
+//      weight rows n0 + {2t, 2t+1, 2t+8, 2t+9} (words v0..v3) and their block's absmax. Output
+//      columns are permuted over 8 mma tiles e = 0..7: column c of tile e is physical
+//      k = kb + 8c + e, so tile e's b0 = bf16(W[n0+2t][kb+8g+e]), bf16(W[n0+2t+1][..]) and
+//      b1 = rows n0+2t+8, n0+2t+9, all from the lane's own words (element e: byte e >> 1, high
+//      nibble for even e). Each weight is bf16(code*absmax) (same rounding as the tile kernel).
+//   Rows >= N load nothing (zero bytes, zero absmax, zero dY).
+// Partials: red[warp][lane][4e + r]; output (m, kk) comes from tile e = kk & 7, column
+// c = kk >> 3: lane 4*(m & 7) + (c >> 1), register 4e + 2*(m >> 3) + (c & 1).
+"""
+emit(SKT_DOC)
+P = "nf4_gemm_bf16_f32_skinny_t_param_"
+emit(f""".visible .entry nf4_gemm_bf16_f32_skinny_t(
+    .param .u64 {P}dy,
+    .param .u64 {P}lddy,
+    .param .u64 {P}dx,
+    .param .u64 {P}packed,
+    .param .u64 {P}absmax,
+    .param .u32 {P}M,
+    .param .u32 {P}N,
+    .param .u32 {P}K
+)
+.maxntid 256, 1, 1
+{{
+    .shared .align 16 .b8 st_lut[64];
+    .shared .align 16 .b8 st_red[32768];
+    .reg .pred  %p, %p_c, %p_r0, %p_r1;
+    .reg .b32   %r_tid, %r_warp, %r_lane, %r_g, %r_t, %r_M, %r_N, %r_K, %r_kb, %r_blk, %r_nst,
+                %r_s, %r_n0, %r_n, %r_lb, %r_t0, %r_t1, %r_b0, %r_b1, %r_red, %r_o, %r_m,
+                %r_kk, %r_src, %r_x, %r_row;
+    .reg .b32   %v<4>, %a<4>;
+    .reg .b16   %h<2>;
+    .reg .f32   %am<4>, %acc<32>, %f_e, %f_o, %f_s, %f_v;
+    .reg .b64   %rd_dy, %rd_lddy, %rd_dx, %rd_packed, %rd_absmax, %rd_t, %rd_u;""")
+emit(LUT_REGS)
+emit(f"""
+    ld.param.u64    %rd_dy, [{P}dy];
+    ld.param.u64    %rd_lddy, [{P}lddy];
+    ld.param.u64    %rd_dx, [{P}dx];
+    ld.param.u64    %rd_packed, [{P}packed];
+    ld.param.u64    %rd_absmax, [{P}absmax];
+    ld.param.u32    %r_M, [{P}M];
+    ld.param.u32    %r_N, [{P}N];
+    ld.param.u32    %r_K, [{P}K];
+    cvta.to.global.u64 %rd_dy, %rd_dy;
+    cvta.to.global.u64 %rd_dx, %rd_dx;
+    cvta.to.global.u64 %rd_packed, %rd_packed;
+    cvta.to.global.u64 %rd_absmax, %rd_absmax;
+    mov.u32         %r_tid, %tid.x;
+    shr.u32         %r_warp, %r_tid, 5;
+    and.b32         %r_lane, %r_tid, 31;
+    shr.u32         %r_g, %r_lane, 2;
+    and.b32         %r_t, %r_lane, 3;
+    mov.u32         %r_blk, %ctaid.x;                 // the 64-block column of every row
+    shl.b32         %r_kb, %r_blk, 6;                 // kb = 64 * ctaid.x
+    add.u32         %r_nst, %r_N, 15;
+    shr.u32         %r_nst, %r_nst, 4;                // 16-row reduction steps""")
+lut_init("st_lut")
+emit("    mov.u32         %r_lb, st_lut;")
+for i in range(32):
+    emit(f"    mov.f32         %acc{i}, 0f00000000;")
+emit("""    mov.u32         %r_s, %r_warp;
+ST_STEP:
+    setp.ge.u32     %p_c, %r_s, %r_nst;
+    @%p_c bra       ST_REDUCE;
+    shl.b32         %r_n0, %r_s, 4;""")
+for j, off in enumerate((0, 1, 8, 9)):
+    emit(f"    // weight row n0 + 2t + {off}: 4 bytes at k = kb + 8g, and the block's absmax")
+    emit(f"    mov.b32         %v{j}, 0;")
+    emit(f"    mov.f32         %am{j}, 0f00000000;")
+    emit(f"    mad.lo.u32      %r_n, %r_t, 2, %r_n0;")
+    emit(f"    add.u32         %r_n, %r_n, {off};")
+    emit("    setp.lt.u32     %p, %r_n, %r_N;")
+    emit("    mul.wide.u32    %rd_t, %r_n, %r_K;")
+    emit("    cvt.u64.u32     %rd_u, %r_kb;")
+    emit("    add.u64         %rd_t, %rd_t, %rd_u;")
+    emit("    shr.u64         %rd_t, %rd_t, 1;")
+    emit("    mul.wide.u32    %rd_u, %r_g, 4;")
+    emit("    add.u64         %rd_t, %rd_t, %rd_u;")
+    emit("    add.u64         %rd_t, %rd_packed, %rd_t;")
+    emit(f"    @%p ld.global.nc.b32 %v{j}, [%rd_t];")
+    emit("    shr.u32         %r_x, %r_K, 6;")
+    emit("    mul.wide.u32    %rd_t, %r_n, %r_x;")
+    emit("    cvt.u64.u32     %rd_u, %r_blk;")
+    emit("    add.u64         %rd_t, %rd_t, %rd_u;")
+    emit("    shl.b64         %rd_t, %rd_t, 2;")
+    emit("    add.u64         %rd_t, %rd_absmax, %rd_t;")
+    emit(f"    @%p ld.global.nc.f32 %am{j}, [%rd_t];")
+emit("    // dY fragments: a0/a2 from row g, a1/a3 from row g + 8, columns n0 + 2t (+8) and +1")
+for (reg, rowoff, coloff) in ((0, 0, 0), (1, 8, 0), (2, 0, 8), (3, 8, 8)):
+    emit(f"    add.u32         %r_row, %r_g, {rowoff};")
+    emit("    setp.lt.u32     %p_r0, %r_row, %r_M;")
+    emit("    cvt.u64.u32     %rd_t, %r_row;")
+    emit("    mul.lo.u64      %rd_t, %rd_t, %rd_lddy;")
+    emit(f"    mad.lo.u32      %r_n, %r_t, 2, %r_n0;")
+    emit(f"    add.u32         %r_n, %r_n, {coloff};")
+    emit("    cvt.u64.u32     %rd_u, %r_n;")
+    emit("    add.u64         %rd_t, %rd_t, %rd_u;")
+    emit("    shl.b64         %rd_t, %rd_t, 1;")
+    emit("    add.u64         %rd_t, %rd_dy, %rd_t;")
+    for e in range(2):
+        emit(f"    mov.b16         %h{e}, 0;")
+        emit(f"    add.u32         %r_x, %r_n, {e};")
+        emit("    setp.lt.u32     %p, %r_x, %r_N;")
+        emit("    and.pred        %p, %p, %p_r0;")
+        emit(f"    @%p ld.global.nc.b16 %h{e}, [%rd_t+{2*e}];")
+    emit(f"    mov.b32         %a{reg}, {{%h0, %h1}};")
+for e in range(8):
+    bitpos = 8 * (e >> 1) + (4 if e % 2 == 0 else 0)
+    emit(f"    // tile {e}: column c <-> k = kb + 8c + {e} (bits {bitpos}.. of each row's word)")
+    decode_val("%f_e", "%v0", bitpos, "%am0", "%r_lb", "%r_t0")
+    decode_val("%f_o", "%v1", bitpos, "%am1", "%r_lb", "%r_t1")
+    emit("    cvt.rn.bf16x2.f32 %r_b0, %f_o, %f_e;")
+    decode_val("%f_e", "%v2", bitpos, "%am2", "%r_lb", "%r_t0")
+    decode_val("%f_o", "%v3", bitpos, "%am3", "%r_lb", "%r_t1")
+    emit("    cvt.rn.bf16x2.f32 %r_b1, %f_o, %f_e;")
+    acc = ", ".join(f"%acc{4*e+i}" for i in range(4))
+    emit(f"    mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {{{acc}}}, "
+         f"{{%a0, %a1, %a2, %a3}}, {{%r_b0, %r_b1}}, {{{acc}}};")
+emit("""    add.u32         %r_s, %r_s, 8;
+    bra.uni         ST_STEP;
+ST_REDUCE:
+    // partial tiles to shared: red[warp][lane][32] = byte offset 128 * tid
+    mov.u32         %r_red, st_red;
+    mad.lo.u32      %r_x, %r_tid, 128, %r_red;""")
+for q in range(8):
+    r = ", ".join(f"%acc{4*q+i}" for i in range(4))
+    emit(f"    st.shared.v4.f32 [%r_x+{16*q}], {{{r}}};")
+emit("    bar.sync        0;")
+for q in range(4):
+    emit(f"    // output o = tid + {256*q}: m = o >> 6, column kk = o & 63 (tile kk & 7, c = kk >> 3)")
+    emit(f"    add.u32         %r_o, %r_tid, {256*q};")
+    emit("    shr.u32         %r_m, %r_o, 6;")
+    emit("    and.b32         %r_kk, %r_o, 63;")
+    emit("    // lane 4*(m & 7) + (c >> 1); register 4*(kk & 7) + 2*(m >> 3) + (c & 1)")
+    emit("    and.b32         %r_src, %r_m, 7;")
+    emit("    shl.b32         %r_src, %r_src, 2;")
+    emit("    bfe.u32         %r_x, %r_kk, 4, 2;")
+    emit("    add.u32         %r_src, %r_src, %r_x;")
+    emit("    shl.b32         %r_src, %r_src, 5;                // lane * 32")
+    emit("    and.b32         %r_x, %r_kk, 7;")
+    emit("    shl.b32         %r_x, %r_x, 2;")
+    emit("    add.u32         %r_src, %r_src, %r_x;")
+    emit("    shr.u32         %r_x, %r_m, 3;")
+    emit("    shl.b32         %r_x, %r_x, 1;")
+    emit("    add.u32         %r_src, %r_src, %r_x;")
+    emit("    bfe.u32         %r_x, %r_kk, 3, 1;")
+    emit("    add.u32         %r_src, %r_src, %r_x;")
+    emit("    mad.lo.u32      %r_src, %r_src, 4, %r_red;")
+    emit("    ld.shared.f32   %f_s, [%r_src];")
+    for w in range(1, 8):
+        emit(f"    ld.shared.f32   %f_v, [%r_src+{4096*w}];")
+        emit("    add.rn.f32      %f_s, %f_s, %f_v;")
+    emit("    setp.lt.u32     %p, %r_m, %r_M;")
+    emit("    mul.wide.u32    %rd_t, %r_m, %r_K;")
+    emit("    add.u32         %r_x, %r_kb, %r_kk;")
+    emit("    cvt.u64.u32     %rd_u, %r_x;")
+    emit("    add.u64         %rd_t, %rd_t, %rd_u;")
+    emit("    shl.b64         %rd_t, %rd_t, 2;")
+    emit("    add.u64         %rd_t, %rd_dx, %rd_t;")
+    emit("    @%p st.global.f32 [%rd_t], %f_s;")
+emit("""    ret;
+}
+""")
 
 path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nf4.ptx")
 with open(path, "w") as f:

@@ -87,10 +87,15 @@
 //! * **Dispatch** (`nf4_matmul`): skinny for `M <= 16` with a row stride divisible by 8, tensor
 //!   core otherwise.
 //! * **Transposed** (`nf4_matmul_transposed`): `dX [M, K] = dY [M, N] W` for the backward pass
-//!   through the frozen base; the tile kernel in its transposed mode (the stage decodes a 64 (n)
-//!   x 128 (k) weight tile into shared memory transposed), for every M. There is no skinny
-//!   transposed kernel: in training M is the token count, and a skinny one would need a
-//!   cross-lane exchange because one packed byte holds two *output* columns of dX.
+//!   through the frozen base, dispatched by M like the forward product:
+//!   `nf4_matmul_transposed_skinny` (`M <= 16`, any row stride) is a single-m16-tile kernel in
+//!   which each lane loads 4 packed bytes (8 consecutive k) of four weight rows and the 8 output
+//!   columns of each mma tile are a permutation of k (column `c` of tile `e` is
+//!   `k = kb + 8c + e`), so every B fragment comes from the lane's own bytes; the reduction over N
+//!   is split over the CTA's warps and summed in warp order. `nf4_matmul_transposed_tc` is the
+//!   tile kernel in its transposed mode (each stage decodes a 64 (n) x 128 (k) weight tile into
+//!   shared memory transposed). Both take `f32` scales; double-quantized scales are decoded to
+//!   a temporary buffer first.
 //!
 //! Precision (what the GPU tests assert, `tests/gpu_nf4.rs`). The tile kernel rounds every
 //! weight once to bf16 (round to nearest even) from its exact `f32` value `code * absmax`; the

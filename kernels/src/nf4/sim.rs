@@ -192,6 +192,89 @@ fn sim_skinny(x: &[u16], ldx: usize, m: usize, w: &W) -> Vec<f32> {
     y
 }
 
+/// Replays `nf4_gemm_bf16_f32_skinny_t` (dx = dy W, M <= 16).
+fn sim_skinny_t(dy: &[u16], lddy: usize, m: usize, w: &W) -> Vec<f32> {
+    let (n, k) = (w.n, w.k);
+    let kb_blocks = k >> 6;
+    let nst = n.div_ceil(16);
+    let mut dx = vec![f32::NAN; m * k];
+    for cta in 0..k / 64 {
+        let kb = 64 * cta;
+        let mut red = vec![[0f32; 32]; 256];
+        for warp in 0..8 {
+            let mut acc = [[[0f32; 4]; 32]; 8];
+            let mut s = warp;
+            while s < nst {
+                let n0 = 16 * s;
+                let mut a = [[0u32; 4]; 32];
+                let mut v = [[0u32; 4]; 32];
+                let mut am = [[0f32; 4]; 32];
+                for lane in 0..32 {
+                    let (g, t) = (lane >> 2, lane & 3);
+                    for (j, off) in [0usize, 1, 8, 9].into_iter().enumerate() {
+                        let nn = n0 + 2 * t + off;
+                        if nn < n {
+                            v[lane][j] = word(w.packed, ((nn * k + kb) >> 1) + 4 * g);
+                            am[lane][j] = w.absmax[nn * kb_blocks + cta];
+                        }
+                    }
+                    for (reg, (rowoff, coloff)) in
+                        [(0, 0), (8, 0), (0, 8), (8, 8)].into_iter().enumerate()
+                    {
+                        let row = g + rowoff;
+                        let col = n0 + 2 * t + coloff;
+                        let el = |c: usize| {
+                            if row < m && c < n {
+                                u32::from(dy[row * lddy + c])
+                            } else {
+                                0
+                            }
+                        };
+                        a[lane][reg] = el(col) | (el(col + 1) << 16);
+                    }
+                }
+                for (e, acc_e) in acc.iter_mut().enumerate() {
+                    let bitpos = 8 * (e as u32 >> 1) + if e % 2 == 0 { 4 } else { 0 };
+                    let mut b = [[0u32; 2]; 32];
+                    for lane in 0..32 {
+                        let val =
+                            |j: usize| f32_to_bf16_bits(lut_val(v[lane][j], bitpos, am[lane][j]));
+                        b[lane] = [
+                            u32::from(val(0)) | (u32::from(val(1)) << 16),
+                            u32::from(val(2)) | (u32::from(val(3)) << 16),
+                        ];
+                    }
+                    mma(&a, &b, acc_e);
+                }
+                s += 8;
+            }
+            for lane in 0..32 {
+                for e in 0..8 {
+                    for r in 0..4 {
+                        red[warp * 32 + lane][4 * e + r] = acc[e][lane][r];
+                    }
+                }
+            }
+        }
+        for tid in 0..256 {
+            for q in 0..4 {
+                let o = tid + 256 * q;
+                let (mm, kk) = (o >> 6, o & 63);
+                let src = 4 * (mm & 7) + ((kk >> 4) & 3);
+                let reg = 4 * (kk & 7) + 2 * (mm >> 3) + ((kk >> 3) & 1);
+                let mut sum = red[src][reg];
+                for wp in 1..8 {
+                    sum += red[wp * 32 + src][reg];
+                }
+                if mm < m {
+                    dx[mm * k + kb + kk] = sum;
+                }
+            }
+        }
+    }
+    dx
+}
+
 /// Shared memory as bytes, filled with a junk pattern so that reading a byte no stage wrote
 /// gives a NaN-like bf16 (0xFFFF) and fails the comparison.
 struct Smem(Vec<u8>);
@@ -497,6 +580,9 @@ mod tests {
             (20, 3, 64, 5, true),
             (129, 131, 192, 133, true),
             (2, 64, 256, 64, true),
+            (16, 131, 192, 133, true),
+            (1, 3, 64, 3, true),
+            (5, 40, 128, 41, true),
         ] {
             let wf: Vec<f32> = (0..n * k).map(|_| rng.next()).collect();
             let q = quantize_nf4(&wf, 64).unwrap();
@@ -509,7 +595,10 @@ mod tests {
                 n,
                 k,
             };
-            let got = sim_tc(&ab, lda, m, &w, tr);
+            let mut runs = vec![("tc", sim_tc(&ab, lda, m, &w, tr))];
+            if tr && m <= 16 {
+                runs.push(("skinny_t", sim_skinny_t(&ab, lda, m, &w)));
+            }
             let tight = exact_ref(&ad, m, &tc_weights(&wq), n, k, tr);
             let oracle = if tr {
                 nf4_matmul_transposed_f64(&ad, m, n, &q, k).unwrap()
@@ -517,14 +606,10 @@ mod tests {
                 nf4_matmul_f64(&ad, m, k, &q, n).unwrap()
             };
             let sums = abs_sums(&ad, m, &wq, n, k, tr);
-            check(
-                &got,
-                &tight,
-                &oracle,
-                &sums,
-                rl,
-                &format!("tc m={m} n={n} k={k} tr={tr}"),
-            );
+            for (name, got) in &runs {
+                let what = format!("{name} m={m} n={n} k={k} tr={tr}");
+                check(got, &tight, &oracle, &sums, rl, &what);
+            }
         }
     }
 
