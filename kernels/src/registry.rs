@@ -84,21 +84,21 @@ pub const NF4_ABSMAX_DECODE_F32: EntrySpec = EntrySpec {
     params: 6,
 };
 /// Entry `nf4_gemm_bf16_f32_skinny(x, ldx, y, packed, absmax, q8, nested, map, offset, dq, M, N,
-/// K)`.
+/// K, out_bf16)`.
 pub const NF4_GEMM_BF16_F32_SKINNY: EntrySpec = EntrySpec {
     name: "nf4_gemm_bf16_f32_skinny",
-    params: 13,
+    params: 14,
 };
-/// Entry `nf4_gemm_bf16_f32_tc(a, lda, out, packed, absmax, M, N, K, transposed)`.
+/// Entry `nf4_gemm_bf16_f32_tc(a, lda, out, packed, absmax, M, N, K, transposed, out_bf16)`.
 pub const NF4_GEMM_BF16_F32_TC: EntrySpec = EntrySpec {
     name: "nf4_gemm_bf16_f32_tc",
-    params: 9,
+    params: 10,
 };
 
-/// Entry `nf4_gemm_bf16_f32_skinny_t(dy, lddy, dx, packed, absmax, M, N, K)`.
+/// Entry `nf4_gemm_bf16_f32_skinny_t(dy, lddy, dx, packed, absmax, M, N, K, out_bf16)`.
 pub const NF4_GEMM_BF16_F32_SKINNY_T: EntrySpec = EntrySpec {
     name: "nf4_gemm_bf16_f32_skinny_t",
-    params: 8,
+    params: 9,
 };
 
 /// Every embedded PTX module, in `ModuleId` order (`ALL[id.index()].id == id`).

@@ -17,7 +17,7 @@ mod common;
 use brainstacks_kernels::cast::cpu::{bf16_bits_to_f32, f32_to_bf16_bits};
 use brainstacks_kernels::launch::{CudaSlice, GpuContext, GpuError};
 use brainstacks_kernels::nf4::cuda::{
-    Nf4Scales, Nf4Weight, nf4_decode_absmax, nf4_dequantize, nf4_matmul, nf4_matmul_skinny,
+    Nf4Out, Nf4Scales, Nf4Weight, nf4_decode_absmax, nf4_dequantize, nf4_matmul, nf4_matmul_skinny,
     nf4_matmul_tc, nf4_matmul_transposed, nf4_matmul_transposed_skinny, nf4_matmul_transposed_tc,
 };
 use brainstacks_kernels::nf4::{
@@ -223,6 +223,20 @@ fn compare(
     Ok(())
 }
 
+/// The bf16 output variant stores exactly the f32 result rounded to nearest even (same kernel,
+/// fixed reduction order, so the f32 run is the reference bit for bit).
+fn same_as_rounded(f32_out: &[f32], bf16_out: &[u16], what: &str) -> Result<(), TestCaseError> {
+    if let Some(i) = (0..f32_out.len()).find(|&i| bf16_out[i] != f32_to_bf16_bits(f32_out[i])) {
+        return Err(TestCaseError::fail(format!(
+            "{what}: output {i}: bf16 bits {:#06x}, f32 result {} rounds to {:#06x}",
+            bf16_out[i],
+            f32_out[i],
+            f32_to_bf16_bits(f32_out[i])
+        )));
+    }
+    Ok(())
+}
+
 #[test]
 fn dequantize_and_absmax_decode_are_bit_exact() {
     let Some(g) = gpu() else { return };
@@ -303,13 +317,16 @@ fn matmul_matches_f64_oracle() {
                 let x = g.htod(&xb).unwrap();
                 let mut y = g.htod(&vec![f32::NAN; m * n]).unwrap();
                 let w = d.weight(dq);
-                match path {
-                    Path::Skinny => nf4_matmul_skinny(g, &x, m, ldx, &w, &mut y),
-                    Path::Tc => nf4_matmul_tc(g, &x, m, ldx, &w, &mut y),
-                    Path::Dispatch => nf4_matmul(g, &x, m, ldx, &w, &mut y),
-                }
-                .unwrap();
+                let run = |out: Nf4Out| match path {
+                    Path::Skinny => nf4_matmul_skinny(g, &x, m, ldx, &w, out),
+                    Path::Tc => nf4_matmul_tc(g, &x, m, ldx, &w, out),
+                    Path::Dispatch => nf4_matmul(g, &x, m, ldx, &w, out),
+                };
+                run(Nf4Out::F32(&mut y)).unwrap();
                 let got = g.dtoh(&y).unwrap();
+                let mut yb = g.htod(&vec![NAN_BF16; m * n]).unwrap();
+                run(Nf4Out::Bf16(&mut yb)).unwrap();
+                same_as_rounded(&got, &g.dtoh(&yb).unwrap(), &format!("{path:?} bf16 out"))?;
                 let wdense = if dq {
                     dequant_on(&h.q, &h.dq_absmax)
                 } else {
@@ -363,13 +380,20 @@ fn transposed_matches_f64_oracle() {
                 let dy = g.htod(&yb).unwrap();
                 let mut dx = g.htod(&vec![f32::NAN; m * k]).unwrap();
                 let w = d.weight(dq);
-                match path {
-                    Path::Skinny => nf4_matmul_transposed_skinny(g, &dy, m, lddy, &w, &mut dx),
-                    Path::Tc => nf4_matmul_transposed_tc(g, &dy, m, lddy, &w, &mut dx),
-                    Path::Dispatch => nf4_matmul_transposed(g, &dy, m, lddy, &w, &mut dx),
-                }
-                .unwrap();
+                let run = |out: Nf4Out| match path {
+                    Path::Skinny => nf4_matmul_transposed_skinny(g, &dy, m, lddy, &w, out),
+                    Path::Tc => nf4_matmul_transposed_tc(g, &dy, m, lddy, &w, out),
+                    Path::Dispatch => nf4_matmul_transposed(g, &dy, m, lddy, &w, out),
+                };
+                run(Nf4Out::F32(&mut dx)).unwrap();
                 let got = g.dtoh(&dx).unwrap();
+                let mut dxb = g.htod(&vec![NAN_BF16; m * k]).unwrap();
+                run(Nf4Out::Bf16(&mut dxb)).unwrap();
+                same_as_rounded(
+                    &got,
+                    &g.dtoh(&dxb).unwrap(),
+                    &format!("transposed {path:?} bf16 out"),
+                )?;
                 let wdense = if dq {
                     dequant_on(&h.q, &h.dq_absmax)
                 } else {
@@ -423,11 +447,14 @@ fn k_not_multiple_of_64_is_rejected() {
     let mut dx = g.alloc_zeros::<f32>(m * k).unwrap();
     let dy = g.htod(&vec![0u16; m * n]).unwrap();
     assert_invalid_k(nf4_dequantize(g, &w, &mut wd), "dequantize");
-    assert_invalid_k(nf4_matmul(g, &x, m, k, &w, &mut y), "matmul");
-    assert_invalid_k(nf4_matmul_skinny(g, &x, m, k, &w, &mut y), "skinny");
-    assert_invalid_k(nf4_matmul_tc(g, &x, m, k, &w, &mut y), "tc");
+    assert_invalid_k(nf4_matmul(g, &x, m, k, &w, Nf4Out::F32(&mut y)), "matmul");
     assert_invalid_k(
-        nf4_matmul_transposed(g, &dy, m, n, &w, &mut dx),
+        nf4_matmul_skinny(g, &x, m, k, &w, Nf4Out::F32(&mut y)),
+        "skinny",
+    );
+    assert_invalid_k(nf4_matmul_tc(g, &x, m, k, &w, Nf4Out::F32(&mut y)), "tc");
+    assert_invalid_k(
+        nf4_matmul_transposed(g, &dy, m, n, &w, Nf4Out::F32(&mut dx)),
         "transposed",
     );
 }
@@ -443,35 +470,35 @@ fn shape_errors_and_empty_work() {
     // Wrong output length, stride below the row length, skinny with m > 16 or an odd stride.
     let mut bad = g.alloc_zeros::<f32>(5).unwrap();
     assert!(matches!(
-        nf4_matmul(g, &x, 2, 64, &w, &mut bad),
+        nf4_matmul(g, &x, 2, 64, &w, Nf4Out::F32(&mut bad)),
         Err(GpuError::Invalid { .. })
     ));
     assert!(matches!(
-        nf4_matmul(g, &x, 2, 63, &w, &mut y),
+        nf4_matmul(g, &x, 2, 63, &w, Nf4Out::F32(&mut y)),
         Err(GpuError::Invalid { .. })
     ));
     assert!(matches!(
-        nf4_matmul(g, &x, 3, 64, &w, &mut y),
+        nf4_matmul(g, &x, 3, 64, &w, Nf4Out::F32(&mut y)),
         Err(GpuError::Invalid { .. })
     ));
     let x17 = g.htod(&vec![0u16; 17 * 64]).unwrap();
     let mut y17 = g.alloc_zeros::<f32>(17 * 3).unwrap();
     assert!(matches!(
-        nf4_matmul_skinny(g, &x17, 17, 64, &w, &mut y17),
+        nf4_matmul_skinny(g, &x17, 17, 64, &w, Nf4Out::F32(&mut y17)),
         Err(GpuError::Invalid { .. })
     ));
     let x65 = g.htod(&vec![0u16; 65 + 64]).unwrap();
     assert!(matches!(
-        nf4_matmul_skinny(g, &x65, 2, 65, &w, &mut y),
+        nf4_matmul_skinny(g, &x65, 2, 65, &w, Nf4Out::F32(&mut y)),
         Err(GpuError::Invalid { .. })
     ));
     // The dispatcher sends an odd stride to the tile kernel instead.
-    nf4_matmul(g, &x65, 2, 65, &w, &mut y).unwrap();
+    nf4_matmul(g, &x65, 2, 65, &w, Nf4Out::F32(&mut y)).unwrap();
     // Empty work succeeds without launching.
     let empty = g.alloc_zeros::<u16>(0).unwrap();
     let mut y0 = g.alloc_zeros::<f32>(0).unwrap();
-    nf4_matmul(g, &empty, 0, 64, &w, &mut y0).unwrap();
-    nf4_matmul_transposed(g, &empty, 0, 3, &w, &mut y0).unwrap();
+    nf4_matmul(g, &empty, 0, 64, &w, Nf4Out::F32(&mut y0)).unwrap();
+    nf4_matmul_transposed(g, &empty, 0, 3, &w, Nf4Out::F32(&mut y0)).unwrap();
 }
 
 /// Mean seconds per call of `f` over `iters` calls after 3 warm-up calls (stream synchronised
@@ -537,7 +564,9 @@ fn nf4_h100_performance_targets() {
         let (xb, _) = activations(m, k, k, 3);
         let x = g.htod(&xb).unwrap();
         let mut y = g.alloc_zeros::<f32>(m * n).unwrap();
-        let t = time_it(g, 50, || nf4_matmul(g, &x, m, k, &w, &mut y).unwrap());
+        let t = time_it(g, 50, || {
+            nf4_matmul(g, &x, m, k, &w, Nf4Out::F32(&mut y)).unwrap()
+        });
         let bw = weight_bytes / t;
         println!(
             "skinny M={m}: {:.1} us, weight stream {:.0} GB/s = {:.0}% of copy",
@@ -552,7 +581,7 @@ fn nf4_h100_performance_targets() {
         let dy = g.htod(&yb).unwrap();
         let mut dx = g.alloc_zeros::<f32>(16 * k).unwrap();
         let t = time_it(g, 50, || {
-            nf4_matmul_transposed(g, &dy, 16, n, &w, &mut dx).unwrap()
+            nf4_matmul_transposed(g, &dy, 16, n, &w, Nf4Out::F32(&mut dx)).unwrap()
         });
         println!(
             "transposed skinny M=16: {:.1} us, weight stream {:.0} GB/s",
@@ -564,7 +593,9 @@ fn nf4_h100_performance_targets() {
     let (xb, _) = activations(m, k, k, 4);
     let x = g.htod(&xb).unwrap();
     let mut y = g.alloc_zeros::<f32>(m * n).unwrap();
-    let t = time_it(g, 5, || nf4_matmul(g, &x, m, k, &w, &mut y).unwrap());
+    let t = time_it(g, 5, || {
+        nf4_matmul(g, &x, m, k, &w, Nf4Out::F32(&mut y)).unwrap()
+    });
     let flops = 2.0 * (m * n * k) as f64;
     println!(
         "tile M={m}: {:.0} us, {:.0} TFLOP/s",
@@ -572,7 +603,7 @@ fn nf4_h100_performance_targets() {
         flops / t / 1e12
     );
     let t = time_it(g, 5, || {
-        nf4_matmul_transposed(g, &x, m, n, &w, &mut y).unwrap()
+        nf4_matmul_transposed(g, &x, m, n, &w, Nf4Out::F32(&mut y)).unwrap()
     });
     println!(
         "transposed M={m}: {:.0} us, {:.0} TFLOP/s",

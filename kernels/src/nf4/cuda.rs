@@ -2,7 +2,7 @@
 //! order. bf16 activations are `CudaSlice<u16>` (raw bits); see the module docs ("GPU kernels")
 //! for the math, the shapes and the precision.
 
-use crate::launch::{CudaSlice, GpuContext, GpuError, LaunchConfig, grid_1d};
+use crate::launch::{CudaSlice, GpuContext, GpuError, Launch, LaunchConfig, grid_1d};
 use crate::registry::{
     ModuleId, NF4_ABSMAX_DECODE_F32, NF4_DEQUANT_F32, NF4_GEMM_BF16_F32_SKINNY,
     NF4_GEMM_BF16_F32_SKINNY_T, NF4_GEMM_BF16_F32_TC,
@@ -33,6 +33,38 @@ pub struct Nf4Weight<'a> {
     pub scales: Nf4Scales<'a>,
     pub n: usize,
     pub k: usize,
+}
+
+/// Where a product goes: `f32`, or bf16 (raw `u16` bits), the f32 result rounded to nearest even.
+pub enum Nf4Out<'a> {
+    F32(&'a mut CudaSlice<f32>),
+    Bf16(&'a mut CudaSlice<u16>),
+}
+
+impl Nf4Out<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Nf4Out::F32(y) => y.len(),
+            Nf4Out::Bf16(y) => y.len(),
+        }
+    }
+
+    /// The kernels' `out_bf16` parameter.
+    fn bf16_flag(&self) -> u32 {
+        u32::from(matches!(self, Nf4Out::Bf16(_)))
+    }
+}
+
+/// Pushes the output buffer argument.
+fn push_out<'a>(l: &mut Launch<'a>, out: Nf4Out<'a>) {
+    match out {
+        Nf4Out::F32(y) => {
+            l.arg(y);
+        }
+        Nf4Out::Bf16(y) => {
+            l.arg(y);
+        }
+    }
 }
 
 fn invalid(op: &'static str, msg: String) -> GpuError {
@@ -246,14 +278,15 @@ pub fn nf4_decode_absmax(
 }
 
 /// `y = x W^T` through the skinny kernel: `x` bf16 `[m, k]` with row stride `ldx` (a multiple of
-/// 8), `m <= 16`, `y` f32 `[m, n]` dense. Both scale forms. Public so tests can force this path.
+/// 8), `m <= 16`, `y` `[m, n]` dense (f32 or bf16). Both scale forms. Public so tests can force
+/// this path.
 pub fn nf4_matmul_skinny(
     gpu: &GpuContext,
     x: &CudaSlice<u16>,
     m: usize,
     ldx: usize,
     w: &Nf4Weight,
-    y: &mut CudaSlice<f32>,
+    y: Nf4Out<'_>,
 ) -> Result<(), GpuError> {
     const OP: &str = "nf4_matmul_skinny";
     let (n, k) = check_weight(OP, w)?;
@@ -283,6 +316,7 @@ pub fn nf4_matmul_skinny(
     if m == 0 || n == 0 {
         return Ok(());
     }
+    let obf = y.bf16_flag();
     let f = gpu.function(ModuleId::Nf4, &NF4_GEMM_BF16_F32_SKINNY)?;
     let cfg = LaunchConfig {
         grid_dim: (n.div_ceil(32), 1, 1),
@@ -293,18 +327,17 @@ pub fn nf4_matmul_skinny(
     let (absmax, codes, nested, map, offset, dq) = scale_args(w);
     let mut l = gpu.launch(&f, &NF4_GEMM_BF16_F32_SKINNY);
     // nf4_gemm_bf16_f32_skinny(x, ldx .u64, y, packed, absmax, q8, nested, map, offset .f32,
-    //                          dq .u32, M .u32, N .u32, K .u32)
-    l.arg(x)
-        .arg(&ldx)
-        .arg(&mut *y)
-        .arg(w.packed)
+    //                          dq .u32, M .u32, N .u32, K .u32, out_bf16 .u32)
+    l.arg(x).arg(&ldx);
+    push_out(&mut l, y);
+    l.arg(w.packed)
         .arg(absmax)
         .arg(codes)
         .arg(nested)
         .arg(map)
         .arg(&offset)
         .arg(&dq);
-    l.arg(&m).arg(&n).arg(&k);
+    l.arg(&m).arg(&n).arg(&k).arg(&obf);
     // SAFETY: arguments match the .param list; x covers (m-1)*ldx+k elements, y m*n, the weight
     // buffers their N*K shapes (checked above); the kernel reads x rows < m and k < K only.
     unsafe { l.launch(cfg) }
@@ -340,7 +373,7 @@ fn launch_tc(
     m: usize,
     lda: usize,
     w: &Nf4Weight,
-    out: &mut CudaSlice<f32>,
+    out: Nf4Out<'_>,
     transposed: bool,
 ) -> Result<(), GpuError> {
     let (n, k) = check_weight(op, w)?;
@@ -373,19 +406,19 @@ fn launch_tc(
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
-    let (lda, tr) = (lda as u64, u32::from(transposed));
+    let (lda, tr, obf) = (lda as u64, u32::from(transposed), out.bf16_flag());
     let mut l = gpu.launch(&f, &NF4_GEMM_BF16_F32_TC);
     // nf4_gemm_bf16_f32_tc(a, lda .u64, out, packed, absmax, M .u32, N .u32, K .u32,
-    //                      transposed .u32)
-    l.arg(a)
-        .arg(&lda)
-        .arg(&mut *out)
-        .arg(w.packed)
+    //                      transposed .u32, out_bf16 .u32)
+    l.arg(a).arg(&lda);
+    push_out(&mut l, out);
+    l.arg(w.packed)
         .arg(absmax)
         .arg(&m32)
         .arg(&n)
         .arg(&k)
-        .arg(&tr);
+        .arg(&tr)
+        .arg(&obf);
     // SAFETY: arguments match the .param list; a covers (m-1)*lda + R elements, out m*C, the
     // weight buffers their N*K shapes (checked above); the kernel predicates every access on
     // m < M, reduction index < R, column < C.
@@ -401,20 +434,20 @@ pub fn nf4_matmul_tc(
     m: usize,
     ldx: usize,
     w: &Nf4Weight,
-    y: &mut CudaSlice<f32>,
+    y: Nf4Out<'_>,
 ) -> Result<(), GpuError> {
     launch_tc(gpu, "nf4_matmul_tc", x, m, ldx, w, y, false)
 }
 
-/// `y [m, n] = x [m, k] W^T` (f32 out, f32 accumulation), dispatching by `m`: the skinny kernel
-/// for `m <= 16` when `ldx % 8 == 0`, the tensor-core tile kernel otherwise.
+/// `y [m, n] = x [m, k] W^T` (f32 accumulation; f32 or bf16 out), dispatching by `m`: the skinny
+/// kernel for `m <= 16` when `ldx % 8 == 0`, the tensor-core tile kernel otherwise.
 pub fn nf4_matmul(
     gpu: &GpuContext,
     x: &CudaSlice<u16>,
     m: usize,
     ldx: usize,
     w: &Nf4Weight,
-    y: &mut CudaSlice<f32>,
+    y: Nf4Out<'_>,
 ) -> Result<(), GpuError> {
     if m <= NF4_GPU_SKINNY_MAX_M && ldx.is_multiple_of(8) {
         nf4_matmul_skinny(gpu, x, m, ldx, w, y)
@@ -432,7 +465,7 @@ pub fn nf4_matmul_transposed_skinny(
     m: usize,
     lddy: usize,
     w: &Nf4Weight,
-    dx: &mut CudaSlice<f32>,
+    dx: Nf4Out<'_>,
 ) -> Result<(), GpuError> {
     const OP: &str = "nf4_matmul_transposed_skinny";
     let (n, k) = check_weight(OP, w)?;
@@ -455,17 +488,18 @@ pub fn nf4_matmul_transposed_skinny(
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
-    let (lddy, m) = (lddy as u64, m as u32);
+    let (lddy, m, obf) = (lddy as u64, m as u32, dx.bf16_flag());
     let mut l = gpu.launch(&f, &NF4_GEMM_BF16_F32_SKINNY_T);
-    // nf4_gemm_bf16_f32_skinny_t(dy, lddy .u64, dx, packed, absmax, M .u32, N .u32, K .u32)
-    l.arg(dy)
-        .arg(&lddy)
-        .arg(&mut *dx)
-        .arg(w.packed)
+    // nf4_gemm_bf16_f32_skinny_t(dy, lddy .u64, dx, packed, absmax, M .u32, N .u32, K .u32,
+    //                            out_bf16 .u32)
+    l.arg(dy).arg(&lddy);
+    push_out(&mut l, dx);
+    l.arg(w.packed)
         .arg(absmax)
         .arg(&m)
         .arg(&n)
-        .arg(&k);
+        .arg(&k)
+        .arg(&obf);
     // SAFETY: arguments match the .param list; dy covers (m-1)*lddy + n elements, dx m*k, the
     // weight buffers their N*K shapes (checked above); the kernel predicates rows < M, n < N.
     unsafe { l.launch(cfg) }
@@ -479,13 +513,13 @@ pub fn nf4_matmul_transposed_tc(
     m: usize,
     lddy: usize,
     w: &Nf4Weight,
-    dx: &mut CudaSlice<f32>,
+    dx: Nf4Out<'_>,
 ) -> Result<(), GpuError> {
     launch_tc(gpu, "nf4_matmul_transposed_tc", dy, m, lddy, w, dx, true)
 }
 
 /// `dx [m, k] = dy [m, n] W` (the backward product through a frozen NF4 base): `dy` bf16 with row
-/// stride `lddy >= n`, `dx` f32 dense, f32 accumulation. Dispatches by `m`: the skinny transposed
+/// stride `lddy >= n`, `dx` dense (f32 or bf16), f32 accumulation. Dispatches by `m`: the skinny transposed
 /// kernel for `m <= 16`, the tile kernel otherwise.
 pub fn nf4_matmul_transposed(
     gpu: &GpuContext,
@@ -493,7 +527,7 @@ pub fn nf4_matmul_transposed(
     m: usize,
     lddy: usize,
     w: &Nf4Weight,
-    dx: &mut CudaSlice<f32>,
+    dx: Nf4Out<'_>,
 ) -> Result<(), GpuError> {
     if m <= NF4_GPU_SKINNY_MAX_M {
         nf4_matmul_transposed_skinny(gpu, dy, m, lddy, w, dx)

@@ -53,20 +53,21 @@ HEADER = r"""//
 //       out[b] = map[q8[b]] * nested[b >> 8] + offset. mirrors double_quant::dequantize_absmax.
 //       1-D grid-stride, block 256.
 //
-//   nf4_gemm_bf16_f32_skinny(x [bf16], ldx .u64, y [f32], packed, absmax, q8, nested, map,
-//                            offset .f32, dq .u32, M .u32, N .u32, K .u32)               13 params
+//   nf4_gemm_bf16_f32_skinny(x [bf16], ldx .u64, y [f32|bf16], packed, absmax, q8, nested, map,
+//                            offset .f32, dq .u32, M .u32, N .u32, K .u32, out_bf16 .u32)
+//                                                                                       14 params
 //       y[m, n] = sum_k x[m*ldx + k] * bf16(W[n, k]), M <= 16, f32 accumulation, y [M, N] dense.
 //       Requires ldx % 8 == 0 (16-byte x loads) and N*K/64 < 2^32 - 1 (32-bit scale indices;
 //       the launcher checks both). Both absmax forms. Grid (ceil(N/32), 1, 1), block 256
 //       (8 warps), static smem 32768 B. See the block comment above the entry for the mapping.
 //
-//   nf4_gemm_bf16_f32_skinny_t(dy [bf16], lddy .u64, dx [f32], packed, absmax [f32], M .u32,
-//                              N .u32, K .u32)                                          8 params
+//   nf4_gemm_bf16_f32_skinny_t(dy [bf16], lddy .u64, dx [f32|bf16], packed, absmax [f32],
+//                              M .u32, N .u32, K .u32, out_bf16 .u32)                   9 params
 //       dx[m, k] = sum_n dy[m*lddy + n] * bf16(W[n, k]), M <= 16, dx [M, K] dense; any lddy >= N;
 //       f32 absmax only. Grid (K/64, 1, 1), block 256, static smem 32832 B.
 //
-//   nf4_gemm_bf16_f32_tc(a [bf16], lda .u64, out [f32], packed, absmax [f32], M .u32, N .u32,
-//                        K .u32, transposed .u32)                                        9 params
+//   nf4_gemm_bf16_f32_tc(a [bf16], lda .u64, out [f32|bf16], packed, absmax [f32], M .u32,
+//                        N .u32, K .u32, transposed .u32, out_bf16 .u32)               10 params
 //       transposed = 0: out[m, n] = sum_k a[m*lda + k] * bf16(W[n, k])      (y = x W^T, [M, N])
 //       transposed = 1: out[m, k] = sum_n a[m*lda + n] * bf16(W[n, k])      (dX = dY W, [M, K])
 //       f32 absmax only (the launcher decodes double-quantized absmax first). Any lda >= the
@@ -76,6 +77,9 @@ HEADER = r"""//
 //
 // Launch geometry: as listed per entry above (block 256 everywhere, .maxntid 256; static shared
 // memory only; grids are computed by nf4/cuda.rs).
+//
+// Output dtype (the three matmul entries): out_bf16 = 0 stores the f32 result; out_bf16 != 0
+// stores bf16(result) (cvt.rn: round to nearest even) into a u16 buffer of the same shape.
 //
 // mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 fragment layout (PTX ISA, "Matrix
 // Fragments for mma.m16n8k16"), lane = 4*g + t (g = lane >> 2, t = lane & 3), each .b32 register
@@ -124,6 +128,25 @@ def lut_init(lut_sym, tid="%r_tid"):
 LUT_REGS = """    .reg .pred  %p_lut;
     .reg .b32   %r_lutv, %r_luta;
     .reg .b64   %rd_lut, %rd_lut2;"""
+
+
+OUT_REGS = """    .reg .pred  %p_bf, %p_nbf, %p_st;
+    .reg .b32   %r_obf;
+    .reg .b16   %h_o;
+    .reg .b64   %rd_o;"""
+
+
+def store_out(val, idx_rd, base_rd, pred):
+    """Under `pred`: out[idx] = val (f32), or bf16(val) (cvt.rn, round to nearest even) with %p_bf."""
+    emit(f"    and.pred        %p_st, {pred}, %p_bf;")
+    emit(f"    shl.b64         %rd_o, {idx_rd}, 1;")
+    emit(f"    add.u64         %rd_o, {base_rd}, %rd_o;")
+    emit(f"    cvt.rn.bf16.f32 %h_o, {val};")
+    emit("    @%p_st st.global.b16 [%rd_o], %h_o;")
+    emit(f"    and.pred        %p_st, {pred}, %p_nbf;")
+    emit(f"    shl.b64         %rd_o, {idx_rd}, 2;")
+    emit(f"    add.u64         %rd_o, {base_rd}, %rd_o;")
+    emit(f"    @%p_st st.global.f32 [%rd_o], {val};")
 
 
 def decode_val(dst_f, word, bitpos, amax, lutbase, tmp):
@@ -348,7 +371,8 @@ emit(f""".visible .entry nf4_gemm_bf16_f32_skinny(
     .param .u32 {P}dq,
     .param .u32 {P}M,
     .param .u32 {P}N,
-    .param .u32 {P}K
+    .param .u32 {P}K,
+    .param .u32 {P}out_bf16
 )
 .maxntid 256, 1, 1
 {{
@@ -361,6 +385,10 @@ emit(f""".visible .entry nf4_gemm_bf16_f32_skinny(
     .reg .f32   %sc<16>, %acc<16>, %tmp<4>, %fz, %f_off, %f_m, %f_n, %f_s, %f_v, %f_c0, %f_c1;
     .reg .b64   %rd_x, %rd_ldx, %rd_y, %rd_packed, %rd_absmax, %rd_q8, %rd_nested, %rd_map,
                 %rd_t, %rd_u, %rd_code;
+    .reg .pred  %p_bf, %p_nbf, %p_st;
+    .reg .b32   %r_obf;
+    .reg .b16   %h_o;
+    .reg .b64   %rd_o;
 
     ld.param.u64    %rd_x, [{P}x];
     ld.param.u64    %rd_ldx, [{P}ldx];
@@ -375,6 +403,9 @@ emit(f""".visible .entry nf4_gemm_bf16_f32_skinny(
     ld.param.u32    %r_M, [{P}M];
     ld.param.u32    %r_N, [{P}N];
     ld.param.u32    %r_K, [{P}K];
+    ld.param.u32    %r_obf, [{P}out_bf16];
+    setp.ne.u32     %p_bf, %r_obf, 0;                 // bf16 output
+    not.pred        %p_nbf, %p_bf;
     cvta.to.global.u64 %rd_x, %rd_x;
     cvta.to.global.u64 %rd_y, %rd_y;
     cvta.to.global.u64 %rd_packed, %rd_packed;
@@ -559,9 +590,7 @@ for half in range(2):
     emit("    mul.wide.u32    %rd_t, %r_m, %r_N;")
     emit("    cvt.u64.u32     %rd_u, %r_n;")
     emit("    add.u64         %rd_t, %rd_t, %rd_u;")
-    emit("    shl.b64         %rd_t, %rd_t, 2;")
-    emit("    add.u64         %rd_t, %rd_y, %rd_t;")
-    emit("    @%p st.global.f32 [%rd_t], %f_s;")
+    store_out("%f_s", "%rd_t", "%rd_y", "%p")
 emit("""    ret;
 }
 """)
@@ -612,7 +641,8 @@ emit(f""".visible .entry nf4_gemm_bf16_f32_tc(
     .param .u32 {P}M,
     .param .u32 {P}N,
     .param .u32 {P}K,
-    .param .u32 {P}transposed
+    .param .u32 {P}transposed,
+    .param .u32 {P}out_bf16
 )
 .maxntid 256, 1, 1
 {{
@@ -629,6 +659,7 @@ emit(f""".visible .entry nf4_gemm_bf16_f32_tc(
     .reg .f32   %c<64>, %am, %f_e, %f_o;
     .reg .b64   %rd_a, %rd_lda, %rd_out, %rd_packed, %rd_absmax, %rd_t, %rd_u;""")
 emit(LUT_REGS)
+emit(OUT_REGS)
 emit(f"""
     ld.param.u64    %rd_a, [{P}a];
     ld.param.u64    %rd_lda, [{P}lda];
@@ -638,6 +669,9 @@ emit(f"""
     ld.param.u32    %r_M, [{P}M];
     ld.param.u32    %r_N, [{P}N];
     ld.param.u32    %r_K, [{P}K];
+    ld.param.u32    %r_obf, [{P}out_bf16];
+    setp.ne.u32     %p_bf, %r_obf, 0;                 // bf16 output
+    not.pred        %p_nbf, %p_bf;
     ld.param.u32    %r_tr, [{P}transposed];
     cvta.to.global.u64 %rd_a, %rd_a;
     cvta.to.global.u64 %rd_out, %rd_out;
@@ -822,8 +856,6 @@ for mt in range(4):
         emit(f"    add.u32         %r_m, %r_m, {16*mt + 8*hr};")
         emit("    setp.lt.u32     %p_row, %r_m, %r_M;")
         emit("    mul.wide.u32    %rd_t, %r_m, %r_C;")
-        emit("    shl.b64         %rd_t, %rd_t, 2;")
-        emit("    add.u64         %rd_t, %rd_out, %rd_t;")
         for nt in range(4):
             for e in range(2):
                 reg = (mt * 4 + nt) * 4 + 2 * hr + e
@@ -832,9 +864,9 @@ for mt in range(4):
                 emit(f"    add.u32         %r_col, %r_col, {8*nt + e};")
                 emit("    setp.lt.u32     %p, %r_col, %r_C;")
                 emit("    and.pred        %p, %p, %p_row;")
-                emit("    mul.wide.u32    %rd_u, %r_col, 4;")
+                emit("    cvt.u64.u32     %rd_u, %r_col;")
                 emit("    add.u64         %rd_u, %rd_t, %rd_u;")
-                emit(f"    @%p st.global.f32 [%rd_u], %c{reg};")
+                store_out(f"%c{reg}", "%rd_u", "%rd_out", "%p")
 emit("""    ret;
 }""")
 
@@ -870,7 +902,8 @@ emit(f""".visible .entry nf4_gemm_bf16_f32_skinny_t(
     .param .u64 {P}absmax,
     .param .u32 {P}M,
     .param .u32 {P}N,
-    .param .u32 {P}K
+    .param .u32 {P}K,
+    .param .u32 {P}out_bf16
 )
 .maxntid 256, 1, 1
 {{
@@ -885,6 +918,7 @@ emit(f""".visible .entry nf4_gemm_bf16_f32_skinny_t(
     .reg .f32   %am<4>, %acc<32>, %f_e, %f_o, %f_s, %f_v;
     .reg .b64   %rd_dy, %rd_lddy, %rd_dx, %rd_packed, %rd_absmax, %rd_t, %rd_u;""")
 emit(LUT_REGS)
+emit(OUT_REGS)
 emit(f"""
     ld.param.u64    %rd_dy, [{P}dy];
     ld.param.u64    %rd_lddy, [{P}lddy];
@@ -894,6 +928,9 @@ emit(f"""
     ld.param.u32    %r_M, [{P}M];
     ld.param.u32    %r_N, [{P}N];
     ld.param.u32    %r_K, [{P}K];
+    ld.param.u32    %r_obf, [{P}out_bf16];
+    setp.ne.u32     %p_bf, %r_obf, 0;                 // bf16 output
+    not.pred        %p_nbf, %p_bf;
     cvta.to.global.u64 %rd_dy, %rd_dy;
     cvta.to.global.u64 %rd_dx, %rd_dx;
     cvta.to.global.u64 %rd_packed, %rd_packed;
@@ -1008,9 +1045,7 @@ for q in range(4):
     emit("    add.u32         %r_x, %r_kb, %r_kk;")
     emit("    cvt.u64.u32     %rd_u, %r_x;")
     emit("    add.u64         %rd_t, %rd_t, %rd_u;")
-    emit("    shl.b64         %rd_t, %rd_t, 2;")
-    emit("    add.u64         %rd_t, %rd_dx, %rd_t;")
-    emit("    @%p st.global.f32 [%rd_t], %f_s;")
+    store_out("%f_s", "%rd_t", "%rd_dx", "%p")
 emit("""    ret;
 }
 """)

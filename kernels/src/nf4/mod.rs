@@ -63,7 +63,8 @@
 //! one 64-wide piece of one weight row: `absmax[n * K/64 + k/64]`. Scales are either `f32` (one
 //! per block) or double-quantized ([`double_quant`]: `u8` codes, one nested `f32` absmax per 256
 //! blocks, the 256-entry `f32` map, an `f32` offset). Outputs are `f32`, accumulated in `f32` in
-//! a fixed order (deterministic, no atomics). No bf16-output variant yet.
+//! a fixed order (deterministic, no atomics); every matmul launcher also writes bf16 instead
+//! (`cuda::Nf4Out::Bf16`: the same f32 result rounded to nearest even, bit for bit).
 //!
 //! * **Dequantize** (`nf4_dequantize`): `f32 [N*K]`, bit for bit [`cpu::dequantize_nf4`] (one
 //!   `f32` multiply per element), with either scale form; `nf4_decode_absmax` turns
