@@ -82,8 +82,8 @@
 //!   forms, decoded inline.
 //! * **Tensor core** (`nf4_matmul_tc`, any M, any row stride): CTA tile 128 x 128, reduction
 //!   stage 64; each stage decodes its 128 x 64 weight tile once into shared memory as bf16 and
-//!   feeds `mma.sync.m16n8k16` from there; a dequantized weight is never written to global
-//!   memory. `f32` scales only: with double-quantized scales the launcher first decodes them
+//!   feeds `mma.sync.m16n8k16` from there (`ldmatrix` fragments, activations staged with
+//!   `cp.async`); a dequantized weight is never written to global memory. `f32` scales only: with double-quantized scales the launcher first decodes them
 //!   into a temporary `f32` buffer (`N*K/64` floats, 1/8 of the packed bytes).
 //! * **Dispatch** (`nf4_matmul`): skinny for `M <= 16` with a row stride divisible by 8, tensor
 //!   core otherwise.
@@ -102,17 +102,26 @@
 //! weight once to bf16 (round to nearest even) from its exact `f32` value `code * absmax`; the
 //! skinny kernel uses `bf16(code)` and applies the `f32` absmax to each block's partial sum; in
 //! both the weight's relative error is `<= 2^-9`. The bf16 x bf16 products are exact in `f32`;
-//! accumulation is `f32`. Against the `f64` oracle on the
-//! `f32` weights ([`nf4_matmul_f64`], [`cpu::nf4_matmul_transposed_f64`]):
+//! accumulation is `f32`. Against the `f64` oracle on the `f32` weights ([`nf4_matmul_f64`],
+//! [`cpu::nf4_matmul_transposed_f64`]):
 //! `|gpu - oracle| <= (2^-8 + R * 2^-23) * sum_r |a_r| |w_r|`, `R` the reduction length: `2^-8`
 //! bounds the bf16 rounding of the weight (it is `<= 2^-9` relative), `R * 2^-23` generously
 //! bounds `f32` accumulation in any order (tensor cores may add partial sums in an order of their
 //! own). Dequantize is exact (bit for bit).
 //!
-//! Performance design targets (H100; unmeasured when written): skinny M = 1 at >= 80% of copy
-//! bandwidth and M = 16 at <= 16 us for 8192 x 8192; tile kernel at >= 0.85x dense bf16 cuBLAS
-//! for M = 4096. The tile kernel is a first version (single-buffered stages, plain shared loads,
-//! no `cp.async`/`ldmatrix`); the numbers must be measured before it is relied on.
+//! Performance (H100 targets of the issue, none measured yet: no GPU when this was written; the
+//! ignored test `nf4_h100_performance_targets` in `tests/gpu_nf4.rs` measures them):
+//! skinny M = 1 at >= 80% of copy bandwidth and M = 16 at <= 16 us for 8192 x 8192; tile kernel
+//! at >= 0.85x dense bf16 cuBLAS for M = 4096. Known limits of this first version:
+//! * the tile kernel uses `mma.sync` (no `wgmma`), single-buffered 64-wide stages (activations
+//!   by `cp.async`, fragments by `ldmatrix`), and re-decodes each weight tile once per 128-row M
+//!   tile; on H100 an `mma.sync` kernel is reported to top out near 75% of peak (see
+//!   `shared/spec/kernel-references.md` B), so the 0.85x cuBLAS target likely needs an `sm_90a`
+//!   `wgmma` variant;
+//! * the skinny kernel reads x from L1/L2 once per 32 output columns (for M = 16 that is twice
+//!   the packed weight's bytes, from cache); if M = 16 misses its target, share x between warps
+//!   through shared memory and split K across CTAs instead;
+//! * the small-M transposed path runs `K/64` CTAs (128 for K = 8192), one wave on an H100.
 
 pub mod cpu;
 #[cfg(feature = "cuda")]
