@@ -302,12 +302,12 @@ pub fn nf4_matmul_skinny(
             format!("x row stride {ldx} is not a multiple of 8 (16-byte loads; use nf4_matmul)"),
         ));
     }
-    if w.n * w.k / 64 >= u32::MAX as usize {
+    if w.n * w.k / 2 > u32::MAX as usize {
         return Err(invalid(
             OP,
             format!(
-                "N*K/64 = {} scale blocks exceed 32-bit indexing",
-                w.n * w.k / 64
+                "N*K/2 = {} packed bytes exceed the kernel's 32-bit offsets",
+                w.n * w.k / 2
             ),
         ));
     }

@@ -57,8 +57,8 @@ HEADER = r"""//
 //                            offset .f32, dq .u32, M .u32, N .u32, K .u32, out_bf16 .u32)
 //                                                                                       14 params
 //       y[m, n] = sum_k x[m*ldx + k] * bf16(W[n, k]), M <= 16, f32 accumulation, y [M, N] dense.
-//       Requires ldx % 8 == 0 (16-byte x loads) and N*K/64 < 2^32 - 1 (32-bit scale indices;
-//       the launcher checks both). Both absmax forms. Grid (ceil(N/32), 1, 1), block 256
+//       Requires ldx % 8 == 0 (16-byte x loads) and N*K/2 < 2^32 (32-bit byte offsets and scale
+//       indices; the launcher checks both). Both absmax forms. Grid (ceil(N/32), 1, 1), block 256
 //       (8 warps), static smem 32768 B. See the block comment above the entry for the mapping.
 //
 //   nf4_gemm_bf16_f32_skinny_t(dy [bf16], lddy .u64, dx [f32|bf16], packed, absmax [f32],
@@ -349,9 +349,10 @@ SKINNY_DOC = r"""// nf4_gemm_bf16_f32_skinny: y = x W^T for M <= 16 on tensor co
 //      (n*K + kseg)/2, 8-byte aligned) as words w[0..1]; byte 2s (word s>>1, bits 16*(s&1)..)
 //      gives b0, byte 2s+1 gives b1.
 //   Scales: the C fragment of a lane holds columns 2t and 2t+1 of the tile (c0, c2 and c1, c3),
-//      so the lane loads absmax for n0 + 8tt + 2t + e, e = 0, 1, block 2c + h (0 for a column
-//      >= N, which also cancels the code of the zero bytes loaded there).
-//   A sub-chunk past K (K % 128 == 64) loads nothing: zero x, zero scale.
+//      so the lane loads absmax for n0 + 8tt + 2t + e, e = 0, 1, block 2c + h (a column
+//      >= N is clamped to row N-1, like the B column: valid memory, finite values, never stored).
+//   A sub-chunk past K (K % 128 == 64, last superchunk) is skipped, loads and mma (the test
+//   is warp-uniform). x rows >= M are zero (registers zeroed once, loads predicated off).
 // Partials: lane writes acc[4tt + r] to red[warp][lane][4tt + r] (red reuses the table's shared
 // memory after a barrier); output (m, 8tt + j) comes from lane 4*(m & 7) + (j >> 1), register
 // 4tt + 2*(m >> 3) + (j & 1).
@@ -377,14 +378,14 @@ emit(f""".visible .entry nf4_gemm_bf16_f32_skinny(
 .maxntid 256, 1, 1
 {{
     .shared .align 16 .b8 sk_smem[32768];
-    .reg .pred  %p_dq, %p_kv, %p, %p_c;
+    .reg .pred  %p_dq, %p_kv, %p, %p_c, %p_r0, %p_r1;
     .reg .b32   %r_tid, %r_warp, %r_lane, %r_g, %r_t, %r_M, %r_N, %r_K, %r_dq, %r_kb, %r_nch,
                 %r_c, %r_kseg, %r_row, %r_n, %r_n0, %r_lb, %r_t0, %r_q, %r_b0, %r_b1, %r_blk,
                 %r_red, %r_o, %r_m, %r_nl, %r_src, %r_x, %r_e, %r_idx;
-    .reg .b32   %xa<16>, %xb<16>, %w<16>, %ro<8>;
+    .reg .b32   %xa<16>, %xb<16>, %w<16>, %ro<8>, %wr<4>, %r_nm1, %r_ks2;
     .reg .f32   %sc<16>, %acc<16>, %tmp<4>, %fz, %f_off, %f_m, %f_n, %f_s, %f_v, %f_c0, %f_c1;
     .reg .b64   %rd_x, %rd_ldx, %rd_y, %rd_packed, %rd_absmax, %rd_q8, %rd_nested, %rd_map,
-                %rd_t, %rd_u, %rd_code;
+                %rd_t, %rd_u, %rd_code, %rd_x0, %rd_x1;
     .reg .pred  %p_bf, %p_nbf, %p_st;
     .reg .b32   %r_obf;
     .reg .b16   %h_o;
@@ -444,93 +445,92 @@ for j in range(8):
     emit(f"    st.shared.v4.b32 [%r_x+{16*j}], {{%r_e, %r_e, %r_e, %r_e}};")
 emit("""    bar.sync        0;
     mad.lo.u32      %r_lb, %r_lane, 4, %r_lb;         // this lane's copy: table + 4*lane""")
-emit("    // ro[2tt + e] = n*(K/64) for scale column n = n0 + 8tt + 2t + e, or 0xFFFFFFFF if n >= N")
+emit("    // Loop invariants. Columns >= N are clamped to row N-1 (valid memory, finite values; those")
+emit("    // outputs are never stored), so the weight and scale loads need no predicate. x rows >= M")
+emit("    // stay zero (their loads are predicated off; mma rows are independent anyway).")
+emit("    sub.u32         %r_nm1, %r_N, 1;")
+emit("    shr.u32         %r_x, %r_K, 1;                    // bytes per weight row")
+for tt in range(4):
+    emit(f"    add.u32         %r_n, %r_n0, %r_g;")
+    emit(f"    add.u32         %r_n, %r_n, {8*tt};")
+    emit("    min.u32         %r_n, %r_n, %r_nm1;")
+    emit(f"    mul.lo.u32      %wr{tt}, %r_n, %r_x;              // B row byte offset, tile {tt}")
+emit("    // ro[2tt + e] = n*(K/64) for scale column n = min(n0 + 8tt + 2t + e, N-1)")
 for tt in range(4):
     for e in range(2):
         emit(f"    mad.lo.u32      %r_n, %r_t, 2, %r_n0;")
         emit(f"    add.u32         %r_n, %r_n, {8*tt + e};")
+        emit("    min.u32         %r_n, %r_n, %r_nm1;")
         emit(f"    mul.lo.u32      %ro{2*tt+e}, %r_n, %r_kb;")
-        emit("    setp.lt.u32     %p, %r_n, %r_N;")
-        emit(f"    selp.b32        %ro{2*tt+e}, %ro{2*tt+e}, 0xFFFFFFFF, %p;")
+for (rd, rowoff, pr) in (("%rd_x0", 0, "%p_r0"), ("%rd_x1", 8, "%p_r1")):
+    emit(f"    add.u32         %r_row, %r_g, {rowoff};")
+    emit(f"    setp.lt.u32     {pr}, %r_row, %r_M;")
+    emit("    cvt.u64.u32     %rd_t, %r_row;")
+    emit("    mul.lo.u64      %rd_t, %rd_t, %rd_ldx;")
+    emit("    shl.b64         %rd_t, %rd_t, 1;")
+    emit(f"    add.u64         {rd}, %rd_x, %rd_t;              // x row g+{rowoff}")
+for i in range(16):
+    emit(f"    mov.b32         %xa{i}, 0;")
+    emit(f"    mov.b32         %xb{i}, 0;")
 for i in range(16):
     emit(f"    mov.f32         %acc{i}, 0f00000000;")
 emit("""    mov.u32         %r_c, %r_warp;
 SK_CHUNK:
     setp.ge.u32     %p_c, %r_c, %r_nch;
-    @%p_c bra       SK_REDUCE;""")
+    @%p_c bra       SK_REDUCE;
+    // sub-chunk 1 exists unless K % 128 == 64 and this is the last superchunk (warp-uniform)
+    shl.b32         %r_x, %r_c, 7;
+    add.u32         %r_x, %r_x, 64;
+    setp.lt.u32     %p_kv, %r_x, %r_K;""")
 for h in range(2):
+    if h == 1:
+        emit("    @!%p_kv bra     SK_H1_LOADS_DONE;")
     emit(f"    // ---- sub-chunk {h}: block 2c + {h}, lane k = 128c + {64*h} + 16t .. +15")
     emit(f"    shl.b32         %r_blk, %r_c, 1;")
     emit(f"    add.u32         %r_blk, %r_blk, {h};")
     emit("    shl.b32         %r_kseg, %r_blk, 6;")
-    emit("    setp.lt.u32     %p_kv, %r_kseg, %r_K;")
     emit("    mad.lo.u32      %r_kseg, %r_t, 16, %r_kseg;")
-    for (regs, rowoff) in (("xa", 0), ("xb", 8)):
-        for i in range(8):
-            emit(f"    mov.b32         %{regs}{8*h+i}, 0;")
-        emit(f"    add.u32         %r_row, %r_g, {rowoff};")
-        emit("    setp.lt.u32     %p, %r_row, %r_M;")
-        emit("    and.pred        %p, %p, %p_kv;")
-        emit("    cvt.u64.u32     %rd_t, %r_row;")
-        emit("    mul.lo.u64      %rd_t, %rd_t, %rd_ldx;")
-        emit("    cvt.u64.u32     %rd_u, %r_kseg;")
-        emit("    add.u64         %rd_t, %rd_t, %rd_u;")
-        emit("    shl.b64         %rd_t, %rd_t, 1;")
-        emit("    add.u64         %rd_t, %rd_x, %rd_t;")
+    emit("    shr.u32         %r_ks2, %r_kseg, 1;")
+    for (regs, rd, pr) in (("xa", "%rd_x0", "%p_r0"), ("xb", "%rd_x1", "%p_r1")):
+        emit(f"    mad.wide.u32    %rd_t, %r_kseg, 2, {rd};")
         for q in range(2):
             r = ", ".join(f"%{regs}{8*h+4*q+i}" for i in range(4))
-            emit(f"    @%p ld.global.v4.b32 {{{r}}}, [%rd_t+{16*q}];")
+            emit(f"    @{pr} ld.global.v4.b32 {{{r}}}, [%rd_t+{16*q}];")
     for tt in range(4):
         w0, w1 = 4 * tt + 2 * h, 4 * tt + 2 * h + 1
-        emit(f"    // tile {tt}: B column n0 + {8*tt} + g, 8 packed bytes")
-        emit(f"    mov.b32         %w{w0}, 0;")
-        emit(f"    mov.b32         %w{w1}, 0;")
-        emit(f"    add.u32         %r_n, %r_n0, %r_g;")
-        emit(f"    add.u32         %r_n, %r_n, {8*tt};")
-        emit("    setp.lt.u32     %p, %r_n, %r_N;")
-        emit("    and.pred        %p, %p, %p_kv;")
-        emit("    mul.wide.u32    %rd_t, %r_n, %r_K;")
-        emit("    cvt.u64.u32     %rd_u, %r_kseg;")
-        emit("    add.u64         %rd_t, %rd_t, %rd_u;")
-        emit("    shr.u64         %rd_t, %rd_t, 1;")
-        emit("    add.u64         %rd_t, %rd_packed, %rd_t;")
-        emit(f"    @%p ld.global.nc.v2.b32 {{%w{w0}, %w{w1}}}, [%rd_t];")
+        emit(f"    // tile {tt}: 8 packed bytes of B column n0 + {8*tt} + g (clamped)")
+        emit(f"    add.u32         %r_idx, %wr{tt}, %r_ks2;")
+        emit("    mad.wide.u32    %rd_t, %r_idx, 1, %rd_packed;")
+        emit(f"    ld.global.nc.v2.b32 {{%w{w0}, %w{w1}}}, [%rd_t];")
     emit(f"    @%p_dq bra      SK_SC_DQ{h};")
     for tt in range(4):
         for e in range(2):
             sc = 4 * tt + 2 * h + e
-            emit(f"    mov.f32         %sc{sc}, 0f00000000;")
-            emit(f"    setp.ne.u32     %p, %ro{2*tt+e}, 0xFFFFFFFF;")
-            emit("    and.pred        %p, %p, %p_kv;")
             emit(f"    add.u32         %r_idx, %ro{2*tt+e}, %r_blk;")
-            emit("    mul.wide.u32    %rd_t, %r_idx, 4;")
-            emit("    add.u64         %rd_t, %rd_absmax, %rd_t;")
-            emit(f"    @%p ld.global.nc.f32 %sc{sc}, [%rd_t];")
+            emit("    mad.wide.u32    %rd_t, %r_idx, 4, %rd_absmax;")
+            emit(f"    ld.global.nc.f32 %sc{sc}, [%rd_t];")
     emit(f"    bra.uni         SK_SC_DONE{h};")
     emit(f"SK_SC_DQ{h}:")
     for tt in range(4):
         for e in range(2):
             sc = 4 * tt + 2 * h + e
-            emit(f"    mov.f32         %sc{sc}, 0f00000000;")
-            emit(f"    setp.ne.u32     %p, %ro{2*tt+e}, 0xFFFFFFFF;")
-            emit("    and.pred        %p, %p, %p_kv;")
             emit(f"    add.u32         %r_idx, %ro{2*tt+e}, %r_blk;")
             emit("    cvt.u64.u32     %rd_t, %r_idx;")
             emit("    add.u64         %rd_t, %rd_q8, %rd_t;")
-            emit("    mov.u32         %r_q, 0;")
-            emit("    @%p ld.global.nc.u8 %r_q, [%rd_t];")
-            emit("    mul.wide.u32    %rd_t, %r_q, 4;")
-            emit("    add.u64         %rd_t, %rd_map, %rd_t;")
-            emit("    @%p ld.global.nc.f32 %f_m, [%rd_t];")
+            emit("    ld.global.nc.u8 %r_q, [%rd_t];")
+            emit("    mad.wide.u32    %rd_t, %r_q, 4, %rd_map;")
+            emit("    ld.global.nc.f32 %f_m, [%rd_t];")
             emit("    shr.u32         %r_x, %r_idx, 8;")
-            emit("    mul.wide.u32    %rd_u, %r_x, 4;")
-            emit("    add.u64         %rd_u, %rd_nested, %rd_u;")
-            emit("    @%p ld.global.nc.f32 %f_n, [%rd_u];")
-            emit(f"    @%p mul.rn.f32  %sc{sc}, %f_m, %f_n;")
-            emit(f"    @%p add.rn.f32  %sc{sc}, %sc{sc}, %f_off;")
+            emit("    mad.wide.u32    %rd_u, %r_x, 4, %rd_nested;")
+            emit("    ld.global.nc.f32 %f_n, [%rd_u];")
+            emit(f"    mul.rn.f32      %sc{sc}, %f_m, %f_n;")
+            emit(f"    add.rn.f32      %sc{sc}, %sc{sc}, %f_off;")
     emit(f"SK_SC_DONE{h}:")
+emit("SK_H1_LOADS_DONE:")
 # compute
 for h in range(2):
+    if h == 1:
+        emit("    @!%p_kv bra     SK_H1_DONE;")
     for tt in range(4):
         for s in range(4):
             word = f"%w{4*tt + 2*h + (s >> 1)}"
@@ -548,6 +548,7 @@ for h in range(2):
         emit(f"    fma.rn.f32      %acc{4*tt+1}, %tmp1, %sc{s1}, %acc{4*tt+1};")
         emit(f"    fma.rn.f32      %acc{4*tt+2}, %tmp2, %sc{s0}, %acc{4*tt+2};")
         emit(f"    fma.rn.f32      %acc{4*tt+3}, %tmp3, %sc{s1}, %acc{4*tt+3};")
+emit("SK_H1_DONE:")
 emit("""    add.u32         %r_c, %r_c, 8;
     bra.uni         SK_CHUNK;
 SK_REDUCE:

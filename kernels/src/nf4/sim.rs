@@ -104,36 +104,33 @@ fn sim_skinny(x: &[u16], ldx: usize, m: usize, w: &W) -> Vec<f32> {
                 let mut xb = [[0u32; 16]; 32];
                 let mut wr = [[[0u32; 4]; 4]; 32];
                 let mut sc = [[[0f32; 4]; 4]; 32];
-                for h in 0..2 {
+                // Sub-chunk 1 is skipped (loads and compute) past K; columns >= N read row N-1.
+                let kv1 = 128 * c + 64 < k;
+                for h in 0..if kv1 { 2 } else { 1 } {
                     let blk = 2 * c + h;
-                    let kv = 64 * blk < k;
                     for lane in 0..32 {
                         let (g, t) = (lane >> 2, lane & 3);
                         let kseg = 64 * blk + 16 * t;
                         for (regs, row) in [(&mut xa[lane], g), (&mut xb[lane], g + 8)] {
-                            if kv && row < m {
+                            if row < m {
                                 for i in 0..8 {
                                     regs[8 * h + i] = xword(x, row * ldx + kseg + 2 * i);
                                 }
                             }
                         }
                         for tt in 0..4 {
-                            let nn = n0 + 8 * tt + g;
-                            if kv && nn < n {
-                                let off = (nn * k + kseg) >> 1;
-                                wr[lane][tt][2 * h] = word(w.packed, off);
-                                wr[lane][tt][2 * h + 1] = word(w.packed, off + 4);
-                            }
+                            let nn = (n0 + 8 * tt + g).min(n - 1);
+                            let off = nn * (k / 2) + kseg / 2;
+                            wr[lane][tt][2 * h] = word(w.packed, off);
+                            wr[lane][tt][2 * h + 1] = word(w.packed, off + 4);
                             for e in 0..2 {
-                                let col = n0 + 8 * tt + 2 * t + e;
-                                if kv && col < n {
-                                    sc[lane][tt][2 * h + e] = w.absmax[col * kb + blk];
-                                }
+                                let col = (n0 + 8 * tt + 2 * t + e).min(n - 1);
+                                sc[lane][tt][2 * h + e] = w.absmax[col * kb + blk];
                             }
                         }
                     }
                 }
-                for h in 0..2 {
+                for h in 0..if kv1 { 2 } else { 1 } {
                     for tt in 0..4 {
                         let mut tmp = [[0f32; 4]; 32];
                         for s in 0..4 {
