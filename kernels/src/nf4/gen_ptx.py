@@ -164,6 +164,57 @@ def decode_pair(dst, word, byte, amax, lutbase):
     emit(f"    cvt.rn.bf16x2.f32 {dst}, %f_o, %f_e;")
 
 
+def tc_load_fwd(r0):
+    """Forward weight operand of the stage at reduction offset r0 into w0..w3, am: W row
+    n = c0 + (tid >> 1), k = r0 + 32*(tid & 1) .. +31 (zero when n >= N or k >= K)."""
+    label = {"%r_r0": "0", "%r_rn": "r0 + 64"}[r0]
+    emit(f"    // prefetch (forward): W row c0 + (tid >> 1), k = {label} + 32*(tid & 1) .. +31")
+    emit("    shr.u32         %r_row, %r_tid, 1;")
+    emit("    and.b32         %r_y, %r_tid, 1;")
+    emit("    add.u32         %r_n, %r_c0, %r_row;")
+    emit(f"    mad.lo.u32      %r_k, %r_y, 32, {r0};")
+    emit("    setp.lt.u32     %p, %r_n, %r_N;")
+    emit("    setp.lt.u32     %p_c, %r_k, %r_K;")
+    emit("    and.pred        %p, %p, %p_c;")
+    tc_load_common()
+
+
+def tc_load_tr(r0):
+    """Transposed weight operand of the stage at reduction offset r0 into w0..w3, am: W row
+    n = r0 + (tid & 63), k = c0 + 32*(tid >> 6) .. +31 (zero when n >= N or k >= K)."""
+    label = {"%r_r0": "0", "%r_rn": "r0 + 64"}[r0]
+    emit(f"    // prefetch (transposed): W row {label} + (tid & 63), k = c0 + 32*(tid >> 6) .. +31")
+    emit("    and.b32         %r_row, %r_tid, 63;")
+    emit("    shr.u32         %r_y, %r_tid, 6;")
+    emit(f"    add.u32         %r_n, {r0}, %r_row;")
+    emit("    mad.lo.u32      %r_k, %r_y, 32, %r_c0;")
+    emit("    setp.lt.u32     %p, %r_n, %r_N;")
+    emit("    setp.lt.u32     %p_c, %r_k, %r_K;")
+    emit("    and.pred        %p, %p, %p_c;")
+    tc_load_common()
+
+
+def tc_load_common():
+    emit("""    mov.b32         %w0, 0;
+    mov.b32         %w1, 0;
+    mov.b32         %w2, 0;
+    mov.b32         %w3, 0;
+    mov.f32         %am, 0f00000000;
+    mul.wide.u32    %rd_t, %r_n, %r_K;
+    cvt.u64.u32     %rd_u, %r_k;
+    add.u64         %rd_t, %rd_t, %rd_u;
+    shr.u64         %rd_t, %rd_t, 1;
+    add.u64         %rd_t, %rd_packed, %rd_t;
+    @%p ld.global.nc.v4.b32 {%w0, %w1, %w2, %w3}, [%rd_t];
+    mul.wide.u32    %rd_t, %r_n, %r_kb;
+    shr.u32         %r_x, %r_k, 6;
+    cvt.u64.u32     %rd_u, %r_x;
+    add.u64         %rd_t, %rd_t, %rd_u;
+    shl.b64         %rd_t, %rd_t, 2;
+    add.u64         %rd_t, %rd_absmax, %rd_t;
+    @%p ld.global.nc.f32 %am, [%rd_t];""")
+
+
 # ------------------------------------------------------------------------------------------------
 # nf4_dequant_f32
 # ------------------------------------------------------------------------------------------------
@@ -610,7 +661,10 @@ TC_DOC = r"""// nf4_gemm_bf16_f32_tc: tiled tensor-core product for any M, forwa
 //       forward:    Bs[i][j] = bf16(W[n = c0+i][k = r0+j])
 //       transposed: Bs[i][j] = bf16(W[n = r0+j][k = c0+i])
 //   so that the mma B operand (k16 x n8, "col") element B[kk][nn] = Bs[nn][kk] for both.
-// Staging per stage (all 256 threads), never writing a decoded weight to global memory:
+// Staging per stage (all 256 threads), never writing a decoded weight to global memory. The
+// weight operand's global loads are issued one stage ahead (registers w0..w3, am; a prologue
+// loads stage 0), so they overlap the previous stage's mma work; loads past the end are
+// predicated off.
 //   As: piece p = tid + 256i (i < 4): row p >> 3, 8 bf16 at column 8*(p & 7): one 16-byte
 //       cp.async (overlapping the weight decode below) when lda % 8 == 0 and the row and the 8
 //       elements are in range, else 8 predicated 2-byte loads and one st.shared.v4 (zeros
@@ -654,7 +708,7 @@ emit(f""".visible .entry nf4_gemm_bf16_f32_tc(
     .reg .b32   %r_tid, %r_warp, %r_lane, %r_g, %r_t, %r_wm, %r_wn, %r_M, %r_N, %r_K, %r_tr,
                 %r_R, %r_C, %r_kb, %r_m0, %r_c0, %r_r0, %r_lb, %r_as, %r_bs, %r_abase, %r_bbase,
                 %r_arow, %r_apiece, %r_m, %r_rr, %r_x, %r_y, %r_n, %r_k, %r_t0, %r_t1, %r_sa,
-                %r_row, %r_col;
+                %r_row, %r_col, %r_rn;
     .reg .b32   %l<4>, %w<4>, %d<16>, %fa<16>, %fb<8>;
     .reg .b16   %h<8>, %hv;
     .reg .f32   %c<64>, %am, %f_e, %f_o;
@@ -719,6 +773,13 @@ emit("""    mov.u32         %r_lb, tc_lut;
 for i in range(64):
     emit(f"    mov.f32         %c{i}, 0f00000000;")
 emit("""    mov.u32         %r_r0, 0;
+    // prologue: the first stage's weight operand (its global loads overlap the first A copies)
+    @%p_tr bra      TC_PRO_TRANS;""")
+tc_load_fwd("%r_r0")
+emit("""    bra.uni         TC_PRO_DONE;
+TC_PRO_TRANS:""")
+tc_load_tr("%r_r0")
+emit("""TC_PRO_DONE:
 TC_STAGE:
     setp.ge.u32     %p_c, %r_r0, %r_R;
     @%p_c bra       TC_EPILOGUE;
@@ -757,66 +818,26 @@ for i in range(4):
         emit(f"    mov.b32         %l{q}, {{%h{2*q}, %h{2*q+1}}};")
     emit("    st.shared.v4.b32 [%r_sa], {%l0, %l1, %l2, %l3};")
     emit(f"TC_A_DONE{i}:")
-emit("""    @%p_tr bra      TC_B_TRANS;
-    // Bs forward: W row n = c0 + (tid >> 1), k = r0 + 32*(tid & 1) .. +31
-    shr.u32         %r_row, %r_tid, 1;
-    and.b32         %r_y, %r_tid, 1;
-    add.u32         %r_n, %r_c0, %r_row;
-    mad.lo.u32      %r_k, %r_y, 32, %r_r0;
-    setp.lt.u32     %p, %r_n, %r_N;
-    mov.b32         %w0, 0;
-    mov.b32         %w1, 0;
-    mov.b32         %w2, 0;
-    mov.b32         %w3, 0;
-    mov.f32         %am, 0f00000000;
-    mul.wide.u32    %rd_t, %r_n, %r_K;
-    cvt.u64.u32     %rd_u, %r_k;
-    add.u64         %rd_t, %rd_t, %rd_u;
-    shr.u64         %rd_t, %rd_t, 1;
-    add.u64         %rd_t, %rd_packed, %rd_t;
-    @%p ld.global.nc.v4.b32 {%w0, %w1, %w2, %w3}, [%rd_t];
-    mul.wide.u32    %rd_t, %r_n, %r_kb;
-    shr.u32         %r_x, %r_k, 6;
-    cvt.u64.u32     %rd_u, %r_x;
-    add.u64         %rd_t, %rd_t, %rd_u;
-    shl.b64         %rd_t, %rd_t, 2;
-    add.u64         %rd_t, %rd_absmax, %rd_t;
-    @%p ld.global.nc.f32 %am, [%rd_t];""")
+
+emit("""    add.u32         %r_rn, %r_r0, 64;                 // next stage
+    @%p_tr bra      TC_B_TRANS;
+    // Bs forward: decode the prefetched W row c0 + (tid >> 1), k = r0 + 32*(tid & 1) .. +31""")
 for b in range(16):
     decode_pair(f"%d{b}", f"%w{b >> 2}", b & 3, "%am", "%r_lb")
-emit("""    mad.lo.u32      %r_sa, %r_row, 144, %r_bs;
+emit("""    shr.u32         %r_row, %r_tid, 1;
+    and.b32         %r_y, %r_tid, 1;
+    mad.lo.u32      %r_sa, %r_row, 144, %r_bs;
     mad.lo.u32      %r_sa, %r_y, 64, %r_sa;""")
 for q in range(4):
     r = ", ".join(f"%d{4*q+i}" for i in range(4))
     emit(f"    st.shared.v4.b32 [%r_sa+{16*q}], {{{r}}};")
+tc_load_fwd("%r_rn")
 emit("""    bra.uni         TC_B_DONE;
 TC_B_TRANS:
-    // Bs transposed: W row n = r0 + (tid & 63), k = c0 + 32*(tid >> 6) .. +31 -> Bs[k - c0][n - r0]
+    // Bs transposed: decode the prefetched W row r0 + (tid & 63), k = c0 + 32*(tid >> 6) .. +31
+    // into Bs[k - c0][n - r0]
     and.b32         %r_row, %r_tid, 63;
     shr.u32         %r_y, %r_tid, 6;
-    add.u32         %r_n, %r_r0, %r_row;
-    mad.lo.u32      %r_k, %r_y, 32, %r_c0;
-    setp.lt.u32     %p, %r_n, %r_N;
-    setp.lt.u32     %p_c, %r_k, %r_K;
-    and.pred        %p, %p, %p_c;
-    mov.b32         %w0, 0;
-    mov.b32         %w1, 0;
-    mov.b32         %w2, 0;
-    mov.b32         %w3, 0;
-    mov.f32         %am, 0f00000000;
-    mul.wide.u32    %rd_t, %r_n, %r_K;
-    cvt.u64.u32     %rd_u, %r_k;
-    add.u64         %rd_t, %rd_t, %rd_u;
-    shr.u64         %rd_t, %rd_t, 1;
-    add.u64         %rd_t, %rd_packed, %rd_t;
-    @%p ld.global.nc.v4.b32 {%w0, %w1, %w2, %w3}, [%rd_t];
-    mul.wide.u32    %rd_t, %r_n, %r_kb;
-    shr.u32         %r_x, %r_k, 6;
-    cvt.u64.u32     %rd_u, %r_x;
-    add.u64         %rd_t, %rd_t, %rd_u;
-    shl.b64         %rd_t, %rd_t, 2;
-    add.u64         %rd_t, %rd_absmax, %rd_t;
-    @%p ld.global.nc.f32 %am, [%rd_t];
     mul.lo.u32      %r_sa, %r_y, 4608;                // 32 rows of 144 B
     add.u32         %r_sa, %r_sa, %r_bs;
     mad.lo.u32      %r_sa, %r_row, 2, %r_sa;""")
@@ -826,6 +847,7 @@ for e in range(32):
     decode_val("%f_e", f"%w{byte >> 2}", bitpos, "%am", "%r_lb", "%r_t0")
     emit("    cvt.rn.bf16.f32 %hv, %f_e;")
     emit(f"    st.shared.b16   [%r_sa+{144*e}], %hv;")
+tc_load_tr("%r_rn")
 emit("""TC_B_DONE:
     cp.async.wait_all;                                // this thread's As copies have landed
     bar.sync        0;                                // ... and everyone's are visible""")
