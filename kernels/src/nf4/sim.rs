@@ -316,6 +316,25 @@ fn sim_tc(a: &[u16], lda: usize, m: usize, w: &W, transposed: bool) -> Vec<f32> 
         for cx in 0..cl.div_ceil(128) {
             let (m0, c0) = (128 * cy, 128 * cx);
             let mut acc = vec![[[[0f32; 4]; 32]; 16]; 8];
+            // The weight operand of stage r0 as each thread's registers hold it: loaded one
+            // stage ahead (prologue for r0 = 0, then r0 + 64 after each decode), as the PTX does.
+            let load = |tid: usize, r0: usize| -> ([u32; 4], f32) {
+                let (nn, kk) = if transposed {
+                    (r0 + (tid & 63), c0 + 32 * (tid >> 6))
+                } else {
+                    (c0 + (tid >> 1), r0 + 32 * (tid & 1))
+                };
+                let (mut wd, mut am) = ([0u32; 4], 0f32);
+                if nn < n && kk < k {
+                    let off = (nn * k + kk) >> 1;
+                    for (i, v) in wd.iter_mut().enumerate() {
+                        *v = word(w.packed, off + 4 * i);
+                    }
+                    am = w.absmax[nn * kb + (kk >> 6)];
+                }
+                (wd, am)
+            };
+            let mut regs: Vec<([u32; 4], f32)> = (0..256).map(|tid| load(tid, 0)).collect();
             let mut r0 = 0;
             while r0 < rl {
                 let mut sa = Smem::new();
@@ -334,32 +353,15 @@ fn sim_tc(a: &[u16], lda: usize, m: usize, w: &W, transposed: bool) -> Vec<f32> 
                             sa.st16(row * 144 + piece * 16 + 2 * e, v);
                         }
                     }
+                    let (wd, am) = regs[tid];
                     if !transposed {
                         let (row, y) = (tid >> 1, tid & 1);
-                        let (nn, kk) = (c0 + row, r0 + 32 * y);
-                        let (mut wd, mut am) = ([0u32; 4], 0f32);
-                        if nn < n {
-                            let off = (nn * k + kk) >> 1;
-                            for (i, v) in wd.iter_mut().enumerate() {
-                                *v = word(w.packed, off + 4 * i);
-                            }
-                            am = w.absmax[nn * kb + (kk >> 6)];
-                        }
                         for b in 0..16 {
                             let d = decode_pair(wd[b >> 2], (b & 3) as u32, am);
                             sb.st32(row * 144 + y * 64 + 4 * b, d);
                         }
                     } else {
                         let (row, y) = (tid & 63, tid >> 6);
-                        let (nn, kk) = (r0 + row, c0 + 32 * y);
-                        let (mut wd, mut am) = ([0u32; 4], 0f32);
-                        if nn < n && kk < k {
-                            let off = (nn * k + kk) >> 1;
-                            for (i, v) in wd.iter_mut().enumerate() {
-                                *v = word(w.packed, off + 4 * i);
-                            }
-                            am = w.absmax[nn * kb + (kk >> 6)];
-                        }
                         for e in 0..32 {
                             let byte = e >> 1;
                             let bitpos = 8 * (byte as u32 & 3) + if e % 2 == 0 { 4 } else { 0 };
@@ -367,6 +369,7 @@ fn sim_tc(a: &[u16], lda: usize, m: usize, w: &W, transposed: bool) -> Vec<f32> 
                             sb.st16(y * 4608 + row * 2 + 144 * e, f32_to_bf16_bits(v));
                         }
                     }
+                    regs[tid] = load(tid, r0 + 64);
                 }
                 for (warp, acc_w) in acc.iter_mut().enumerate() {
                     let (wm, wn) = (warp >> 2, warp & 3);
