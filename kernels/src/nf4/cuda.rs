@@ -16,7 +16,11 @@ pub enum Nf4Scales<'a> {
     /// One `f32` absmax per 64-element block (`N*K/64` values).
     F32(&'a CudaSlice<f32>),
     /// Double-quantized (bitsandbytes `compress_statistics`): `absmax[b] = map[codes[b]] *
-    /// nested[b / 256] + offset` (see [`super::double_quant`]).
+    /// nested[b / 256] + offset` (see [`super::double_quant`]). The skinny forward kernel and
+    /// dequantize read this form directly; the tile and transposed kernels decode it into a
+    /// temporary `f32` buffer on every call (an allocation plus a small kernel), so a caller that
+    /// multiplies by the same frozen weight many times should decode once with
+    /// [`nf4_decode_absmax`] and pass [`Nf4Scales::F32`].
     Double {
         codes: &'a CudaSlice<u8>,
         nested: &'a CudaSlice<f32>,
