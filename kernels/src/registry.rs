@@ -22,11 +22,12 @@ pub enum ModuleId {
     CrossEntropy = 10,
     GemmBf16 = 11,
     GemmF32 = 12,
+    Nf4 = 13,
 }
 
 impl ModuleId {
     /// Number of modules (the length of [`ALL`]).
-    pub const COUNT: usize = 13;
+    pub const COUNT: usize = 14;
 
     /// Index into [`ALL`] and into per-context module caches.
     pub const fn index(self) -> usize {
@@ -272,6 +273,34 @@ pub const GEMM_F32: EntrySpec = EntrySpec {
     params: 11,
 };
 
+/// Entry `nf4_dequant_f32(packed, absmax, q8, nested, map, offset, dq, out, n_words)`.
+pub const NF4_DEQUANT_F32: EntrySpec = EntrySpec {
+    name: "nf4_dequant_f32",
+    params: 9,
+};
+/// Entry `nf4_absmax_decode_f32(q8, nested, map, offset, out, n)`.
+pub const NF4_ABSMAX_DECODE_F32: EntrySpec = EntrySpec {
+    name: "nf4_absmax_decode_f32",
+    params: 6,
+};
+/// Entry `nf4_gemm_bf16_f32_skinny(x, ldx, y, packed, absmax, q8, nested, map, offset, dq, M, N,
+/// K, out_bf16)`.
+pub const NF4_GEMM_BF16_F32_SKINNY: EntrySpec = EntrySpec {
+    name: "nf4_gemm_bf16_f32_skinny",
+    params: 14,
+};
+/// Entry `nf4_gemm_bf16_f32_tc(a, lda, out, packed, absmax, M, N, K, transposed, out_bf16)`.
+pub const NF4_GEMM_BF16_F32_TC: EntrySpec = EntrySpec {
+    name: "nf4_gemm_bf16_f32_tc",
+    params: 10,
+};
+
+/// Entry `nf4_gemm_bf16_f32_skinny_t(dy, lddy, dx, packed, absmax, M, N, K, out_bf16)`.
+pub const NF4_GEMM_BF16_F32_SKINNY_T: EntrySpec = EntrySpec {
+    name: "nf4_gemm_bf16_f32_skinny_t",
+    params: 9,
+};
+
 /// Every embedded PTX module, in `ModuleId` order (`ALL[id.index()].id == id`).
 pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
     ModuleSpec {
@@ -378,6 +407,18 @@ pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
         name: "gemm/gemm_f32.ptx",
         ptx: crate::gemm::PTX_F32,
         entries: &[GEMM_F32],
+    },
+    ModuleSpec {
+        id: ModuleId::Nf4,
+        name: "nf4/nf4.ptx",
+        ptx: crate::nf4::PTX,
+        entries: &[
+            NF4_DEQUANT_F32,
+            NF4_ABSMAX_DECODE_F32,
+            NF4_GEMM_BF16_F32_SKINNY,
+            NF4_GEMM_BF16_F32_TC,
+            NF4_GEMM_BF16_F32_SKINNY_T,
+        ],
     },
 ];
 

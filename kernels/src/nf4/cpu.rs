@@ -112,6 +112,48 @@ pub fn nf4_matmul_f64(
     Ok(y)
 }
 
+/// Oracle of the backward product through the weight: `dx = dy W`, `dy` `[m, n]` row-major, `W`
+/// the `[n, k]` weight in `q` (dequantized as [`dequantize_nf4`]), `dx` `[m, k]`, summed in `f64`
+/// over `n` (the transposed use of [`nf4_matmul_f64`]).
+///
+/// Errors: `dy.len() != m * n`, `q.numel() != n * k`, or an overflowing shape product.
+pub fn nf4_matmul_transposed_f64(
+    dy: &[f32],
+    m: usize,
+    n: usize,
+    q: &Nf4Quantized,
+    k: usize,
+) -> Result<Vec<f64>, Nf4Error> {
+    let mn = m.checked_mul(n).ok_or(Nf4Error::Overflow)?;
+    let nk = n.checked_mul(k).ok_or(Nf4Error::Overflow)?;
+    let mk = m.checked_mul(k).ok_or(Nf4Error::Overflow)?;
+    if dy.len() != mn {
+        return Err(Nf4Error::ShapeMismatch {
+            what: "dy",
+            expected: mn,
+            got: dy.len(),
+        });
+    }
+    if q.numel() != nk {
+        return Err(Nf4Error::ShapeMismatch {
+            what: "weight numel",
+            expected: nk,
+            got: q.numel(),
+        });
+    }
+    let w = dequantize_nf4(q);
+    let mut dx = vec![0.0f64; mk];
+    for i in 0..m {
+        for j in 0..n {
+            let g = f64::from(dy[i * n + j]);
+            for (p, &wv) in w[j * k..(j + 1) * k].iter().enumerate() {
+                dx[i * k + p] += g * f64::from(wv);
+            }
+        }
+    }
+    Ok(dx)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::{NF4_MAX_HALF_GAP, NF4_MIDPOINTS};

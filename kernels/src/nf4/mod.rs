@@ -65,11 +65,91 @@
 //! For every element, `|dequant - x| <= NF4_MAX_HALF_GAP * absmax` up to `f32` rounding of the
 //! scale and the final product (a few ulps of `absmax`): the worst case is half the widest gap
 //! between adjacent codes (between -1.0 and -0.6961928).
+//!
+//! # GPU kernels
+//!
+//! `nf4.ptx` (hand-designed PTX, unrolled by `gen_ptx.py` in this folder), launched by
+//! `cuda.rs` (feature `cuda`). Shapes: activations bf16 (raw `u16` bits) `[M, K]` row-major with
+//! a row stride; weight NF4 `[N = out, K = in]` in exactly the layout above with block size 64 and
+//! **`K % 64 == 0`** (launchers return `GpuError::Invalid` naming K otherwise), so every block is
+//! one 64-wide piece of one weight row: `absmax[n * K/64 + k/64]`. Scales are either `f32` (one
+//! per block) or double-quantized ([`double_quant`]: `u8` codes, one nested `f32` absmax per 256
+//! blocks, the 256-entry `f32` map, an `f32` offset). Outputs are `f32`, accumulated in `f32` in
+//! a fixed order (deterministic, no atomics); every matmul launcher also writes bf16 instead
+//! (`cuda::Nf4Out::Bf16`: the same f32 result rounded to nearest even, bit for bit).
+//!
+//! * **Dequantize** (`nf4_dequantize`): `f32 [N*K]`, bit for bit [`cpu::dequantize_nf4`] (one
+//!   `f32` multiply per element), with either scale form; `nf4_decode_absmax` turns
+//!   double-quantized scales into `f32` bit for bit [`dequantize_absmax`] (`mul` then `add`, two
+//!   roundings, never fused).
+//! * **Skinny** (`nf4_matmul_skinny`, `M <= NF4_GPU_SKINNY_MAX_M = 16`, row stride % 8 == 0):
+//!   `y = x W^T` on tensor cores with a single m16 tile; every lane reads its packed weight bytes
+//!   straight from global memory into `mma.sync` B fragments (the reduction index is permuted
+//!   inside each 64-wide block so that the x loads are 16-byte and the weight loads 8-byte
+//!   contiguous vectors; see the comment above the entry), so the packed weight is streamed
+//!   exactly once and the 16 x rows come from L1/L2. Decode is one shared-memory lookup per
+//!   packed byte (a 256-entry table of bf16 code pairs, replicated per bank so it never
+//!   conflicts); the block's absmax multiplies the f32 partial sum of its 64 k, not each weight.
+//!   Split-K over the 8 warps of a CTA, reduced through shared memory in warp order. Both scale
+//!   forms, decoded inline.
+//! * **Tensor core** (`nf4_matmul_tc`, any M, any row stride): CTA tile 128 x 128, reduction
+//!   stage 64; each stage decodes its 128 x 64 weight tile once into shared memory as bf16 and
+//!   feeds `mma.sync.m16n8k16` from there (`ldmatrix` fragments, activations staged with
+//!   `cp.async`); a dequantized weight is never written to global memory. `f32` scales only: with double-quantized scales the launcher first decodes them
+//!   into a temporary `f32` buffer (`N*K/64` floats, 1/8 of the packed bytes).
+//! * **Dispatch** (`nf4_matmul`): skinny for `M <= 16` with a row stride divisible by 8, tensor
+//!   core otherwise.
+//! * **Transposed** (`nf4_matmul_transposed`): `dX [M, K] = dY [M, N] W` for the backward pass
+//!   through the frozen base, dispatched by M like the forward product:
+//!   `nf4_matmul_transposed_skinny` (`M <= 16`, any row stride) is a single-m16-tile kernel in
+//!   which each lane loads 4 packed bytes (8 consecutive k) of four weight rows and the 8 output
+//!   columns of each mma tile are a permutation of k (column `c` of tile `e` is
+//!   `k = kb + 8c + e`), so every B fragment comes from the lane's own bytes; the reduction over N
+//!   is split over the CTA's warps and summed in warp order. `nf4_matmul_transposed_tc` is the
+//!   tile kernel in its transposed mode (each stage decodes a 64 (n) x 128 (k) weight tile into
+//!   shared memory transposed). Both take `f32` scales; double-quantized scales are decoded to
+//!   a temporary buffer first.
+//!
+//! Precision (what the GPU tests assert, `tests/gpu_nf4.rs`). The tile kernel rounds every
+//! weight once to bf16 (round to nearest even) from its exact `f32` value `code * absmax`; the
+//! skinny kernel uses `bf16(code)` and applies the `f32` absmax to each block's partial sum; in
+//! both the weight's relative error is `<= 2^-9`. The bf16 x bf16 products are exact in `f32`;
+//! accumulation is `f32`. Against the `f64` oracle on the `f32` weights ([`nf4_matmul_f64`],
+//! [`cpu::nf4_matmul_transposed_f64`]):
+//! `|gpu - oracle| <= (2^-8 + R * 2^-23) * sum_r |a_r| |w_r|`, `R` the reduction length: `2^-8`
+//! bounds the bf16 rounding of the weight (it is `<= 2^-9` relative), `R * 2^-23` generously
+//! bounds `f32` accumulation in any order (tensor cores may add partial sums in an order of their
+//! own). Dequantize is exact (bit for bit).
+//!
+//! Performance (H100 targets of the issue, none measured yet: no GPU when this was written; the
+//! ignored test `nf4_h100_performance_targets` in `tests/gpu_nf4.rs` measures them):
+//! skinny M = 1 at >= 80% of copy bandwidth and M = 16 at <= 16 us for 8192 x 8192; tile kernel
+//! at >= 0.85x dense bf16 cuBLAS for M = 4096. Known limits of this first version:
+//! * the tile kernel uses `mma.sync` (no `wgmma`), single-buffered 64-wide stages (activations
+//!   by `cp.async`, fragments by `ldmatrix`), and re-decodes each weight tile once per 128-row M
+//!   tile; on H100 an `mma.sync` kernel is reported to top out near 75% of peak (see
+//!   `shared/spec/kernel-references.md` B), so the 0.85x cuBLAS target likely needs an `sm_90a`
+//!   `wgmma` variant;
+//! * the skinny kernel reads x from L1/L2 once per 32 output columns (for M = 16 that is twice
+//!   the packed weight's bytes, from cache); if M = 16 misses its target, share x between warps
+//!   through shared memory and split K across CTAs instead;
+//! * the small-M transposed path runs `K/64` CTAs (128 for K = 8192), one wave on an H100.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod double_quant;
+#[cfg(test)]
+mod sim;
 
-pub use cpu::{dequantize_nf4, nf4_matmul_f64, quantize_nf4};
+/// The hand-written PTX of the NF4 GPU kernels (generated by `gen_ptx.py`), embedded in every
+/// build (the registry and the lint read it).
+pub const PTX: &str = include_str!("nf4.ptx");
+
+/// Largest M the skinny (single m16 tile) kernel takes; `cuda::nf4_matmul` dispatches on it.
+pub const NF4_GPU_SKINNY_MAX_M: usize = 16;
+
+pub use cpu::{dequantize_nf4, nf4_matmul_f64, nf4_matmul_transposed_f64, quantize_nf4};
 pub use double_quant::{
     DoubleQuant, NESTED_BLOCKSIZE, create_dynamic_map, dequantize_absmax, double_quantize_absmax,
     double_quantize_absmax_with_offset,
