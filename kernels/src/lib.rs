@@ -18,3 +18,5 @@ pub mod registry;
 pub mod cast;
 #[cfg(feature = "cuda")]
 pub mod launch;
+#[cfg(feature = "cuda")]
+pub mod yardstick;
