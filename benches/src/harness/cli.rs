@@ -7,13 +7,14 @@ gpu-bench: GPU kernel benchmarks (CUDA-event timing, median of many samples), wi
 cuBLAS ceilings measured in the same run, as JSON lines.
 
 usage:
-  gpu-bench run [--filter SUBSTR] [--reps N] [--warmup N] [--min-sample-us US]
-                [--out FILE] [--commit SHA]
+  gpu-bench run [--filter SUBSTR] [--reps N] [--warmup N] [--warmup-ms MS]
+                [--min-sample-us US] [--out FILE] [--commit SHA]
       Measures every registered benchmark whose id contains SUBSTR (default: all) on device 0.
       The ceilings (copy/..., cublas/...) are always measured. JSON lines go to FILE (default:
       stdout), a table to stderr. Exit 0 if all ran, 1 if any failed (an unavailable cuBLAS is not
       a failure), 2 on usage errors or no usable GPU. --reps: timed samples (default 50);
-      --warmup: untimed samples first (default 10); --min-sample-us: each sample repeats the call
+      --warmup, --warmup-ms: untimed samples first, at least N of them and MS milliseconds of
+      GPU time (defaults 10 and 100, so that clocks have ramped up); --min-sample-us: each sample repeats the call
       until it lasts about this long (default 1000); --commit: recorded as `commit` (default: the
       BRAINSTACKS_COMMIT environment variable, else omitted).
   gpu-bench list
@@ -31,6 +32,7 @@ pub struct RunOptions {
     pub filter: Option<String>,
     pub reps: usize,
     pub warmup: usize,
+    pub warmup_ms: f64,
     pub min_sample_us: f64,
     pub out: Option<PathBuf>,
     pub commit: Option<String>,
@@ -42,6 +44,7 @@ impl Default for RunOptions {
             filter: None,
             reps: 50,
             warmup: 10,
+            warmup_ms: 100.0,
             min_sample_us: 1000.0,
             out: None,
             commit: None,
@@ -90,6 +93,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     "--filter" => o.filter = Some(value(a, &mut it)?.clone()),
                     "--reps" => o.reps = number(a, value(a, &mut it)?)?,
                     "--warmup" => o.warmup = number(a, value(a, &mut it)?)?,
+                    "--warmup-ms" => o.warmup_ms = number(a, value(a, &mut it)?)?,
                     "--min-sample-us" => o.min_sample_us = number(a, value(a, &mut it)?)?,
                     "--out" => o.out = Some(PathBuf::from(value(a, &mut it)?)),
                     "--commit" => o.commit = Some(value(a, &mut it)?.clone()),
@@ -99,8 +103,13 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
             if o.reps == 0 {
                 return Err("--reps must be at least 1".into());
             }
-            if !(o.min_sample_us.is_finite() && o.min_sample_us >= 0.0) {
-                return Err("--min-sample-us must be a number >= 0".into());
+            for (flag, v) in [
+                ("--min-sample-us", o.min_sample_us),
+                ("--warmup-ms", o.warmup_ms),
+            ] {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(format!("{flag} must be a number >= 0"));
+                }
             }
             Ok(Command::Run(o))
         }
@@ -147,12 +156,17 @@ mod tests {
     fn run_flags() {
         assert_eq!(p("run"), Ok(Command::Run(RunOptions::default())));
         let Ok(Command::Run(o)) = p(
-            "run --filter cast --reps 7 --warmup 0 --min-sample-us 250 --out r.jsonl --commit abc",
+            "run --filter cast --reps 7 --warmup 0 --warmup-ms 5 --min-sample-us 250 --out r.jsonl \
+             --commit abc",
         ) else {
             panic!()
         };
         assert_eq!(o.filter.as_deref(), Some("cast"));
-        assert_eq!((o.reps, o.warmup, o.min_sample_us), (7, 0, 250.0));
+        assert_eq!(
+            (o.reps, o.warmup, o.warmup_ms, o.min_sample_us),
+            (7, 0, 5.0, 250.0)
+        );
+        assert!(p("run --warmup-ms -1").is_err());
         assert_eq!(o.out, Some(PathBuf::from("r.jsonl")));
         assert_eq!(o.commit.as_deref(), Some("abc"));
         assert!(p("run --reps 0").is_err());

@@ -3,7 +3,8 @@
 //! Timing: every call goes to the context's one stream. A *sample* is `inner` back-to-back calls
 //! between two CUDA events, divided by `inner`; `inner` is chosen once per benchmark so that a
 //! sample lasts about `--min-sample-us` (short kernels are otherwise below the events' resolution).
-//! After one untimed call (module load, cuBLAS heuristics) and `--warmup` untimed samples,
+//! After one untimed call (module load, cuBLAS heuristics) and at least `--warmup` untimed samples
+//! and `--warmup-ms` of untimed GPU time,
 //! `--reps` samples are taken; the record holds their median and 10th/90th percentiles. Launch
 //! checking (a synchronise after every launch) is switched off, so host launch overhead shows only
 //! where a kernel is shorter than it.
@@ -247,8 +248,11 @@ fn measure(
         })?;
         Ok(f64::from(ms) * 1e3 / inner as f64)
     };
-    for _ in 0..o.warmup {
-        sample()?;
+    // Warm-up: at least `warmup` samples and `warmup_ms` of GPU time (clocks ramp up under load).
+    let (mut n, mut warm_us) = (0usize, 0.0f64);
+    while (n < o.warmup || warm_us < o.warmup_ms * 1e3) && n < 100_000 {
+        warm_us += sample()? * inner as f64;
+        n += 1;
     }
     let samples = (0..o.reps)
         .map(|_| sample())
@@ -267,8 +271,8 @@ pub fn run(o: &RunOptions, mut emit: impl FnMut(&Record)) -> Result<Outcome, Str
     let mut gpu = GpuContext::new(0).map_err(|e| e.to_string())?;
     // Timing runs must not synchronise after every launch (the test-build default).
     gpu.set_check_launches(false);
-    gpu.preload_all()
-        .map_err(|e| format!("loading the PTX modules: {e}"))?;
+    // PTX modules load at each benchmark's first, untimed call: a module that fails to load fails
+    // only the benchmarks that use it.
     let device = gpu.device_info().map_err(|e| e.to_string())?.to_string();
     eprintln!("gpu-bench: device {device}");
     let mut failures = 0;
