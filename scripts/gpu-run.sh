@@ -17,7 +17,8 @@
 #   4. if <bundle>/anchors/gpu_kernel_anchors.py exists and python3 can import torch: runs it
 #      (writes $OUT/kernel_anchors.json), after installing <bundle>/wheels/*.whl, if any, into a
 #      scratch folder on PYTHONPATH;
-#   5. prints the summary last: the test table, the benchmark table, the anchors' status.
+#   5. prints the summary last: the device, the test table, the benchmark JSON lines and table, the
+#      anchors' status.
 # Exit status: non-zero if any test executable or benchmark failed (the anchors never fail it).
 #
 # Environment: GPU_RUN_BENCH=0 skips the benchmarks, GPU_RUN_ANCHORS=0 the anchors;
@@ -211,6 +212,7 @@ column -t -s $'\t' "$OUT/summary.tsv" 2>/dev/null | sed 's/^/  /' || sed 's/^/  
 if [[ $bench_rc != skipped ]]; then
     say "benchmarks (gpu-bench exit $bench_rc; JSON lines in $OUT/bench.jsonl):"
     if [[ -s $OUT/bench.jsonl ]]; then
+        cat -- "$OUT/bench.jsonl"
         "$HERE/gpu-bench" show "$OUT/bench.jsonl" | sed 's/^/  /'
     else
         echo "  (no results written)"
