@@ -45,6 +45,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            // An empty file (a run that never reached the GPU) must not pass as "no regression".
+            for (path, recs) in [(&old, &o), (&new, &n)] {
+                if recs.is_empty() {
+                    eprintln!("gpu-bench: {}: no results in the file", path.display());
+                    return ExitCode::from(2);
+                }
+            }
             let rep = compare::compare(&o, &n, threshold);
             print!("{}", rep.render());
             if rep.regressed() {
@@ -82,23 +89,45 @@ mod gpu {
     }
 
     pub fn run(o: &RunOptions) -> ExitCode {
-        let mut sink: Box<dyn Write> = match &o.out {
-            Some(p) => match std::fs::File::create(p) {
-                Ok(f) => Box::new(std::io::BufWriter::new(f)),
-                Err(e) => {
-                    eprintln!("gpu-bench: cannot create {}: {e}", p.display());
-                    return ExitCode::from(2);
-                }
-            },
-            None => Box::new(std::io::stdout()),
-        };
+        // Checked up front (a typo should not cost a whole run), but written only once there is a
+        // result: a run that never reaches the GPU leaves no empty results file behind.
+        if let Some(p) = &o.out
+            && let Err(e) = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(p)
+        {
+            eprintln!("gpu-bench: cannot create {}: {e}", p.display());
+            return ExitCode::from(2);
+        }
+        let mut sink: Option<Box<dyn Write>> = None;
         let mut write_failed = None;
         let outcome = gpu::run(o, |r| {
+            if sink.is_none() {
+                sink = Some(match &o.out {
+                    Some(p) => match std::fs::File::create(p) {
+                        Ok(f) => Box::new(f),
+                        Err(e) => {
+                            write_failed.get_or_insert(e);
+                            Box::new(std::io::sink())
+                        }
+                    },
+                    None => Box::new(std::io::stdout()),
+                });
+            }
+            let Some(w) = sink.as_mut() else { return };
             // Flushed per line, so a crash later still leaves every finished result behind.
-            if let Err(e) = writeln!(sink, "{}", r.to_json()).and_then(|_| sink.flush()) {
+            if let Err(e) = writeln!(w, "{}", r.to_json()).and_then(|_| w.flush()) {
                 write_failed.get_or_insert(e);
             }
         });
+        if outcome.is_err()
+            && let Some(p) = &o.out
+            && std::fs::metadata(p).is_ok_and(|m| m.len() == 0)
+        {
+            // Only the up-front check created it.
+            let _ = std::fs::remove_file(p);
+        }
         let outcome = match outcome {
             Ok(x) => x,
             Err(e) => {
