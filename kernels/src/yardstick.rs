@@ -132,6 +132,43 @@ fn check_len(name: &str, rows: usize, cols: usize, len: usize) -> Result<(), Gpu
     }
 }
 
+/// The column-major GEMM (cuBLAS's convention) that computes row-major `C = A·Bᵀ` with A m×k,
+/// B n×k, C m×n, all dense (leading dimensions k, k, n).
+///
+/// A row-major r×c matrix with leading dimension c is, read column-major, the c×r matrix: its
+/// transpose. So row-major C (m×n) is column-major Cᵀ (n×m, ldc = n), and Cᵀ = B·Aᵀ. Row-major
+/// B (n×k) reads as column-major Bᵀ (k×n, ld k): the first operand is B with op T. Row-major A
+/// reads as column-major Aᵀ (k×m, ld k), exactly the second factor: the second operand is A with
+/// op N. Hence cuBLAS's (m, n, k) = (n, m, k), "TN".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct NtAsColumnMajor {
+    /// op of the first operand (row-major B) is transpose.
+    trans_first: bool,
+    /// op of the second operand (row-major A) is transpose.
+    trans_second: bool,
+    m: i32,
+    n: i32,
+    k: i32,
+    ld_first: i32,
+    ld_second: i32,
+    ldc: i32,
+}
+
+impl NtAsColumnMajor {
+    fn new(m: i32, n: i32, k: i32) -> Self {
+        Self {
+            trans_first: true,
+            trans_second: false,
+            m: n,
+            n: m,
+            k,
+            ld_first: k,
+            ld_second: k,
+            ldc: n,
+        }
+    }
+}
+
 impl Cublas {
     /// Loads libcublas (by the names cudarc tries: `libcublas.so`, `libcublas.so.12`, ...; a
     /// `libcublas.so.13` alone is not among them, so a folder holding only that needs a link named
@@ -190,36 +227,41 @@ impl Cublas {
         let (pa, _ra) = a.device_ptr(stream);
         let (pb, _rb) = b.device_ptr(stream);
         let (pc, _rc) = c.device_ptr_mut(stream);
-        // cuBLAS is column-major. A row-major r×c matrix with leading dimension c is the
-        // column-major c×r matrix (its transpose), so row-major C (m×n, ld n) is column-major Cᵀ
-        // (n×m), and Cᵀ = B·Aᵀ. B (n×k row-major) is stored as column-major Bᵀ (k×n, ld k), so the
-        // first operand is B with op T; Aᵀ (k×m, ld k) is exactly how A is stored, so the second
-        // operand is A with op N. Hence cuBLAS (m', n', k') = (n, m, k), "TN", lda = ldb = k,
-        // ldc = n.
+        let g = NtAsColumnMajor::new(mi, ni, ki);
+        let op = |t: bool| {
+            if t {
+                blas_sys::cublasOperation_t::CUBLAS_OP_T
+            } else {
+                blas_sys::cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        // Row-major A is cuBLAS's second operand, B its first (see `NtAsColumnMajor`).
+        let (first, second) = (pb, pa);
         let handle = *self.blas.handle();
         let r = catch_unwind(AssertUnwindSafe(|| {
             // SAFETY: the three buffers hold exactly k*n, k*m and n*m bf16 elements (checked
-            // above) on this context, so every read and write stays inside them; alpha and beta
-            // are f32, as CUBLAS_COMPUTE_32F requires, and live across the (host-blocking) call.
+            // above) on this context, and `g` reads and writes only inside them (its test checks
+            // every index against a column-major reference); alpha and beta are f32, as
+            // CUBLAS_COMPUTE_32F requires, and live across the call.
             unsafe {
                 blas_result::gemm_ex(
                     handle,
-                    blas_sys::cublasOperation_t::CUBLAS_OP_T,
-                    blas_sys::cublasOperation_t::CUBLAS_OP_N,
-                    ni,
-                    mi,
-                    ki,
+                    op(g.trans_first),
+                    op(g.trans_second),
+                    g.m,
+                    g.n,
+                    g.k,
                     (&alpha) as *const f32 as *const c_void,
-                    pb as *const c_void,
+                    first as *const c_void,
                     blas_sys::cudaDataType_t::CUDA_R_16BF,
-                    ki,
-                    pa as *const c_void,
+                    g.ld_first,
+                    second as *const c_void,
                     blas_sys::cudaDataType_t::CUDA_R_16BF,
-                    ki,
+                    g.ld_second,
                     (&beta) as *const f32 as *const c_void,
                     pc as *mut c_void,
                     blas_sys::cudaDataType_t::CUDA_R_16BF,
-                    ni,
+                    g.ldc,
                     blas_sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
                     blas_sys::cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
                 )
@@ -244,5 +286,68 @@ impl Cublas {
             gpu.synchronize()?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NtAsColumnMajor;
+
+    /// BLAS `gemm` semantics, column-major, alpha = 1, beta = 0: `C[i + j*ldc] = sum_l
+    /// op(X)[i][l] * op(Y)[l][j]` with `op(X)[i][l] = X[i + l*ldx]` (N) or `X[l + i*ldx]` (T).
+    /// Panics on any index outside the buffers, as the GPU would fault.
+    fn colmajor_gemm(g: &NtAsColumnMajor, x: &[f64], y: &[f64], c: &mut [f64]) {
+        let (m, n, k) = (g.m as usize, g.n as usize, g.k as usize);
+        let (ldx, ldy, ldc) = (g.ld_first as usize, g.ld_second as usize, g.ldc as usize);
+        let opx = |i: usize, l: usize| {
+            if g.trans_first {
+                x[l + i * ldx]
+            } else {
+                x[i + l * ldx]
+            }
+        };
+        let opy = |l: usize, j: usize| {
+            if g.trans_second {
+                y[j + l * ldy]
+            } else {
+                y[l + j * ldy]
+            }
+        };
+        for j in 0..n {
+            for i in 0..m {
+                c[i + j * ldc] = (0..k).map(|l| opx(i, l) * opy(l, j)).sum();
+            }
+        }
+    }
+
+    #[test]
+    fn nt_mapping_computes_row_major_a_times_b_transposed() {
+        for (m, n, k) in [
+            (1, 1, 1),
+            (3, 5, 7),
+            (7, 5, 3),
+            (67, 45, 72),
+            (8, 8, 1),
+            (1, 9, 4),
+        ] {
+            let a: Vec<f64> = (0..m * k).map(|x| (x * 7 % 11) as f64 - 5.0).collect();
+            let b: Vec<f64> = (0..n * k).map(|x| (x * 5 % 13) as f64 - 6.0).collect();
+            let g = NtAsColumnMajor::new(m as i32, n as i32, k as i32);
+            // BLAS's argument rules: ld >= the stored matrix's row count (k for a T operand, and
+            // for the N second operand; cuBLAS's m for C).
+            let rows_first = if g.trans_first { g.k } else { g.m };
+            let rows_second = if g.trans_second { g.n } else { g.k };
+            assert!(g.ld_first >= rows_first.max(1) && g.ld_second >= rows_second.max(1));
+            assert!(g.ldc >= g.m.max(1));
+            let mut c = vec![f64::NAN; m * n];
+            // The first operand is row-major B, the second row-major A.
+            colmajor_gemm(&g, &b, &a, &mut c);
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k).map(|l| a[i * k + l] * b[j * k + l]).sum();
+                    assert_eq!(c[i * n + j], want, "{m}x{n}x{k} C[{i}][{j}]");
+                }
+            }
+        }
     }
 }
