@@ -5,12 +5,21 @@
 #       bin/<test>       the test executables of brainstacks-kernels built with --features cuda
 #                        (cargo's test profile: opt-level 2, debug assertions on, so every kernel
 #                        launch is synchronised and checked); debug info stripped to fit the limit
-#       run.sh           a copy of scripts/gpu-run.sh (runs them all with REQUIRE_CUDA=1)
+#       gpu-bench        the benchmark harness (release profile, --features cuda; see
+#                        benches/README.md), debug info stripped
+#       anchors/gpu_kernel_anchors.py   the PyTorch/bitsandbytes kernel anchors, copied when found
+#                        (never committed: it lives in the shared folder beside the checkout)
+#       wheels/*.whl     only with GPU_BUNDLE_WHEELS=DIR: Python wheels (e.g. bitsandbytes) that
+#                        run.sh installs into a scratch folder for the anchors script
+#       run.sh           a copy of scripts/gpu-run.sh (tests with REQUIRE_CUDA=1, then benchmarks)
 #       MANIFEST         what was built, from which commit, with which toolchain and glibc
 # Then on the GPU machine: gpu-bundle/run.sh   (logs under ${OUT:-./gpu-out}).
 #
-# Environment: CARGO_TARGET_DIR is honoured; GPU_BUNDLE_PACKAGES="-p a -p b" overrides the packages
-# (default: -p brainstacks-kernels); GPU_BUNDLE_MAX_MIB overrides the size limit (64).
+# Environment: CARGO_TARGET_DIR is honoured; GPU_BUNDLE_PACKAGES="-p a -p b" overrides the test
+# packages (default: -p brainstacks-kernels); GPU_BUNDLE_BENCH=0 leaves gpu-bench out;
+# GPU_BUNDLE_ANCHORS=FILE names the anchors script (default: shared/anchors/gpu_kernel_anchors.py
+# inside the checkout, else ../shared/anchors/ beside it; GPU_BUNDLE_ANCHORS= (empty) leaves it
+# out); GPU_BUNDLE_WHEELS=DIR adds DIR/*.whl; GPU_BUNDLE_MAX_MIB overrides the size limit (64).
 # Needs python3 (to read cargo's JSON messages) and strip (binutils).
 set -euo pipefail
 
@@ -64,6 +73,60 @@ while IFS=$'\t' read -r name exe; do
     say "  bin/$name  <- $(basename -- "$exe") ($(du -h -- "$BUNDLE/bin/$name" | cut -f1))"
 done <"$WORK/exes"
 
+# ---- the benchmark harness (release profile: timings need optimised, unchecked launches) --------
+bench_line="gpu-bench: not built (GPU_BUNDLE_BENCH=0)"
+if [[ ${GPU_BUNDLE_BENCH:-1} != 0 ]]; then
+    say "building: cargo build --release -p brainstacks-benches --features cuda --bin gpu-bench"
+    if ! cargo build --release -p brainstacks-benches --features cuda --bin gpu-bench \
+        --message-format=json-render-diagnostics >"$WORK/bench.json"; then
+        die "cargo build of gpu-bench failed"
+    fi
+    bench_exe="$(python3 - "$WORK/bench.json" <<'PY'
+import json, sys
+for line in open(sys.argv[1], encoding="utf-8"):
+    if line.startswith("{"):
+        m = json.loads(line)
+        if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu-bench" and m.get("executable"):
+            print(m["executable"])
+PY
+)"
+    [[ -n $bench_exe && -x $bench_exe ]] || die "cargo reported no gpu-bench executable"
+    cp -- "$bench_exe" "$BUNDLE/gpu-bench"
+    if command -v strip >/dev/null 2>&1; then strip --strip-debug -- "$BUNDLE/gpu-bench"; fi
+    say "  gpu-bench  ($(du -h -- "$BUNDLE/gpu-bench" | cut -f1))"
+    bench_line="gpu-bench: release profile, --features cuda (loads libcublas at run time, as a yardstick only)"
+fi
+
+# ---- the kernel anchors script (never committed; copied only into the ignored bundle) ----------
+anchors="${GPU_BUNDLE_ANCHORS-}"
+if [[ -z ${GPU_BUNDLE_ANCHORS+set} ]]; then
+    for c in "$ROOT/shared/anchors/gpu_kernel_anchors.py" "$ROOT/../shared/anchors/gpu_kernel_anchors.py"; do
+        if [[ -f $c ]]; then
+            anchors="$c"
+            break
+        fi
+    done
+fi
+anchors_line="anchors:   none"
+if [[ -n $anchors ]]; then
+    [[ -f $anchors ]] || die "GPU_BUNDLE_ANCHORS=$anchors: no such file"
+    mkdir -p -- "$BUNDLE/anchors"
+    cp -- "$anchors" "$BUNDLE/anchors/gpu_kernel_anchors.py"
+    say "  anchors/gpu_kernel_anchors.py  <- $anchors"
+    anchors_line="anchors:   $(basename -- "$anchors") (sha256 $(sha256sum -- "$anchors" | cut -c1-16))"
+fi
+
+# ---- optional wheels for the anchors script ----------------------------------------------------
+if [[ -n ${GPU_BUNDLE_WHEELS:-} ]]; then
+    shopt -s nullglob
+    wheels=("$GPU_BUNDLE_WHEELS"/*.whl)
+    shopt -u nullglob
+    ((${#wheels[@]} > 0)) || die "GPU_BUNDLE_WHEELS=$GPU_BUNDLE_WHEELS holds no .whl"
+    mkdir -p -- "$BUNDLE/wheels"
+    cp -- "${wheels[@]}" "$BUNDLE/wheels/"
+    say "  wheels/: ${#wheels[@]} wheel(s) ($(du -sh -- "$BUNDLE/wheels" | cut -f1))"
+fi
+
 cp -- "$ROOT/scripts/gpu-run.sh" "$BUNDLE/run.sh"
 chmod +x -- "$BUNDLE/run.sh"
 
@@ -73,6 +136,8 @@ chmod +x -- "$BUNDLE/run.sh"
     echo "toolchain: $(rustc --version)"
     echo "glibc:     $(ldd --version 2>&1 | head -1)"
     echo "packages:  ${PACKAGES[*]} --features cuda (cargo test profile)"
+    echo "$bench_line"
+    echo "$anchors_line"
     echo "cudarc:    dynamic loading of libcuda, built for CUDA 12.8 (needs a driver reporting CUDA >= 12.8)"
 } >"$BUNDLE/MANIFEST"
 

@@ -2,7 +2,8 @@
 # scripts/test.sh: THE test command of brainstacks (what README and CI run). No GPU needed.
 #
 #   1. cargo test --workspace --locked [ARGS...]   every test target of every crate
-#   2. cargo check --workspace --features cuda      the CUDA build keeps compiling (no GPU needed)
+#   2. cargo check --workspace --features cuda      the CUDA build keeps compiling (no GPU needed;
+#                                                  includes the gpu-bench binary's GPU side)
 #   3. cargo bench --workspace --locked --no-run   bench code keeps compiling (nothing is timed)
 #   4. scripts/ptx-check.sh                        every kernels/**/*.ptx assembles for sm_80 and
 #                                                  sm_90 with zero spills (+ the checker's self-test)

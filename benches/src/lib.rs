@@ -1,1 +1,3 @@
-//! Benchmark helpers shared by the criterion suites.
+//! Benchmark helpers shared by the criterion suites, and the GPU benchmark harness.
+
+pub mod harness;

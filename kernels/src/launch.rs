@@ -71,6 +71,14 @@ pub enum GpuError {
     /// Invalid arguments to a GPU op (lengths, ranges).
     #[error("{op}: {msg}")]
     Invalid { op: &'static str, msg: String },
+    /// An optional vendor library (cuBLAS, used only as a benchmark yardstick) is missing or one
+    /// of its calls failed.
+    #[error("{lib}: {what}: {msg}")]
+    Library {
+        lib: &'static str,
+        what: String,
+        msg: String,
+    },
 }
 
 /// What a device says about itself.
@@ -119,7 +127,7 @@ impl std::fmt::Debug for GpuContext {
     }
 }
 
-fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {
@@ -227,7 +235,7 @@ impl GpuContext {
         self.check_launches = on;
     }
 
-    fn driver<T>(
+    pub(crate) fn driver<T>(
         &self,
         what: impl FnOnce() -> String,
         f: impl FnOnce() -> Result<T, DriverError>,

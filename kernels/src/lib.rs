@@ -20,3 +20,5 @@ pub mod cast;
 pub mod launch;
 pub mod elementwise;
 pub mod adamw;
+#[cfg(feature = "cuda")]
+pub mod yardstick;

@@ -1,0 +1,202 @@
+//! Command line of `gpu-bench` (hand-parsed: a handful of flags needs no crate).
+
+use std::path::PathBuf;
+
+pub const USAGE: &str = "\
+gpu-bench: GPU kernel benchmarks (CUDA-event timing, median of many samples), with the copy and
+cuBLAS ceilings measured in the same run, as JSON lines.
+
+usage:
+  gpu-bench run [--filter SUBSTR] [--reps N] [--warmup N] [--warmup-ms MS]
+                [--min-sample-us US] [--out FILE] [--commit SHA]
+      Measures every registered benchmark whose id contains SUBSTR (default: all) on device 0.
+      The ceilings (copy/..., cublas/...) are always measured. JSON lines go to FILE (default:
+      stdout), a table to stderr. Exit 0 if all ran, 1 if any failed (an unavailable cuBLAS is not
+      a failure), 2 on usage errors or no usable GPU. --reps: timed samples (default 50);
+      --warmup, --warmup-ms: untimed samples first, at least N of them and MS milliseconds of
+      GPU time (defaults 10 and 100, so that clocks have ramped up); --min-sample-us: each sample repeats the call
+      until it lasts about this long (default 1000); --commit: recorded as `commit` (default: the
+      BRAINSTACKS_COMMIT environment variable, else omitted).
+  gpu-bench list
+      Prints the registered benchmark ids with their bytes and FLOPs per call.
+  gpu-bench compare OLD NEW [--threshold FRACTION]
+      Compares two result files by id (median time). Exit 1 if any id present in both is slower in
+      NEW by more than FRACTION (default 0.05 = 5 %), else 0; 2 on unreadable input.
+  gpu-bench show FILE
+      Prints a results file as a table.
+";
+
+/// Options of `run`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunOptions {
+    pub filter: Option<String>,
+    pub reps: usize,
+    pub warmup: usize,
+    pub warmup_ms: f64,
+    pub min_sample_us: f64,
+    pub out: Option<PathBuf>,
+    pub commit: Option<String>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            filter: None,
+            reps: 50,
+            warmup: 10,
+            warmup_ms: 100.0,
+            min_sample_us: 1000.0,
+            out: None,
+            commit: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    Run(RunOptions),
+    List,
+    Compare {
+        old: PathBuf,
+        new: PathBuf,
+        threshold: f64,
+    },
+    Show(PathBuf),
+    Help,
+}
+
+fn value<'a>(flag: &str, it: &mut impl Iterator<Item = &'a String>) -> Result<&'a String, String> {
+    it.next().ok_or_else(|| format!("{flag} needs a value"))
+}
+
+fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
+    v.parse()
+        .map_err(|_| format!("{flag}: not a valid number: {v:?}"))
+}
+
+/// Parses the arguments after the program name.
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let mut it = args.iter();
+    let Some(cmd) = it.next() else {
+        return Err("no command given".into());
+    };
+    match cmd.as_str() {
+        "help" | "--help" | "-h" => Ok(Command::Help),
+        "list" => match it.next() {
+            None => Ok(Command::List),
+            Some(a) => Err(format!("list: unexpected argument {a:?}")),
+        },
+        "run" => {
+            let mut o = RunOptions::default();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--filter" => o.filter = Some(value(a, &mut it)?.clone()),
+                    "--reps" => o.reps = number(a, value(a, &mut it)?)?,
+                    "--warmup" => o.warmup = number(a, value(a, &mut it)?)?,
+                    "--warmup-ms" => o.warmup_ms = number(a, value(a, &mut it)?)?,
+                    "--min-sample-us" => o.min_sample_us = number(a, value(a, &mut it)?)?,
+                    "--out" => o.out = Some(PathBuf::from(value(a, &mut it)?)),
+                    "--commit" => o.commit = Some(value(a, &mut it)?.clone()),
+                    _ => return Err(format!("run: unknown argument {a:?}")),
+                }
+            }
+            if o.reps == 0 {
+                return Err("--reps must be at least 1".into());
+            }
+            for (flag, v) in [
+                ("--min-sample-us", o.min_sample_us),
+                ("--warmup-ms", o.warmup_ms),
+            ] {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(format!("{flag} must be a number >= 0"));
+                }
+            }
+            Ok(Command::Run(o))
+        }
+        "compare" => {
+            let mut files = Vec::new();
+            let mut threshold: f64 = 0.05;
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--threshold" => threshold = number(a, value(a, &mut it)?)?,
+                    s if s.starts_with("--") => return Err(format!("compare: unknown flag {a:?}")),
+                    _ => files.push(PathBuf::from(a)),
+                }
+            }
+            if !(threshold.is_finite() && threshold >= 0.0) {
+                return Err("--threshold must be a fraction >= 0 (0.05 = 5 %)".into());
+            }
+            let [old, new]: [PathBuf; 2] = files.try_into().map_err(|f: Vec<PathBuf>| {
+                format!("compare needs OLD and NEW, got {} file(s)", f.len())
+            })?;
+            Ok(Command::Compare {
+                old,
+                new,
+                threshold,
+            })
+        }
+        "show" => match (it.next(), it.next()) {
+            (Some(f), None) => Ok(Command::Show(PathBuf::from(f))),
+            _ => Err("show needs exactly one FILE".into()),
+        },
+        other => Err(format!("unknown command {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Result<Command, String> {
+        let v: Vec<String> = s.split_whitespace().map(String::from).collect();
+        parse(&v)
+    }
+
+    #[test]
+    fn run_flags() {
+        assert_eq!(p("run"), Ok(Command::Run(RunOptions::default())));
+        let Ok(Command::Run(o)) = p(
+            "run --filter cast --reps 7 --warmup 0 --warmup-ms 5 --min-sample-us 250 --out r.jsonl \
+             --commit abc",
+        ) else {
+            panic!()
+        };
+        assert_eq!(o.filter.as_deref(), Some("cast"));
+        assert_eq!(
+            (o.reps, o.warmup, o.warmup_ms, o.min_sample_us),
+            (7, 0, 5.0, 250.0)
+        );
+        assert!(p("run --warmup-ms -1").is_err());
+        assert_eq!(o.out, Some(PathBuf::from("r.jsonl")));
+        assert_eq!(o.commit.as_deref(), Some("abc"));
+        assert!(p("run --reps 0").is_err());
+        assert!(p("run --reps x").is_err());
+        assert!(p("run --reps").is_err());
+        assert!(p("run --bogus").is_err());
+    }
+
+    #[test]
+    fn other_commands() {
+        assert_eq!(
+            p("compare a.jsonl b.jsonl"),
+            Ok(Command::Compare {
+                old: "a.jsonl".into(),
+                new: "b.jsonl".into(),
+                threshold: 0.05
+            })
+        );
+        let Ok(Command::Compare { threshold, .. }) = p("compare --threshold 0.1 a b") else {
+            panic!()
+        };
+        assert_eq!(threshold, 0.1);
+        assert!(p("compare a").is_err());
+        assert!(p("compare a b c").is_err());
+        assert!(p("compare a b --threshold -1").is_err());
+        assert_eq!(p("show f"), Ok(Command::Show("f".into())));
+        assert!(p("show").is_err());
+        assert_eq!(p("list"), Ok(Command::List));
+        assert_eq!(p("--help"), Ok(Command::Help));
+        assert!(p("").is_err());
+        assert!(p("frobnicate").is_err());
+    }
+}
