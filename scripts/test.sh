@@ -66,6 +66,7 @@ run_step "cargo test" cargo test "${scope[@]}" --locked "$@"
 run_step "cargo check --features cuda" cargo check --workspace --locked --features cuda
 run_step "cargo bench --no-run" cargo bench --workspace --locked --no-run
 run_step "ptx check" "$ROOT/scripts/ptx-check.sh"
+run_step "generated ptx in sync" "$ROOT/scripts/ptx-generated-check.sh"
 
 printf '\n==============================================================================\n'
 printf '== test.sh summary\n'

@@ -4,10 +4,11 @@
 The PTX is hand-designed; this script only unrolls it (the mma kernels need 16-64 named
 accumulator registers and fully unrolled fragment code, which PTX cannot index or loop over).
 Every index formula below is mirrored by the CPU simulation in `sim.rs`; change both together.
-Run: python3 kernels/src/nf4/gen_ptx.py  (then scripts/ptx-check.sh and cargo test).
+Run: python3 kernels/src/nf4/gen_ptx.py [OUT]  (then scripts/ptx-check.sh and cargo test).
 """
 import os
 import struct
+import sys
 
 NF4_CODE = [-1.0, -0.6961928, -0.52507305, -0.3949175, -0.28444138, -0.18477343, -0.091050036,
             0.0, 0.0795803, 0.1609302, 0.2461123, 0.33791524, 0.44070983, 0.562617, 0.72295684, 1.0]
@@ -1073,6 +1074,7 @@ emit("""    ret;
 }
 """)
 
-path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nf4.ptx")
+# An explicit output path (used by scripts/ptx-generated-check.sh) or nf4.ptx beside this script.
+path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "nf4.ptx")
 with open(path, "w") as f:
     f.write("\n".join(out) + "\n")
