@@ -130,6 +130,22 @@ thread_local! {
     static LANES_SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The `rows`/`cols`/`assert_fits` part of `PackB`, shared by both orientations and both
+/// accumulation types: B is `rows x cols` in terms of the weight's dimensions.
+macro_rules! shape_of_b {
+    ($rows:ident x $cols:ident) => {
+        fn rows(&self) -> usize {
+            self.0.$rows
+        }
+        fn cols(&self) -> usize {
+            self.0.$cols
+        }
+        fn assert_fits(&self) {
+            self.0.assert_consistent();
+        }
+    };
+}
+
 /// B = Wᵀ (`in` x `out`): the forward product `y = x · Wᵀ`.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Nf4Transposed<'a>(pub Nf4Ref<'a>);
@@ -139,15 +155,7 @@ pub(crate) struct Nf4Transposed<'a>(pub Nf4Ref<'a>);
 pub(crate) struct Nf4Plain<'a>(pub Nf4Ref<'a>);
 
 impl PackB<f32> for Nf4Transposed<'_> {
-    fn rows(&self) -> usize {
-        self.0.in_features
-    }
-    fn cols(&self) -> usize {
-        self.0.out_features
-    }
-    fn assert_fits(&self) {
-        self.0.assert_consistent();
-    }
+    shape_of_b!(in_features x out_features);
     fn pack(&self, depth: Range<usize>, cols: Range<usize>, nr: usize, out: &mut [f32]) {
         let w = &self.0;
         let kc = depth.len();
@@ -171,15 +179,7 @@ impl PackB<f32> for Nf4Transposed<'_> {
 }
 
 impl PackB<f32> for Nf4Plain<'_> {
-    fn rows(&self) -> usize {
-        self.0.out_features
-    }
-    fn cols(&self) -> usize {
-        self.0.in_features
-    }
-    fn assert_fits(&self) {
-        self.0.assert_consistent();
-    }
+    shape_of_b!(out_features x in_features);
     fn pack(&self, depth: Range<usize>, cols: Range<usize>, nr: usize, out: &mut [f32]) {
         let w = &self.0;
         let kc = depth.len();
@@ -197,15 +197,7 @@ impl PackB<f32> for Nf4Plain<'_> {
 
 /// The f64 panels (gradient checks): decoded in f32 exactly as above, then widened.
 impl PackB<f64> for Nf4Transposed<'_> {
-    fn rows(&self) -> usize {
-        self.0.in_features
-    }
-    fn cols(&self) -> usize {
-        self.0.out_features
-    }
-    fn assert_fits(&self) {
-        self.0.assert_consistent();
-    }
+    shape_of_b!(in_features x out_features);
     fn pack(&self, depth: Range<usize>, cols: Range<usize>, nr: usize, out: &mut [f64]) {
         let w = &self.0;
         let kc = depth.len();
@@ -225,15 +217,7 @@ impl PackB<f64> for Nf4Transposed<'_> {
 }
 
 impl PackB<f64> for Nf4Plain<'_> {
-    fn rows(&self) -> usize {
-        self.0.out_features
-    }
-    fn cols(&self) -> usize {
-        self.0.in_features
-    }
-    fn assert_fits(&self) {
-        self.0.assert_consistent();
-    }
+    shape_of_b!(out_features x in_features);
     fn pack(&self, depth: Range<usize>, cols: Range<usize>, nr: usize, out: &mut [f64]) {
         let w = &self.0;
         let kc = depth.len();
