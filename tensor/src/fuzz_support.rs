@@ -63,3 +63,50 @@ fn check_view(v: &Tensor, source_len: usize) {
     assert!(read.iter().all(|x| (*x as usize) < source_len.max(1)), "a view read a value that was never written");
     let _ = v.to_dtype(DType::F32).expect("casts");
 }
+
+/// safetensors parsing from arbitrary bytes: every file must either be rejected with an error or
+/// parse into entries whose bytes all lie inside the input, and every tensor the engine can load
+/// must load (never a panic, never an allocation larger than the input).
+pub fn safetensors_bytes(data: &[u8]) {
+    let Ok(st) = crate::io::SafeTensors::from_bytes("fuzz.safetensors", data.to_vec()) else {
+        return;
+    };
+    let names: Vec<String> = st.names().map(str::to_string).collect();
+    for name in &names {
+        let entry = st.entry(name).expect("listed name");
+        let bytes = st.bytes(name).expect("listed name");
+        assert_eq!(bytes.len(), entry.end - entry.begin);
+        assert!(bytes.len() <= data.len());
+        if entry.dtype.to_dtype().is_some() {
+            let t = st.tensor(name).expect("a validated entry of a loadable dtype loads");
+            assert_eq!(t.elem_count(), entry.elem_count());
+        }
+    }
+}
+
+/// NF4 weights from arbitrary bytes and shapes (as a checkpoint would hand them over): either a
+/// clear error, or a weight whose products run on a small input.
+pub fn nf4_parts(data: &[u8]) {
+    if data.len() < 3 {
+        return;
+    }
+    let out_features = usize::from(data[0] % 9);
+    let in_features = 64 * usize::from(data[1] % 3);
+    let blocksize = [32usize, 64, 128, 48][usize::from(data[2] % 4)];
+    // Packed codes first (as many bytes as the shape needs, if there are that many), then scales.
+    let rest = &data[3..];
+    let split = (out_features * in_features).div_ceil(2).min(rest.len());
+    let packed = rest[..split].to_vec();
+    let absmax: Vec<f32> = rest[split..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let Ok(w) = crate::nf4::Nf4Weight::from_parts(out_features, in_features, blocksize, packed, Some(absmax), None, crate::DType::F32) else {
+        return;
+    };
+    let x = crate::Tensor::ones(&[2, in_features], crate::DType::F32, &crate::Device::Cpu).expect("small");
+    let y = w.linear(&x).expect("a validated weight multiplies");
+    assert_eq!(y.shape(), &[2, out_features]);
+    let dy = crate::Tensor::ones(&[2, out_features], crate::DType::F32, &crate::Device::Cpu).expect("small");
+    assert_eq!(w.linear_input_grad(&dy).expect("transposed product").shape(), &[2, in_features]);
+}

@@ -22,3 +22,13 @@ fn replay(target: &str, run: fn(&[u8])) {
 fn strided_view_corpus() {
     replay("strided_view", brainstacks_tensor::fuzz_support::strided_view);
 }
+
+#[test]
+fn safetensors_bytes_corpus() {
+    replay("safetensors_bytes", brainstacks_tensor::fuzz_support::safetensors_bytes);
+}
+
+#[test]
+fn nf4_parts_corpus() {
+    replay("nf4_parts", brainstacks_tensor::fuzz_support::nf4_parts);
+}
