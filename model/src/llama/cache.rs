@@ -4,6 +4,10 @@
 //! `[B, kv_heads, S, head_dim]`. A forward with a cache appends the new tokens' keys and values
 //! and attends over all of them; the attention mask is aligned to the end of the keys, so the
 //! new queries see every cached position and the causal part of their own block.
+//!
+//! A forward that fails halfway may leave some layers extended and others not: `clear` the
+//! cache after an error. Positions are not limited to `max_position_embeddings` (RoPE has no
+//! table to run out of); staying within it is the caller's choice.
 
 use brainstacks_autograd::Var;
 

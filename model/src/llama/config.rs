@@ -335,6 +335,15 @@ mod tests {
     }
 
     #[test]
+    fn transformers5_rope_parameters() -> Result<()> {
+        let c = with(r#""rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}, "dtype": "float32""#)?;
+        assert_eq!((c.rope_theta, c.rope_scaling, c.torch_dtype), (500000.0, RopeScaling::None, Some(DType::F32)));
+        let c = with(r#""rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 7.0}"#)?;
+        assert_eq!((c.rope_theta, c.rope_scaling), (7.0, RopeScaling::Linear { factor: 2.0 }));
+        Ok(())
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let cases = [
             (r#""num_key_value_heads": 3"#, "num_key_value_heads"),
