@@ -1,8 +1,9 @@
-//! brainstacks-model: layers built on the autograd engine. For now the dense building blocks
-//! (`Linear`, `Mlp`); the Llama decoder, NF4 linear and MoE-LoRA stacks join here.
+//! brainstacks-model: layers built on the autograd engine: the dense building blocks (`Linear`,
+//! `Mlp`), checkpoint formats, and the Llama decoder (`llama`); MoE-LoRA stacks join here.
 
 mod error;
 pub mod formats;
+pub mod llama;
 pub mod nn;
 
 pub use error::{Error, Result};

@@ -13,8 +13,8 @@ use brainstacks_tensor::nf4::Nf4Weight;
 use brainstacks_tensor::DType;
 
 fn fixture_dir(tag: &str) -> PathBuf {
-    // Checkpoint::open_dir wants model.safetensors; copy the fixture into a scratch dir of this
-    // test's own (tests of one binary run in parallel).
+    // Checkpoint::open_dir wants model.safetensors; copy the fixture into a scratch dir, one per
+    // test (tests run in parallel and one of them removes its copy).
     let d = std::env::temp_dir().join(format!("bs-bnb4-{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bnb4_linear.safetensors");
@@ -24,7 +24,7 @@ fn fixture_dir(tag: &str) -> PathBuf {
 
 #[test]
 fn reading_then_writing_reproduces_bitsandbytes_bytes() {
-    let d = fixture_dir("rw");
+    let d = fixture_dir("t1");
     let ck = Checkpoint::open_dir(&d).unwrap();
     for (name, dtype, dq) in [("plain.weight", DType::F32, false), ("dq.weight", DType::F32, true), ("bf.weight", DType::BF16, true)] {
         assert!(is_nf4(&ck, name));
@@ -32,7 +32,7 @@ fn reading_then_writing_reproduces_bitsandbytes_bytes() {
         assert_eq!(w.orig_dtype(), dtype, "{name}");
         assert_eq!(w.double_quant().is_some(), dq, "{name}");
         let ours = nf4_to_tensors(name, &w);
-        let mut keys: Vec<&str> = ck.names().filter(|n| n.starts_with(&format!("{name}"))).collect();
+        let mut keys: Vec<&str> = ck.names().filter(|n| n.starts_with(name)).collect();
         keys.sort();
         let mut our_keys: Vec<&str> = ours.iter().map(|t| t.name.as_str()).collect();
         our_keys.sort();
@@ -48,7 +48,7 @@ fn reading_then_writing_reproduces_bitsandbytes_bytes() {
 
 #[test]
 fn our_quantizer_gives_the_same_checkpoint() {
-    let d = fixture_dir("ours");
+    let d = fixture_dir("t2");
     let ck = Checkpoint::open_dir(&d).unwrap();
     for (name, orig, dq) in [("plain.weight", "orig.plain", false), ("dq.weight", "orig.dq", true), ("bf.weight", "orig.bf", true)] {
         let theirs = read_nf4(&ck, name).unwrap();
@@ -73,7 +73,7 @@ fn our_quantizer_gives_the_same_checkpoint() {
 fn write_read_round_trip_and_corruptions() {
     let d = std::env::temp_dir().join(format!("bs-bnb4-rt-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
-    let src = fixture_dir("rt-src");
+    let src = fixture_dir("t3");
     let ck = Checkpoint::open_dir(&src).unwrap();
     let w = Nf4Weight::quantize(&ck.tensor("orig.dq").unwrap(), 64, true).unwrap();
     let tensors = nf4_to_tensors("m.weight", &w);

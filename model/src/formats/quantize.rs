@@ -84,7 +84,7 @@ fn keep_reason(name: &str, e: &TensorEntry, blocksize: usize) -> Option<String> 
         Some(DType::F32 | DType::BF16 | DType::F16 | DType::F64) => {}
         _ => return Some(format!("dtype {} is not a float", e.dtype)),
     }
-    if e.shape[1] % blocksize != 0 {
+    if !e.shape[1].is_multiple_of(blocksize) {
         return Some(format!("in_features {} is not a multiple of the block size {blocksize}", e.shape[1]));
     }
     None

@@ -1,0 +1,173 @@
+//! The Llama decoder: embeddings, `num_hidden_layers` pre-norm blocks (RMSNorm, GQA causal
+//! attention with rotate-half RoPE, RMSNorm, SwiGLU MLP, each with a residual), a final RMSNorm
+//! and the LM head. Mirrors transformers' `LlamaForCausalLM` forward.
+//!
+//! Everything runs on autograd `Var`s. The frozen weights are constants, so with no adapter
+//! attached nothing is recorded and the forward costs what a plain inference pass costs; with
+//! an adapter, gradients flow from the logits back to its parameters. Under `no_grad` (or when
+//! no input of the attention needs a gradient) attention uses the fused kernel instead of the
+//! composed differentiable one: same math, one pass.
+
+use brainstacks_autograd::{Var, no_grad_active};
+use brainstacks_tensor::{DType, Device, Tensor};
+
+use super::cache::KvCache;
+use super::config::LlamaConfig;
+use super::linear::{BaseLinear, Proj, Projection, ProjectionAdapter};
+use super::load::LoadReport;
+use crate::{Error, Result};
+
+/// One decoder block.
+#[derive(Debug)]
+pub struct LlamaLayer {
+    pub input_layernorm: Var,
+    pub post_attention_layernorm: Var,
+    /// Indexed by `Proj as usize` (Q, K, V, O, Gate, Up, Down).
+    pub(crate) projections: [Projection; 7],
+}
+
+impl LlamaLayer {
+    pub fn projection(&self, p: Proj) -> &Projection {
+        &self.projections[p as usize]
+    }
+}
+
+/// A Llama causal language model with frozen base weights.
+#[derive(Debug)]
+pub struct LlamaModel {
+    pub config: LlamaConfig,
+    /// The compute dtype: activations, dense weights and norms are in it.
+    pub dtype: DType,
+    pub embed_tokens: Var,
+    pub layers: Vec<LlamaLayer>,
+    pub norm: Var,
+    /// Dense; shares the embedding's storage when the embeddings are tied.
+    pub lm_head: BaseLinear,
+    /// What the loader did with each weight.
+    pub load_report: LoadReport,
+    pub(crate) inv_freq: Vec<f64>,
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::Config { layer: "LlamaModel".into(), msg: msg.into() }
+}
+
+impl LlamaModel {
+    /// The frozen weight of projection `p` in `layer` (`None` past the last layer).
+    pub fn proj(&self, layer: usize, p: Proj) -> Option<&BaseLinear> {
+        self.layers.get(layer).map(|l| &l.projections[p as usize].base)
+    }
+
+    /// Attaches `adapter` to projection `p` of `layer` (or detaches with `None`), returning the
+    /// one it replaces. Its output `[..., out]` is added to the base output from then on.
+    pub fn set_adapter(
+        &mut self,
+        layer: usize,
+        p: Proj,
+        adapter: Option<Box<dyn ProjectionAdapter>>,
+    ) -> Result<Option<Box<dyn ProjectionAdapter>>> {
+        let n = self.layers.len();
+        let l = self.layers.get_mut(layer).ok_or_else(|| invalid(format!("layer {layer} out of range (the model has {n})")))?;
+        Ok(std::mem::replace(&mut l.projections[p as usize].adapter, adapter))
+    }
+
+    /// RoPE tables `[T, head_dim / 2]` for positions `offset..offset + t`, in the compute dtype
+    /// (transformers also rounds its f32 tables to the activation dtype).
+    fn rope_tables(&self, offset: usize, t: usize) -> Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let (mut cos, mut sin) = (Vec::with_capacity(t * half), Vec::with_capacity(t * half));
+        for p in offset..offset + t {
+            for &f in &self.inv_freq {
+                let angle = p as f64 * f;
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        let cos = Tensor::from_vec(cos, &[t, half], &Device::Cpu)?.to_dtype(self.dtype)?;
+        let sin = Tensor::from_vec(sin, &[t, half], &Device::Cpu)?.to_dtype(self.dtype)?;
+        Ok((cos, sin))
+    }
+
+    /// Logits `[B, T, vocab]` for token ids `[B, T]` (i64, u32 or u8).
+    ///
+    /// With a cache, the tokens continue the sequence it holds: their positions start at
+    /// `cache.len()`, attention sees the cached keys and values too, and the cache is extended
+    /// by these tokens. Without one, positions start at 0.
+    pub fn forward(&self, ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Var> {
+        let &[b, t] = ids.shape() else {
+            return Err(invalid(format!("token ids must be [batch, seq], got {:?}", ids.shape())));
+        };
+        if t == 0 || b == 0 {
+            return Err(invalid(format!("token ids {:?}: empty batch or sequence", ids.shape())));
+        }
+        let offset = match cache.as_deref() {
+            Some(c) => c.prepare(self.layers.len(), b)?,
+            None => 0,
+        };
+        let (cos, sin) = self.rope_tables(offset, t)?;
+        let eps = self.config.rms_norm_eps;
+        let mut h = self.embed_tokens.embedding(ids)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let x = h.rms_norm(&layer.input_layernorm, eps)?;
+            let a = self.attention(layer, &x, &cos, &sin, cache.as_deref_mut().map(|c| (c, i)))?;
+            h = h.add(&a)?;
+            let x = h.rms_norm(&layer.post_attention_layernorm, eps)?;
+            h = h.add(&self.mlp(layer, &x)?)?;
+        }
+        if let Some(c) = cache {
+            c.advance(t);
+        }
+        let h = h.rms_norm(&self.norm, eps)?;
+        self.lm_head.forward(&h)
+    }
+
+    /// Mean next-token cross-entropy of `ids [B, T]` (position `t` predicts `t + 1`, as
+    /// transformers computes the loss with `labels = input_ids`), as a rank-0 `Var`.
+    pub fn next_token_loss(&self, ids: &Tensor) -> Result<Var> {
+        let &[b, t] = ids.shape() else {
+            return Err(invalid(format!("token ids must be [batch, seq], got {:?}", ids.shape())));
+        };
+        if t < 2 {
+            return Err(invalid(format!("a next-token loss needs at least 2 tokens, got {t}")));
+        }
+        let v = self.config.vocab_size;
+        let logits = self.forward(ids, None)?.narrow(1usize, 0, t - 1)?.reshape(&[b * (t - 1), v])?;
+        let targets = ids.narrow(1usize, 1, t - 1)?.to_dtype(DType::I64)?.reshape(&[b * (t - 1)])?;
+        Ok(logits.cross_entropy(&targets, None)?)
+    }
+
+    /// `[B, T, heads * head_dim] -> [B, heads, T, head_dim]` (a view).
+    fn heads(x: &Var, heads: usize, head_dim: usize) -> Result<Var> {
+        let (b, t) = (x.shape()[0], x.shape()[1]);
+        Ok(x.reshape(&[b, t, heads, head_dim])?.transpose(1usize, 2usize)?)
+    }
+
+    fn attention(&self, layer: &LlamaLayer, x: &Var, cos: &Tensor, sin: &Tensor, cache: Option<(&mut KvCache, usize)>) -> Result<Var> {
+        let c = &self.config;
+        let (b, t) = (x.shape()[0], x.shape()[1]);
+        let d = c.head_dim;
+        let q = Self::heads(&layer.projection(Proj::Q).forward(x)?, c.num_attention_heads, d)?.rope(cos, sin)?;
+        let k = Self::heads(&layer.projection(Proj::K).forward(x)?, c.num_key_value_heads, d)?.rope(cos, sin)?;
+        let v = Self::heads(&layer.projection(Proj::V).forward(x)?, c.num_key_value_heads, d)?;
+        let (k, v) = match cache {
+            Some((cache, i)) => cache.append(i, k, v)?,
+            None => (k, v),
+        };
+        let scale = 1.0 / (d as f64).sqrt();
+        let needs_grad = [&q, &k, &v].iter().any(|v| v.requires_grad());
+        let out = if needs_grad && !no_grad_active() {
+            q.causal_attention(&k, &v, scale)?
+        } else {
+            Var::constant(q.tensor().causal_attention(k.tensor(), v.tensor(), scale)?)
+        };
+        let out = out.transpose(1usize, 2usize)?.reshape(&[b, t, c.num_attention_heads * d])?;
+        layer.projection(Proj::O).forward(&out)
+    }
+
+    /// SwiGLU: `down(silu(gate(x)) * up(x))`.
+    fn mlp(&self, layer: &LlamaLayer, x: &Var) -> Result<Var> {
+        let g = layer.projection(Proj::Gate).forward(x)?.silu()?;
+        let u = layer.projection(Proj::Up).forward(x)?;
+        layer.projection(Proj::Down).forward(&g.mul(&u)?)
+    }
+}
