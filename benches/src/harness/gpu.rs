@@ -745,6 +745,7 @@ fn measure(
 /// the filter (and the dense references those need), and hands each finished record to `emit` (ceilings first, in registry order).
 /// Errors only when no GPU is usable; a failing benchmark becomes a record with `error`.
 pub fn run(o: &RunOptions, mut emit: impl FnMut(&Record)) -> Result<Outcome, String> {
+    let started = std::time::Instant::now();
     let mut gpu = GpuContext::new(0).map_err(|e| e.to_string())?;
     // Timing runs must not synchronise after every launch (the test-build default).
     gpu.set_check_launches(false);
@@ -785,7 +786,12 @@ pub fn run(o: &RunOptions, mut emit: impl FnMut(&Record)) -> Result<Outcome, Str
 
     let run_one = |b: &Bench, failures: &mut usize| -> Record {
         let s = &b.spec;
-        eprintln!("gpu-bench: {}", s.id());
+        // Wall time since the start, so a log shows where a run spends its (scarce) GPU time.
+        eprintln!(
+            "gpu-bench: [{:6.1} s] {}",
+            started.elapsed().as_secs_f64(),
+            s.id()
+        );
         let mut r = Record {
             id: s.id(),
             kernel: s.kernel.into(),
@@ -862,5 +868,10 @@ pub fn run(o: &RunOptions, mut emit: impl FnMut(&Record)) -> Result<Outcome, Str
         emit(&r);
         records.push(r);
     }
+    eprintln!(
+        "gpu-bench: {} benchmarks in {:.1} s",
+        records.len(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(Outcome { records, failures })
 }
