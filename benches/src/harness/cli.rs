@@ -11,13 +11,14 @@ usage:
                 [--min-sample-us US] [--max-bench-ms MS] [--out FILE] [--targets FILE]
                 [--commit SHA]
       Measures every registered benchmark whose id contains SUBSTR (default: all) on device 0.
-      The ceilings (copy/..., cublas/...) are always measured. JSON lines go to FILE (default:
+      The ceilings (copy/d2d, cublas 4096^3 and 8192^3) are always measured, and the cuBLAS
+      reference of every selected GEMM or NF4 benchmark. JSON lines go to FILE (default:
       stdout), a table to stderr. Exit 0 if all ran, 1 if any failed (an unavailable cuBLAS is not
       a failure), 2 on usage errors or no usable GPU. --reps: timed samples (default 50);
       --warmup, --warmup-ms: untimed samples first, at least N of them and MS milliseconds of
       GPU time (defaults 10 and 100, so that clocks have ramped up); --min-sample-us: each sample repeats the call
       until it lasts about this long (default 1000); --max-bench-ms: fewer warm-up and timed
-      samples (at least 5 of each) where a benchmark would take longer than this (default 2000);
+      samples (at least 3 and 5) where a benchmark would take longer than this (default 2000);
       --targets: the issue targets and the ratios to cuBLAS (see `targets`) as JSON lines to FILE
       (the table goes to stderr in any case); --commit: recorded as `commit` (default: the
       BRAINSTACKS_COMMIT environment variable, else omitted).
