@@ -13,13 +13,17 @@
 #      a pass/fail table goes to $OUT/summary.tsv;
 #   3. if <bundle>/gpu-bench exists: finds libcublas (system CUDA, or the pip packages nvidia-cublas /
 #      PyTorch ship) for the cuBLAS yardstick, runs `gpu-bench run`, results in $OUT/bench.jsonl
-#      (an unfound libcublas only makes the cuBLAS rows "unavailable");
+#      (an unfound libcublas only makes the cuBLAS rows "unavailable") and the issue targets judged on
+#      that run in $OUT/targets.jsonl;
 #   4. if <bundle>/anchors/gpu_kernel_anchors.py exists and python3 can import torch: runs it
 #      (writes $OUT/kernel_anchors.json), after installing <bundle>/wheels/*.whl, if any, into a
 #      scratch folder on PYTHONPATH;
-#   5. prints the summary last: the device, the test table, the benchmark JSON lines and table, the
-#      anchors' status.
-# Exit status: non-zero if any test executable or benchmark failed (the anchors never fail it).
+#   5. prints the summary: the device, the test table, the benchmark JSON lines and table, the
+#      anchors' status, the overall status; and last the targets table (`gpu-bench targets`:
+#      PASS/FAIL per issue target, and every kernel's ratio to cuBLAS at its shape, all from this
+#      run's bench.jsonl).
+# Exit status: non-zero if any test executable or benchmark failed (the anchors and the targets'
+# verdicts never fail it: the targets are goals, not correctness).
 #
 # Environment: GPU_RUN_BENCH=0 skips the benchmarks, GPU_RUN_ANCHORS=0 the anchors;
 # GPU_BENCH_ARGS="--filter cast --reps 20" goes to `gpu-bench run`; GPU_RUN_ANCHORS_TIMEOUT (seconds,
@@ -160,7 +164,8 @@ if [[ ${GPU_RUN_BENCH:-1} != 0 && -x $HERE/gpu-bench ]]; then
     if [[ -n $commit ]] && grep -q '^commit:.*uncommitted' -- "$HERE/MANIFEST"; then commit="$commit-dirty"; fi
     read -r -a extra <<<"${GPU_BENCH_ARGS:-}"
     say "running gpu-bench run ${extra[*]}"
-    "${bench_env[@]}" "$HERE/gpu-bench" run --out "$OUT/bench.jsonl" ${commit:+--commit "$commit"} "${extra[@]}" \
+    "${bench_env[@]}" "$HERE/gpu-bench" run --out "$OUT/bench.jsonl" --targets "$OUT/targets.jsonl" \
+        ${commit:+--commit "$commit"} "${extra[@]}" \
         >"$OUT/logs/gpu-bench.log" 2>&1
     bench_rc=$?
     if ((bench_rc != 0)); then
@@ -239,5 +244,11 @@ fi
 if [[ $bench_rc != skipped && $bench_rc != 0 ]]; then
     say "FAILED: gpu-bench exited $bench_rc"
     status=1
+fi
+# Last, so that it is what a truncated output tail shows: the issue targets of this run.
+if [[ $bench_rc != skipped && -s $OUT/bench.jsonl ]]; then
+    echo
+    say "targets (JSON lines in $OUT/targets.jsonl):"
+    "$HERE/gpu-bench" targets "$OUT/bench.jsonl" | sed 's/^/  /'
 fi
 exit $status

@@ -7,7 +7,7 @@
 use std::process::ExitCode;
 
 use brainstacks_benches::harness::cli::{self, Command};
-use brainstacks_benches::harness::{compare, record};
+use brainstacks_benches::harness::{compare, record, targets};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -60,6 +60,23 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
+        Command::Targets { file, json } => match record::read_jsonl(&file) {
+            Ok(recs) => {
+                let (t, r) = (targets::evaluate(&recs), targets::ratios(&recs));
+                if json {
+                    for j in t.iter().chain(&r) {
+                        println!("{}", j.to_json());
+                    }
+                } else {
+                    print!("{}", targets::render(&t, &r));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gpu-bench: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::List => gpu::list(),
         Command::Run(o) => gpu::run(&o),
     }
@@ -72,13 +89,13 @@ mod gpu {
 
     use brainstacks_benches::harness::cli::RunOptions;
     use brainstacks_benches::harness::gpu;
-    use brainstacks_benches::harness::record;
+    use brainstacks_benches::harness::{record, targets};
 
     pub fn list() -> ExitCode {
         for b in gpu::registry() {
             let s = &b.spec;
             println!(
-                "{:<32} bytes {:>12}  flops {:>16}  {:?}",
+                "{:<40} bytes {:>12}  flops {:>16}  {:?}",
                 s.id(),
                 s.bytes,
                 s.flops,
@@ -136,6 +153,18 @@ mod gpu {
             }
         };
         eprint!("\n{}", record::table(&outcome.records));
+        // The issue targets, judged on this run's records only.
+        let (t, r) = (
+            targets::evaluate(&outcome.records),
+            targets::ratios(&outcome.records),
+        );
+        eprint!("\n{}", targets::render(&t, &r));
+        if let Some(p) = &o.targets {
+            let text: String = t.iter().chain(&r).map(|j| j.to_json() + "\n").collect();
+            if let Err(e) = std::fs::write(p, text) {
+                write_failed.get_or_insert(e);
+            }
+        }
         if let Some(e) = write_failed {
             eprintln!("gpu-bench: writing the results failed: {e}");
             return ExitCode::from(2);

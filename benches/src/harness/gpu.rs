@@ -12,9 +12,20 @@
 //! The ceilings are measured first, always: the copy's GB/s and the best cuBLAS TFLOP/s of the
 //! run are the denominators of every record's `frac_copy_bw` and `frac_cublas`.
 
+use brainstacks_kernels::adamw::{AdamWParams, cuda as adamw};
 use brainstacks_kernels::cast::cuda as cast;
+use brainstacks_kernels::cross_entropy::cuda::{self as ce, Logits};
+use brainstacks_kernels::elementwise::{BinaryOp, UnaryOp, cuda as ew};
+use brainstacks_kernels::embedding::cuda as embedding;
+use brainstacks_kernels::gemm::cuda::{self as gemm, Bf16Layout, GemmDims, Strides as GemmStrides};
 use brainstacks_kernels::launch::{CudaSlice, GpuContext, GpuError};
+use brainstacks_kernels::nf4::cuda::{self as nf4, Nf4Out, Nf4Scales, Nf4Weight};
 use brainstacks_kernels::philox::cuda as philox;
+use brainstacks_kernels::reduce::{ReduceOp, cuda as reduce};
+use brainstacks_kernels::rms_norm::cuda as rms_norm;
+use brainstacks_kernels::rope::cuda::{self as rope, RopeShape};
+use brainstacks_kernels::softmax::cuda as softmax;
+use brainstacks_kernels::topk::cuda as topk;
 use brainstacks_kernels::yardstick::{Cublas, EventTimer, copy_d2d};
 
 use super::cli::RunOptions;
@@ -60,11 +71,13 @@ fn bench(spec: Spec, setup: impl Fn(&Ctx) -> Result<Op, SetupError> + 'static) -
     }
 }
 
-/// Every benchmark, in run order (ceilings first). To add one: a `Spec` constructor in `spec.rs`
-/// (id, bytes, FLOPs) and one line here.
+/// Every benchmark, in run order (ceilings first; each dense cuBLAS reference right before the
+/// kernels compared with it). To add one: a `Spec` constructor in `spec.rs` (id, bytes, FLOPs)
+/// and one line here.
 pub fn registry() -> Vec<Bench> {
+    use spec::{GemmLayout as L, Nf4ScaleForm as S};
     const N: u64 = 16 << 20;
-    vec![
+    let mut v = vec![
         bench(spec::copy_d2d(256 << 20), |c| copy_op(c, 256 << 20)),
         bench(spec::cublas_bf16(4096, 4096, 4096), |c| {
             cublas_op(c, 4096, 4096, 4096)
@@ -76,9 +89,89 @@ pub fn registry() -> Vec<Bench> {
         bench(spec::philox_uniform_f32(N), |c| {
             philox_uniform_op(c, N as usize)
         }),
+        bench(spec::philox_normal_f32(N), |c| {
+            philox_normal_op(c, N as usize)
+        }),
         bench(spec::cast_f32_bf16(N), |c| cast_f32_bf16_op(c, N as usize)),
         bench(spec::cast_bf16_f32(N), |c| cast_bf16_f32_op(c, N as usize)),
-    ]
+    ];
+    // Dense GEMM: ours against the cuBLAS ceilings at the same shapes.
+    for (layout, s) in [
+        (L::Nt, 4096usize),
+        (L::Nt, 8192),
+        (L::Nn, 4096),
+        (L::Tn, 4096),
+    ] {
+        let u = s as u64;
+        v.push(bench(spec::gemm_bf16(layout, u, u, u), move |c| {
+            gemm_bf16_op(c, layout, s, s, s)
+        }));
+    }
+    v.push(bench(spec::gemm_f32(4096, 4096, 4096), |c| {
+        gemm_f32_op(c, 4096, 4096, 4096)
+    }));
+    // NF4 (weights out x in) at M = 1, 16, 256, 4096, each after its dense cuBLAS reference.
+    for (n, k) in [
+        (2048usize, 2048usize),
+        (2048, 5632),
+        (5632, 2048),
+        (8192, 8192),
+    ] {
+        for m in [1usize, 16, 256, 4096] {
+            let (mu, nu, ku) = (m as u64, n as u64, k as u64);
+            v.push(bench(spec::cublas_bf16_reference(mu, nu, ku), move |c| {
+                cublas_reference_op(c, m, n, k)
+            }));
+            v.push(bench(spec::nf4_matmul(mu, nu, ku, S::F32), move |c| {
+                nf4_op(c, m, n, k, S::F32, false)
+            }));
+            if (n, k) == (8192, 8192) && m <= 16 {
+                v.push(bench(spec::nf4_matmul(mu, nu, ku, S::Double), move |c| {
+                    nf4_op(c, m, n, k, S::Double, false)
+                }));
+            }
+        }
+    }
+    // The transposed product dx = dy W (its baseline, M x K x N, is 8192^2 too: measured above).
+    for m in [16usize, 4096] {
+        v.push(bench(spec::nf4_matmul_t(m as u64, 8192, 8192), move |c| {
+            nf4_op(c, m, 8192, 8192, S::F32, true)
+        }));
+    }
+    v.extend([
+        bench(spec::unary_f32("silu", N), |c| silu_op(c, N as usize)),
+        bench(spec::binary_f32("add", N), |c| add_op(c, N as usize)),
+        bench(spec::reduce_sum(4096, 4096, true), |c| {
+            reduce_sum_op(c, 4096, 4096, true)
+        }),
+        bench(spec::reduce_sum(4096, 4096, false), |c| {
+            reduce_sum_op(c, 4096, 4096, false)
+        }),
+        bench(spec::softmax(4096, 32000, false), |c| {
+            softmax_op(c, 4096, 32000, false)
+        }),
+        bench(spec::softmax(4096, 32000, true), |c| {
+            softmax_op(c, 4096, 32000, true)
+        }),
+        bench(spec::rms_norm(16384, 2048, false), |c| {
+            rms_norm_op(c, 16384, 2048, false)
+        }),
+        bench(spec::rms_norm(16384, 2048, true), |c| {
+            rms_norm_op(c, 16384, 2048, true)
+        }),
+        bench(spec::rope_fwd(8, 32, 2048, 64), |c| {
+            rope_op(c, 8 * 32, 2048, 64)
+        }),
+        bench(spec::embedding_fwd(16384, 2048), |c| {
+            embedding_op(c, 16384, 2048, 32000)
+        }),
+        bench(spec::cross_entropy(4096, 32000), |c| {
+            cross_entropy_op(c, 4096, 32000)
+        }),
+        bench(spec::topk(65536, 64, 2), |c| topk_op(c, 65536, 64, 2)),
+        bench(spec::adamw(50 << 20), |c| adamw_op(c, 50 << 20)),
+    ]);
+    v
 }
 
 // ---- inputs ------------------------------------------------------------------------------------
@@ -149,6 +242,388 @@ fn cast_bf16_f32_op(c: &Ctx, n: usize) -> Result<Op, SetupError> {
     let mut dst = c.gpu.alloc_zeros::<f32>(n)?;
     Ok(Box::new(move |c: &Ctx| {
         cast::cast_bf16_f32(&c.gpu, &src, &mut dst)
+    }))
+}
+
+fn philox_normal_op(c: &Ctx, n: usize) -> Result<Op, SetupError> {
+    let mut out = c.gpu.alloc_zeros::<f32>(n)?;
+    Ok(Box::new(move |c: &Ctx| {
+        philox::fill_normal_f32(&c.gpu, 7, 0, 0.0, 1.0, &mut out)
+    }))
+}
+
+/// Device copies of device buffers (the driver's copy), one function per element type (this crate
+/// does not name cudarc's traits).
+macro_rules! dup_fn {
+    ($name:ident, $t:ty) => {
+        fn $name(gpu: &GpuContext, x: &CudaSlice<$t>) -> Result<CudaSlice<$t>, GpuError> {
+            let mut d = gpu.alloc_zeros::<$t>(x.len())?;
+            copy_d2d(gpu, x, &mut d)?;
+            Ok(d)
+        }
+    };
+}
+dup_fn!(dup_u8, u8);
+dup_fn!(dup_u16, u16);
+dup_fn!(dup_f32, f32);
+
+fn gemm_bf16_op(
+    c: &Ctx,
+    layout: spec::GemmLayout,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<Op, SetupError> {
+    let layout = match layout {
+        spec::GemmLayout::Nt => Bf16Layout::Nt,
+        spec::GemmLayout::Nn => Bf16Layout::Nn,
+        spec::GemmLayout::Tn => Bf16Layout::Tn,
+    };
+    let a = random_bf16(&c.gpu, m * k, 11)?;
+    let b = random_bf16(&c.gpu, k * n, 12)?;
+    let mut out = c.gpu.alloc_zeros::<u16>(m * n)?;
+    // Leading dimensions of the operands as stored: A [m, k] (At [k, m] for TN), B [k, n]
+    // (Bt [n, k] for NT).
+    let (lda, ldb) = match layout {
+        Bf16Layout::Nt => (k, k),
+        Bf16Layout::Nn => (k, n),
+        Bf16Layout::Tn => (m, n),
+    };
+    let d = GemmDims {
+        m,
+        n,
+        k,
+        lda,
+        ldb,
+        ldc: n,
+    };
+    Ok(Box::new(move |c: &Ctx| {
+        gemm::gemm_bf16_to_bf16(&c.gpu, layout, d, &a, &b, &mut out)
+    }))
+}
+
+fn gemm_f32_op(c: &Ctx, m: usize, n: usize, k: usize) -> Result<Op, SetupError> {
+    let a = random_f32(&c.gpu, m * k, 13)?;
+    let b = random_f32(&c.gpu, k * n, 14)?;
+    let mut out = c.gpu.alloc_zeros::<f32>(m * n)?;
+    let (sa, sb) = (GemmStrides { rs: k, cs: 1 }, GemmStrides { rs: n, cs: 1 });
+    Ok(Box::new(move |c: &Ctx| {
+        gemm::gemm_f32(&c.gpu, m, n, k, &a, sa, &b, sb, &mut out, n)
+    }))
+}
+
+/// The dense baseline of an NF4 product: cuBLAS bf16 `y = x·Wᵀ` with `W` `n x k`, cycling
+/// through copies of `W` as the NF4 benchmark does (see [`spec::rotation_copies`]).
+fn cublas_reference_op(c: &Ctx, m: usize, n: usize, k: usize) -> Result<Op, SetupError> {
+    if let Err(why) = &c.cublas {
+        return Err(SetupError::Unavailable(why.clone()));
+    }
+    let x = random_bf16(&c.gpu, m * k, 21)?;
+    let w = random_bf16(&c.gpu, n * k, 22)?;
+    let mut ws = Vec::new();
+    for _ in 1..spec::rotation_copies(2 * (n * k) as u64) {
+        ws.push(dup_u16(&c.gpu, &w)?);
+    }
+    ws.insert(0, w);
+    let mut y = c.gpu.alloc_zeros::<u16>(m * n)?;
+    let mut i = 0;
+    Ok(Box::new(move |c: &Ctx| {
+        let w = &ws[i];
+        i = (i + 1) % ws.len();
+        match &c.cublas {
+            Ok(blas) => blas.gemm_bf16_nt(&c.gpu, (m, n, k), &x, w, &mut y),
+            Err(why) => Err(GpuError::Invalid {
+                op: "cublas",
+                msg: why.clone(),
+            }),
+        }
+    }))
+}
+
+/// `n` random bytes, made on the host (a xorshift; no u8 Philox kernel) and copied once.
+fn random_u8(gpu: &GpuContext, n: usize, seed: u64) -> Result<CudaSlice<u8>, GpuError> {
+    let mut s = seed | 1;
+    let mut v = Vec::with_capacity(n);
+    while v.len() < n {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        let take = (n - v.len()).min(8);
+        v.extend_from_slice(&s.to_le_bytes()[..take]);
+    }
+    gpu.htod(&v)
+}
+
+/// One NF4 weight's device buffers (random nibbles and positive scales).
+struct Nf4Bufs {
+    packed: CudaSlice<u8>,
+    /// f32 absmax, or the double-quantized codes, nested absmax and map.
+    absmax: Option<CudaSlice<f32>>,
+    double: Option<(CudaSlice<u8>, CudaSlice<f32>, CudaSlice<f32>)>,
+}
+
+impl Nf4Bufs {
+    fn new(
+        gpu: &GpuContext,
+        n: usize,
+        k: usize,
+        form: spec::Nf4ScaleForm,
+    ) -> Result<Self, GpuError> {
+        let blocks = n * k / 64;
+        let packed = random_u8(gpu, n * k / 2, 31)?;
+        let positive = |len: usize, seed: u64| -> Result<CudaSlice<f32>, GpuError> {
+            let mut x = gpu.alloc_zeros::<f32>(len)?;
+            philox::fill_uniform_f32(gpu, seed, 0, 0.5, 1.5, &mut x)?;
+            Ok(x)
+        };
+        Ok(match form {
+            spec::Nf4ScaleForm::F32 => Nf4Bufs {
+                packed,
+                absmax: Some(positive(blocks, 32)?),
+                double: None,
+            },
+            spec::Nf4ScaleForm::Double => Nf4Bufs {
+                packed,
+                absmax: None,
+                double: Some((
+                    random_u8(gpu, blocks, 33)?,
+                    positive(blocks.div_ceil(256), 34)?,
+                    positive(256, 35)?,
+                )),
+            },
+        })
+    }
+
+    /// A copy made on the device.
+    fn duplicate(&self, gpu: &GpuContext) -> Result<Self, GpuError> {
+        Ok(Nf4Bufs {
+            packed: dup_u8(gpu, &self.packed)?,
+            absmax: self.absmax.as_ref().map(|a| dup_f32(gpu, a)).transpose()?,
+            double: match &self.double {
+                Some((c, nst, map)) => {
+                    Some((dup_u8(gpu, c)?, dup_f32(gpu, nst)?, dup_f32(gpu, map)?))
+                }
+                None => None,
+            },
+        })
+    }
+
+    fn weight(&self, n: usize, k: usize) -> Nf4Weight<'_> {
+        let scales = match (&self.absmax, &self.double) {
+            (Some(a), _) => Nf4Scales::F32(a),
+            (None, Some((codes, nested, map))) => Nf4Scales::Double {
+                codes,
+                nested,
+                map,
+                offset: 0.0,
+            },
+            (None, None) => unreachable!("Nf4Bufs::new sets one scale form"),
+        };
+        Nf4Weight {
+            packed: &self.packed,
+            scales,
+            n,
+            k,
+        }
+    }
+}
+
+/// `y = x·Wᵀ` through `nf4_matmul`, or (`transposed`) `dx = dy·W` through
+/// `nf4_matmul_transposed`, bf16 activations in and out, cycling through copies of the weight
+/// so that every call streams it from DRAM (see [`spec::rotation_copies`]).
+fn nf4_op(
+    c: &Ctx,
+    m: usize,
+    n: usize,
+    k: usize,
+    form: spec::Nf4ScaleForm,
+    transposed: bool,
+) -> Result<Op, SetupError> {
+    let first = Nf4Bufs::new(&c.gpu, n, k, form)?;
+    let copies = spec::rotation_copies(spec::nf4_weight_bytes(n as u64, k as u64, form));
+    let mut ws = Vec::with_capacity(copies);
+    for _ in 1..copies {
+        ws.push(first.duplicate(&c.gpu)?);
+    }
+    ws.insert(0, first);
+    let (len_in, len_out) = if transposed { (n, k) } else { (k, n) };
+    let x = random_bf16(&c.gpu, m * len_in, 36)?;
+    let mut y = c.gpu.alloc_zeros::<u16>(m * len_out)?;
+    let mut i = 0;
+    Ok(Box::new(move |c: &Ctx| {
+        let w = ws[i].weight(n, k);
+        i = (i + 1) % ws.len();
+        if transposed {
+            nf4::nf4_matmul_transposed(&c.gpu, &x, m, len_in, &w, Nf4Out::Bf16(&mut y))
+        } else {
+            nf4::nf4_matmul(&c.gpu, &x, m, len_in, &w, Nf4Out::Bf16(&mut y))
+        }
+    }))
+}
+
+fn silu_op(c: &Ctx, n: usize) -> Result<Op, SetupError> {
+    let x = random_f32(&c.gpu, n, 41)?;
+    let mut y = c.gpu.alloc_zeros::<f32>(n)?;
+    Ok(Box::new(move |c: &Ctx| {
+        let view = ew::Strides {
+            strides: &[1],
+            offset: 0,
+        };
+        ew::unary_f32(&c.gpu, UnaryOp::Silu, &x, &[n], view, &mut y)
+    }))
+}
+
+fn add_op(c: &Ctx, n: usize) -> Result<Op, SetupError> {
+    let a = random_f32(&c.gpu, n, 42)?;
+    let b = random_f32(&c.gpu, n, 43)?;
+    let mut y = c.gpu.alloc_zeros::<f32>(n)?;
+    Ok(Box::new(move |c: &Ctx| {
+        let view = ew::Strides {
+            strides: &[1],
+            offset: 0,
+        };
+        ew::binary_f32(&c.gpu, BinaryOp::Add, &a, view, &b, view, &[n], &mut y)
+    }))
+}
+
+/// Sums each row (`per_row`) or each column of a `rows x cols` array.
+fn reduce_sum_op(c: &Ctx, rows: usize, cols: usize, per_row: bool) -> Result<Op, SetupError> {
+    let x = random_f32(&c.gpu, rows * cols, 44)?;
+    let (outer, size, inner) = if per_row {
+        (rows, cols, 1)
+    } else {
+        (1, rows, cols)
+    };
+    let mut y = c.gpu.alloc_zeros::<f32>(outer * inner)?;
+    Ok(Box::new(move |c: &Ctx| {
+        reduce::reduce_f32(&c.gpu, ReduceOp::Sum, &x, outer, size, inner, &mut y)
+    }))
+}
+
+fn softmax_op(c: &Ctx, rows: usize, cols: usize, bwd: bool) -> Result<Op, SetupError> {
+    let x = random_f32(&c.gpu, rows * cols, 45)?;
+    let mut y = c.gpu.alloc_zeros::<f32>(rows * cols)?;
+    if !bwd {
+        return Ok(Box::new(move |c: &Ctx| {
+            softmax::softmax_f32_fwd(&c.gpu, &x, &mut y, rows, cols)
+        }));
+    }
+    softmax::softmax_f32_fwd(&c.gpu, &x, &mut y, rows, cols)?;
+    let dy = x;
+    let mut dx = c.gpu.alloc_zeros::<f32>(rows * cols)?;
+    Ok(Box::new(move |c: &Ctx| {
+        softmax::softmax_f32_bwd(&c.gpu, &y, &dy, &mut dx, rows, cols)
+    }))
+}
+
+fn rms_norm_op(c: &Ctx, rows: usize, dim: usize, bwd: bool) -> Result<Op, SetupError> {
+    const EPS: f64 = 1e-6;
+    let x = random_f32(&c.gpu, rows * dim, 46)?;
+    let w = random_f32(&c.gpu, dim, 47)?;
+    let mut y = c.gpu.alloc_zeros::<f32>(rows * dim)?;
+    if !bwd {
+        return Ok(Box::new(move |c: &Ctx| {
+            rms_norm::rms_norm_f32_fwd(&c.gpu, &x, &w, &mut y, rows, dim, EPS)
+        }));
+    }
+    let dy = random_f32(&c.gpu, rows * dim, 48)?;
+    let mut dw = c.gpu.alloc_zeros::<f32>(dim)?;
+    Ok(Box::new(move |c: &Ctx| {
+        rms_norm::rms_norm_f32_bwd(&c.gpu, &x, &w, &dy, &mut y, &mut dw, rows, dim, EPS)
+    }))
+}
+
+/// RoPE over `seqs` contiguous sequences of `t x d` (batch times heads).
+fn rope_op(c: &Ctx, seqs: usize, t: usize, d: usize) -> Result<Op, SetupError> {
+    let x = random_f32(&c.gpu, seqs * t * d, 49)?;
+    let cos = random_f32(&c.gpu, t * d / 2, 50)?;
+    let sin = random_f32(&c.gpu, t * d / 2, 51)?;
+    let mut y = c.gpu.alloc_zeros::<f32>(seqs * t * d)?;
+    let shape = RopeShape::contiguous(seqs, t, d);
+    Ok(Box::new(move |c: &Ctx| {
+        rope::rope_f32_fwd(&c.gpu, &x, shape, &cos, &sin, &mut y)
+    }))
+}
+
+/// `n` i64 in `0..bound`, made on the host (small) with a fixed LCG.
+fn random_ids(
+    gpu: &GpuContext,
+    n: usize,
+    bound: u64,
+    seed: u64,
+) -> Result<CudaSlice<i64>, GpuError> {
+    let mut s = seed;
+    let ids: Vec<i64> = (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((s >> 33) % bound) as i64
+        })
+        .collect();
+    gpu.htod(&ids)
+}
+
+fn embedding_op(c: &Ctx, tokens: usize, dim: usize, vocab: usize) -> Result<Op, SetupError> {
+    let table = random_f32(&c.gpu, vocab * dim, 52)?;
+    let ids = random_ids(&c.gpu, tokens, vocab as u64, 53)?;
+    let mut out = c.gpu.alloc_zeros::<f32>(tokens * dim)?;
+    Ok(Box::new(move |c: &Ctx| {
+        embedding::embedding_f32_fwd(&c.gpu, &table, vocab, dim, &ids, &mut out)
+    }))
+}
+
+fn cross_entropy_op(c: &Ctx, rows: usize, classes: usize) -> Result<Op, SetupError> {
+    let logits = random_f32(&c.gpu, rows * classes, 54)?;
+    let targets = random_ids(&c.gpu, rows, classes as u64, 55)?;
+    let mut loss = c.gpu.alloc_zeros::<f32>(1)?;
+    let mut kept = c.gpu.alloc_zeros::<u64>(1)?;
+    let mut lse = c.gpu.alloc_zeros::<f64>(rows)?;
+    let dloss = c.gpu.htod(&[1.0f32])?;
+    let mut dlogits = c.gpu.alloc_zeros::<f32>(rows * classes)?;
+    let shape = Logits::contiguous(rows, classes);
+    Ok(Box::new(move |c: &Ctx| {
+        ce::cross_entropy_f32_fwd(
+            &c.gpu, &logits, shape, &targets, None, &mut loss, &mut kept, &mut lse,
+        )?;
+        ce::cross_entropy_f32_bwd(
+            &c.gpu,
+            &logits,
+            shape,
+            &targets,
+            None,
+            &lse,
+            &kept,
+            &dloss,
+            &mut dlogits,
+        )
+    }))
+}
+
+fn topk_op(c: &Ctx, rows: usize, n: usize, k: usize) -> Result<Op, SetupError> {
+    let x = random_f32(&c.gpu, rows * n, 56)?;
+    let mut values = c.gpu.alloc_zeros::<f32>(rows * k)?;
+    let mut indices = c.gpu.alloc_zeros::<i64>(rows * k)?;
+    Ok(Box::new(move |c: &Ctx| {
+        topk::topk_f32(&c.gpu, &x, rows, n, n, k, &mut values, &mut indices)
+    }))
+}
+
+fn adamw_op(c: &Ctx, n: usize) -> Result<Op, SetupError> {
+    let mut p = random_f32(&c.gpu, n, 57)?;
+    let g = random_f32(&c.gpu, n, 58)?;
+    let mut m = c.gpu.alloc_zeros::<f32>(n)?;
+    let mut v = c.gpu.alloc_zeros::<f32>(n)?;
+    let params = AdamWParams {
+        lr: 1e-4,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.01,
+    };
+    // The same step number every call: the work per call does not depend on it.
+    Ok(Box::new(move |c: &Ctx| {
+        adamw::adamw_step_f32(&c.gpu, &params, 1, &mut p, &g, &mut m, &mut v)
     }))
 }
 
@@ -227,7 +702,7 @@ fn measure(
     timer: &EventTimer,
     b: &Bench,
     o: &RunOptions,
-) -> Result<(super::record::Summary, usize), SetupError> {
+) -> Result<(super::record::Summary, usize, usize), SetupError> {
     let gpu = &ctx.gpu;
     let mut op = (b.setup)(ctx)?;
     gpu.synchronize()?;
@@ -248,26 +723,29 @@ fn measure(
         })?;
         Ok(f64::from(ms) * 1e3 / inner as f64)
     };
+    // Fewer samples where a benchmark would overrun `--max-bench-ms` (see `sample_plan`).
+    let (warmup, warmup_ms, reps) = o.sample_plan(once_us * inner as f64);
     // Warm-up: at least `warmup` samples and `warmup_ms` of GPU time (clocks ramp up under load).
     let (mut n, mut warm_us) = (0usize, 0.0f64);
-    while (n < o.warmup || warm_us < o.warmup_ms * 1e3) && n < 100_000 {
+    while (n < warmup || warm_us < warmup_ms * 1e3) && n < 100_000 {
         warm_us += sample()? * inner as f64;
         n += 1;
     }
-    let samples = (0..o.reps)
+    let samples = (0..reps)
         .map(|_| sample())
         .collect::<Result<Vec<f64>, _>>()?;
     let s = summarize(&samples).ok_or_else(|| GpuError::Invalid {
         op: "gpu-bench",
         msg: format!("{}: no valid samples", b.spec.id()),
     })?;
-    Ok((s, inner))
+    Ok((s, inner, reps))
 }
 
 /// Opens device 0, checks the yardsticks, runs the ceilings and every benchmark whose id contains
-/// the filter, and hands each finished record to `emit` (ceilings first, in registry order).
+/// the filter (and the dense references those need), and hands each finished record to `emit` (ceilings first, in registry order).
 /// Errors only when no GPU is usable; a failing benchmark becomes a record with `error`.
 pub fn run(o: &RunOptions, mut emit: impl FnMut(&Record)) -> Result<Outcome, String> {
+    let started = std::time::Instant::now();
     let mut gpu = GpuContext::new(0).map_err(|e| e.to_string())?;
     // Timing runs must not synchronise after every launch (the test-build default).
     gpu.set_check_launches(false);
@@ -308,7 +786,12 @@ pub fn run(o: &RunOptions, mut emit: impl FnMut(&Record)) -> Result<Outcome, Str
 
     let run_one = |b: &Bench, failures: &mut usize| -> Record {
         let s = &b.spec;
-        eprintln!("gpu-bench: {}", s.id());
+        // Wall time since the start, so a log shows where a run spends its (scarce) GPU time.
+        eprintln!(
+            "gpu-bench: [{:6.1} s] {}",
+            started.elapsed().as_secs_f64(),
+            s.id()
+        );
         let mut r = Record {
             id: s.id(),
             kernel: s.kernel.into(),
@@ -322,8 +805,8 @@ pub fn run(o: &RunOptions, mut emit: impl FnMut(&Record)) -> Result<Outcome, Str
             ..Record::default()
         };
         match measure(&ctx, &timer, b, o) {
-            Ok((sum, inner)) => {
-                r.reps = o.reps as u64;
+            Ok((sum, inner, reps)) => {
+                r.reps = reps as u64;
                 r.inner = inner as u64;
                 r.set_timing(sum);
             }
@@ -346,11 +829,12 @@ pub fn run(o: &RunOptions, mut emit: impl FnMut(&Record)) -> Result<Outcome, Str
 
     let benches = registry();
     let mut records = Vec::new();
-    for b in benches.iter().filter(|b| b.spec.role != Role::Kernel) {
+    let is_ceiling = |b: &&Bench| matches!(b.spec.role, Role::CopyCeiling | Role::CublasCeiling);
+    for b in benches.iter().filter(is_ceiling) {
         records.push(run_one(b, &mut failures));
     }
     // `records` holds exactly the ceilings here, in registry order.
-    let ceilings = benches.iter().filter(|b| b.spec.role != Role::Kernel);
+    let ceilings = benches.iter().filter(is_ceiling);
     let of_role = |role: Role| {
         records
             .iter()
@@ -366,8 +850,17 @@ pub fn run(o: &RunOptions, mut emit: impl FnMut(&Record)) -> Result<Outcome, Str
         r.set_fractions(copy_gbps, cublas_tflops);
         emit(r);
     }
-    let selected = |b: &&Bench| {
-        b.spec.role == Role::Kernel && o.filter.as_deref().is_none_or(|f| b.spec.id().contains(f))
+    let matches = |b: &Bench| o.filter.as_deref().is_none_or(|f| b.spec.id().contains(f));
+    // A dense reference runs when it matches the filter itself or a selected kernel needs it.
+    let needed: std::collections::BTreeSet<String> = benches
+        .iter()
+        .filter(|b| b.spec.role == Role::Kernel && matches(b))
+        .filter_map(|b| spec::baseline_of(&b.spec.id()))
+        .collect();
+    let selected = |b: &&Bench| match b.spec.role {
+        Role::Kernel => matches(b),
+        Role::Reference => matches(b) || needed.contains(&b.spec.id()),
+        Role::CopyCeiling | Role::CublasCeiling => false,
     };
     for b in benches.iter().filter(selected) {
         let mut r = run_one(b, &mut failures);
@@ -375,5 +868,10 @@ pub fn run(o: &RunOptions, mut emit: impl FnMut(&Record)) -> Result<Outcome, Str
         emit(&r);
         records.push(r);
     }
+    eprintln!(
+        "gpu-bench: {} benchmarks in {:.1} s",
+        records.len(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(Outcome { records, failures })
 }

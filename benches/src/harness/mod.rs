@@ -11,3 +11,4 @@ pub mod gpu;
 pub mod json;
 pub mod record;
 pub mod spec;
+pub mod targets;
