@@ -67,6 +67,7 @@ run_step "cargo check --features cuda" cargo check --workspace --locked --featur
 run_step "cargo bench --no-run" cargo bench --workspace --locked --no-run
 run_step "ptx check" "$ROOT/scripts/ptx-check.sh"
 run_step "generated ptx in sync" "$ROOT/scripts/ptx-generated-check.sh"
+run_step "ptx interpreter (quick)" "$ROOT/scripts/ptx-interp-check.sh" quick
 
 printf '\n==============================================================================\n'
 printf '== test.sh summary\n'

@@ -14,6 +14,7 @@ pub mod embedding;
 pub mod softmax;
 pub mod reduce;
 pub mod nf4;
+pub mod moe_lora;
 pub mod registry;
 pub mod cast;
 #[cfg(feature = "cuda")]

@@ -4,6 +4,7 @@
 mod error;
 pub mod formats;
 pub mod llama;
+pub mod moe_lora;
 pub mod nn;
 
 pub use error::{Error, Result};

@@ -5,6 +5,7 @@
 mod binary;
 mod index;
 mod matmul;
+mod moe_lora;
 mod nf4;
 mod nn;
 mod reduce;

@@ -2,5 +2,6 @@
 //! plain sequential form (the oracles in `brainstacks-kernels` where one exists).
 
 pub mod gemm;
+pub(crate) mod moe_lora;
 pub(crate) mod nf4;
 pub mod parallel;

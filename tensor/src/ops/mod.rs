@@ -9,6 +9,7 @@ pub mod concat;
 pub mod index;
 pub mod loss;
 pub mod matmul;
+pub mod moe_lora;
 pub mod norm;
 pub mod reduce;
 pub mod rope;

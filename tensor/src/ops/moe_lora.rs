@@ -1,0 +1,148 @@
+//! MoE-LoRA expert dispatch on tensors: `out_t = sum_j gates[t, j] * scale * B_e A_e x_t` with
+//! `e = idx[t, j]` (contract, gradients and summation order: `brainstacks_kernels::moe_lora`).
+//!
+//! ```
+//! use brainstacks_tensor::{DType, Device, Tensor};
+//! # fn main() -> brainstacks_tensor::Result<()> {
+//! let cpu = Device::Cpu;
+//! let x = Tensor::ones(&[3, 8], DType::F32, &cpu)?;                     // T = 3 tokens, d_in = 8
+//! let idx = Tensor::from_vec(vec![0i64, 1, 1, 2, 0, 2], &[3, 2], &cpu)?; // top-2 of E = 3
+//! let gates = Tensor::full(0.5, &[3, 2], DType::F32, &cpu)?;
+//! let a = Tensor::ones(&[3, 4, 8], DType::F32, &cpu)?;                  // E x r x d_in
+//! let b = Tensor::zeros(&[3, 5, 4], DType::F32, &cpu)?;                 // E x d_out x r
+//! let y = Tensor::moe_lora(&x, &idx, &gates, &a, &b, 4.0)?;             // zero B: an exact no-op
+//! assert_eq!(y.to_vec::<f32>()?, vec![0.0; 15]);
+//! # Ok(()) }
+//! ```
+
+use brainstacks_kernels::moe_lora::{ExpertGroups, group_by_expert};
+
+use crate::cpu::moe_lora::{self as fast, MoeDims, MoeFloat};
+use crate::{DType, Device, Error, Result, Tensor};
+
+/// The four gradients of [`Tensor::moe_lora`].
+#[derive(Clone, Debug)]
+pub struct MoeLoraGrads {
+    pub dx: Tensor,
+    pub dgates: Tensor,
+    pub da: Tensor,
+    pub db: Tensor,
+}
+
+struct Checked {
+    dims: MoeDims,
+    t: usize,
+    experts: usize,
+    idx: Vec<i64>,
+    groups: ExpertGroups,
+}
+
+fn check(op: &'static str, x: &Tensor, idx: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor) -> Result<Checked> {
+    let (&[t, d_in], &[e, r, a_in], &[eb, d_out, rb]) = (x.shape(), a.shape(), b.shape()) else {
+        return Err(Error::invalid(op, x.shape(), "expected x [T, d_in], a [E, r, d_in], b [E, d_out, r]"));
+    };
+    if a_in != d_in || eb != e || rb != r {
+        return Err(Error::shape(op, a.shape(), b.shape(), format!("a must be [E, r, {d_in}] and b [E, d_out, r]")));
+    }
+    let &[ti, k] = idx.shape() else {
+        return Err(Error::invalid(op, idx.shape(), "idx must be [T, k]"));
+    };
+    if ti != t || gates.shape() != idx.shape() {
+        return Err(Error::shape(op, idx.shape(), gates.shape(), format!("idx and gates must both be [{t}, k]")));
+    }
+    if idx.dtype() != DType::I64 {
+        return Err(Error::dtype(op, idx.dtype(), "idx must be i64"));
+    }
+    for v in [x, gates, a, b] {
+        if v.dtype() != x.dtype() {
+            return Err(Error::DTypeMismatch { op, lhs: x.dtype(), rhs: v.dtype() });
+        }
+        if v.device() != Device::Cpu {
+            return Err(Error::Device { op, device: v.device(), msg: "MoE-LoRA dispatch on this device is not available yet".into() });
+        }
+    }
+    if k == 0 || k > e {
+        return Err(Error::invalid(op, idx.shape(), format!("k = {k} must be in 1..={e} (the number of experts)")));
+    }
+    let ids = idx.to_vec::<i64>()?;
+    let groups = group_by_expert(&ids, k, e).map_err(|m| Error::invalid(op, idx.shape(), m))?;
+    Ok(Checked { dims: MoeDims { k, d_in, r, d_out }, t, experts: e, idx: ids, groups })
+}
+
+/// The elements in row-major order: borrowed when the tensor is contiguous (no copy of a large
+/// activation), copied otherwise.
+fn contiguous_vec<T: crate::WithDType>(t: &Tensor) -> Result<std::borrow::Cow<'_, [T]>> {
+    match t.as_contiguous_slice::<T>() {
+        Some(s) => Ok(std::borrow::Cow::Borrowed(s)),
+        None => Ok(std::borrow::Cow::Owned(t.to_vec::<T>()?)),
+    }
+}
+
+impl Tensor {
+    /// The dispatch of one MoE-LoRA stack (see the module docs). `x` `[T, d_in]`, `idx` `[T, k]`
+    /// (i64, distinct experts per token), `gates` `[T, k]`, `a` `[E, r, d_in]`, `b` `[E, d_out, r]`;
+    /// f32 or f64 (bf16 and f16 compute in f32 and round once). Returns `[T, d_out]`.
+    pub fn moe_lora(x: &Tensor, idx: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64) -> Result<Tensor> {
+        const OP: &str = "moe_lora";
+        let c = check(OP, x, idx, gates, a, b)?;
+        let shape = [c.t, c.dims.d_out];
+        match x.dtype() {
+            DType::F64 => run_forward::<f64>(x, gates, a, b, scale, &c, &shape),
+            DType::F32 => run_forward::<f32>(x, gates, a, b, scale, &c, &shape),
+            DType::BF16 | DType::F16 => {
+                let f = |v: &Tensor| v.to_dtype(DType::F32);
+                run_forward::<f32>(&f(x)?, &f(gates)?, &f(a)?, &f(b)?, scale, &c, &shape)?.to_dtype(x.dtype())
+            }
+            dt => Err(Error::dtype(OP, dt, "MoE-LoRA takes float inputs")),
+        }
+    }
+
+    /// Gradients of [`Tensor::moe_lora`] for the output gradient `dy` (`[T, d_out]`).
+    pub fn moe_lora_backward(x: &Tensor, idx: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64, dy: &Tensor) -> Result<MoeLoraGrads> {
+        const OP: &str = "moe_lora_backward";
+        let c = check(OP, x, idx, gates, a, b)?;
+        if dy.shape() != [c.t, c.dims.d_out] {
+            return Err(Error::shape(OP, dy.shape(), &[c.t, c.dims.d_out], "dy must match the output"));
+        }
+        match x.dtype() {
+            DType::F64 => run_backward::<f64>(x, gates, a, b, scale, &dy.to_dtype(DType::F64)?, &c),
+            DType::F32 | DType::BF16 | DType::F16 => {
+                let f = |v: &Tensor| v.to_dtype(DType::F32);
+                let g = run_backward::<f32>(&f(x)?, &f(gates)?, &f(a)?, &f(b)?, scale, &f(dy)?, &c)?;
+                let back = |v: Tensor| v.to_dtype(x.dtype());
+                Ok(MoeLoraGrads { dx: back(g.dx)?, dgates: back(g.dgates)?, da: back(g.da)?, db: back(g.db)? })
+            }
+            dt => Err(Error::dtype(OP, dt, "MoE-LoRA takes float inputs")),
+        }
+    }
+}
+
+fn run_forward<T: MoeFloat + crate::WithDType>(x: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64, c: &Checked, shape: &[usize]) -> Result<Tensor> {
+    let mut out = vec![T::default(); c.t * c.dims.d_out];
+    let (xv, gv, av, bv) = (contiguous_vec::<T>(x)?, contiguous_vec::<T>(gates)?, contiguous_vec::<T>(a)?, contiguous_vec::<T>(b)?);
+    if fast::prefer_dense(c.experts, c.dims.k) {
+        fast::forward_dense(&xv, &c.idx, &gv, &av, &bv, scale, c.t, c.experts, &c.dims, &mut out);
+    } else {
+        fast::forward(&xv, &gv, &av, &bv, scale, &c.groups, &c.dims, &mut out);
+    }
+    Tensor::from_vec(out, shape, &Device::Cpu)
+}
+
+fn run_backward<T: MoeFloat + crate::WithDType>(x: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64, dy: &Tensor, c: &Checked) -> Result<MoeLoraGrads> {
+    let (xv, gv, av, bv) = (contiguous_vec::<T>(x)?, contiguous_vec::<T>(gates)?, contiguous_vec::<T>(a)?, contiguous_vec::<T>(b)?);
+    let (mut dx, mut dg, mut da, mut db) =
+        (vec![T::default(); xv.len()], vec![T::default(); gv.len()], vec![T::default(); av.len()], vec![T::default(); bv.len()]);
+    let dyv = contiguous_vec::<T>(dy)?;
+    if fast::prefer_dense(c.experts, c.dims.k) {
+        fast::backward_dense(&xv, &c.idx, &gv, &av, &bv, scale, &dyv, c.t, c.experts, &c.dims, (&mut dx, &mut dg, &mut da, &mut db));
+    } else {
+        fast::backward(&xv, &gv, &av, &bv, scale, &dyv, &c.groups, &c.dims, (&mut dx, &mut dg, &mut da, &mut db));
+    }
+    let cpu = Device::Cpu;
+    Ok(MoeLoraGrads {
+        dx: Tensor::from_vec(dx, x.shape(), &cpu)?,
+        dgates: Tensor::from_vec(dg, gates.shape(), &cpu)?,
+        da: Tensor::from_vec(da, a.shape(), &cpu)?,
+        db: Tensor::from_vec(db, b.shape(), &cpu)?,
+    })
+}
