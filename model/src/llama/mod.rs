@@ -5,6 +5,8 @@
 //! - [`linear`]: [`BaseLinear`], the seven [`Proj`]ections and the [`ProjectionAdapter`] hook.
 //! - [`load`]: checkpoint loading with shape/dtype checks, NF4 (pre-quantized or at load).
 //! - [`model`]: the forward pass; [`cache`]: the KV cache for incremental decoding.
+//! - [`generate`]: greedy and sampled decoding with the cache.
+//! - [`tokenizer`]: tokenizer.json / tokenizer_config.json and the Alpaca template.
 //!
 //! ```
 //! use brainstacks_model::llama::{KvCache, LlamaModel, LoadOptions};
@@ -25,12 +27,16 @@
 
 pub mod cache;
 pub mod config;
+pub mod generate;
 pub mod linear;
 pub mod load;
 pub mod model;
+pub mod tokenizer;
 
 pub use cache::KvCache;
 pub use config::{LlamaConfig, RopeScaling};
 pub use linear::{BaseLinear, Proj, Projection, ProjectionAdapter};
 pub use load::{LoadOptions, LoadReport, Nf4AtLoad};
-pub use model::{LlamaLayer, LlamaModel};
+pub use generate::{GenerateOptions, Generation, StopReason};
+pub use model::{LlamaLayer, LlamaModel, next_token_cross_entropy};
+pub use tokenizer::{LlamaTokenizer, TextStream, alpaca_prompt};
