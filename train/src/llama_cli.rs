@@ -1,6 +1,7 @@
 //! `brainstacks generate`, `logits` and `grad`: a Llama checkpoint directory driven from the
 //! command line. `logits` and `grad` write safetensors files for parity checks against
-//! transformers (the same ids through both, compared tensor by tensor).
+//! transformers (the same ids through both, compared tensor by tensor). `--adapter` attaches a
+//! PEFT LoRA adapter directory (`brainstacks_model::llama::PeftLora`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -8,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use brainstacks_autograd::{Tape, Var, no_grad};
 use brainstacks_model::llama::{
-    GenerateOptions, LlamaModel, LlamaTokenizer, LoadOptions, Proj, ProjectionAdapter, TextStream,
-    alpaca_prompt, next_token_cross_entropy,
+    GenerateOptions, LlamaModel, LlamaTokenizer, LoadOptions, PeftLora, Proj, ProjectionAdapter, TextStream, alpaca_prompt,
+    next_token_cross_entropy,
 };
 use brainstacks_tensor::io::{TensorToWrite, write_safetensors};
 use brainstacks_tensor::{DType, Device, Tensor};
@@ -17,22 +18,13 @@ use brainstacks_tensor::{DType, Device, Tensor};
 use crate::{Error, Result};
 
 fn invalid(what: &str, msg: impl Into<String>) -> Error {
-    Error::Invalid {
-        what: what.into(),
-        msg: msg.into(),
-    }
+    Error::Invalid { what: what.into(), msg: msg.into() }
 }
 
 /// `"1,2,3"` (spaces allowed) as token ids.
 pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
-    let ids: Vec<u32> = s
-        .split(',')
-        .map(|x| {
-            x.trim()
-                .parse::<u32>()
-                .map_err(|e| invalid("--ids", format!("{x:?}: {e}")))
-        })
-        .collect::<Result<_>>()?;
+    let ids: Vec<u32> =
+        s.split(',').map(|x| x.trim().parse::<u32>().map_err(|e| invalid("--ids", format!("{x:?}: {e}")))).collect::<Result<_>>()?;
     if ids.is_empty() {
         return Err(invalid("--ids", "no ids"));
     }
@@ -47,10 +39,7 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
         "bf16" => DType::BF16,
         "f16" => DType::F16,
         other => {
-            return Err(invalid(
-                "--dtype",
-                format!("{other:?}: expected f32, f64, bf16 or f16"),
-            ));
+            return Err(invalid("--dtype", format!("{other:?}: expected f32, f64, bf16 or f16")));
         }
     })
 }
@@ -58,22 +47,17 @@ pub fn parse_dtype(s: &str) -> Result<DType> {
 fn ids_tensor(model: &LlamaModel, ids: &[u32]) -> Result<Tensor> {
     let v = model.config.vocab_size;
     if let Some(&bad) = ids.iter().find(|&&id| id as usize >= v) {
-        return Err(invalid(
-            "--ids",
-            format!("token {bad} is outside the vocabulary of {v}"),
-        ));
+        return Err(invalid("--ids", format!("token {bad} is outside the vocabulary of {v}")));
     }
-    Ok(Tensor::from_vec(
-        ids.iter().map(|&x| x as i64).collect::<Vec<_>>(),
-        &[1, ids.len()],
-        &Device::Cpu,
-    )?)
+    Ok(Tensor::from_vec(ids.iter().map(|&x| x as i64).collect::<Vec<_>>(), &[1, ids.len()], &Device::Cpu)?)
 }
 
 /// The flags of `generate`.
 #[derive(Clone, Debug)]
 pub struct GenerateArgs {
     pub model: PathBuf,
+    /// A PEFT LoRA adapter directory.
+    pub adapter: Option<PathBuf>,
     pub prompt: String,
     /// Wrap the prompt as the instruction of the Alpaca template (empty input).
     pub alpaca: bool,
@@ -83,19 +67,9 @@ pub struct GenerateArgs {
 
 /// Streams the generated text to `out` as it is produced; returns the new ids.
 pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<Vec<u32>> {
-    let model = LlamaModel::load(
-        &args.model,
-        &LoadOptions {
-            dtype: args.dtype,
-            ..Default::default()
-        },
-    )?;
+    let model = load_with_adapter(&args.model, args.adapter.as_deref(), args.dtype)?;
     let tok = LlamaTokenizer::from_dir(&args.model)?;
-    let text = if args.alpaca {
-        alpaca_prompt(&args.prompt, None)
-    } else {
-        args.prompt.clone()
-    };
+    let text = if args.alpaca { alpaca_prompt(&args.prompt, None) } else { args.prompt.clone() };
     let prompt = tok.encode(&text, true)?;
     let mut opts = args.options.clone();
     if opts.eos_token_ids.is_none() && model.config.eos_token_ids.is_empty() {
@@ -104,11 +78,10 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<Vec<u32>> {
     let mut stream = TextStream::new(&tok, &prompt)?;
     let mut failure: Option<Error> = None;
     let g = model.generate(&prompt, &opts, |id| {
-        let piece = stream.push(id).map_err(Error::from).and_then(|p| {
-            out.write_all(p.as_bytes())
-                .and_then(|_| out.flush())
-                .map_err(|e| invalid("stdout", e.to_string()))
-        });
+        let piece = stream
+            .push(id)
+            .map_err(Error::from)
+            .and_then(|p| out.write_all(p.as_bytes()).and_then(|_| out.flush()).map_err(|e| invalid("stdout", e.to_string())));
         match piece {
             Ok(()) => true,
             Err(e) => {
@@ -124,27 +97,24 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<Vec<u32>> {
     Ok(g.ids)
 }
 
-/// Logits `[T, vocab]` (f32, key `logits`) of `ids` written to `out`.
-pub fn logits(model_dir: &Path, ids: &[u32], dtype: DType, out: &Path) -> Result<()> {
-    let model = LlamaModel::load(
-        model_dir,
-        &LoadOptions {
-            dtype,
-            ..Default::default()
-        },
-    )?;
+/// The model in `dir` with the PEFT LoRA adapter in `adapter` attached, if any.
+fn load_with_adapter(dir: &Path, adapter: Option<&Path>, dtype: DType) -> Result<LlamaModel> {
+    let mut model = LlamaModel::load(dir, &LoadOptions { dtype, ..Default::default() })?;
+    if let Some(a) = adapter {
+        PeftLora::load(a, &model, None)?.attach(&mut model)?;
+    }
+    Ok(model)
+}
+
+/// Logits `[T, vocab]` (f32, key `logits`) of `ids`, with an optional PEFT LoRA adapter,
+/// written to `out`.
+pub fn logits(model_dir: &Path, adapter: Option<&Path>, ids: &[u32], dtype: DType, out: &Path) -> Result<()> {
+    let model = load_with_adapter(model_dir, adapter, dtype)?;
     let ids = ids_tensor(&model, ids)?;
     let t = ids.shape()[1];
     let logits = no_grad(|| model.forward(&ids, None))?;
-    let logits = logits
-        .tensor()
-        .reshape(&[t, model.config.vocab_size])?
-        .to_dtype(DType::F32)?;
-    write_safetensors(
-        out,
-        &[TensorToWrite::from_tensor("logits", &logits)?],
-        &BTreeMap::new(),
-    )?;
+    let logits = logits.tensor().reshape(&[t, model.config.vocab_size])?.to_dtype(DType::F32)?;
+    write_safetensors(out, &[TensorToWrite::from_tensor("logits", &logits)?], &BTreeMap::new())?;
     Ok(())
 }
 
@@ -163,49 +133,24 @@ impl ProjectionAdapter for Delta {
 /// `loss` (rank 0) and `grad.<name>`, in `dtype`.
 pub fn grad(model_dir: &Path, ids: &[u32], dtype: DType, out: &Path) -> Result<f64> {
     if ids.len() < 2 {
-        return Err(invalid(
-            "--ids",
-            "a next-token loss needs at least 2 tokens",
-        ));
+        return Err(invalid("--ids", "a next-token loss needs at least 2 tokens"));
     }
-    let mut model = LlamaModel::load(
-        model_dir,
-        &LoadOptions {
-            dtype,
-            ..Default::default()
-        },
-    )?;
-    if model
-        .layers
-        .iter()
-        .any(|l| Proj::ALL.iter().any(|&p| l.projection(p).base.is_nf4()))
-    {
-        return Err(invalid(
-            "grad",
-            "the checkpoint has 4-bit projections; weight gradients need a dense checkpoint",
-        ));
+    let mut model = LlamaModel::load(model_dir, &LoadOptions { dtype, ..Default::default() })?;
+    if model.layers.iter().any(|l| Proj::ALL.iter().any(|&p| l.projection(p).base.is_nf4())) {
+        return Err(invalid("grad", "the checkpoint has 4-bit projections; weight gradients need a dense checkpoint"));
     }
     let ids = ids_tensor(&model, ids)?;
     let tape = Tape::new();
     let mut params: Vec<(String, Var)> = Vec::new();
     let leaf = |v: &Var| tape.param(v.tensor().clone());
     model.embed_tokens = leaf(&model.embed_tokens);
-    params.push((
-        "model.embed_tokens.weight".into(),
-        model.embed_tokens.clone(),
-    ));
+    params.push(("model.embed_tokens.weight".into(), model.embed_tokens.clone()));
     for l in 0..model.layers.len() {
         let layer = &mut model.layers[l];
         layer.input_layernorm = leaf(&layer.input_layernorm);
         layer.post_attention_layernorm = leaf(&layer.post_attention_layernorm);
-        params.push((
-            format!("model.layers.{l}.input_layernorm.weight"),
-            layer.input_layernorm.clone(),
-        ));
-        params.push((
-            format!("model.layers.{l}.post_attention_layernorm.weight"),
-            layer.post_attention_layernorm.clone(),
-        ));
+        params.push((format!("model.layers.{l}.input_layernorm.weight"), layer.input_layernorm.clone()));
+        params.push((format!("model.layers.{l}.post_attention_layernorm.weight"), layer.post_attention_layernorm.clone()));
         for p in Proj::ALL {
             let [o, i] = model.proj(l, p).expect("layer in range").shape();
             let d = tape.param(Tensor::zeros(&[o, i], dtype, &Device::Cpu)?);
@@ -227,9 +172,7 @@ pub fn grad(model_dir: &Path, ids: &[u32], dtype: DType, out: &Path) -> Result<f
     let grads = tape.backward(&loss)?;
     let mut tensors = vec![TensorToWrite::from_tensor("loss", loss.tensor())?];
     for (name, v) in &params {
-        let g = grads
-            .get(v)
-            .ok_or_else(|| invalid("grad", format!("no gradient reached {name}")))?;
+        let g = grads.get(v).ok_or_else(|| invalid("grad", format!("no gradient reached {name}")))?;
         tensors.push(TensorToWrite::from_tensor(format!("grad.{name}"), g)?);
     }
     write_safetensors(out, &tensors, &BTreeMap::new())?;

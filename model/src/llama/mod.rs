@@ -6,6 +6,7 @@
 //! - [`load`]: checkpoint loading with shape/dtype checks, NF4 (pre-quantized or at load).
 //! - [`model`]: the forward pass; [`cache`]: the KV cache for incremental decoding.
 //! - [`generate`]: greedy and sampled decoding with the cache.
+//! - [`lora`]: PEFT LoRA adapters (load, attach, save).
 //! - [`tokenizer`]: tokenizer.json / tokenizer_config.json and the Alpaca template.
 //!
 //! ```
@@ -30,12 +31,14 @@ pub mod config;
 pub mod generate;
 pub mod linear;
 pub mod load;
+pub mod lora;
 pub mod model;
 pub mod tokenizer;
 
 pub use cache::KvCache;
 pub use config::{LlamaConfig, RopeScaling};
 pub use linear::{BaseLinear, Proj, Projection, ProjectionAdapter};
+pub use lora::{LoraAdapter, LoraConfig, PeftLora};
 pub use load::{LoadOptions, LoadReport, Nf4AtLoad};
 pub use generate::{GenerateOptions, Generation, StopReason};
 pub use model::{LlamaLayer, LlamaModel, next_token_cross_entropy};

@@ -63,6 +63,9 @@ enum Command {
     Generate {
         #[arg(long)]
         model: PathBuf,
+        /// A PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors).
+        #[arg(long)]
+        adapter: Option<PathBuf>,
         #[arg(long)]
         prompt: String,
         /// Use the prompt as the instruction of the Alpaca template (as the method generates).
@@ -88,6 +91,9 @@ enum Command {
     Logits {
         #[arg(long)]
         model: PathBuf,
+        /// A PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors).
+        #[arg(long)]
+        adapter: Option<PathBuf>,
         /// Comma-separated token ids, e.g. 1,5,9.
         #[arg(long)]
         ids: String,
@@ -138,17 +144,17 @@ fn main() -> anyhow::Result<()> {
             let opts = brainstacks_train::quantize_cli::Options { model, out, double_quant, blocksize, max_shard_mib };
             brainstacks_train::quantize_cli::run(&opts)?;
         }
-        Command::Generate { model, prompt, alpaca, max_tokens, temperature, top_p, repetition_penalty, seed, dtype } => {
+        Command::Generate { model, adapter, prompt, alpaca, max_tokens, temperature, top_p, repetition_penalty, seed, dtype } => {
             let options =
                 GenerateOptions { max_new_tokens: max_tokens, temperature, top_p, repetition_penalty, seed, eos_token_ids: None };
-            let args = llama_cli::GenerateArgs { model, prompt, alpaca, dtype: llama_cli::parse_dtype(&dtype)?, options };
+            let args = llama_cli::GenerateArgs { model, adapter, prompt, alpaca, dtype: llama_cli::parse_dtype(&dtype)?, options };
             let start = std::time::Instant::now();
             let ids = llama_cli::generate(&args, &mut std::io::stdout().lock())?;
             let secs = start.elapsed().as_secs_f64();
             eprintln!("{} tokens in {secs:.2} s ({:.1} tokens/s)", ids.len(), ids.len() as f64 / secs.max(1e-9));
         }
-        Command::Logits { model, ids, dtype, out } => {
-            llama_cli::logits(&model, &llama_cli::parse_ids(&ids)?, llama_cli::parse_dtype(&dtype)?, &out)?;
+        Command::Logits { model, adapter, ids, dtype, out } => {
+            llama_cli::logits(&model, adapter.as_deref(), &llama_cli::parse_ids(&ids)?, llama_cli::parse_dtype(&dtype)?, &out)?;
             eprintln!("wrote {}", out.display());
         }
         Command::Grad { model, ids, dtype, out } => {
