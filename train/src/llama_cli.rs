@@ -93,7 +93,8 @@ pub fn generate(args: &GenerateArgs, out: &mut dyn Write) -> Result<Vec<u32>> {
     if let Some(e) = failure {
         return Err(e);
     }
-    writeln!(out).map_err(|e| invalid("stdout", e.to_string()))?;
+    let rest = stream.finish()?;
+    writeln!(out, "{rest}").map_err(|e| invalid("stdout", e.to_string()))?;
     Ok(g.ids)
 }
 

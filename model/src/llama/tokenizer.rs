@@ -204,4 +204,15 @@ impl<'a> TextStream<'a> {
         self.emitted = text.len();
         Ok(piece)
     }
+
+    /// Whatever is still held back (an incomplete character at the end, shown as U+FFFD).
+    pub fn finish(&mut self) -> Result<String> {
+        let text = self.tok.decode(&self.ids, true)?;
+        if text.len() <= self.emitted || !text.is_char_boundary(self.emitted) {
+            return Ok(String::new());
+        }
+        let piece = text[self.emitted..].to_string();
+        self.emitted = text.len();
+        Ok(piece)
+    }
 }
