@@ -2,6 +2,7 @@
 
 pub mod demo;
 mod error;
+pub mod llama_cli;
 pub mod optim;
 pub mod quantize_cli;
 

@@ -5,6 +5,9 @@
 //! - [`linear`]: [`BaseLinear`], the seven [`Proj`]ections and the [`ProjectionAdapter`] hook.
 //! - [`load`]: checkpoint loading with shape/dtype checks, NF4 (pre-quantized or at load).
 //! - [`model`]: the forward pass; [`cache`]: the KV cache for incremental decoding.
+//! - [`generate`]: greedy and sampled decoding with the cache.
+//! - [`lora`]: PEFT LoRA adapters (load, attach, save).
+//! - [`tokenizer`]: tokenizer.json / tokenizer_config.json and the Alpaca template.
 //!
 //! ```
 //! use brainstacks_model::llama::{KvCache, LlamaModel, LoadOptions};
@@ -25,12 +28,18 @@
 
 pub mod cache;
 pub mod config;
+pub mod generate;
 pub mod linear;
 pub mod load;
+pub mod lora;
 pub mod model;
+pub mod tokenizer;
 
 pub use cache::KvCache;
 pub use config::{LlamaConfig, RopeScaling};
 pub use linear::{BaseLinear, Proj, Projection, ProjectionAdapter};
+pub use lora::{LoraAdapter, LoraConfig, PeftLora};
 pub use load::{LoadOptions, LoadReport, Nf4AtLoad};
-pub use model::{LlamaLayer, LlamaModel};
+pub use generate::{GenerateOptions, Generation, StopReason};
+pub use model::{LlamaLayer, LlamaModel, next_token_cross_entropy};
+pub use tokenizer::{LlamaTokenizer, TextStream, alpaca_prompt};

@@ -17,6 +17,20 @@ use super::linear::{BaseLinear, Proj, Projection, ProjectionAdapter};
 use super::load::LoadReport;
 use crate::{Error, Result};
 
+/// Mean cross-entropy of `logits [B, T, V]` predicting `ids [B, T]` shifted by one (position
+/// `t` predicts `t + 1`), as transformers' causal-LM loss with `labels = input_ids`.
+pub fn next_token_cross_entropy(logits: &Var, ids: &Tensor) -> Result<Var> {
+    let (&[b, t], &[lb, lt, v]) = (ids.shape(), logits.shape()) else {
+        return Err(invalid(format!("ids {:?} and logits {:?} must be [B, T] and [B, T, V]", ids.shape(), logits.shape())));
+    };
+    if (b, t) != (lb, lt) || t < 2 {
+        return Err(invalid(format!("ids {:?} and logits {:?}: need matching [B, T] with T >= 2", ids.shape(), logits.shape())));
+    }
+    let logits = logits.narrow(1usize, 0, t - 1)?.reshape(&[b * (t - 1), v])?;
+    let targets = ids.narrow(1usize, 1, t - 1)?.to_dtype(DType::I64)?.reshape(&[b * (t - 1)])?;
+    Ok(logits.cross_entropy(&targets, None)?)
+}
+
 /// One decoder block.
 #[derive(Debug)]
 pub struct LlamaLayer {
@@ -93,7 +107,13 @@ impl LlamaModel {
     /// With a cache, the tokens continue the sequence it holds: their positions start at
     /// `cache.len()`, attention sees the cached keys and values too, and the cache is extended
     /// by these tokens. Without one, positions start at 0.
-    pub fn forward(&self, ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Var> {
+    pub fn forward(&self, ids: &Tensor, cache: Option<&mut KvCache>) -> Result<Var> {
+        self.lm_head.forward(&self.forward_hidden(ids, cache)?)
+    }
+
+    /// The final hidden states `[B, T, hidden]` (after the last RMSNorm), which the LM head
+    /// maps to logits: `forward` without the head (same cache behaviour).
+    pub fn forward_hidden(&self, ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Var> {
         let &[b, t] = ids.shape() else {
             return Err(invalid(format!("token ids must be [batch, seq], got {:?}", ids.shape())));
         };
@@ -117,23 +137,19 @@ impl LlamaModel {
         if let Some(c) = cache {
             c.advance(t);
         }
-        let h = h.rms_norm(&self.norm, eps)?;
-        self.lm_head.forward(&h)
+        Ok(h.rms_norm(&self.norm, eps)?)
     }
 
     /// Mean next-token cross-entropy of `ids [B, T]` (position `t` predicts `t + 1`, as
     /// transformers computes the loss with `labels = input_ids`), as a rank-0 `Var`.
     pub fn next_token_loss(&self, ids: &Tensor) -> Result<Var> {
-        let &[b, t] = ids.shape() else {
+        let &[_, t] = ids.shape() else {
             return Err(invalid(format!("token ids must be [batch, seq], got {:?}", ids.shape())));
         };
         if t < 2 {
             return Err(invalid(format!("a next-token loss needs at least 2 tokens, got {t}")));
         }
-        let v = self.config.vocab_size;
-        let logits = self.forward(ids, None)?.narrow(1usize, 0, t - 1)?.reshape(&[b * (t - 1), v])?;
-        let targets = ids.narrow(1usize, 1, t - 1)?.to_dtype(DType::I64)?.reshape(&[b * (t - 1)])?;
-        Ok(logits.cross_entropy(&targets, None)?)
+        next_token_cross_entropy(&self.forward(ids, None)?, ids)
     }
 
     /// `[B, T, heads * head_dim] -> [B, heads, T, head_dim]` (a view).

@@ -5,7 +5,9 @@ use clap::{Parser, Subcommand};
 
 use std::path::PathBuf;
 
+use brainstacks_model::llama::GenerateOptions;
 use brainstacks_train::demo::{DemoConfig, run};
+use brainstacks_train::llama_cli;
 
 #[derive(Parser)]
 #[command(name = "brainstacks", version, about = "Brainstacks: MoE-LoRA stacks on a from-scratch Rust numerics engine")]
@@ -56,6 +58,62 @@ enum Command {
         #[arg(long, default_value_t = 4096)]
         max_shard_mib: u64,
     },
+    /// Generates text from a Llama checkpoint directory (with its tokenizer.json), streaming it
+    /// to stdout. Greedy unless --temperature is above 0.
+    Generate {
+        #[arg(long)]
+        model: PathBuf,
+        /// A PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors).
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        #[arg(long)]
+        prompt: String,
+        /// Use the prompt as the instruction of the Alpaca template (as the method generates).
+        #[arg(long)]
+        alpaca: bool,
+        #[arg(long, default_value_t = 256)]
+        max_tokens: usize,
+        /// 0 is greedy.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f64,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f64,
+        /// 1 is off; the method decodes with 1.2.
+        #[arg(long, default_value_t = 1.0)]
+        repetition_penalty: f64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Compute dtype: f32, bf16, f16 or f64.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+    },
+    /// Writes the logits [T, vocab] (f32, key `logits`) of one sequence of token ids.
+    Logits {
+        #[arg(long)]
+        model: PathBuf,
+        /// A PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors).
+        #[arg(long)]
+        adapter: Option<PathBuf>,
+        /// Comma-separated token ids, e.g. 1,5,9.
+        #[arg(long)]
+        ids: String,
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Writes the mean next-token loss of the ids (`loss`) and the gradient of every weight
+    /// (`grad.<Hugging Face name>`), for parity checks.
+    Grad {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        ids: String,
+        #[arg(long, default_value = "f64")]
+        dtype: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,6 +143,23 @@ fn main() -> anyhow::Result<()> {
         Command::Quantize { model, out, double_quant, blocksize, max_shard_mib } => {
             let opts = brainstacks_train::quantize_cli::Options { model, out, double_quant, blocksize, max_shard_mib };
             brainstacks_train::quantize_cli::run(&opts)?;
+        }
+        Command::Generate { model, adapter, prompt, alpaca, max_tokens, temperature, top_p, repetition_penalty, seed, dtype } => {
+            let options =
+                GenerateOptions { max_new_tokens: max_tokens, temperature, top_p, repetition_penalty, seed, eos_token_ids: None };
+            let args = llama_cli::GenerateArgs { model, adapter, prompt, alpaca, dtype: llama_cli::parse_dtype(&dtype)?, options };
+            let start = std::time::Instant::now();
+            let ids = llama_cli::generate(&args, &mut std::io::stdout().lock())?;
+            let secs = start.elapsed().as_secs_f64();
+            eprintln!("{} tokens in {secs:.2} s ({:.1} tokens/s)", ids.len(), ids.len() as f64 / secs.max(1e-9));
+        }
+        Command::Logits { model, adapter, ids, dtype, out } => {
+            llama_cli::logits(&model, adapter.as_deref(), &llama_cli::parse_ids(&ids)?, llama_cli::parse_dtype(&dtype)?, &out)?;
+            eprintln!("wrote {}", out.display());
+        }
+        Command::Grad { model, ids, dtype, out } => {
+            let loss = llama_cli::grad(&model, &llama_cli::parse_ids(&ids)?, llama_cli::parse_dtype(&dtype)?, &out)?;
+            eprintln!("loss {loss:.12}; wrote {}", out.display());
         }
     }
     Ok(())
