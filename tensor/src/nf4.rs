@@ -236,7 +236,7 @@ impl Nf4Weight {
 }
 
 fn check_in_features(op: &'static str, out_features: usize, in_features: usize, blocksize: usize) -> Result<()> {
-    if in_features % blocksize != 0 {
+    if !in_features.is_multiple_of(blocksize) {
         return Err(Error::invalid(
             op,
             &[out_features, in_features],
