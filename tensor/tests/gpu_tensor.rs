@@ -124,6 +124,13 @@ fn shape_strategy(max_rank: usize, max_dim: usize) -> impl Strategy<Value = Vec<
 const FLOAT_GPU: [DType; 2] = [DType::F32, DType::BF16];
 
 #[test]
+fn tensors_stay_send_and_sync() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Tensor>();
+    send_sync::<brainstacks_tensor::CudaStorage>();
+}
+
+#[test]
 fn check_available_never_panics() {
     // Either no driver or no such device: an error either way, never a panic.
     assert!(Device::Cuda(9999).check_available("test").is_err());

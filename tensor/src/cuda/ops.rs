@@ -98,7 +98,8 @@ pub(crate) fn dense(op: &'static str, t: &Tensor) -> Result<Tensor> {
 }
 
 /// A dense copy of a strided view: `x * 1` through the strided binary kernel (exact for every
-/// value; a NaN stays a NaN). f32 and bf16 only (there is no integer elementwise kernel yet).
+/// value; a NaN stays a NaN). f32 and bf16 only (there is no integer elementwise kernel yet),
+/// except that an empty view of any dtype gives an empty buffer.
 fn gather(op: &'static str, t: &Tensor) -> Result<Tensor> {
     let c = first(op, t)?;
     let gpu = c.gpu();
@@ -108,6 +109,9 @@ fn gather(op: &'static str, t: &Tensor) -> Result<Tensor> {
     let zero = vec![0isize; strides.len()];
     let one_view = Strides { strides: &zero, offset: 0 };
     let e = ge(op, c);
+    if n == 0 {
+        return Ok(wrap(gpu, CudaBuf::zeros(gpu, c.dtype(), 0).map_err(&e)?, shape));
+    }
     let buf = match c.buf() {
         CudaBuf::F32(x) => {
             let one = gpu.htod(&[1f32]).map_err(&e)?;
