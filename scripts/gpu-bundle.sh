@@ -16,7 +16,8 @@
 # Then on the GPU machine: gpu-bundle/run.sh   (logs under ${OUT:-./gpu-out}).
 #
 # Environment: CARGO_TARGET_DIR is honoured; GPU_BUNDLE_PACKAGES="-p a -p b" overrides the test
-# packages (default: -p brainstacks-kernels); GPU_BUNDLE_BENCH=0 leaves gpu-bench out;
+# packages (default: -p brainstacks-kernels -p brainstacks-tensor --test gpu_*, the GPU test
+# binaries only: the CPU ones would push the bundle past 64 MiB); GPU_BUNDLE_BENCH=0 leaves gpu-bench out;
 # GPU_BUNDLE_ANCHORS=FILE names the anchors script (default: shared/anchors/gpu_kernel_anchors.py
 # inside the checkout, else ../shared/anchors/ beside it; GPU_BUNDLE_ANCHORS= (empty) leaves it
 # out); GPU_BUNDLE_WHEELS=DIR adds DIR/*.whl; GPU_BUNDLE_MAX_MIB overrides the size limit (64).
@@ -27,7 +28,7 @@ ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd -- "$ROOT"
 BUNDLE="$ROOT/gpu-bundle"
 MAX_MIB="${GPU_BUNDLE_MAX_MIB:-64}"
-read -r -a PACKAGES <<<"${GPU_BUNDLE_PACKAGES:--p brainstacks-kernels}"
+read -r -a PACKAGES <<<"${GPU_BUNDLE_PACKAGES:--p brainstacks-kernels -p brainstacks-tensor --test gpu_*}"
 
 say() { printf 'gpu-bundle: %s\n' "$*"; }
 die() {

@@ -1,6 +1,5 @@
-//! Devices. `Device::Cuda` exists in every build so code never needs `cfg` in its matches; until
-//! the CUDA backend lands (and always in a build without the `cuda` feature) asking for it gives
-//! an error that says why.
+//! Devices. `Device::Cuda` exists in every build so code never needs `cfg` in its matches; in a
+//! build without the `cuda` feature asking for it gives an error that says why.
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Device {
@@ -9,19 +8,20 @@ pub enum Device {
 }
 
 impl Device {
-    /// Why a CUDA device cannot be used by this build.
+    /// Why a build without the `cuda` feature cannot use a CUDA device. (A build with the feature
+    /// reports the driver's reason from [`Device::check_available`].)
     pub fn cuda_unavailable_reason() -> &'static str {
-        if cfg!(feature = "cuda") {
-            "the CUDA backend is not implemented in this version of brainstacks-tensor"
-        } else {
-            "brainstacks was built without CUDA (rebuild with `--features cuda`)"
-        }
+        "brainstacks was built without CUDA (rebuild with `--features cuda`)"
     }
 
-    /// Checks that tensors can be created on this device.
+    /// Checks that tensors can be created on this device: for CUDA, opens (once, then shares) the
+    /// device's context. A missing driver library or device is an error, never a panic.
     pub fn check_available(&self, op: &'static str) -> crate::Result<()> {
         match self {
             Device::Cpu => Ok(()),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(n) => crate::cuda::context(op, *n).map(|_| ()),
+            #[cfg(not(feature = "cuda"))]
             Device::Cuda(_) => {
                 Err(crate::Error::Device { op, device: *self, msg: Self::cuda_unavailable_reason().to_string() })
             }
@@ -30,8 +30,13 @@ impl Device {
 
     /// `Some(Device::Cuda(ordinal))` when a usable GPU is present; `None` otherwise. GPU tests
     /// call this and skip, unless `REQUIRE_CUDA=1`, in which case a missing GPU is a failure.
-    pub fn cuda_if_available(_ordinal: usize) -> Option<Device> {
-        None
+    pub fn cuda_if_available(ordinal: usize) -> Option<Device> {
+        let d = Device::Cuda(ordinal);
+        d.check_available("cuda_if_available").ok().map(|_| d)
+    }
+
+    pub fn is_cuda(&self) -> bool {
+        matches!(self, Device::Cuda(_))
     }
 }
 

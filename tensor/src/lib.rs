@@ -13,6 +13,8 @@
 //! ```
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod io;
 #[doc(hidden)]
 pub mod fuzz_support;

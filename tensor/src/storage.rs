@@ -1,5 +1,5 @@
-//! Where a tensor's elements live. CPU storage is one typed `Vec` per dtype; CUDA storage arrives
-//! with the CUDA backend (a build without the `cuda` feature has only the placeholder type).
+//! Where a tensor's elements live. CPU storage is one typed `Vec` per dtype; CUDA storage (feature
+//! `cuda`) is in `crate::cuda`; a build without the feature has only the placeholder type.
 
 use half::{bf16, f16};
 
@@ -66,10 +66,14 @@ impl CpuStorage {
     }
 }
 
-/// Device memory of the CUDA backend. Not built yet in this crate version: no value of this type
+/// Device memory of the CUDA backend; in a build without the `cuda` feature no value of this type
 /// can be made, so every match arm on it is unreachable at run time.
+#[cfg(not(feature = "cuda"))]
 #[derive(Debug)]
 pub enum CudaStorage {}
+
+#[cfg(feature = "cuda")]
+pub use crate::cuda::CudaStorage;
 
 #[derive(Debug)]
 pub enum Storage {
@@ -81,12 +85,18 @@ impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(c) => c.device(),
+            #[cfg(not(feature = "cuda"))]
             Storage::Cuda(c) => match *c {},
         }
     }
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(c) => c.dtype(),
+            #[cfg(not(feature = "cuda"))]
             Storage::Cuda(c) => match *c {},
         }
     }

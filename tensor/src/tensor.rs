@@ -65,6 +65,14 @@ impl Rng {
     }
 }
 
+/// The distribution of a Philox draw, as the GPU path needs it (the CPU path takes closures).
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) enum PhiloxDist {
+    Uniform { low: f64, high: f64 },
+    Normal { mean: f64, std: f64 },
+}
+
 impl Tensor {
     // ---- construction -------------------------------------------------------------------
 
@@ -91,7 +99,8 @@ impl Tensor {
         if data.len() != n {
             return Err(Error::invalid("from_vec", shape, format!("{} elements given, the shape holds {n}", data.len())));
         }
-        Self::from_cpu_storage(T::into_storage(data), shape)
+        // On a CUDA device: one host-to-device copy of `data`.
+        Self::from_cpu_storage(T::into_storage(data), shape)?.to_device(device)
     }
 
     pub fn from_slice<T: WithDType>(data: &[T], shape: &[usize], device: &Device) -> Result<Self> {
@@ -115,12 +124,17 @@ impl Tensor {
             DType::U32 => CpuStorage::U32(vec![value as u32; n]),
             DType::I64 => CpuStorage::I64(vec![value as i64; n]),
         };
-        Self::from_cpu_storage(storage, shape)
+        // On a CUDA device the value is filled on the host and copied once (no fill kernel yet).
+        Self::from_cpu_storage(storage, shape)?.to_device(device)
     }
 
     pub fn zeros(shape: &[usize], dtype: DType, device: &Device) -> Result<Self> {
         device.check_available("zeros")?;
         let n = checked_alloc_len("zeros", shape, dtype.size_in_bytes())?;
+        #[cfg(feature = "cuda")]
+        if device.is_cuda() {
+            return crate::cuda::ops::zeros(shape, n, dtype, device);
+        }
         Self::from_cpu_storage(CpuStorage::zeros(dtype, n), shape)
     }
 
@@ -148,8 +162,9 @@ impl Tensor {
         // `as` saturates, so a huge or infinite count becomes `usize::MAX` and fails the check.
         let n = ((end - start) / step).ceil().max(0.0) as usize;
         checked_alloc_len("arange", &[n], DType::F64.size_in_bytes())?;
+        device.check_available("arange")?;
         let values: Vec<f64> = (0..n).map(|i| start + i as f64 * step).collect();
-        Self::from_vec(values, &[n], device)?.to_dtype(dtype)
+        Self::from_vec(values, &[n], &Device::Cpu)?.to_dtype(dtype)?.to_device(device)
     }
 
     /// Uniform samples in (low, high) from the Philox stream of `rng`, which advances.
@@ -163,6 +178,7 @@ impl Tensor {
             device,
             |seed, offset, out| ph::fill_uniform_f64(seed, offset, low, high, out),
             |seed, offset, out| ph::fill_uniform_f32(seed, offset, low as f32, high as f32, out),
+            PhiloxDist::Uniform { low, high },
         )
     }
 
@@ -177,6 +193,7 @@ impl Tensor {
             device,
             |seed, offset, out| ph::fill_normal_f64(seed, offset, mean, std, out),
             |seed, offset, out| ph::fill_normal_f32(seed, offset, mean as f32, std as f32, out),
+            PhiloxDist::Normal { mean, std },
         )
     }
 
@@ -192,11 +209,16 @@ impl Tensor {
         device: &Device,
         fill_f64: impl Fn(u64, u64, &mut [f64]) + Sync + Send,
         fill_f32: impl Fn(u64, u64, &mut [f32]) + Sync + Send,
+        #[cfg_attr(not(feature = "cuda"), allow(unused_variables))] gpu_dist: PhiloxDist,
     ) -> Result<Self> {
         device.check_available(op)?;
         Self::check_float(op, dtype)?;
         let temp = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
         let n = checked_alloc_len(op, shape, temp.size_in_bytes())?;
+        #[cfg(feature = "cuda")]
+        if device.is_cuda() {
+            return crate::cuda::ops::philox_draw(op, rng, shape, n, dtype, device, gpu_dist);
+        }
         let offset = rng.advance(n);
         let seed = rng.seed;
         if dtype == DType::F64 {
@@ -258,11 +280,16 @@ impl Tensor {
 
     /// The CPU storage, or an error naming `op` for tensors elsewhere.
     pub fn cpu_storage(&self, op: &'static str) -> Result<&CpuStorage> {
-        // `op` names the caller in the error a CUDA tensor will give once that backend exists.
-        let _ = op;
         match &*self.storage {
             Storage::Cpu(s) => Ok(s),
-            Storage::Cuda(c) => match *c {},
+            // Every op reaching for CPU data of a CUDA tensor has no CUDA path (yet).
+            #[cfg(feature = "cuda")]
+            Storage::Cuda(_) => Err(crate::cuda::not_implemented(op, self.device())),
+            #[cfg(not(feature = "cuda"))]
+            Storage::Cuda(c) => {
+                let _ = op;
+                match *c {}
+            }
         }
     }
 
@@ -274,6 +301,10 @@ impl Tensor {
 
     /// The elements in row-major order of the view, as `T`, which must be the tensor's dtype.
     pub fn to_vec<T: WithDType>(&self) -> Result<Vec<T>> {
+        #[cfg(feature = "cuda")]
+        if let Some(host) = crate::cuda::ops::host_copy(self, "to_vec")? {
+            return host.to_vec();
+        }
         let data = self.cpu_slice::<T>("to_vec")?;
         Ok(match self.layout.contiguous_range() {
             Some((a, b)) => data[a..b].to_vec(),
@@ -283,6 +314,10 @@ impl Tensor {
 
     /// The elements converted to f64, whatever the dtype (handy in tests and printing).
     pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
+        #[cfg(feature = "cuda")]
+        if let Some(host) = crate::cuda::ops::host_copy(self, "to_vec_f64")? {
+            return host.to_vec_f64();
+        }
         let s = self.cpu_storage("to_vec_f64")?;
         Ok(crate::match_cpu_storage!(s, v => self.layout.offsets().map(|o| v[o].to_f64()).collect()))
     }
@@ -392,6 +427,10 @@ impl Tensor {
         if self.is_contiguous() {
             return Ok(self.clone());
         }
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return crate::cuda::ops::contiguous(self);
+        }
         let s = self.cpu_storage("contiguous")?;
         let storage = crate::match_cpu_storage!(s, v => {
             let data = crate::cpu::parallel::gather_strided(v, &self.layout);
@@ -414,6 +453,10 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return crate::cuda::ops::to_dtype(self, dtype);
+        }
         let src = self.contiguous()?;
         let s = src.cpu_storage("to_dtype")?;
         let (a, b) = src.layout.contiguous_range().expect("contiguous");
@@ -421,10 +464,21 @@ impl Tensor {
         Tensor::from_cpu_storage(out, self.shape())
     }
 
-    /// Moves to another device (only the CPU exists in this build; see `Device`).
+    /// Moves to another device: a copy, dense and row-major (a strided view is made contiguous
+    /// on the way); the same device returns `self` (no copy). CUDA needs the `cuda` feature.
     pub fn to_device(&self, device: &Device) -> Result<Tensor> {
+        if *device == self.device() {
+            return Ok(self.clone());
+        }
         device.check_available("to_device")?;
-        Ok(self.clone())
+        #[cfg(feature = "cuda")]
+        {
+            crate::cuda::ops::to_device(self, device)
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            Ok(self.clone())
+        }
     }
 }
 

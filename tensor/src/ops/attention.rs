@@ -63,6 +63,12 @@ impl Tensor {
             let other = if q.dtype() != k.dtype() { k.dtype() } else { v.dtype() };
             return Err(Error::DTypeMismatch { op: OP, lhs: q.dtype(), rhs: other });
         }
+        // The body reads every operand through `to_vec_f64`, which would silently run a CUDA
+        // tensor on the CPU; there is no attention kernel yet.
+        #[cfg(feature = "cuda")]
+        if let Some(t) = [q, k, v].into_iter().find(|t| t.device().is_cuda()) {
+            return Err(crate::cuda::not_implemented(OP, t.device()));
+        }
         let group = hq.checked_div(hkv).unwrap_or(1);
         // Widen once: every element is read many times by the row loop.
         let (qs, ks, vs) = (q.to_vec_f64()?, k.to_vec_f64()?, v.to_vec_f64()?);

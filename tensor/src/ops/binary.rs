@@ -337,6 +337,10 @@ impl Tensor {
     /// zero divisor is an `InvalidArgument` error. Shapes that do not broadcast give a
     /// `ShapeMismatch` naming the op and both shapes.
     pub fn binary(&self, rhs: &Tensor, op: BinaryOp) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() || rhs.device().is_cuda() {
+            return crate::cuda::ops::binary(self, rhs, op);
+        }
         dispatch_all!(self.dtype(), T => binary_typed::<T>(self, rhs, op))
     }
 
@@ -370,11 +374,19 @@ impl Tensor {
     /// scalar. Integer tensors need an integral `v` (an `InvalidArgument` error otherwise) and
     /// wrap like `add`.
     pub fn add_scalar(&self, v: f64) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return crate::cuda::ops::scalar_ops("add_scalar", self, &[(BinaryOp::Add, v)]);
+        }
         self.scalar_op("add_scalar", v, |x, s| x + s, |x, s| x + s, <i64 as Arith>::add)
     }
 
     /// `x * v` elementwise, any dtype, keeping it; the same rules as [`Tensor::add_scalar`].
     pub fn mul_scalar(&self, v: f64) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return crate::cuda::ops::scalar_ops("mul_scalar", self, &[(BinaryOp::Mul, v)]);
+        }
         self.scalar_op("mul_scalar", v, |x, s| x * s, |x, s| x * s, <i64 as Arith>::mul)
     }
 

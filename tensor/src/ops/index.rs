@@ -118,6 +118,10 @@ impl Tensor {
         if self.rank() != 2 {
             return Err(Error::shape(OP, self.shape(), ids.shape(), "the table must be [V, D]"));
         }
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return crate::cuda::ops::embedding(self, ids);
+        }
         let ids_v = checked_indices(OP, &index_values(ids, OP)?, self.shape()[0])?;
         let mut shape = ids.shape().to_vec();
         shape.push(self.shape()[1]);

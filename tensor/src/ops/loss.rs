@@ -56,6 +56,10 @@ impl Tensor {
     /// NaN would poison the optimizer state for the rest of the run.
     pub fn cross_entropy(&self, targets: &Tensor, ignore_index: Option<i64>) -> Result<Tensor> {
         const OP: &str = "cross_entropy";
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return crate::cuda::ops::cross_entropy(self, targets, ignore_index, false);
+        }
         let (_, c, picks, kept) = check(OP, self, targets, ignore_index)?;
         let x = self.contiguous()?;
         dispatch_float!(self.dtype(), OP, T => {
@@ -78,6 +82,10 @@ impl Tensor {
     /// when no row is kept), `[N, C]` in the logits' dtype, computed in f64 and rounded once.
     pub fn cross_entropy_grad(&self, targets: &Tensor, ignore_index: Option<i64>) -> Result<Tensor> {
         const OP: &str = "cross_entropy_grad";
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return crate::cuda::ops::cross_entropy(self, targets, ignore_index, true);
+        }
         let (_, c, picks, kept) = check(OP, self, targets, ignore_index)?;
         let scale = 1.0 / kept.max(1) as f64;
         dispatch_float!(self.dtype(), OP, T => {

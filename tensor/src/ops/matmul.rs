@@ -33,6 +33,10 @@ impl Tensor {
         let rhs = rhs.broadcast_as(&rshape)?;
         let mut out_shape = batch.clone();
         out_shape.extend([m, n]);
+        #[cfg(feature = "cuda")]
+        if lhs.device().is_cuda() || rhs.device().is_cuda() {
+            return crate::cuda::ops::matmul(&lhs, &rhs, m, n, k, &out_shape);
+        }
         match self.dtype() {
             DType::F32 => {
                 let out = batched::<f32, f32>(&lhs, &rhs, m, n, k, gemm::gemm_f32)?;

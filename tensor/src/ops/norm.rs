@@ -153,6 +153,10 @@ impl Tensor {
     pub fn rms_norm(&self, weight: &Tensor, eps: f64) -> Result<Tensor> {
         const OP: &str = "rms_norm";
         let d = check_norm(OP, self, &[weight])?;
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() || weight.device().is_cuda() {
+            return crate::cuda::ops::rms_norm(self, weight, d, eps);
+        }
         let w = weight.to_vec_f64()?;
         dispatch_float!(self.dtype(), OP, T => {
             map_rows::<T>(OP, self, d, 3 * d, |_, xr, row| {

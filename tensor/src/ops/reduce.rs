@@ -270,6 +270,10 @@ impl Tensor {
         const OP: &str = "sum";
         let dims = resolve_dims(OP, self.shape(), dims)?;
         let out_shape = reduced_shape(self.shape(), &dims, keepdim);
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return crate::cuda::ops::reduce(OP, self, &dims, &out_shape, brainstacks_kernels::reduce::ReduceOp::Sum);
+        }
         let (x, ax) = as_axis(self, &dims)?;
         let storage = match self.dtype() {
             DType::F64 => float_sum::<f64>(OP, &x, &ax, 1.0)?,
@@ -289,6 +293,10 @@ impl Tensor {
         const OP: &str = "mean";
         let dims = resolve_dims(OP, self.shape(), dims)?;
         let out_shape = reduced_shape(self.shape(), &dims, keepdim);
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return crate::cuda::ops::reduce(OP, self, &dims, &out_shape, brainstacks_kernels::reduce::ReduceOp::Mean);
+        }
         let (x, ax) = as_axis(self, &dims)?;
         let n = ax.size as f64;
         let storage = match self.dtype() {
@@ -321,6 +329,10 @@ impl Tensor {
 
     /// Largest value along `dim`, any dtype (kept). NaN propagates; an empty dim is an error.
     pub fn max<D: Dim>(&self, dim: D, keepdim: bool) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return self.cuda_extreme("max", dim, keepdim);
+        }
         dispatch_all!(self.dtype(), T => {
             let (best, shape) = self.extreme_along::<T, D, _>("max", dim, keepdim, |a, b| a > b)?;
             Tensor::from_cpu_storage(T::into_storage(best.into_iter().map(|b| b.value).collect()), &shape)
@@ -329,6 +341,10 @@ impl Tensor {
 
     /// Smallest value along `dim`, any dtype (kept). NaN propagates; an empty dim is an error.
     pub fn min<D: Dim>(&self, dim: D, keepdim: bool) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return self.cuda_extreme("min", dim, keepdim);
+        }
         dispatch_all!(self.dtype(), T => {
             let (best, shape) = self.extreme_along::<T, D, _>("min", dim, keepdim, |a, b| a < b)?;
             Tensor::from_cpu_storage(T::into_storage(best.into_iter().map(|b| b.value).collect()), &shape)
@@ -338,6 +354,10 @@ impl Tensor {
     /// Index (I64) of the largest value along `dim`: the first on ties, the first NaN if any
     /// (consistent with `max`). An empty dim is an error.
     pub fn argmax<D: Dim>(&self, dim: D, keepdim: bool) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return self.cuda_extreme("argmax", dim, keepdim);
+        }
         dispatch_all!(self.dtype(), T => {
             let (best, shape) = self.extreme_along::<T, D, _>("argmax", dim, keepdim, |a, b| a > b)?;
             Tensor::from_cpu_storage(CpuStorage::I64(best.into_iter().map(|b| b.index as i64).collect()), &shape)
@@ -347,10 +367,32 @@ impl Tensor {
     /// Index (I64) of the smallest value along `dim`: the first on ties, the first NaN if any
     /// (consistent with `min`). An empty dim is an error.
     pub fn argmin<D: Dim>(&self, dim: D, keepdim: bool) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return self.cuda_extreme("argmin", dim, keepdim);
+        }
         dispatch_all!(self.dtype(), T => {
             let (best, shape) = self.extreme_along::<T, D, _>("argmin", dim, keepdim, |a, b| a < b)?;
             Tensor::from_cpu_storage(CpuStorage::I64(best.into_iter().map(|b| b.index as i64).collect()), &shape)
         })
+    }
+
+    /// max/min/argmax/argmin of a CUDA tensor: the same argument checks as the CPU path, then
+    /// the reduce kernel.
+    #[cfg(feature = "cuda")]
+    fn cuda_extreme<D: Dim>(&self, op: &'static str, dim: D, keepdim: bool) -> Result<Tensor> {
+        use brainstacks_kernels::reduce::{ArgReduceOp, ReduceOp};
+        let d = dim.resolve(op, self.shape())?;
+        if self.shape()[d] == 0 {
+            return Err(Error::invalid(op, self.shape(), format!("dim {d} is empty, so it has no {op}")));
+        }
+        let out_shape = reduced_shape(self.shape(), &[d], keepdim);
+        match op {
+            "max" => crate::cuda::ops::reduce(op, self, &[d], &out_shape, ReduceOp::Max),
+            "min" => crate::cuda::ops::reduce(op, self, &[d], &out_shape, ReduceOp::Min),
+            "argmax" => crate::cuda::ops::arg_reduce(op, self, d, &out_shape, ArgReduceOp::ArgMax),
+            _ => crate::cuda::ops::arg_reduce(op, self, d, &out_shape, ArgReduceOp::ArgMin),
+        }
     }
 
     /// Sum of every element as a rank-0 tensor of the same dtype (see [`Tensor::sum`]).

@@ -68,6 +68,10 @@ impl Tensor {
                 return Err(Error::dtype(OP, table.dtype(), "cos and sin need a floating-point dtype"));
             }
         }
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return crate::cuda::ops::rope(self, cos, sin);
+        }
         let (c, s) = (cos.to_vec_f64()?, sin.to_vec_f64()?);
         dispatch_float!(self.dtype(), OP, T => {
             map_rows::<T>(OP, self, d, 3 * d, |r, xr, row| {

@@ -185,6 +185,10 @@ impl Tensor {
     /// shape and dtype. Float dtypes only. A row holding NaN or `+inf`, or only `-inf`, gives
     /// NaN; `-inf` entries in an otherwise finite row give exactly 0 (masking works).
     pub fn softmax<D: Dim>(&self, dim: D) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return crate::cuda::ops::softmax(self, dim.resolve("softmax", self.shape())?);
+        }
         self.softmax_impl("softmax", dim, false)
     }
 

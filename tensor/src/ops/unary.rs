@@ -361,6 +361,10 @@ impl Tensor {
     /// `UnsupportedDType` error); bf16 and f16 compute in f32 and round once. The result is a new
     /// contiguous tensor of the same shape and dtype.
     pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return crate::cuda::ops::unary(self, Some(op));
+        }
         // One monomorphised loop per op, so the `match` inside `apply_*` folds away and the
         // loops vectorise where the function allows.
         macro_rules! dispatch {
@@ -445,6 +449,11 @@ impl Tensor {
     /// `x * mul + add` elementwise (float dtypes). f64 computes in f64; f32, bf16 and f16 compute
     /// in f32 with `mul` and `add` rounded to f32, like every other f32 elementwise op.
     pub fn affine(&self, mul: f64, add: f64) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            use super::binary::BinaryOp;
+            return crate::cuda::ops::scalar_ops("affine", self, &[(BinaryOp::Mul, mul), (BinaryOp::Add, add)]);
+        }
         let (m32, a32) = (mul as f32, add as f32);
         self.map_float("affine", move |x| x * mul + add, move |x| x * m32 + a32)
     }
@@ -495,6 +504,10 @@ impl Tensor {
     /// [`gelu_derivative_f64`] in f64 and round once (it is cheap next to the backward's other
     /// work, and keeps both tails accurate).
     pub fn gelu_derivative(&self) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return crate::cuda::ops::unary(self, None);
+        }
         self.map_float("gelu_derivative", gelu_derivative_f64, gelu_derivative_f32)
     }
 }
