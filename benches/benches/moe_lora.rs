@@ -18,18 +18,9 @@ const E: usize = 4;
 const R: usize = 16;
 const K: usize = 2;
 
-fn threads() -> usize {
-    let t = match std::env::var("BENCH_THREADS").as_deref() {
-        Err(_) | Ok("") => 1,
-        Ok("all") => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        Ok(s) => s.parse().unwrap_or_else(|_| panic!("BENCH_THREADS={s:?}: expected a number or `all`")),
-    };
-    rayon::ThreadPoolBuilder::new().num_threads(t).build_global().expect("first pool of the process");
-    t
-}
 
 fn bench(c: &mut Criterion) {
-    let t = threads();
+    let t = brainstacks_benches::install_bench_threads();
     let cpu = Device::Cpu;
     let mut rng = Rng::new(3);
     let x = Tensor::randn(&mut rng, 0.0, 1.0, &[T, D], DType::F32, &cpu).unwrap();

@@ -34,18 +34,9 @@ const SHAPES: [(usize, usize, usize); 9] = [
     (256, 2048, 5632),
 ];
 
-fn threads() -> usize {
-    let t = match std::env::var("BENCH_THREADS").as_deref() {
-        Err(_) | Ok("") => 1,
-        Ok("all") => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        Ok(s) => s.parse().unwrap_or_else(|_| panic!("BENCH_THREADS={s:?}: expected a number or `all`")),
-    };
-    rayon::ThreadPoolBuilder::new().num_threads(t).build_global().expect("first pool of the process");
-    t
-}
 
 fn bench(c: &mut Criterion) {
-    let t = threads();
+    let t = brainstacks_benches::install_bench_threads();
     let mut group = c.benchmark_group("nf4_linear");
     group.sample_size(10).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
     for (m, out_f, in_f) in SHAPES {
