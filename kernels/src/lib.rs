@@ -23,3 +23,4 @@ pub mod elementwise;
 pub mod adamw;
 #[cfg(feature = "cuda")]
 pub mod yardstick;
+pub mod rsvd;

@@ -6,5 +6,6 @@ pub mod formats;
 pub mod llama;
 pub mod moe_lora;
 pub mod nn;
+pub mod null_space;
 
 pub use error::{Error, Result};
