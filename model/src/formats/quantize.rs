@@ -160,7 +160,9 @@ pub fn quantize_checkpoint(
     let mut metadata = BTreeMap::new();
     metadata.insert("format".to_string(), "pt".to_string());
     for (k, shard) in shards.iter().enumerate() {
-        let mut out: Vec<TensorToWrite<'static>> = Vec::new();
+        // Kept tensors borrow their bytes from the input's memory map: no copy of embeddings or
+        // lm_head, the largest tensors of a checkpoint.
+        let mut out: Vec<TensorToWrite<'_>> = Vec::new();
         for &i in shard {
             let (name, reason, _) = &plan[i];
             let (_, e) = ck.locate(name)?;
@@ -173,7 +175,7 @@ pub fn quantize_checkpoint(
                     report.quantized.push(name.clone());
                 }
                 Some(why) => {
-                    out.push(TensorToWrite::raw(name.clone(), e.dtype, &e.shape, ck.bytes(name)?.to_vec()));
+                    out.push(TensorToWrite::raw(name.clone(), e.dtype, &e.shape, ck.bytes(name)?));
                     report.kept.push((name.clone(), why.clone()));
                 }
             }
