@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: `config.json` (transformers 4 and 5 layouts) and the RoPE frequencies.
 //! - [`linear`]: [`BaseLinear`], the seven [`Proj`]ections and the [`ProjectionAdapter`] hook.
+//! - [`init`]: small configs and randomly initialised models.
 //! - [`load`]: checkpoint loading with shape/dtype checks, NF4 (pre-quantized or at load).
 //! - [`model`]: the forward pass; [`cache`]: the KV cache for incremental decoding.
 //! - [`generate`]: greedy and sampled decoding with the cache.
@@ -29,6 +30,7 @@
 pub mod cache;
 pub mod config;
 pub mod generate;
+pub mod init;
 pub mod linear;
 pub mod load;
 pub mod lora;
@@ -37,9 +39,10 @@ pub mod tokenizer;
 
 pub use cache::KvCache;
 pub use config::{LlamaConfig, RopeScaling};
-pub use linear::{BaseLinear, Proj, Projection, ProjectionAdapter};
-pub use lora::{LoraAdapter, LoraConfig, PeftLora};
-pub use load::{LoadOptions, LoadReport, Nf4AtLoad};
 pub use generate::{GenerateOptions, Generation, StopReason};
+pub use init::RandomInit;
+pub use linear::{BaseLinear, Proj, Projection, ProjectionAdapter};
+pub use load::{LoadOptions, LoadReport, Nf4AtLoad};
+pub use lora::{LoraAdapter, LoraConfig, PeftLora};
 pub use model::{LlamaLayer, LlamaModel, next_token_cross_entropy};
 pub use tokenizer::{LlamaTokenizer, TextStream, alpaca_prompt};
