@@ -1,5 +1,6 @@
 //! brainstacks-model: layers built on the autograd engine: the dense building blocks (`Linear`,
-//! `Mlp`), checkpoint formats, and the Llama decoder (`llama`); MoE-LoRA stacks join here.
+//! `Mlp`), checkpoint formats, the Llama decoder (`llama`), MoE-LoRA (`moe_lora`), the
+//! null-space projection (`null_space`) and the Brainstacks stacks on every projection (`stacks`).
 
 mod error;
 pub mod formats;
@@ -7,5 +8,6 @@ pub mod llama;
 pub mod moe_lora;
 pub mod nn;
 pub mod null_space;
+pub mod stacks;
 
 pub use error::{Error, Result};

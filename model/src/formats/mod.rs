@@ -2,5 +2,5 @@
 //! Hugging Face uses for pre-quantized checkpoints.
 
 pub mod bnb4;
-pub mod quantize;
 mod pyjson;
+pub mod quantize;

@@ -41,7 +41,7 @@ impl LlamaConfig {
             num_hidden_layers: layers,
             num_attention_heads: heads,
             num_key_value_heads: kv_heads,
-            head_dim: if heads == 0 { 0 } else { hidden / heads },
+            head_dim: hidden.checked_div(heads).unwrap_or(0),
             rms_norm_eps: 1e-6,
             rope_theta: 10000.0,
             rope_scaling: RopeScaling::None,
@@ -98,7 +98,7 @@ impl LlamaModel {
             )));
         }
         if c.head_dim == 0
-            || c.head_dim % 2 != 0
+            || !c.head_dim.is_multiple_of(2)
             || [c.hidden_size, c.intermediate_size, c.vocab_size].contains(&0)
         {
             return Err(invalid(format!(

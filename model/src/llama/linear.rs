@@ -69,7 +69,15 @@ pub enum Proj {
 }
 
 impl Proj {
-    pub const ALL: [Proj; 7] = [Proj::Q, Proj::K, Proj::V, Proj::O, Proj::Gate, Proj::Up, Proj::Down];
+    pub const ALL: [Proj; 7] = [
+        Proj::Q,
+        Proj::K,
+        Proj::V,
+        Proj::O,
+        Proj::Gate,
+        Proj::Up,
+        Proj::Down,
+    ];
 
     /// The module path inside a layer, as in Hugging Face weight names (`self_attn.q_proj`).
     pub fn module(self) -> &'static str {
@@ -107,6 +115,13 @@ impl fmt::Display for Proj {
 /// Implementations keep their parameters as `Var`s on a tape; the model never inspects them.
 pub trait ProjectionAdapter: Send + Sync {
     fn forward(&self, x: &Var) -> Result<Var>;
+
+    /// The delta to add, or `None` when the adapter currently contributes nothing (so the
+    /// projection skips the add and its output is the base output, bit for bit). The default
+    /// always has a delta.
+    fn delta(&self, x: &Var) -> Result<Option<Var>> {
+        self.forward(x).map(Some)
+    }
 }
 
 /// A frozen base linear with an optional adapter.
@@ -117,14 +132,23 @@ pub struct Projection {
 
 impl Projection {
     pub fn new(base: BaseLinear) -> Self {
-        Self { base, adapter: None }
+        Self {
+            base,
+            adapter: None,
+        }
     }
 
     /// `base(x)`, plus the adapter's delta when one is attached.
     pub fn forward(&self, x: &Var) -> Result<Var> {
         let y = self.base.forward(x)?;
-        match &self.adapter {
-            Some(a) => Ok(y.add(&a.forward(x)?)?),
+        match self
+            .adapter
+            .as_ref()
+            .map(|a| a.delta(x))
+            .transpose()?
+            .flatten()
+        {
+            Some(delta) => Ok(y.add(&delta)?),
             None => Ok(y),
         }
     }
@@ -132,6 +156,9 @@ impl Projection {
 
 impl fmt::Debug for Projection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Projection").field("base", &self.base).field("adapter", &self.adapter.is_some()).finish()
+        f.debug_struct("Projection")
+            .field("base", &self.base)
+            .field("adapter", &self.adapter.is_some())
+            .finish()
     }
 }

@@ -1,0 +1,168 @@
+//! The adapter at one projection: its frozen stacks, its active stack and its projector.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use brainstacks_autograd::Var;
+use brainstacks_tensor::{DType, Device, Tensor};
+
+use super::StackId;
+use super::control::{AuxReduction, StackControl};
+use crate::llama::ProjectionAdapter;
+use crate::moe_lora::{GateNoise, MoeLora};
+use crate::null_space::NullSpace;
+use crate::{Error, Result};
+
+/// A frozen stack: constant parameters in the model's compute dtype.
+#[derive(Clone, Debug)]
+pub(crate) struct FrozenStack {
+    pub id: StackId,
+    /// Sort key: (position of the domain in the run's order, round).
+    pub order: (usize, u32),
+    pub stack: MoeLora,
+}
+
+/// Everything attached to one projection.
+#[derive(Debug, Default)]
+pub(crate) struct ProjectionStacks {
+    /// Sorted by `order`.
+    pub frozen: Vec<FrozenStack>,
+    /// Master parameters (f32, or f64 for gradient checks), trainable leaves of a tape.
+    pub active: Option<MoeLora>,
+    /// Applied to the active stack's delta in training mode only.
+    pub null_space: Option<NullSpace>,
+    /// Captured rows per frozen domain: for each sequence seen, the mean over its tokens of
+    /// the domain's summed delta (row-major, `d_out` per row).
+    pub captured: BTreeMap<String, Vec<f64>>,
+}
+
+/// The `ProjectionAdapter` of one wrapped projection; the state is shared with the `StackSet`.
+pub struct StackedProjection {
+    /// Index of this module in the set (layer-major, then projection): the gate noise key.
+    pub(crate) module: u32,
+    /// Number of modules in the set, to give frozen stacks' noise (parity flag) its own keys.
+    pub(crate) modules: u32,
+    pub(crate) compute_dtype: DType,
+    pub(crate) d_out: usize,
+    pub(crate) state: Arc<Mutex<ProjectionStacks>>,
+    pub(crate) control: Arc<StackControl>,
+}
+
+pub(crate) fn lock(state: &Mutex<ProjectionStacks>) -> MutexGuard<'_, ProjectionStacks> {
+    // Plain data: a panic mid-update cannot leave it half-written in a way later code trusts.
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn add(total: Option<Var>, d: Var) -> Result<Option<Var>> {
+    Ok(Some(match total {
+        None => d,
+        Some(t) => t.add(&d)?,
+    }))
+}
+
+/// Mean over the token axis: `[B, T, d] -> B rows`, `[T, d] -> 1 row` (one sequence).
+fn pooled_rows(delta: &Tensor) -> Result<Vec<f64>> {
+    let pooled = match delta.rank() {
+        3 => delta.mean(&[1usize], false)?,
+        2 => delta.mean(&[0usize], false)?,
+        r => {
+            return Err(Error::Config {
+                layer: "stacks".into(),
+                msg: format!("cannot capture a rank-{r} delta"),
+            });
+        }
+    };
+    Ok(pooled.to_vec_f64()?)
+}
+
+impl StackedProjection {
+    fn forward_delta(&self, x: &Var) -> Result<Option<Var>> {
+        let settings = self.control.settings();
+        let mut st = lock(&self.state);
+        let training = settings.training;
+        let mut total: Option<Var> = None;
+
+        let x_frozen = if settings.options.truncate_frozen_grad {
+            x.detach()
+        } else {
+            x.clone()
+        };
+        let mut captured: Vec<(String, Tensor)> = Vec::new();
+        for (slot, f) in st.frozen.iter().enumerate() {
+            let Some(weight) = settings.selection.weight(&f.id.domain) else {
+                continue;
+            };
+            let noise = match training {
+                Some((seed, step)) if settings.options.frozen_noise => Some(GateNoise {
+                    seed,
+                    step,
+                    layer: self.module + self.modules * (slot as u32 + 1),
+                }),
+                _ => None,
+            };
+            let mut d = f.stack.forward(&x_frozen, noise)?.delta;
+            if settings.capture {
+                match captured.last_mut() {
+                    Some((domain, sum)) if *domain == f.id.domain => *sum = sum.add(d.tensor())?,
+                    _ => captured.push((f.id.domain.clone(), d.tensor().clone())),
+                }
+            }
+            if weight != 1.0 {
+                d = d.mul_scalar(weight)?;
+            }
+            total = add(total, d)?;
+        }
+        for (domain, sum) in captured {
+            let rows = pooled_rows(&sum)?;
+            st.captured.entry(domain).or_default().extend(rows);
+        }
+
+        if let Some(active) = &st.active {
+            let stack = active.cast(self.compute_dtype)?;
+            let noise = training.map(|(seed, step)| GateNoise {
+                seed,
+                step,
+                layer: self.module,
+            });
+            let out = stack.forward(x, noise)?;
+            let mut d = out.delta;
+            if training.is_some() {
+                if settings.options.aux != AuxReduction::Off {
+                    self.control.push_aux(out.gate.load_balance_loss()?);
+                }
+                if let Some(ns) = &st.null_space {
+                    d = ns.apply(&d)?;
+                    if settings.options.monitor_leakage {
+                        self.control.record_leakage(ns.leakage(d.tensor())?);
+                    }
+                }
+            }
+            total = add(total, d)?;
+        }
+        Ok(total)
+    }
+}
+
+impl ProjectionAdapter for StackedProjection {
+    fn forward(&self, x: &Var) -> Result<Var> {
+        match self.forward_delta(x)? {
+            Some(d) => Ok(d),
+            None => {
+                // No stack contributes: an explicit zero delta of the right shape.
+                let mut shape = x.shape().to_vec();
+                if let Some(last) = shape.last_mut() {
+                    *last = self.d_out;
+                }
+                Ok(Var::constant(Tensor::zeros(
+                    &shape,
+                    x.dtype(),
+                    &Device::Cpu,
+                )?))
+            }
+        }
+    }
+
+    fn delta(&self, x: &Var) -> Result<Option<Var>> {
+        self.forward_delta(x)
+    }
+}
