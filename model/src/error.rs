@@ -12,8 +12,5 @@ pub enum Error {
     Config { layer: String, msg: String },
     /// A checkpoint that breaks its format: names the file (or directory) and the tensor.
     #[error("{}: {msg}", .path.display())]
-    Checkpoint {
-        path: std::path::PathBuf,
-        msg: String,
-    },
+    Checkpoint { path: std::path::PathBuf, msg: String },
 }

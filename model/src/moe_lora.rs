@@ -34,12 +34,7 @@ pub struct MoeLoraConfig {
 
 impl Default for MoeLoraConfig {
     fn default() -> Self {
-        Self {
-            experts: 4,
-            top_k: 2,
-            rank: 16,
-            alpha: 16.0,
-        }
+        Self { experts: 4, top_k: 2, rank: 16, alpha: 16.0 }
     }
 }
 
@@ -70,14 +65,7 @@ impl GateNoise {
     /// `t * E + e`.
     pub fn sample(&self, tokens: usize, experts: usize, dtype: DType) -> Result<Tensor> {
         let mut rng = Rng::new(noise_seed(self.seed, self.step, self.layer));
-        Ok(Tensor::randn(
-            &mut rng,
-            0.0,
-            1.0,
-            &[tokens, experts],
-            dtype,
-            &Device::Cpu,
-        )?)
+        Ok(Tensor::randn(&mut rng, 0.0, 1.0, &[tokens, experts], dtype, &Device::Cpu)?)
     }
 }
 
@@ -98,11 +86,7 @@ impl GateOutput {
     /// `[T, E]` gates with zeros for the experts a token does not use (for inspection and tests).
     pub fn dense_gates(&self) -> Result<Tensor> {
         let t = self.idx.shape()[0];
-        let zeros = Tensor::zeros(
-            &[t, self.experts],
-            self.gates.tensor().dtype(),
-            &Device::Cpu,
-        )?;
+        let zeros = Tensor::zeros(&[t, self.experts], self.gates.tensor().dtype(), &Device::Cpu)?;
         Ok(zeros.scatter_add(1, &self.idx, self.gates.tensor())?)
     }
 
@@ -122,11 +106,8 @@ impl GateOutput {
     /// (constant). Its minimum, with uniform routing, is `k`.
     pub fn load_balance_loss(&self) -> Result<Var> {
         let p = self.logits.softmax(-1)?.mean(&[0usize], false)?;
-        let f = Tensor::from_vec(self.dispatch_fraction()?, &[self.experts], &Device::Cpu)?
-            .to_dtype(p.tensor().dtype())?;
-        Ok(p.mul(&Var::constant(f))?
-            .sum_all()?
-            .mul_scalar(self.experts as f64)?)
+        let f = Tensor::from_vec(self.dispatch_fraction()?, &[self.experts], &Device::Cpu)?.to_dtype(p.tensor().dtype())?;
+        Ok(p.mul(&Var::constant(f))?.sum_all()?.mul_scalar(self.experts as f64)?)
     }
 
     /// The router z-loss `mean_t (logsumexp_e logits[t, e])^2` (optional regulariser).
@@ -140,31 +121,16 @@ impl GateOutput {
 
 /// The noisy top-k gate on flattened tokens `x` (`[T, d_in]`): logits `x W_rᵀ`, plus
 /// `softplus(x W_nᵀ) * eps` when `eps` is given (training), top-k, softmax over the kept logits.
-pub fn noisy_top_k(
-    x: &Var,
-    w_router: &Var,
-    w_noise: &Var,
-    k: usize,
-    eps: Option<&Tensor>,
-) -> Result<GateOutput> {
+pub fn noisy_top_k(x: &Var, w_router: &Var, w_noise: &Var, k: usize, eps: Option<&Tensor>) -> Result<GateOutput> {
     let experts = w_router.shape()[0];
     let clean = x.matmul(&w_router.t()?)?;
     let logits = match eps {
-        Some(eps) => clean.add(
-            &x.matmul(&w_noise.t()?)?
-                .softplus()?
-                .mul(&Var::constant(eps.clone()))?,
-        )?,
+        Some(eps) => clean.add(&x.matmul(&w_noise.t()?)?.softplus()?.mul(&Var::constant(eps.clone()))?)?,
         None => clean,
     };
     let (kept, idx) = logits.topk(k)?;
     let gates = kept.softmax(-1)?;
-    Ok(GateOutput {
-        idx,
-        gates,
-        logits,
-        experts,
-    })
+    Ok(GateOutput { idx, gates, logits, experts })
 }
 
 /// One MoE-LoRA stack at one projection.
@@ -191,43 +157,19 @@ pub struct MoeLoraOutput {
 
 impl MoeLora {
     /// A fresh stack whose parameters are leaves of `tape`, initialised as the method specifies.
-    pub fn new(
-        tape: &Tape,
-        d_in: usize,
-        d_out: usize,
-        cfg: &MoeLoraConfig,
-        rng: &mut Rng,
-        dtype: DType,
-    ) -> Result<Self> {
+    pub fn new(tape: &Tape, d_in: usize, d_out: usize, cfg: &MoeLoraConfig, rng: &mut Rng, dtype: DType) -> Result<Self> {
         if cfg.experts == 0 || cfg.top_k == 0 || cfg.top_k > cfg.experts || cfg.rank == 0 {
             return Err(Error::Config {
                 layer: "moe_lora".into(),
-                msg: format!(
-                    "need 1 <= top_k ({}) <= experts ({}) and rank ({}) >= 1",
-                    cfg.top_k, cfg.experts, cfg.rank
-                ),
+                msg: format!("need 1 <= top_k ({}) <= experts ({}) and rank ({}) >= 1", cfg.top_k, cfg.experts, cfg.rank),
             });
         }
         let cpu = Device::Cpu;
         let bound = 1.0 / (d_in as f64).sqrt();
         Ok(Self {
-            a: tape.param(Tensor::rand_uniform(
-                rng,
-                -bound,
-                bound,
-                &[cfg.experts, cfg.rank, d_in],
-                dtype,
-                &cpu,
-            )?),
+            a: tape.param(Tensor::rand_uniform(rng, -bound, bound, &[cfg.experts, cfg.rank, d_in], dtype, &cpu)?),
             b: tape.param(Tensor::zeros(&[cfg.experts, d_out, cfg.rank], dtype, &cpu)?),
-            w_router: tape.param(Tensor::randn(
-                rng,
-                0.0,
-                0.02,
-                &[cfg.experts, d_in],
-                dtype,
-                &cpu,
-            )?),
+            w_router: tape.param(Tensor::randn(rng, 0.0, 0.02, &[cfg.experts, d_in], dtype, &cpu)?),
             w_noise: tape.param(Tensor::zeros(&[cfg.experts, d_in], dtype, &cpu)?),
             config: cfg.clone(),
         })
@@ -237,35 +179,15 @@ impl MoeLora {
     /// frozen stacks) routing is deterministic.
     pub fn forward(&self, x: &Var, noise: Option<GateNoise>) -> Result<MoeLoraOutput> {
         let shape = x.shape().to_vec();
-        let d_in = *shape.last().ok_or_else(|| Error::Config {
-            layer: "moe_lora".into(),
-            msg: "input is a scalar".into(),
-        })?;
+        let d_in = *shape.last().ok_or_else(|| Error::Config { layer: "moe_lora".into(), msg: "input is a scalar".into() })?;
         let tokens = shape.iter().rev().skip(1).product::<usize>();
         let flat = x.reshape(&[tokens, d_in])?;
-        let eps = noise
-            .map(|n| n.sample(tokens, self.config.experts, x.tensor().dtype()))
-            .transpose()?;
-        let gate = noisy_top_k(
-            &flat,
-            &self.w_router,
-            &self.w_noise,
-            self.config.top_k,
-            eps.as_ref(),
-        )?;
-        let delta = flat.moe_lora(
-            &gate.idx,
-            &gate.gates,
-            &self.a,
-            &self.b,
-            self.config.scale(),
-        )?;
+        let eps = noise.map(|n| n.sample(tokens, self.config.experts, x.tensor().dtype())).transpose()?;
+        let gate = noisy_top_k(&flat, &self.w_router, &self.w_noise, self.config.top_k, eps.as_ref())?;
+        let delta = flat.moe_lora(&gate.idx, &gate.gates, &self.a, &self.b, self.config.scale())?;
         let mut out_shape = shape;
         *out_shape.last_mut().expect("rank >= 1") = self.b.shape()[1];
-        Ok(MoeLoraOutput {
-            delta: delta.reshape(&out_shape)?,
-            gate,
-        })
+        Ok(MoeLoraOutput { delta: delta.reshape(&out_shape)?, gate })
     }
 
     /// The trainable parameters, in a fixed order (A, B, router, noise net).
@@ -275,25 +197,14 @@ impl MoeLora {
 
     /// The same parameters, mutable (for an optimizer's `replace_value`).
     pub fn params_mut(&mut self) -> [&mut Var; 4] {
-        [
-            &mut self.a,
-            &mut self.b,
-            &mut self.w_router,
-            &mut self.w_noise,
-        ]
+        [&mut self.a, &mut self.b, &mut self.w_router, &mut self.w_noise]
     }
 
     /// A copy whose parameters are constants holding the current values in `dtype`: a frozen
     /// stack (no gradient ever reaches it; inputs still get theirs through it).
     pub fn frozen(&self, dtype: DType) -> Result<Self> {
         let c = |v: &Var| -> Result<Var> { Ok(Var::constant(v.tensor().to_dtype(dtype)?)) };
-        Ok(Self {
-            a: c(&self.a)?,
-            b: c(&self.b)?,
-            w_router: c(&self.w_router)?,
-            w_noise: c(&self.w_noise)?,
-            config: self.config.clone(),
-        })
+        Ok(Self { a: c(&self.a)?, b: c(&self.b)?, w_router: c(&self.w_router)?, w_noise: c(&self.w_noise)?, config: self.config.clone() })
     }
 
     /// The same stack computing in `dtype`: each parameter passes through a differentiable cast,

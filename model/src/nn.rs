@@ -15,47 +15,21 @@ pub struct Linear {
 impl Linear {
     /// Kaiming-uniform weights (bound `1/sqrt(in)`, PyTorch's `nn.Linear` default) and bias
     /// from the same bound, drawn from `rng`, registered as trainable leaves on `tape`.
-    pub fn new(
-        tape: &Tape,
-        rng: &mut Rng,
-        in_features: usize,
-        out_features: usize,
-        bias: bool,
-        dtype: DType,
-    ) -> Result<Self> {
+    pub fn new(tape: &Tape, rng: &mut Rng, in_features: usize, out_features: usize, bias: bool, dtype: DType) -> Result<Self> {
         if in_features == 0 || out_features == 0 {
             return Err(Error::Config {
                 layer: "Linear".into(),
-                msg: format!(
-                    "in_features {in_features} and out_features {out_features} must be positive"
-                ),
+                msg: format!("in_features {in_features} and out_features {out_features} must be positive"),
             });
         }
         let bound = 1.0 / (in_features as f64).sqrt();
-        let w = Tensor::rand_uniform(
-            rng,
-            -bound,
-            bound,
-            &[out_features, in_features],
-            dtype,
-            &Device::Cpu,
-        )?;
+        let w = Tensor::rand_uniform(rng, -bound, bound, &[out_features, in_features], dtype, &Device::Cpu)?;
         let b = if bias {
-            Some(tape.param(Tensor::rand_uniform(
-                rng,
-                -bound,
-                bound,
-                &[out_features],
-                dtype,
-                &Device::Cpu,
-            )?))
+            Some(tape.param(Tensor::rand_uniform(rng, -bound, bound, &[out_features], dtype, &Device::Cpu)?))
         } else {
             None
         };
-        Ok(Self {
-            weight: tape.param(w),
-            bias: b,
-        })
+        Ok(Self { weight: tape.param(w), bias: b })
     }
 
     /// `x [..., in] -> [..., out]`.
@@ -83,13 +57,7 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(
-        tape: &Tape,
-        rng: &mut Rng,
-        inputs: usize,
-        hidden: usize,
-        outputs: usize,
-    ) -> Result<Self> {
+    pub fn new(tape: &Tape, rng: &mut Rng, inputs: usize, hidden: usize, outputs: usize) -> Result<Self> {
         Ok(Self {
             hidden: Linear::new(tape, rng, inputs, hidden, true, DType::F32)?,
             out: Linear::new(tape, rng, hidden, outputs, true, DType::F32)?,
@@ -128,9 +96,7 @@ mod tests {
 
     #[test]
     fn zero_width_is_an_error() {
-        let err = Linear::new(&Tape::new(), &mut Rng::new(1), 0, 2, true, DType::F32)
-            .err()
-            .unwrap();
+        let err = Linear::new(&Tape::new(), &mut Rng::new(1), 0, 2, true, DType::F32).err().unwrap();
         assert!(err.to_string().contains("Linear"));
     }
 }

@@ -38,10 +38,7 @@ pub struct NullSpace {
 }
 
 fn config(msg: impl Into<String>) -> Error {
-    Error::Config {
-        layer: "null_space".into(),
-        msg: msg.into(),
-    }
+    Error::Config { layer: "null_space".into(), msg: msg.into() }
 }
 
 impl NullSpace {
@@ -56,30 +53,14 @@ impl NullSpace {
     /// V = the top-k right singular vectors of D (n x d, row-major f64), stored as `dtype`.
     /// Randomized (p = 0, q = 2, Philox `seed`) when n > 2k, exact otherwise; k is clamped to
     /// min(n, d).
-    pub fn from_samples(
-        d_rows: &[f64],
-        n: usize,
-        d: usize,
-        k: usize,
-        seed: u64,
-        dtype: DType,
-    ) -> Result<Self> {
+    pub fn from_samples(d_rows: &[f64], n: usize, d: usize, k: usize, seed: u64, dtype: DType) -> Result<Self> {
         if d_rows.len() != n * d {
-            return Err(config(format!(
-                "D has {} values, expected {n} x {d}",
-                d_rows.len()
-            )));
+            return Err(config(format!("D has {} values, expected {n} x {d}", d_rows.len())));
         }
-        let svd = if n > 2 * k {
-            rsvd(d_rows, n, d, k, 0, 2, seed)
-        } else {
-            svd_exact(d_rows, n, d)
-        };
+        let svd = if n > 2 * k { rsvd(d_rows, n, d, k, 0, 2, seed) } else { svd_exact(d_rows, n, d) };
         let r = svd.s.len();
         let k = k.min(r);
-        let v: Vec<f64> = (0..d)
-            .flat_map(|i| svd.v[i * r..i * r + k].iter().copied())
-            .collect();
+        let v: Vec<f64> = (0..d).flat_map(|i| svd.v[i * r..i * r + k].iter().copied()).collect();
         Self::from_basis(Tensor::from_vec(v, &[d, k], &Device::Cpu)?.to_dtype(dtype)?)
     }
 
@@ -91,10 +72,7 @@ impl NullSpace {
         let mut kept: Vec<Vec<f64>> = Vec::new();
         for part in parts {
             if part.dim() != d {
-                return Err(config(format!(
-                    "union of bases with d = {d} and d = {}",
-                    part.dim()
-                )));
+                return Err(config(format!("union of bases with d = {d} and d = {}", part.dim())));
             }
             let k = part.rank();
             let v = part.v.to_vec_f64()?;
@@ -120,9 +98,7 @@ impl NullSpace {
             }
         }
         let k = kept.len();
-        let flat: Vec<f64> = (0..d)
-            .flat_map(|i| kept.iter().map(move |c| c[i]))
-            .collect();
+        let flat: Vec<f64> = (0..d).flat_map(|i| kept.iter().map(move |c| c[i])).collect();
         Self::from_basis(Tensor::from_vec(flat, &[d, k], &Device::Cpu)?.to_dtype(first.v.dtype())?)
     }
 
@@ -159,10 +135,7 @@ impl NullSpace {
         let (d, k) = (self.dim(), self.rank());
         let x = delta.to_vec_f64()?;
         if x.len() % d.max(1) != 0 || delta.shape().last() != Some(&d) {
-            return Err(config(format!(
-                "delta {:?} does not end in d = {d}",
-                delta.shape()
-            )));
+            return Err(config(format!("delta {:?} does not end in d = {d}", delta.shape())));
         }
         let v = self.v.to_vec_f64()?;
         let total: f64 = x.iter().map(|a| a * a).sum();
@@ -191,10 +164,7 @@ impl NullSpace {
         let st = SafeTensors::open(path)?;
         let v = st.tensor(V_KEY)?;
         if v.rank() != 2 {
-            return Err(Error::Checkpoint {
-                path: path.into(),
-                msg: format!("{V_KEY} is {:?}, not [d, k]", v.shape()),
-            });
+            return Err(Error::Checkpoint { path: path.into(), msg: format!("{V_KEY} is {:?}, not [d, k]", v.shape()) });
         }
         Ok(Self { v })
     }

@@ -3,9 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use brainstacks_model::llama::{
-    GenerateOptions, LlamaModel, LlamaTokenizer, LoadOptions, StopReason, TextStream, alpaca_prompt,
-};
+use brainstacks_model::llama::{GenerateOptions, LlamaModel, LlamaTokenizer, LoadOptions, StopReason, TextStream, alpaca_prompt};
 use serde_json::Value;
 
 type R = Result<(), Box<dyn std::error::Error>>;
@@ -15,16 +13,11 @@ fn dir() -> PathBuf {
 }
 
 fn reference() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(dir().join("generation_reference.json")).unwrap())
-        .unwrap()
+    serde_json::from_str(&std::fs::read_to_string(dir().join("generation_reference.json")).unwrap()).unwrap()
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
 }
 
 /// Our ids (with and without special tokens) and decoded text equal AutoTokenizer's, for plain
@@ -32,40 +25,18 @@ fn ids(v: &Value) -> Vec<u32> {
 #[test]
 fn tokenizer_matches_transformers() -> R {
     let tok = LlamaTokenizer::from_dir(dir())?;
-    assert_eq!(
-        (tok.vocab_size(), tok.bos_token_id, tok.eos_token_id),
-        (97, Some(1), Some(2))
-    );
-    assert_eq!(
-        (tok.add_bos_token, tok.add_eos_token),
-        (Some(true), Some(false))
-    );
+    assert_eq!((tok.vocab_size(), tok.bos_token_id, tok.eos_token_id), (97, Some(1), Some(2)));
+    assert_eq!((tok.add_bos_token, tok.add_eos_token), (Some(true), Some(false)));
     let r = reference();
     let cases = r["encode"].as_array().unwrap();
-    assert!(
-        cases
-            .iter()
-            .any(|c| c["text"] == alpaca_prompt("What is two plus two?", None).as_str())
-    );
-    assert!(
-        cases
-            .iter()
-            .any(|c| c["text"] == alpaca_prompt("Add the numbers.", Some("3 and 4")).as_str())
-    );
+    assert!(cases.iter().any(|c| c["text"] == alpaca_prompt("What is two plus two?", None).as_str()));
+    assert!(cases.iter().any(|c| c["text"] == alpaca_prompt("Add the numbers.", Some("3 and 4")).as_str()));
     for c in cases {
         let text = c["text"].as_str().unwrap();
         let got = tok.encode(text, true)?;
         assert_eq!(got, ids(&c["ids"]), "{text:?}");
-        assert_eq!(
-            tok.encode(text, false)?,
-            ids(&c["ids_no_special"]),
-            "{text:?}"
-        );
-        assert_eq!(
-            tok.decode(&got, true)?,
-            c["decoded"].as_str().unwrap(),
-            "{text:?}"
-        );
+        assert_eq!(tok.encode(text, false)?, ids(&c["ids_no_special"]), "{text:?}");
+        assert_eq!(tok.decode(&got, true)?, c["decoded"].as_str().unwrap(), "{text:?}");
     }
     Ok(())
 }
@@ -83,9 +54,7 @@ fn special_token_flags_and_alpaca_examples() -> R {
     for (bos, eos) in [(false, false), (true, true), (false, true)] {
         std::fs::write(
             &cfg,
-            format!(
-                r#"{{"bos_token": {{"content": "<s>"}}, "eos_token": "</s>", "add_bos_token": {bos}, "add_eos_token": {eos}}}"#
-            ),
+            format!(r#"{{"bos_token": {{"content": "<s>"}}, "eos_token": "</s>", "add_bos_token": {bos}, "add_eos_token": {eos}}}"#),
         )?;
         let tok = LlamaTokenizer::from_files(&json, Some(&cfg))?;
         let mut want = base.clone();
@@ -96,19 +65,10 @@ fn special_token_flags_and_alpaca_examples() -> R {
             want.push(2);
         }
         assert_eq!(tok.encode(text, true)?, want, "bos {bos} eos {eos}");
-        assert_eq!(
-            tok.encode(&format!("<s>{text}"), true)?.first(),
-            Some(&1),
-            "a typed BOS stays"
-        );
+        assert_eq!(tok.encode(&format!("<s>{text}"), true)?.first(), Some(&1), "a typed BOS stays");
     }
     std::fs::write(&cfg, r#"{"bos_token": "<nope>"}"#)?;
-    assert!(
-        LlamaTokenizer::from_files(&json, Some(&cfg))
-            .unwrap_err()
-            .to_string()
-            .contains("<nope>")
-    );
+    assert!(LlamaTokenizer::from_files(&json, Some(&cfg)).unwrap_err().to_string().contains("<nope>"));
     std::fs::remove_dir_all(&scratch)?;
 
     let tok = LlamaTokenizer::from_dir(dir())?;
@@ -116,10 +76,7 @@ fn special_token_flags_and_alpaca_examples() -> R {
     let prompt = tok.encode(&alpaca_prompt("What is two plus two?", None), true)?;
     assert_eq!(&ex[..prompt_len], &prompt[..]);
     assert_eq!((ex[0], *ex.last().unwrap()), (1, 2));
-    assert_eq!(
-        tok.decode(&ex, true)?,
-        format!("{}Four.", alpaca_prompt("What is two plus two?", None))
-    );
+    assert_eq!(tok.decode(&ex, true)?, format!("{}Four.", alpaca_prompt("What is two plus two?", None)));
     Ok(())
 }
 
@@ -143,11 +100,7 @@ fn greedy_matches_transformers_generate() -> R {
         })?;
         assert_eq!(g.ids, want, "{name}");
         assert_eq!(streamed, want, "{name}");
-        let stop = if want.last() == Some(&2) {
-            StopReason::Eos
-        } else {
-            StopReason::MaxTokens
-        };
+        let stop = if want.last() == Some(&2) { StopReason::Eos } else { StopReason::MaxTokens };
         assert_eq!(g.stop, stop, "{name}");
         println!("{name}: {} tokens equal transformers'", want.len());
     }
@@ -187,30 +140,14 @@ fn sampling_is_seeded_and_streams_text() -> R {
     assert_eq!((g.stop, &g.ids[..]), (StopReason::Callback, &a.ids[..5]));
     let mut all = prompt.clone();
     all.extend(&g.ids);
-    assert_eq!(
-        format!("{}{text}", tok.decode(&prompt, true)?),
-        tok.decode(&all, true)?
-    );
+    assert_eq!(format!("{}{text}", tok.decode(&prompt, true)?), tok.decode(&all, true)?);
 
     // The first sampled token declared EOS: one token, stopped by EOS.
-    let eos = GenerateOptions {
-        eos_token_ids: Some(vec![a.ids[0]]),
-        ..opts(7)
-    };
+    let eos = GenerateOptions { eos_token_ids: Some(vec![a.ids[0]]), ..opts(7) };
     let g = m.generate(&prompt, &eos, |_| true)?;
     assert_eq!((g.ids.len(), g.stop), (1, StopReason::Eos));
     // Bad options and prompts are errors.
-    assert!(
-        m.generate(
-            &prompt,
-            &GenerateOptions {
-                top_p: 0.0,
-                ..opts(7)
-            },
-            |_| true
-        )
-        .is_err()
-    );
+    assert!(m.generate(&prompt, &GenerateOptions { top_p: 0.0, ..opts(7) }, |_| true).is_err());
     assert!(m.generate(&[], &opts(7), |_| true).is_err());
     assert!(m.generate(&[500], &opts(7), |_| true).is_err());
     Ok(())
@@ -229,11 +166,7 @@ fn byte_fallback_tokenizer_matches_transformers_and_streams() -> R {
         let text = c["text"].as_str().unwrap();
         let got = tok.encode(text, true)?;
         assert_eq!(got, ids(&c["ids"]), "{text:?}");
-        assert_eq!(
-            tok.decode(&got, true)?,
-            c["decoded"].as_str().unwrap(),
-            "{text:?}"
-        );
+        assert_eq!(tok.decode(&got, true)?, c["decoded"].as_str().unwrap(), "{text:?}");
         // Streamed one id at a time after BOS: never a partial character, same text in the end.
         let mut stream = TextStream::new(&tok, &got[..1])?;
         let mut streamed = String::new();

@@ -12,17 +12,12 @@ use brainstacks_tensor::io::SafeTensors;
 type R = Result<(), Box<dyn std::error::Error>>;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
 }
 
 /// f32 logits with each adapter within 1e-4 of PEFT's, and far from the base model's (so the
@@ -36,22 +31,13 @@ fn logits_match_peft() -> R {
         let ids = reference.tensor("ids")?;
         let base = m.forward(&ids, None)?.tensor().to_vec_f64()?;
         let lora = PeftLora::load(&dir, &m, None)?;
-        assert_eq!(
-            (
-                lora.config.r,
-                lora.config.target_modules.len(),
-                lora.adapters.len()
-            ),
-            (r, n, 2 * n)
-        );
+        assert_eq!((lora.config.r, lora.config.target_modules.len(), lora.adapters.len()), (r, n, 2 * n));
         assert!((lora.config.scale() - scale).abs() < 1e-15);
         lora.attach(&mut m)?;
         let got = m.forward(&ids, None)?.tensor().to_vec_f64()?;
         let want = reference.tensor("logits")?.to_vec_f64()?;
         let (diff, moved) = (max_abs_diff(&got, &want), max_abs_diff(&base, &want));
-        println!(
-            "{name}: max |logit - peft| = {diff:.3e}; the adapter moves logits by up to {moved:.3}"
-        );
+        println!("{name}: max |logit - peft| = {diff:.3e}; the adapter moves logits by up to {moved:.3}");
         assert!(diff <= 1e-4 && moved > 0.1, "{name}: {diff} {moved}");
     }
     Ok(())
@@ -76,8 +62,7 @@ fn save_roundtrip_and_trainable_factors() -> R {
     let tape = Tape::new();
     let lora = PeftLora::load(fixture("tiny_llama_llama3_lora"), &m, Some(&tape))?;
     lora.attach(&mut m)?;
-    let ids = SafeTensors::open(fixture("tiny_llama_llama3_lora").join("reference.safetensors"))?
-        .tensor("ids")?;
+    let ids = SafeTensors::open(fixture("tiny_llama_llama3_lora").join("reference.safetensors"))?.tensor("ids")?;
     let grads = tape.backward(&m.next_token_loss(&ids)?)?;
     let a = &lora.adapters[&(1, Proj::Down)];
     for v in [&a.a, &a.b] {
@@ -92,14 +77,10 @@ fn save_roundtrip_and_trainable_factors() -> R {
 fn unsupported_configs_are_refused() -> R {
     let m = LlamaModel::load(fixture("tiny_llama_llama3"), &LoadOptions::default())?;
     let src = fixture("tiny_llama_llama3_lora");
-    let cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(src.join("adapter_config.json"))?)?;
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(src.join("adapter_config.json"))?)?;
     let out = std::env::temp_dir().join(format!("bs-lora-bad-{}", std::process::id()));
     std::fs::create_dir_all(&out)?;
-    std::fs::copy(
-        src.join("adapter_model.safetensors"),
-        out.join("adapter_model.safetensors"),
-    )?;
+    std::fs::copy(src.join("adapter_model.safetensors"), out.join("adapter_model.safetensors"))?;
     let cases = [
         ("use_dora", serde_json::json!(true)),
         ("rank_pattern", serde_json::json!({"q_proj": 2})),

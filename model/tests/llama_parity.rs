@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 
 use brainstacks_autograd::{Tape, Var, no_grad};
 use brainstacks_model::formats::quantize::{QuantizeOptions, quantize_checkpoint};
-use brainstacks_model::llama::{
-    KvCache, LlamaModel, LoadOptions, Nf4AtLoad, Proj, ProjectionAdapter, RopeScaling,
-};
+use brainstacks_model::llama::{KvCache, LlamaModel, LoadOptions, Nf4AtLoad, Proj, ProjectionAdapter, RopeScaling};
 use brainstacks_tensor::io::{Checkpoint, SafeTensors, TensorToWrite, write_safetensors};
 use brainstacks_tensor::{DType, Tensor};
 
@@ -19,9 +17,7 @@ type R = Result<(), Box<dyn std::error::Error>>;
 const FIXTURES: [&str; 2] = ["llama3", "linear"];
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(format!("tiny_llama_{name}"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(format!("tiny_llama_{name}"))
 }
 
 fn reference(name: &str) -> SafeTensors {
@@ -41,10 +37,7 @@ fn f64s(t: &Tensor) -> Vec<f64> {
 
 fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f64::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
 }
 
 fn load(name: &str, opts: &LoadOptions) -> LlamaModel {
@@ -54,27 +47,10 @@ fn load(name: &str, opts: &LoadOptions) -> LlamaModel {
 #[test]
 fn configs_parse_both_layouts() {
     let a = load("llama3", &LoadOptions::default()).config;
-    assert!(matches!(
-        a.rope_scaling,
-        RopeScaling::Llama3 {
-            original_max_position_embeddings: 32,
-            ..
-        }
-    ));
-    assert_eq!(
-        (
-            a.num_key_value_heads,
-            a.head_dim,
-            a.tie_word_embeddings,
-            a.torch_dtype
-        ),
-        (2, 16, false, Some(DType::BF16))
-    );
+    assert!(matches!(a.rope_scaling, RopeScaling::Llama3 { original_max_position_embeddings: 32, .. }));
+    assert_eq!((a.num_key_value_heads, a.head_dim, a.tie_word_embeddings, a.torch_dtype), (2, 16, false, Some(DType::BF16)));
     let b = load("linear", &LoadOptions::default()).config;
-    assert_eq!(
-        (b.rope_scaling, b.rope_theta, b.tie_word_embeddings),
-        (RopeScaling::Linear { factor: 2.0 }, 500000.0, true)
-    );
+    assert_eq!((b.rope_scaling, b.rope_theta, b.tie_word_embeddings), (RopeScaling::Linear { factor: 2.0 }, 500000.0, true));
     assert_eq!(b.eos_token_ids, vec![2, 3]);
 }
 
@@ -111,22 +87,13 @@ fn kv_cache_decoding_matches_full_forward() -> R {
         for p in 5..t {
             let step = m.forward(&ids.narrow(1usize, p, 1)?, Some(&mut cache))?;
             assert_eq!(step.shape(), &[2, 1, 97]);
-            worst = worst.max(max_abs_diff(
-                &f64s(step.tensor()),
-                &f64s(&want.narrow(1usize, p, 1)?),
-            ));
+            worst = worst.max(max_abs_diff(&f64s(step.tensor()), &f64s(&want.narrow(1usize, p, 1)?)));
         }
         assert_eq!(cache.len(), t);
         println!("{name}: cached decoding, max |logit - transformers| = {worst:.3e}");
         assert!(worst <= 1e-4, "{name}: {worst}");
         // A batch of another size does not fit this cache.
-        assert!(
-            m.forward(
-                &ids.narrow(0usize, 0, 1)?.narrow(1usize, 0, 1)?,
-                Some(&mut cache)
-            )
-            .is_err()
-        );
+        assert!(m.forward(&ids.narrow(0usize, 0, 1)?.narrow(1usize, 0, 1)?, Some(&mut cache)).is_err());
     }
     Ok(())
 }
@@ -145,21 +112,14 @@ impl ProjectionAdapter for Delta {
 /// a GQA-shared head) equal transformers' f64 autograd to 1e-12 (seen: about 1e-16).
 #[test]
 fn f64_loss_and_weight_gradients_match_transformers() -> R {
-    let opts = LoadOptions {
-        dtype: DType::F64,
-        ..Default::default()
-    };
+    let opts = LoadOptions { dtype: DType::F64, ..Default::default() };
     let mut m = load("llama3", &opts);
     let r = reference("llama3");
     let tape = Tape::new();
     let mut deltas = Vec::new();
     for (layer, p) in [(0, Proj::Q), (1, Proj::V)] {
         let [o, i] = m.proj(layer, p).unwrap().shape();
-        let d = tape.param(Tensor::zeros(
-            &[o, i],
-            DType::F64,
-            &brainstacks_tensor::Device::Cpu,
-        )?);
+        let d = tape.param(Tensor::zeros(&[o, i], DType::F64, &brainstacks_tensor::Device::Cpu)?);
         m.set_adapter(layer, p, Some(Box::new(Delta(d.clone()))))?;
         deltas.push((p.weight_name(layer), d));
     }
@@ -189,13 +149,7 @@ fn f64_loss_and_weight_gradients_match_transformers() -> R {
 #[test]
 fn bf16_compute_stays_close() -> R {
     for name in FIXTURES {
-        let m = load(
-            name,
-            &LoadOptions {
-                dtype: DType::BF16,
-                ..Default::default()
-            },
-        );
+        let m = load(name, &LoadOptions { dtype: DType::BF16, ..Default::default() });
         let r = reference(name);
         let logits = m.forward(&r.tensor("ids")?, None)?;
         assert_eq!(logits.dtype(), DType::BF16);
@@ -209,24 +163,10 @@ fn bf16_compute_stays_close() -> R {
 /// Mean |Δlogit| relative to the mean |logit|, and the share of positions whose argmax agrees.
 fn nf4_closeness(got: &[f64], want: &[f64], vocab: usize) -> (f64, f64) {
     let mean_abs = want.iter().map(|x| x.abs()).sum::<f64>() / want.len() as f64;
-    let mean_diff = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .sum::<f64>()
-        / want.len() as f64;
-    let argmax = |v: &[f64]| {
-        v.iter()
-            .enumerate()
-            .fold((0, f64::MIN), |m, (i, &x)| if x > m.1 { (i, x) } else { m })
-            .0
-    };
+    let mean_diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).sum::<f64>() / want.len() as f64;
+    let argmax = |v: &[f64]| v.iter().enumerate().fold((0, f64::MIN), |m, (i, &x)| if x > m.1 { (i, x) } else { m }).0;
     let rows = want.len() / vocab;
-    let agree = (0..rows)
-        .filter(|&r| {
-            argmax(&got[r * vocab..(r + 1) * vocab]) == argmax(&want[r * vocab..(r + 1) * vocab])
-        })
-        .count();
+    let agree = (0..rows).filter(|&r| argmax(&got[r * vocab..(r + 1) * vocab]) == argmax(&want[r * vocab..(r + 1) * vocab])).count();
     (mean_diff / mean_abs, agree as f64 / rows as f64)
 }
 
@@ -237,10 +177,7 @@ fn nf4_closeness(got: &[f64], want: &[f64], vocab: usize) -> (f64, f64) {
 #[test]
 fn nf4_quantized_at_load_and_prequantized() -> R {
     for name in FIXTURES {
-        let opts = LoadOptions {
-            quantize: Some(Nf4AtLoad::default()),
-            ..Default::default()
-        };
+        let opts = LoadOptions { quantize: Some(Nf4AtLoad::default()), ..Default::default() };
         let m = load(name, &opts);
         let rep = &m.load_report;
         let layers = m.config.num_hidden_layers;
@@ -248,34 +185,22 @@ fn nf4_quantized_at_load_and_prequantized() -> R {
             // intermediate 176 is not a multiple of 64: down_proj stays dense.
             assert_eq!(rep.quantized_at_load.len(), 6 * layers);
             assert_eq!(rep.kept_dense.len(), layers);
-            assert!(
-                rep.kept_dense[0].0.ends_with("down_proj.weight"),
-                "{:?}",
-                rep.kept_dense
-            );
+            assert!(rep.kept_dense[0].0.ends_with("down_proj.weight"), "{:?}", rep.kept_dense);
             assert!(!m.proj(0, Proj::Down).unwrap().is_nf4());
         } else {
-            assert_eq!(
-                (rep.quantized_at_load.len(), rep.kept_dense.len()),
-                (7 * layers, 0)
-            );
+            assert_eq!((rep.quantized_at_load.len(), rep.kept_dense.len()), (7 * layers, 0));
         }
         assert!(m.proj(1, Proj::Q).unwrap().is_nf4());
         let r = reference(name);
         let ids = r.tensor("ids")?;
         let got = f64s(m.forward(&ids, None)?.tensor());
         let (rel, agree) = nf4_closeness(&got, &f64s(&r.tensor("logits")?), 97);
-        println!(
-            "{name}: NF4 mean |Δlogit| / mean |logit| = {rel:.3}, argmax agreement {agree:.2}"
-        );
+        println!("{name}: NF4 mean |Δlogit| / mean |logit| = {rel:.3}, argmax agreement {agree:.2}");
         assert!(rel < 0.35 && agree >= 0.5, "{name}: {rel} {agree}");
 
         // Written in shards of at most 16 KB, so the sharded layout loads too.
         let dir = scratch(&format!("nf4-{name}"));
-        let qopts = QuantizeOptions {
-            max_shard_bytes: 16 << 10,
-            ..Default::default()
-        };
+        let qopts = QuantizeOptions { max_shard_bytes: 16 << 10, ..Default::default() };
         let written = quantize_checkpoint(&fixture(name), &dir, &qopts, |_| {})?;
         assert!(written.files.len() > 1);
         let pre = LlamaModel::load(&dir, &LoadOptions::default())?;
@@ -290,16 +215,10 @@ fn nf4_quantized_at_load_and_prequantized() -> R {
 fn edited(tag: &str, edit: impl FnOnce(&mut BTreeMap<String, Tensor>)) -> PathBuf {
     let src = fixture("linear");
     let ck = Checkpoint::open_dir(&src).unwrap();
-    let mut tensors: BTreeMap<String, Tensor> = ck
-        .names()
-        .map(|n| (n.to_string(), ck.tensor(n).unwrap()))
-        .collect();
+    let mut tensors: BTreeMap<String, Tensor> = ck.names().map(|n| (n.to_string(), ck.tensor(n).unwrap())).collect();
     edit(&mut tensors);
     let dir = scratch(tag);
-    let out: Vec<TensorToWrite> = tensors
-        .iter()
-        .map(|(n, t)| TensorToWrite::from_tensor(n.clone(), t).unwrap())
-        .collect();
+    let out: Vec<TensorToWrite> = tensors.iter().map(|(n, t)| TensorToWrite::from_tensor(n.clone(), t).unwrap()).collect();
     write_safetensors(&dir.join("model.safetensors"), &out, &BTreeMap::new()).unwrap();
     std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
     dir
@@ -321,16 +240,10 @@ fn load_errors_name_the_tensor_and_file() {
         (
             "shape",
             Box::new(|t| {
-                let w = t["model.layers.0.self_attn.k_proj.weight"]
-                    .narrow(0usize, 0, 16)
-                    .unwrap();
+                let w = t["model.layers.0.self_attn.k_proj.weight"].narrow(0usize, 0, 16).unwrap();
                 t.insert("model.layers.0.self_attn.k_proj.weight".into(), w);
             }),
-            &[
-                "model.layers.0.self_attn.k_proj.weight",
-                "[16, 64]",
-                "model.safetensors",
-            ],
+            &["model.layers.0.self_attn.k_proj.weight", "[16, 64]", "model.safetensors"],
         ),
         (
             "dtype",
@@ -351,26 +264,13 @@ fn load_errors_name_the_tensor_and_file() {
     ];
     for (tag, edit, needles) in cases {
         let dir = edited(tag, edit);
-        let e = LlamaModel::load(&dir, &LoadOptions::default())
-            .err()
-            .unwrap_or_else(|| panic!("{tag} should fail"))
-            .to_string();
+        let e = LlamaModel::load(&dir, &LoadOptions::default()).err().unwrap_or_else(|| panic!("{tag} should fail")).to_string();
         for n in needles {
             assert!(e.contains(n), "{tag}: {e:?} lacks {n:?}");
         }
         if tag == "unused" {
-            let m = LlamaModel::load(
-                &dir,
-                &LoadOptions {
-                    allow_unused: true,
-                    ..Default::default()
-                },
-            )
-            .unwrap();
-            assert_eq!(
-                m.load_report.unused,
-                vec!["model.layers.2.input_layernorm.weight".to_string()]
-            );
+            let m = LlamaModel::load(&dir, &LoadOptions { allow_unused: true, ..Default::default() }).unwrap();
+            assert_eq!(m.load_report.unused, vec!["model.layers.2.input_layernorm.weight".to_string()]);
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -388,40 +288,21 @@ fn adapters_are_send_and_sync() {
 /// relative (the loss is smooth; the step is 1e-4 of G's scale).
 #[test]
 fn gradients_flow_through_nf4_projections() -> R {
-    let opts = LoadOptions {
-        dtype: DType::F64,
-        quantize: Some(Nf4AtLoad::default()),
-        ..Default::default()
-    };
+    let opts = LoadOptions { dtype: DType::F64, quantize: Some(Nf4AtLoad::default()), ..Default::default() };
     let mut m = load("linear", &opts);
     let ids = reference("linear").tensor("ids")?;
     let tape = Tape::new();
     let [o, i] = m.proj(0, Proj::Up).unwrap().shape();
-    let d = tape.param(Tensor::zeros(
-        &[o, i],
-        DType::F64,
-        &brainstacks_tensor::Device::Cpu,
-    )?);
+    let d = tape.param(Tensor::zeros(&[o, i], DType::F64, &brainstacks_tensor::Device::Cpu)?);
     m.set_adapter(0, Proj::Up, Some(Box::new(Delta(d.clone()))))?;
-    let g = tape
-        .backward(&m.next_token_loss(&ids)?)?
-        .get(&d)
-        .unwrap()
-        .clone();
+    let g = tape.backward(&m.next_token_loss(&ids)?)?.get(&d).unwrap().clone();
     let norm2: f64 = f64s(&g).iter().map(|x| x * x).sum();
     assert!(norm2 > 0.0);
     let eps = 1e-4 / norm2.sqrt();
     let loss_at = |m: &mut LlamaModel, h: f64| -> f64 {
         let shifted = Var::constant(g.mul_scalar(h).unwrap());
-        m.set_adapter(0, Proj::Up, Some(Box::new(Delta(shifted))))
-            .unwrap();
-        no_grad(|| {
-            m.next_token_loss(&ids)
-                .unwrap()
-                .tensor()
-                .to_scalar_f64()
-                .unwrap()
-        })
+        m.set_adapter(0, Proj::Up, Some(Box::new(Delta(shifted)))).unwrap();
+        no_grad(|| m.next_token_loss(&ids).unwrap().tensor().to_scalar_f64().unwrap())
     };
     let fd = (loss_at(&mut m, eps) - loss_at(&mut m, -eps)) / (2.0 * eps);
     println!("NF4 directional derivative: autograd {norm2:.6e}, central difference {fd:.6e}");

@@ -21,19 +21,12 @@ fn samples(n: usize, d: usize, k: usize, seed: u64) -> Vec<f64> {
     (0..n * d)
         .map(|idx| {
             let (r, c) = (idx / d, idx % d);
-            (0..k)
-                .map(|j| coef[r * k + j] * basis[j * d + c])
-                .sum::<f64>()
-                + 1e-3 * noise[idx]
+            (0..k).map(|j| coef[r * k + j] * basis[j * d + c]).sum::<f64>() + 1e-3 * noise[idx]
         })
         .collect()
 }
 
-fn apply_f64(
-    p: &NullSpace,
-    x: &[f64],
-    shape: &[usize],
-) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
+fn apply_f64(p: &NullSpace, x: &[f64], shape: &[usize]) -> Result<Vec<f64>, Box<dyn std::error::Error>> {
     let t = Tensor::from_vec(x.to_vec(), shape, &Device::Cpu)?;
     Ok(p.apply(&Var::constant(t))?.tensor().to_vec_f64()?)
 }
@@ -44,21 +37,13 @@ fn projector_is_symmetric_idempotent_and_orthogonal_to_v() -> R {
     let p = NullSpace::from_samples(&samples(n, d, k, 3), n, d, k, 9, DType::F64)?;
     assert_eq!((p.dim(), p.rank()), (d, k));
     // The matrix of the map, column by column: apply to the identity rows.
-    let eye: Vec<f64> = (0..d * d)
-        .map(|i| f64::from(u8::from(i % (d + 1) == 0)))
-        .collect();
+    let eye: Vec<f64> = (0..d * d).map(|i| f64::from(u8::from(i % (d + 1) == 0))).collect();
     let m = apply_f64(&p, &eye, &[d, d])?;
     let m2 = apply_f64(&p, &m, &[d, d])?;
     for i in 0..d {
         for j in 0..d {
-            assert!(
-                (m[i * d + j] - m[j * d + i]).abs() < 1e-14,
-                "symmetry {i} {j}"
-            );
-            assert!(
-                (m2[i * d + j] - m[i * d + j]).abs() < 1e-14,
-                "idempotence {i} {j}"
-            );
+            assert!((m[i * d + j] - m[j * d + i]).abs() < 1e-14, "symmetry {i} {j}");
+            assert!((m2[i * d + j] - m[i * d + j]).abs() < 1e-14, "idempotence {i} {j}");
         }
     }
     // A batched [2, 3, d] delta: output leakage below 1e-12, input leakage large (rows in span V).
@@ -121,30 +106,15 @@ fn union_drops_duplicates_and_round_trips_through_safetensors() -> R {
     u.save(&path)?;
     let back = NullSpace::load(&path)?;
     assert_eq!(back.basis().to_vec_f64()?, v);
-    assert!(
-        brainstacks_tensor::io::SafeTensors::open(&path)?
-            .names()
-            .any(|s| s == V_KEY)
-    );
+    assert!(brainstacks_tensor::io::SafeTensors::open(&path)?.names().any(|s| s == V_KEY));
     let f = NullSpace::from_basis(u.basis().to_dtype(DType::F32)?)?;
-    let x32 = Tensor::from_vec(
-        gaussian(3 * d, 4).into_iter().map(|x| x as f32).collect(),
-        &[3, d],
-        &Device::Cpu,
-    )?;
+    let x32 = Tensor::from_vec(gaussian(3 * d, 4).into_iter().map(|x| x as f32).collect(), &[3, d], &Device::Cpu)?;
     let y32 = f.apply(&Var::constant(x32))?.tensor().clone();
     assert_eq!(y32.dtype(), DType::F32);
     assert!(f.leakage(&y32)? < 1e-6);
     std::fs::remove_dir_all(&dir)?;
     // Wrong shapes are errors.
-    assert!(
-        u.apply(&Var::constant(Tensor::from_vec(
-            vec![0.0f64; 3],
-            &[3],
-            &Device::Cpu
-        )?))
-        .is_err()
-    );
+    assert!(u.apply(&Var::constant(Tensor::from_vec(vec![0.0f64; 3], &[3], &Device::Cpu)?)).is_err());
     assert!(NullSpace::union(&[], DEFAULT_DUP_TOL).is_err());
     Ok(())
 }

@@ -11,16 +11,7 @@ type R = Result<(), Box<dyn std::error::Error>>;
 
 fn model(dtype: DType) -> LlamaModel {
     let cfg = LlamaConfig::small(32, 48, 2, 4, 2, 40);
-    LlamaModel::random(
-        cfg,
-        &RandomInit {
-            seed: 3,
-            std: 0.2,
-            dtype,
-            nf4: None,
-        },
-    )
-    .unwrap()
+    LlamaModel::random(cfg, &RandomInit { seed: 3, std: 0.2, dtype, nf4: None }).unwrap()
 }
 
 fn ids(seed: i64) -> Tensor {
@@ -29,20 +20,11 @@ fn ids(seed: i64) -> Tensor {
 }
 
 fn cfg() -> MoeLoraConfig {
-    MoeLoraConfig {
-        experts: 4,
-        top_k: 2,
-        rank: 3,
-        alpha: 3.0,
-    }
+    MoeLoraConfig { experts: 4, top_k: 2, rank: 3, alpha: 3.0 }
 }
 
 fn logits(m: &LlamaModel, ids: &Tensor) -> Vec<f32> {
-    m.forward(ids, None)
-        .unwrap()
-        .tensor()
-        .to_vec::<f32>()
-        .unwrap()
+    m.forward(ids, None).unwrap().tensor().to_vec::<f32>().unwrap()
 }
 
 /// Gives every B of the active stack random values, as training would.
@@ -51,10 +33,7 @@ fn randomize_b(set: &StackSet, seed: u64) {
     set.update_active(|params| {
         for p in params.iter_mut().skip(1).step_by(4) {
             let shape = p.shape().to_vec();
-            p.replace_value(
-                Tensor::randn(&mut rng, 0.0, 0.3, &shape, p.dtype(), &Device::Cpu).unwrap(),
-            )
-            .unwrap();
+            p.replace_value(Tensor::randn(&mut rng, 0.0, 0.3, &shape, p.dtype(), &Device::Cpu).unwrap()).unwrap();
         }
     });
 }
@@ -70,20 +49,12 @@ fn a_zero_b_stack_leaves_logits_bit_identical_in_both_modes() -> R {
     // Evaluation runs under no_grad: the same fused attention as the bare model.
     assert_eq!(no_grad(|| logits(&m, &x)), before, "zero-B stack, eval");
     set.control().set_training(7, 3);
-    assert_eq!(
-        no_grad(|| logits(&m, &x)),
-        before,
-        "zero-B stack, noisy gates"
-    );
+    assert_eq!(no_grad(|| logits(&m, &x)), before, "zero-B stack, noisy gates");
     assert_eq!(set.control().take_aux_losses().len(), 14);
     // Recorded for a backward, attention takes its composed differentiable form, whose
     // summation order differs from the fused kernel's: equal up to rounding only.
     let taped = logits(&m, &x);
-    let worst = taped
-        .iter()
-        .zip(&before)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let worst = taped.iter().zip(&before).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(worst < 1e-5, "recorded forward differs by {worst}");
     Ok(())
 }
@@ -102,17 +73,10 @@ fn parameter_count_is_the_spec_formula() -> R {
     let set = StackSet::attach(&mut m, &Proj::ALL)?;
     set.add_active(&Tape::new(), &cfg(), 1)?;
     let c = cfg();
-    let expect: usize = set
-        .modules()
-        .iter()
-        .map(|md| c.param_count(md.d_in, md.d_out))
-        .sum();
+    let expect: usize = set.modules().iter().map(|md| c.param_count(md.d_in, md.d_out)).sum();
     assert_eq!(set.active_param_count(), expect);
     // Layer dims: q 32->32, k/v 32->16, o 32->32, gate/up 32->48, down 48->32; 2 layers.
-    let lora = 2
-        * c.experts
-        * c.rank
-        * ((32 + 32) + 2 * (32 + 16) + (32 + 32) + 2 * (32 + 48) + (48 + 32));
+    let lora = 2 * c.experts * c.rank * ((32 + 32) + 2 * (32 + 16) + (32 + 32) + 2 * (32 + 48) + (48 + 32));
     let routing = 2 * 2 * c.experts * (6 * 32 + 48);
     assert_eq!(expect, lora + routing);
     Ok(())
@@ -130,10 +94,7 @@ fn frozen_stacks_are_deterministic_and_pass_input_gradients_unless_truncated() -
     let first = m.forward(&x, None)?.tensor().to_vec::<f64>()?;
     set.control().set_training(11, 1);
     let second = m.forward(&x, None)?.tensor().to_vec::<f64>()?;
-    assert_eq!(
-        first, second,
-        "frozen stacks must not add noise during training by default"
-    );
+    assert_eq!(first, second, "frozen stacks must not add noise during training by default");
 
     // A second (active) stack: its layer-0 parameters get gradients through layer-1's frozen
     // stack; truncating the frozen branch changes them.
@@ -148,10 +109,7 @@ fn frozen_stacks_are_deterministic_and_pass_input_gradients_unless_truncated() -
         g.get(p).unwrap().to_vec::<f64>().unwrap()
     };
     let full = grad_a0(&set);
-    set.control().set_options(StackOptions {
-        truncate_frozen_grad: true,
-        ..Default::default()
-    });
+    set.control().set_options(StackOptions { truncate_frozen_grad: true, ..Default::default() });
     let truncated = grad_a0(&set);
     assert_ne!(full, truncated);
     // Frozen parameters never appear in the gradients.
@@ -178,11 +136,7 @@ fn prefix_configuration_is_bit_identical_after_later_domains() -> R {
         set.freeze_active(StackId::new("code", round))?;
     }
     set.control().set_selection(FrozenSelection::All);
-    assert_ne!(
-        logits(&m, &x),
-        recorded,
-        "the later stacks change the ungated output"
-    );
+    assert_ne!(logits(&m, &x), recorded, "the later stacks change the ungated output");
     set.control().set_selection(FrozenSelection::only(["chat"]));
     assert_eq!(logits(&m, &x), recorded);
     Ok(())
@@ -196,21 +150,11 @@ fn stack_files_round_trip_and_load_order_does_not_change_the_sum() -> R {
     let mut m = model(DType::F32);
     let set = StackSet::attach(&mut m, &Proj::ALL)?;
     set.set_domain_order(&order);
-    for (i, id) in [
-        StackId::new("chat", 1),
-        StackId::new("code", 1),
-        StackId::new("code", 2),
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (i, id) in [StackId::new("chat", 1), StackId::new("code", 1), StackId::new("code", 2)].into_iter().enumerate() {
         set.add_active(&Tape::new(), &cfg(), i as u64)?;
         randomize_b(&set, 100 + i as u64);
         set.freeze_active(id.clone())?;
-        set.save_stack(
-            &id,
-            &dir.join(format!("{}_{}.safetensors", id.domain, id.round)),
-        )?;
+        set.save_stack(&id, &dir.join(format!("{}_{}.safetensors", id.domain, id.round)))?;
     }
     let x = ids(4);
     let reference = logits(&m, &x);
@@ -223,23 +167,16 @@ fn stack_files_round_trip_and_load_order_does_not_change_the_sum() -> R {
     }
     assert_eq!(set2.frozen_ids(), set.frozen_ids());
     assert_eq!(logits(&m2, &x), reference);
-    let err = set2
-        .load_stack(&dir.join("chat_1.safetensors"))
-        .unwrap_err();
+    let err = set2.load_stack(&dir.join("chat_1.safetensors")).unwrap_err();
     assert!(err.to_string().contains("already loaded"), "{err}");
     assert_eq!(set2.remove_domain("code"), 2);
     set.control().set_selection(FrozenSelection::only(["chat"]));
     assert_eq!(logits(&m2, &x), logits(&m, &x));
 
     // A model with different widths rejects the file, naming the tensor.
-    let mut other = LlamaModel::random(
-        LlamaConfig::small(16, 48, 2, 4, 2, 40),
-        &RandomInit::default(),
-    )?;
+    let mut other = LlamaModel::random(LlamaConfig::small(16, 48, 2, 4, 2, 40), &RandomInit::default())?;
     let set3 = StackSet::attach(&mut other, &Proj::ALL)?;
-    let err = set3
-        .load_stack(&dir.join("chat_1.safetensors"))
-        .unwrap_err();
+    let err = set3.load_stack(&dir.join("chat_1.safetensors")).unwrap_err();
     assert!(err.to_string().contains("lora_A"), "{err}");
     std::fs::remove_dir_all(&dir)?;
     Ok(())
@@ -269,10 +206,7 @@ fn null_space_from_captured_deltas_keeps_the_active_stack_out_of_frozen_directio
     let tape = Tape::new();
     set.add_active(&tape, &cfg(), 9)?;
     randomize_b(&set, 60);
-    set.control().set_options(StackOptions {
-        monitor_leakage: true,
-        ..Default::default()
-    });
+    set.control().set_options(StackOptions { monitor_leakage: true, ..Default::default() });
     set.control().set_training(1, 0);
     m.forward(&ids(5), None)?;
     let leak = set.take_max_leakage();
@@ -282,8 +216,7 @@ fn null_space_from_captured_deltas_keeps_the_active_stack_out_of_frozen_directio
     // persist_projection: after projecting B, even the eval-mode (unprojected) delta is orthogonal.
     set.project_active_b()?;
     set.control().set_eval();
-    set.control()
-        .set_selection(FrozenSelection::Domains(Default::default()));
+    set.control().set_selection(FrozenSelection::Domains(Default::default()));
     let with_active = m.forward(&ids(5), None)?.tensor().to_vec::<f64>()?;
     assert!(with_active.iter().all(|v| v.is_finite()));
     set.control().set_training(1, 0);

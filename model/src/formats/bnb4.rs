@@ -22,9 +22,9 @@
 
 use std::path::Path;
 
-use brainstacks_tensor::DType;
 use brainstacks_tensor::io::{Checkpoint, StDtype, TensorToWrite};
 use brainstacks_tensor::nf4::{DoubleQuant, NESTED_BLOCKSIZE, NF4_CODE, Nf4Weight};
+use brainstacks_tensor::DType;
 
 use super::pyjson::py_float;
 use crate::{Error, Result};
@@ -33,10 +33,7 @@ use crate::{Error, Result};
 pub const QUANT_STATE_SUFFIX: &str = "quant_state.bitsandbytes__nf4";
 
 fn bad(path: &Path, name: &str, msg: impl std::fmt::Display) -> Error {
-    Error::Checkpoint {
-        path: path.to_path_buf(),
-        msg: format!("4-bit weight {name:?}: {msg}"),
-    }
+    Error::Checkpoint { path: path.to_path_buf(), msg: format!("4-bit weight {name:?}: {msg}") }
 }
 
 /// The torch dtype name bitsandbytes records (`str(torch.bfloat16)` without `torch.`).
@@ -87,54 +84,24 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 /// The tensors that store `w` under the weight name `name`.
 pub fn nf4_to_tensors(name: &str, w: &Nf4Weight) -> Vec<TensorToWrite<'static>> {
     let mut out = vec![
-        TensorToWrite::raw(
-            name,
-            StDtype::U8,
-            &[w.packed().len(), 1],
-            w.packed().to_vec(),
-        ),
-        TensorToWrite::raw(
-            format!("{name}.quant_map"),
-            StDtype::F32,
-            &[16],
-            f32_bytes(&NF4_CODE),
-        ),
+        TensorToWrite::raw(name, StDtype::U8, &[w.packed().len(), 1], w.packed().to_vec()),
+        TensorToWrite::raw(format!("{name}.quant_map"), StDtype::F32, &[16], f32_bytes(&NF4_CODE)),
     ];
     match w.double_quant() {
         Some(dq) => {
-            out.push(TensorToWrite::raw(
-                format!("{name}.absmax"),
-                StDtype::U8,
-                &[dq.quantized().len()],
-                dq.quantized().to_vec(),
-            ));
+            out.push(TensorToWrite::raw(format!("{name}.absmax"), StDtype::U8, &[dq.quantized().len()], dq.quantized().to_vec()));
             out.push(TensorToWrite::raw(
                 format!("{name}.nested_absmax"),
                 StDtype::F32,
                 &[dq.nested_absmax().len()],
                 f32_bytes(dq.nested_absmax()),
             ));
-            out.push(TensorToWrite::raw(
-                format!("{name}.nested_quant_map"),
-                StDtype::F32,
-                &[256],
-                f32_bytes(dq.nested_quant_map()),
-            ));
+            out.push(TensorToWrite::raw(format!("{name}.nested_quant_map"), StDtype::F32, &[256], f32_bytes(dq.nested_quant_map())));
         }
-        None => out.push(TensorToWrite::raw(
-            format!("{name}.absmax"),
-            StDtype::F32,
-            &[w.absmax().len()],
-            f32_bytes(w.absmax()),
-        )),
+        None => out.push(TensorToWrite::raw(format!("{name}.absmax"), StDtype::F32, &[w.absmax().len()], f32_bytes(w.absmax()))),
     }
     let json = quant_state_json(w).into_bytes();
-    out.push(TensorToWrite::raw(
-        format!("{name}.{QUANT_STATE_SUFFIX}"),
-        StDtype::U8,
-        &[json.len()],
-        json,
-    ));
+    out.push(TensorToWrite::raw(format!("{name}.{QUANT_STATE_SUFFIX}"), StDtype::U8, &[json.len()], json));
     out
 }
 
@@ -147,13 +114,7 @@ pub fn is_nf4(ck: &Checkpoint, name: &str) -> bool {
 /// tensors a checkpoint holds beyond the model's own.
 pub fn nf4_keys(name: &str) -> Vec<String> {
     let mut v = vec![name.to_string()];
-    for s in [
-        "absmax",
-        "quant_map",
-        "nested_absmax",
-        "nested_quant_map",
-        QUANT_STATE_SUFFIX,
-    ] {
+    for s in ["absmax", "quant_map", "nested_absmax", "nested_quant_map", QUANT_STATE_SUFFIX] {
         v.push(format!("{name}.{s}"));
     }
     v
@@ -172,20 +133,9 @@ struct QuantStateJson {
 fn f32_tensor(ck: &Checkpoint, key: &str, len: usize, name: &str) -> Result<Vec<f32>> {
     let (file, e) = ck.locate(key)?;
     if e.dtype != StDtype::F32 || e.elem_count() != len {
-        return Err(bad(
-            file.path(),
-            name,
-            format!(
-                "{key} is {} {:?}, expected F32 with {len} elements",
-                e.dtype, e.shape
-            ),
-        ));
+        return Err(bad(file.path(), name, format!("{key} is {} {:?}, expected F32 with {len} elements", e.dtype, e.shape)));
     }
-    Ok(ck
-        .bytes(key)?
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-        .collect())
+    Ok(ck.bytes(key)?.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))).collect())
 }
 
 /// Reads the 4-bit weight `name`, checking every key against the quant state.
@@ -193,40 +143,17 @@ pub fn read_nf4(ck: &Checkpoint, name: &str) -> Result<Nf4Weight> {
     let state_key = format!("{name}.{QUANT_STATE_SUFFIX}");
     let (file, _) = ck.locate(&state_key)?;
     let path = file.path().to_path_buf();
-    let state: QuantStateJson = serde_json::from_slice(ck.bytes(&state_key)?).map_err(|e| {
-        bad(
-            &path,
-            name,
-            format!("quant state is not the expected JSON: {e}"),
-        )
-    })?;
+    let state: QuantStateJson = serde_json::from_slice(ck.bytes(&state_key)?)
+        .map_err(|e| bad(&path, name, format!("quant state is not the expected JSON: {e}")))?;
     if state.quant_type != "nf4" {
-        return Err(bad(
-            &path,
-            name,
-            format!(
-                "quant_type {:?} is not supported (only \"nf4\")",
-                state.quant_type
-            ),
-        ));
+        return Err(bad(&path, name, format!("quant_type {:?} is not supported (only \"nf4\")", state.quant_type)));
     }
     let &[out_f, in_f] = state.shape.as_slice() else {
-        return Err(bad(
-            &path,
-            name,
-            format!("shape {:?} is not 2-D", state.shape),
-        ));
+        return Err(bad(&path, name, format!("shape {:?} is not 2-D", state.shape)));
     };
-    let orig_dtype = dtype_from_torch_name(&state.dtype).ok_or_else(|| {
-        bad(
-            &path,
-            name,
-            format!("unknown original dtype {:?}", state.dtype),
-        )
-    })?;
-    let numel = out_f
-        .checked_mul(in_f)
-        .ok_or_else(|| bad(&path, name, "shape overflows"))?;
+    let orig_dtype = dtype_from_torch_name(&state.dtype)
+        .ok_or_else(|| bad(&path, name, format!("unknown original dtype {:?}", state.dtype)))?;
+    let numel = out_f.checked_mul(in_f).ok_or_else(|| bad(&path, name, "shape overflows"))?;
     let blocksize = state.blocksize;
     if blocksize == 0 {
         return Err(bad(&path, name, "blocksize is 0"));
@@ -240,71 +167,32 @@ pub fn read_nf4(ck: &Checkpoint, name: &str) -> Result<Nf4Weight> {
         return Err(bad(
             pfile.path(),
             name,
-            format!(
-                "{} packed bytes ({} {:?}), shape {:?} needs {}",
-                packed.len(),
-                pe.dtype,
-                pe.shape,
-                state.shape,
-                numel.div_ceil(2)
-            ),
+            format!("{} packed bytes ({} {:?}), shape {:?} needs {}", packed.len(), pe.dtype, pe.shape, state.shape, numel.div_ceil(2)),
         ));
     }
     let quant_map = f32_tensor(ck, &format!("{name}.quant_map"), 16, name)?;
-    if quant_map
-        .iter()
-        .zip(NF4_CODE.iter())
-        .any(|(a, b)| a.to_bits() != b.to_bits())
-    {
+    if quant_map.iter().zip(NF4_CODE.iter()).any(|(a, b)| a.to_bits() != b.to_bits()) {
         return Err(bad(&path, name, "quant_map is not the NF4 code table"));
     }
     let absmax_key = format!("{name}.absmax");
     let weight = if let Some(offset) = state.nested_offset {
         if state.nested_blocksize != Some(NESTED_BLOCKSIZE) {
-            return Err(bad(
-                &path,
-                name,
-                format!(
-                    "nested_blocksize {:?}, expected {NESTED_BLOCKSIZE}",
-                    state.nested_blocksize
-                ),
-            ));
+            return Err(bad(&path, name, format!("nested_blocksize {:?}, expected {NESTED_BLOCKSIZE}", state.nested_blocksize)));
         }
         let (afile, ae) = ck.locate(&absmax_key)?;
         if ae.dtype != StDtype::U8 || ae.elem_count() != blocks {
-            return Err(bad(
-                afile.path(),
-                name,
-                format!(
-                    "{absmax_key} is {} {:?}, expected U8 with {blocks} elements",
-                    ae.dtype, ae.shape
-                ),
-            ));
+            return Err(bad(afile.path(), name, format!("{absmax_key} is {} {:?}, expected U8 with {blocks} elements", ae.dtype, ae.shape)));
         }
         let codes = ck.bytes(&absmax_key)?.to_vec();
-        let nested = f32_tensor(
-            ck,
-            &format!("{name}.nested_absmax"),
-            blocks.div_ceil(NESTED_BLOCKSIZE),
-            name,
-        )?;
+        let nested = f32_tensor(ck, &format!("{name}.nested_absmax"), blocks.div_ceil(NESTED_BLOCKSIZE), name)?;
         let map: [f32; 256] = f32_tensor(ck, &format!("{name}.nested_quant_map"), 256, name)?
             .try_into()
             .expect("length checked");
-        let dq = DoubleQuant::from_parts(nested, codes, offset as f32, map)
-            .map_err(|e| bad(&path, name, e))?;
+        let dq = DoubleQuant::from_parts(nested, codes, offset as f32, map).map_err(|e| bad(&path, name, e))?;
         Nf4Weight::from_parts(out_f, in_f, blocksize, packed, None, Some(dq), orig_dtype)
     } else {
         let absmax = f32_tensor(ck, &absmax_key, blocks, name)?;
-        Nf4Weight::from_parts(
-            out_f,
-            in_f,
-            blocksize,
-            packed,
-            Some(absmax),
-            None,
-            orig_dtype,
-        )
+        Nf4Weight::from_parts(out_f, in_f, blocksize, packed, Some(absmax), None, orig_dtype)
     };
     weight.map_err(|e| bad(&path, name, e))
 }

@@ -2,5 +2,5 @@
 //! Hugging Face uses for pre-quantized checkpoints.
 
 pub mod bnb4;
-mod pyjson;
 pub mod quantize;
+mod pyjson;

@@ -9,18 +9,10 @@ pub(crate) fn py_float(x: f64) -> String {
         return "NaN".into();
     }
     if x.is_infinite() {
-        return if x > 0.0 {
-            "Infinity".into()
-        } else {
-            "-Infinity".into()
-        };
+        return if x > 0.0 { "Infinity".into() } else { "-Infinity".into() };
     }
     if x == 0.0 {
-        return if x.is_sign_negative() {
-            "-0.0".into()
-        } else {
-            "0.0".into()
-        };
+        return if x.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
     }
     // Rust's `{:e}` gives the shortest round-trip digits, e.g. "1.2345e-5".
     let sci = format!("{x:e}");
@@ -28,11 +20,7 @@ pub(crate) fn py_float(x: f64) -> String {
     let exp: i32 = exp.parse().expect("integer exponent");
     if (-4..16).contains(&exp) {
         let fixed = format!("{x}");
-        if fixed.contains('.') {
-            fixed
-        } else {
-            format!("{fixed}.0")
-        }
+        if fixed.contains('.') { fixed } else { format!("{fixed}.0") }
     } else {
         let sign = if exp < 0 { '-' } else { '+' };
         format!("{mantissa}e{sign}{:02}", exp.abs())

@@ -14,24 +14,17 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use brainstacks_tensor::DType;
 use brainstacks_tensor::io::checkpoint::{INDEX_FILE, SINGLE_FILE};
-use brainstacks_tensor::io::{
-    Checkpoint, TensorEntry, TensorToWrite, write_atomic_bytes, write_safetensors,
-};
+use brainstacks_tensor::io::{Checkpoint, TensorEntry, TensorToWrite, write_atomic_bytes, write_safetensors};
 use brainstacks_tensor::nf4::{NESTED_BLOCKSIZE, Nf4Weight};
+use brainstacks_tensor::DType;
 
 use super::bnb4::{nf4_to_tensors, quantization_config};
 use crate::{Error, Result};
 
 /// Files copied unchanged next to the weights when present.
-pub const COPIED_FILES: [&str; 5] = [
-    "tokenizer.json",
-    "tokenizer.model",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "generation_config.json",
-];
+pub const COPIED_FILES: [&str; 5] =
+    ["tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"];
 
 /// How to quantize.
 #[derive(Clone, Debug)]
@@ -46,11 +39,7 @@ pub struct QuantizeOptions {
 
 impl Default for QuantizeOptions {
     fn default() -> Self {
-        Self {
-            double_quant: false,
-            blocksize: 64,
-            max_shard_bytes: 4 << 30,
-        }
+        Self { double_quant: false, blocksize: 64, max_shard_bytes: 4 << 30 }
     }
 }
 
@@ -74,20 +63,13 @@ pub enum QuantizeEvent<'a> {
     /// Before any work: tensor count and input bytes.
     Start { tensors: usize, bytes: u64 },
     /// One input tensor done (its input bytes).
-    Tensor {
-        name: &'a str,
-        bytes: u64,
-        quantized: bool,
-    },
+    Tensor { name: &'a str, bytes: u64, quantized: bool },
     /// A file written.
     Wrote { path: &'a Path },
 }
 
 fn err(path: &Path, msg: impl Into<String>) -> Error {
-    Error::Checkpoint {
-        path: path.to_path_buf(),
-        msg: msg.into(),
-    }
+    Error::Checkpoint { path: path.to_path_buf(), msg: msg.into() }
 }
 
 /// Why `name` stays unquantized, or `None` to quantize it.
@@ -103,10 +85,7 @@ fn keep_reason(name: &str, e: &TensorEntry, blocksize: usize) -> Option<String> 
         _ => return Some(format!("dtype {} is not a float", e.dtype)),
     }
     if !e.shape[1].is_multiple_of(blocksize) {
-        return Some(format!(
-            "in_features {} is not a multiple of the block size {blocksize}",
-            e.shape[1]
-        ));
+        return Some(format!("in_features {} is not a multiple of the block size {blocksize}", e.shape[1]));
     }
     None
 }
@@ -114,11 +93,7 @@ fn keep_reason(name: &str, e: &TensorEntry, blocksize: usize) -> Option<String> 
 /// Output bytes of a quantized `[out, in]` weight (codes, scales, maps, JSON).
 fn quantized_bytes(numel: usize, blocksize: usize, double_quant: bool) -> u64 {
     let blocks = numel.div_ceil(blocksize);
-    let scales = if double_quant {
-        blocks + 4 * blocks.div_ceil(NESTED_BLOCKSIZE) + 4 * 256
-    } else {
-        4 * blocks
-    };
+    let scales = if double_quant { blocks + 4 * blocks.div_ceil(NESTED_BLOCKSIZE) + 4 * 256 } else { 4 * blocks };
     (numel.div_ceil(2) + 64 + scales + 200) as u64
 }
 
@@ -134,16 +109,11 @@ pub fn quantize_checkpoint(
     let config_path = src.join("config.json");
     let config_text = std::fs::read_to_string(&config_path)
         .map_err(|e| err(&config_path, format!("cannot read the model config: {e}")))?;
-    let mut config: serde_json::Value = serde_json::from_str(&config_text)
-        .map_err(|e| err(&config_path, format!("not valid JSON: {e}")))?;
-    let obj = config
-        .as_object_mut()
-        .ok_or_else(|| err(&config_path, "not a JSON object"))?;
+    let mut config: serde_json::Value =
+        serde_json::from_str(&config_text).map_err(|e| err(&config_path, format!("not valid JSON: {e}")))?;
+    let obj = config.as_object_mut().ok_or_else(|| err(&config_path, "not a JSON object"))?;
     if obj.contains_key("quantization_config") {
-        return Err(err(
-            &config_path,
-            "the checkpoint is already quantized (config.json has quantization_config)",
-        ));
+        return Err(err(&config_path, "the checkpoint is already quantized (config.json has quantization_config)"));
     }
     let same = match (src.canonicalize(), dst.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
@@ -153,8 +123,7 @@ pub fn quantize_checkpoint(
         return Err(err(dst, "the output directory must differ from the input"));
     }
     let ck = Checkpoint::open_dir(src)?;
-    std::fs::create_dir_all(dst)
-        .map_err(|e| err(dst, format!("cannot create the output directory: {e}")))?;
+    std::fs::create_dir_all(dst).map_err(|e| err(dst, format!("cannot create the output directory: {e}")))?;
 
     // Plan: which tensors are quantized, and how the outputs split into shards.
     let names: Vec<String> = ck.names().map(str::to_string).collect();
@@ -182,21 +151,11 @@ pub fn quantize_checkpoint(
     }
     let n_shards = shards.len();
     let file_name = |k: usize| {
-        if n_shards == 1 {
-            SINGLE_FILE.to_string()
-        } else {
-            format!("model-{:05}-of-{n_shards:05}.safetensors", k + 1)
-        }
+        if n_shards == 1 { SINGLE_FILE.to_string() } else { format!("model-{:05}-of-{n_shards:05}.safetensors", k + 1) }
     };
 
-    progress(QuantizeEvent::Start {
-        tensors: names.len(),
-        bytes: total_in,
-    });
-    let mut report = QuantizeReport {
-        bytes_in: total_in,
-        ..Default::default()
-    };
+    progress(QuantizeEvent::Start { tensors: names.len(), bytes: total_in });
+    let mut report = QuantizeReport { bytes_in: total_in, ..Default::default() };
     let mut weight_map = serde_json::Map::new();
     let mut metadata = BTreeMap::new();
     metadata.insert("format".to_string(), "pt".to_string());
@@ -210,27 +169,17 @@ pub fn quantize_checkpoint(
             let in_bytes = (e.end - e.begin) as u64;
             match reason {
                 None => {
-                    let w =
-                        Nf4Weight::quantize(&ck.tensor(name)?, opts.blocksize, opts.double_quant)
-                            .map_err(|e| err(src, format!("quantizing {name:?}: {e}")))?;
+                    let w = Nf4Weight::quantize(&ck.tensor(name)?, opts.blocksize, opts.double_quant)
+                        .map_err(|e| err(src, format!("quantizing {name:?}: {e}")))?;
                     out.extend(nf4_to_tensors(name, &w));
                     report.quantized.push(name.clone());
                 }
                 Some(why) => {
-                    out.push(TensorToWrite::raw(
-                        name.clone(),
-                        e.dtype,
-                        &e.shape,
-                        ck.bytes(name)?,
-                    ));
+                    out.push(TensorToWrite::raw(name.clone(), e.dtype, &e.shape, ck.bytes(name)?));
                     report.kept.push((name.clone(), why.clone()));
                 }
             }
-            progress(QuantizeEvent::Tensor {
-                name,
-                bytes: in_bytes,
-                quantized: reason.is_none(),
-            });
+            progress(QuantizeEvent::Tensor { name, bytes: in_bytes, quantized: reason.is_none() });
         }
         let fname = file_name(k);
         let path = dst.join(&fname);
@@ -245,12 +194,7 @@ pub fn quantize_checkpoint(
     if n_shards > 1 {
         let index = serde_json::json!({ "metadata": { "total_size": report.bytes_out }, "weight_map": weight_map });
         let path = dst.join(INDEX_FILE);
-        write_atomic_bytes(
-            &path,
-            serde_json::to_string_pretty(&index)
-                .expect("JSON")
-                .as_bytes(),
-        )?;
+        write_atomic_bytes(&path, serde_json::to_string_pretty(&index).expect("JSON").as_bytes())?;
     } else {
         // A stale index from an earlier sharded run would shadow the new single file.
         let _ = std::fs::remove_file(dst.join(INDEX_FILE));
@@ -261,22 +205,13 @@ pub fn quantize_checkpoint(
         Some("float16") => DType::F16,
         _ => DType::BF16,
     };
-    obj.insert(
-        "quantization_config".into(),
-        quantization_config(opts.double_quant, compute),
-    );
+    obj.insert("quantization_config".into(), quantization_config(opts.double_quant, compute));
     let cfg_out = dst.join("config.json");
-    write_atomic_bytes(
-        &cfg_out,
-        serde_json::to_string_pretty(&config)
-            .expect("JSON")
-            .as_bytes(),
-    )?;
+    write_atomic_bytes(&cfg_out, serde_json::to_string_pretty(&config).expect("JSON").as_bytes())?;
     for f in COPIED_FILES {
         let from = src.join(f);
         if from.exists() {
-            let bytes =
-                std::fs::read(&from).map_err(|e| err(&from, format!("cannot read: {e}")))?;
+            let bytes = std::fs::read(&from).map_err(|e| err(&from, format!("cannot read: {e}")))?;
             write_atomic_bytes(&dst.join(f), &bytes)?;
         }
     }

@@ -22,10 +22,7 @@ pub struct KvCache {
 }
 
 fn invalid(msg: String) -> Error {
-    Error::Config {
-        layer: "KvCache".into(),
-        msg,
-    }
+    Error::Config { layer: "KvCache".into(), msg }
 }
 
 impl KvCache {
@@ -52,17 +49,12 @@ impl KvCache {
     /// the position of the first new token.
     pub(crate) fn prepare(&self, layers: usize, batch: usize) -> Result<usize> {
         if self.len > 0 && self.layers.len() != layers {
-            return Err(invalid(format!(
-                "the cache holds {} layers, the model has {layers}",
-                self.layers.len()
-            )));
+            return Err(invalid(format!("the cache holds {} layers, the model has {layers}", self.layers.len())));
         }
         if let Some(b) = self.batch
             && b != batch
         {
-            return Err(invalid(format!(
-                "the cache holds batch size {b}, the tokens have {batch}"
-            )));
+            return Err(invalid(format!("the cache holds batch size {b}, the tokens have {batch}")));
         }
         Ok(self.len)
     }

@@ -22,12 +22,7 @@ pub enum RopeScaling {
     /// Every inverse frequency divided by `factor` (position interpolation).
     Linear { factor: f64 },
     /// Llama 3.1: low frequencies divided by `factor`, high ones kept, a smooth blend between.
-    Llama3 {
-        factor: f64,
-        low_freq_factor: f64,
-        high_freq_factor: f64,
-        original_max_position_embeddings: usize,
-    },
+    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position_embeddings: usize },
 }
 
 /// The Llama hyper-parameters (see the module docs for the accepted layouts).
@@ -59,10 +54,7 @@ pub struct LlamaConfig {
 }
 
 fn cfg_err(key: &str, msg: impl std::fmt::Display) -> Error {
-    Error::Config {
-        layer: "LlamaConfig".into(),
-        msg: format!("key {key:?}: {msg}"),
-    }
+    Error::Config { layer: "LlamaConfig".into(), msg: format!("key {key:?}: {msg}") }
 }
 
 /// A present, non-null value.
@@ -84,10 +76,7 @@ fn usize_at(obj: &Map<String, Value>, key: &str, path: &str) -> Result<Option<us
 fn f64_at(obj: &Map<String, Value>, key: &str, path: &str) -> Result<Option<f64>> {
     match get(obj, key) {
         None => Ok(None),
-        Some(v) => v
-            .as_f64()
-            .map(Some)
-            .ok_or_else(|| cfg_err(path, format!("expected a number, found {v}"))),
+        Some(v) => v.as_f64().map(Some).ok_or_else(|| cfg_err(path, format!("expected a number, found {v}"))),
     }
 }
 
@@ -105,20 +94,14 @@ fn token_ids(obj: &Map<String, Value>, key: &str) -> Result<Vec<u32>> {
         None => Ok(Vec::new()),
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| {
-                one(v).ok_or_else(|| cfg_err(key, format!("list entry {v} is not a token id")))
-            })
+            .map(|v| one(v).ok_or_else(|| cfg_err(key, format!("list entry {v} is not a token id"))))
             .collect(),
-        Some(v) => one(v)
-            .map(|x| vec![x])
-            .ok_or_else(|| cfg_err(key, format!("expected a token id or a list, found {v}"))),
+        Some(v) => one(v).map(|x| vec![x]).ok_or_else(|| cfg_err(key, format!("expected a token id or a list, found {v}"))),
     }
 }
 
 fn parse_dtype(key: &str, v: &Value) -> Result<DType> {
-    let name = v
-        .as_str()
-        .ok_or_else(|| cfg_err(key, format!("expected a string, found {v}")))?;
+    let name = v.as_str().ok_or_else(|| cfg_err(key, format!("expected a string, found {v}")))?;
     Ok(match name.strip_prefix("torch.").unwrap_or(name) {
         "float32" => DType::F32,
         "bfloat16" => DType::BF16,
@@ -130,11 +113,7 @@ fn parse_dtype(key: &str, v: &Value) -> Result<DType> {
 
 /// A positive finite number.
 fn positive(key: &str, v: f64) -> Result<f64> {
-    if v.is_finite() && v > 0.0 {
-        Ok(v)
-    } else {
-        Err(cfg_err(key, format!("{v} must be finite and positive")))
-    }
+    if v.is_finite() && v > 0.0 { Ok(v) } else { Err(cfg_err(key, format!("{v} must be finite and positive"))) }
 }
 
 /// Reads the scaling from a `rope_scaling` (v4) or `rope_parameters` (v5) object named `key`.
@@ -143,35 +122,24 @@ fn rope_scaling(key: &str, obj: &Map<String, Value>) -> Result<RopeScaling> {
     // transformers accepts the legacy spelling "type" for "rope_type".
     let kind = match get(obj, "rope_type").or_else(|| get(obj, "type")) {
         None => "default",
-        Some(v) => v
-            .as_str()
-            .ok_or_else(|| cfg_err(&p("rope_type"), format!("expected a string, found {v}")))?,
+        Some(v) => v.as_str().ok_or_else(|| cfg_err(&p("rope_type"), format!("expected a string, found {v}")))?,
     };
     if let Some(f) = f64_at(obj, "partial_rotary_factor", &p("partial_rotary_factor"))?
         && f != 1.0
     {
-        return Err(cfg_err(
-            &p("partial_rotary_factor"),
-            format!("{f} is not supported (only 1.0)"),
-        ));
+        return Err(cfg_err(&p("partial_rotary_factor"), format!("{f} is not supported (only 1.0)")));
     }
     let need = |k: &str| -> Result<f64> {
-        let v = f64_at(obj, k, &p(k))?
-            .ok_or_else(|| cfg_err(&p(k), format!("missing (required by rope_type {kind:?})")))?;
+        let v = f64_at(obj, k, &p(k))?.ok_or_else(|| cfg_err(&p(k), format!("missing (required by rope_type {kind:?})")))?;
         positive(&p(k), v)
     };
     Ok(match kind {
         "default" => RopeScaling::None,
-        "linear" => RopeScaling::Linear {
-            factor: need("factor")?,
-        },
+        "linear" => RopeScaling::Linear { factor: need("factor")? },
         "llama3" => {
             let (low, high) = (need("low_freq_factor")?, need("high_freq_factor")?);
             if high <= low {
-                return Err(cfg_err(
-                    &p("high_freq_factor"),
-                    format!("{high} must exceed low_freq_factor {low}"),
-                ));
+                return Err(cfg_err(&p("high_freq_factor"), format!("{high} must exceed low_freq_factor {low}")));
             }
             let key_omp = p("original_max_position_embeddings");
             let omp = usize_at(obj, "original_max_position_embeddings", &key_omp)?
@@ -179,18 +147,10 @@ fn rope_scaling(key: &str, obj: &Map<String, Value>) -> Result<RopeScaling> {
             if omp == 0 {
                 return Err(cfg_err(&key_omp, "must be positive"));
             }
-            RopeScaling::Llama3 {
-                factor: need("factor")?,
-                low_freq_factor: low,
-                high_freq_factor: high,
-                original_max_position_embeddings: omp,
-            }
+            RopeScaling::Llama3 { factor: need("factor")?, low_freq_factor: low, high_freq_factor: high, original_max_position_embeddings: omp }
         }
         other => {
-            return Err(cfg_err(
-                &p("rope_type"),
-                format!("{other:?} is not supported (default, linear or llama3)"),
-            ));
+            return Err(cfg_err(&p("rope_type"), format!("{other:?} is not supported (default, linear or llama3)")));
         }
     })
 }
@@ -198,31 +158,23 @@ fn rope_scaling(key: &str, obj: &Map<String, Value>) -> Result<RopeScaling> {
 impl LlamaConfig {
     /// Reads `config.json` from a file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Checkpoint {
-            path: path.to_path_buf(),
-            msg: format!("cannot read the model config: {e}"),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Checkpoint { path: path.to_path_buf(), msg: format!("cannot read the model config: {e}") })?;
         Self::from_json(&text).map_err(|e| match e {
-            Error::Config { msg, .. } => Error::Checkpoint {
-                path: path.to_path_buf(),
-                msg,
-            },
+            Error::Config { msg, .. } => Error::Checkpoint { path: path.to_path_buf(), msg },
             e => e,
         })
     }
 
     /// Parses the text of a `config.json`.
     pub fn from_json(text: &str) -> Result<Self> {
-        let v: Value = serde_json::from_str(text)
-            .map_err(|e| cfg_err("(document)", format!("not valid JSON: {e}")))?;
+        let v: Value = serde_json::from_str(text).map_err(|e| cfg_err("(document)", format!("not valid JSON: {e}")))?;
         Self::from_value(&v)
     }
 
     /// Reads a parsed `config.json`.
     pub fn from_value(v: &Value) -> Result<Self> {
-        let obj = v
-            .as_object()
-            .ok_or_else(|| cfg_err("(document)", "expected a JSON object"))?;
+        let obj = v.as_object().ok_or_else(|| cfg_err("(document)", "expected a JSON object"))?;
         if let Some(t) = get(obj, "model_type")
             && t.as_str() != Some("llama")
         {
@@ -231,17 +183,12 @@ impl LlamaConfig {
         if let Some(a) = get(obj, "hidden_act")
             && a.as_str() != Some("silu")
         {
-            return Err(cfg_err(
-                "hidden_act",
-                format!("{a} is not supported (only \"silu\")"),
-            ));
+            return Err(cfg_err("hidden_act", format!("{a} is not supported (only \"silu\")")));
         }
         for key in ["attention_bias", "mlp_bias"] {
             match get(obj, key) {
                 None | Some(Value::Bool(false)) => {}
-                Some(Value::Bool(true)) => {
-                    return Err(cfg_err(key, "biased projections are not supported"));
-                }
+                Some(Value::Bool(true)) => return Err(cfg_err(key, "biased projections are not supported")),
                 Some(v) => return Err(cfg_err(key, format!("expected a boolean, found {v}"))),
             }
         }
@@ -250,42 +197,26 @@ impl LlamaConfig {
         let num_hidden_layers = required_usize(obj, "num_hidden_layers")?;
         let num_attention_heads = required_usize(obj, "num_attention_heads")?;
         let vocab_size = required_usize(obj, "vocab_size")?;
-        let num_key_value_heads = usize_at(obj, "num_key_value_heads", "num_key_value_heads")?
-            .unwrap_or(num_attention_heads);
+        let num_key_value_heads = usize_at(obj, "num_key_value_heads", "num_key_value_heads")?.unwrap_or(num_attention_heads);
         if num_key_value_heads == 0 || !num_attention_heads.is_multiple_of(num_key_value_heads) {
             return Err(cfg_err(
                 "num_key_value_heads",
-                format!(
-                    "{num_key_value_heads} must be positive and divide num_attention_heads {num_attention_heads}"
-                ),
+                format!("{num_key_value_heads} must be positive and divide num_attention_heads {num_attention_heads}"),
             ));
         }
         let head_dim = match usize_at(obj, "head_dim", "head_dim")? {
             Some(d) => d,
-            None if hidden_size.is_multiple_of(num_attention_heads) => {
-                hidden_size / num_attention_heads
-            }
+            None if hidden_size.is_multiple_of(num_attention_heads) => hidden_size / num_attention_heads,
             None => {
-                return Err(cfg_err(
-                    "head_dim",
-                    format!(
-                        "absent, and hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}"
-                    ),
-                ));
+                return Err(cfg_err("head_dim", format!("absent, and hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}")));
             }
         };
         if head_dim == 0 || !head_dim.is_multiple_of(2) {
-            return Err(cfg_err(
-                "head_dim",
-                format!("{head_dim} must be positive and even (RoPE rotates pairs)"),
-            ));
+            return Err(cfg_err("head_dim", format!("{head_dim} must be positive and even (RoPE rotates pairs)")));
         }
         let rms_norm_eps = f64_at(obj, "rms_norm_eps", "rms_norm_eps")?.unwrap_or(1e-6);
         if !(rms_norm_eps.is_finite() && rms_norm_eps >= 0.0) {
-            return Err(cfg_err(
-                "rms_norm_eps",
-                format!("{rms_norm_eps} must be finite and non-negative"),
-            ));
+            return Err(cfg_err("rms_norm_eps", format!("{rms_norm_eps} must be finite and non-negative")));
         }
         // transformers 5 nests theta and scaling in `rope_parameters`; 4 keeps them at the top.
         let (rope_theta, rope_scaling) = match get(obj, "rope_parameters") {
@@ -295,46 +226,24 @@ impl LlamaConfig {
                     Some(t) => t,
                     None => f64_at(obj, "rope_theta", "rope_theta")?.unwrap_or(10000.0),
                 };
-                (
-                    positive("rope_parameters.rope_theta", theta)?,
-                    rope_scaling("rope_parameters", rp)?,
-                )
+                (positive("rope_parameters.rope_theta", theta)?, rope_scaling("rope_parameters", rp)?)
             }
-            Some(v) => {
-                return Err(cfg_err(
-                    "rope_parameters",
-                    format!("expected an object, found {v}"),
-                ));
-            }
+            Some(v) => return Err(cfg_err("rope_parameters", format!("expected an object, found {v}"))),
             None => {
-                let theta = positive(
-                    "rope_theta",
-                    f64_at(obj, "rope_theta", "rope_theta")?.unwrap_or(10000.0),
-                )?;
+                let theta = positive("rope_theta", f64_at(obj, "rope_theta", "rope_theta")?.unwrap_or(10000.0))?;
                 let scaling = match get(obj, "rope_scaling") {
                     None => RopeScaling::None,
                     Some(Value::Object(rs)) => rope_scaling("rope_scaling", rs)?,
-                    Some(v) => {
-                        return Err(cfg_err(
-                            "rope_scaling",
-                            format!("expected null or an object, found {v}"),
-                        ));
-                    }
+                    Some(v) => return Err(cfg_err("rope_scaling", format!("expected null or an object, found {v}"))),
                 };
                 (theta, scaling)
             }
         };
-        let max_position_embeddings =
-            usize_at(obj, "max_position_embeddings", "max_position_embeddings")?.unwrap_or(2048);
+        let max_position_embeddings = usize_at(obj, "max_position_embeddings", "max_position_embeddings")?.unwrap_or(2048);
         let tie_word_embeddings = match get(obj, "tie_word_embeddings") {
             None => false,
             Some(Value::Bool(b)) => *b,
-            Some(v) => {
-                return Err(cfg_err(
-                    "tie_word_embeddings",
-                    format!("expected a boolean, found {v}"),
-                ));
-            }
+            Some(v) => return Err(cfg_err("tie_word_embeddings", format!("expected a boolean, found {v}"))),
         };
         let torch_dtype = match (get(obj, "torch_dtype"), get(obj, "dtype")) {
             (Some(v), _) => Some(parse_dtype("torch_dtype", v)?),
@@ -367,18 +276,11 @@ impl LlamaConfig {
     /// an attention factor of 1, so the tables need no extra scale.
     pub fn inv_freq(&self) -> Vec<f64> {
         let d = self.head_dim as f64;
-        let base: Vec<f64> = (0..self.head_dim / 2)
-            .map(|i| 1.0 / self.rope_theta.powf((2 * i) as f64 / d))
-            .collect();
+        let base: Vec<f64> = (0..self.head_dim / 2).map(|i| 1.0 / self.rope_theta.powf((2 * i) as f64 / d)).collect();
         match self.rope_scaling {
             RopeScaling::None => base,
             RopeScaling::Linear { factor } => base.into_iter().map(|f| f / factor).collect(),
-            RopeScaling::Llama3 {
-                factor,
-                low_freq_factor,
-                high_freq_factor,
-                original_max_position_embeddings,
-            } => {
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => {
                 let old = original_max_position_embeddings as f64;
                 let low_freq_wavelen = old / low_freq_factor;
                 let high_freq_wavelen = old / high_freq_factor;
@@ -386,18 +288,13 @@ impl LlamaConfig {
                     .map(|f| {
                         let wavelen = 2.0 * std::f64::consts::PI / f;
                         // Long wavelengths (low frequencies) are interpolated by `factor`.
-                        let scaled = if wavelen > low_freq_wavelen {
-                            f / factor
-                        } else {
-                            f
-                        };
+                        let scaled = if wavelen > low_freq_wavelen { f / factor } else { f };
                         // Between the two bands: a linear blend of scaled and unscaled.
                         // transformers: `~(wavelen < high) * ~(wavelen > low)`; the same for the
                         // finite wavelengths here (theta and head_dim make every one finite).
                         let medium = wavelen >= high_freq_wavelen && wavelen <= low_freq_wavelen;
                         if medium {
-                            let smooth = (old / wavelen - low_freq_factor)
-                                / (high_freq_factor - low_freq_factor);
+                            let smooth = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
                             (1.0 - smooth) * scaled / factor + smooth * scaled
                         } else {
                             scaled
@@ -423,18 +320,8 @@ mod tests {
     #[test]
     fn defaults_follow_transformers() -> Result<()> {
         let c = LlamaConfig::from_json(MIN)?;
-        assert_eq!(
-            (c.num_key_value_heads, c.head_dim, c.rope_theta),
-            (4, 16, 10000.0)
-        );
-        assert_eq!(
-            (
-                c.rope_scaling.clone(),
-                c.tie_word_embeddings,
-                c.max_position_embeddings
-            ),
-            (RopeScaling::None, false, 2048)
-        );
+        assert_eq!((c.num_key_value_heads, c.head_dim, c.rope_theta), (4, 16, 10000.0));
+        assert_eq!((c.rope_scaling.clone(), c.tie_word_embeddings, c.max_position_embeddings), (RopeScaling::None, false, 2048));
         assert_eq!((c.rms_norm_eps, c.torch_dtype), (1e-6, None));
         assert!(c.eos_token_ids.is_empty());
         Ok(())
@@ -442,32 +329,17 @@ mod tests {
 
     #[test]
     fn token_ids_int_or_list_and_unknown_keys() -> Result<()> {
-        let c = with(
-            r#""eos_token_id": [2, 7], "bos_token_id": 1, "whatever": {"x": 1}, "torch_dtype": "bfloat16""#,
-        )?;
-        assert_eq!(
-            (c.bos_token_ids, c.eos_token_ids, c.torch_dtype),
-            (vec![1], vec![2, 7], Some(DType::BF16))
-        );
+        let c = with(r#""eos_token_id": [2, 7], "bos_token_id": 1, "whatever": {"x": 1}, "torch_dtype": "bfloat16""#)?;
+        assert_eq!((c.bos_token_ids, c.eos_token_ids, c.torch_dtype), (vec![1], vec![2, 7], Some(DType::BF16)));
         Ok(())
     }
 
     #[test]
     fn transformers5_rope_parameters() -> Result<()> {
-        let c = with(
-            r#""rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}, "dtype": "float32""#,
-        )?;
-        assert_eq!(
-            (c.rope_theta, c.rope_scaling, c.torch_dtype),
-            (500000.0, RopeScaling::None, Some(DType::F32))
-        );
-        let c = with(
-            r#""rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 7.0}"#,
-        )?;
-        assert_eq!(
-            (c.rope_theta, c.rope_scaling),
-            (7.0, RopeScaling::Linear { factor: 2.0 })
-        );
+        let c = with(r#""rope_parameters": {"rope_type": "default", "rope_theta": 500000.0}, "dtype": "float32""#)?;
+        assert_eq!((c.rope_theta, c.rope_scaling, c.torch_dtype), (500000.0, RopeScaling::None, Some(DType::F32)));
+        let c = with(r#""rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 7.0}"#)?;
+        assert_eq!((c.rope_theta, c.rope_scaling), (7.0, RopeScaling::Linear { factor: 2.0 }));
         Ok(())
     }
 
@@ -475,18 +347,9 @@ mod tests {
     fn errors_name_the_key() {
         let cases = [
             (r#""num_key_value_heads": 3"#, "num_key_value_heads"),
-            (
-                r#""rope_scaling": {"rope_type": "yarn", "factor": 2.0}"#,
-                "rope_scaling.rope_type",
-            ),
-            (
-                r#""rope_scaling": {"rope_type": "linear"}"#,
-                "rope_scaling.factor",
-            ),
-            (
-                r#""rope_parameters": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}"#,
-                "rope_parameters.original_max_position_embeddings",
-            ),
+            (r#""rope_scaling": {"rope_type": "yarn", "factor": 2.0}"#, "rope_scaling.rope_type"),
+            (r#""rope_scaling": {"rope_type": "linear"}"#, "rope_scaling.factor"),
+            (r#""rope_parameters": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}"#, "rope_parameters.original_max_position_embeddings"),
             (r#""head_dim": 15"#, "head_dim"),
             (r#""eos_token_id": "x""#, "eos_token_id"),
             (r#""hidden_act": "gelu""#, "hidden_act"),
@@ -495,20 +358,11 @@ mod tests {
             (r#""rope_theta": -1"#, "rope_theta"),
         ];
         for (extra, key) in cases {
-            let e = with(extra)
-                .err()
-                .unwrap_or_else(|| panic!("{extra} should fail"))
-                .to_string();
+            let e = with(extra).err().unwrap_or_else(|| panic!("{extra} should fail")).to_string();
             assert!(e.contains(&format!("{key:?}")), "{extra}: {e}");
         }
-        let e = LlamaConfig::from_json(r#"{"hidden_size": 64}"#)
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            e.contains("\"intermediate_size\"") && e.contains("missing"),
-            "{e}"
-        );
+        let e = LlamaConfig::from_json(r#"{"hidden_size": 64}"#).err().unwrap().to_string();
+        assert!(e.contains("\"intermediate_size\"") && e.contains("missing"), "{e}");
     }
 
     #[test]
@@ -519,10 +373,8 @@ mod tests {
             assert_eq!(*b, a / 4.0);
         }
         // original 32, low 1, high 4: wavelen < 8 kept, > 32 divided by 8, blended between.
-        let l3 = with(
-            r#""rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-            "high_freq_factor": 4.0, "original_max_position_embeddings": 32}"#,
-        )?
+        let l3 = with(r#""rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 32}"#)?
         .inv_freq();
         let mut bands = [0; 3];
         for (f, g) in plain.iter().zip(&l3) {

@@ -34,14 +34,7 @@ pub struct GenerateOptions {
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        Self {
-            max_new_tokens: 256,
-            temperature: 0.0,
-            top_p: 1.0,
-            repetition_penalty: 1.0,
-            seed: 0,
-            eos_token_ids: None,
-        }
+        Self { max_new_tokens: 256, temperature: 0.0, top_p: 1.0, repetition_penalty: 1.0, seed: 0, eos_token_ids: None }
     }
 }
 
@@ -63,28 +56,19 @@ pub struct Generation {
 }
 
 fn invalid(msg: impl Into<String>) -> Error {
-    Error::Config {
-        layer: "generate".into(),
-        msg: msg.into(),
-    }
+    Error::Config { layer: "generate".into(), msg: msg.into() }
 }
 
 impl GenerateOptions {
     fn check(&self) -> Result<()> {
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return Err(invalid(format!(
-                "temperature {} must be finite and >= 0",
-                self.temperature
-            )));
+            return Err(invalid(format!("temperature {} must be finite and >= 0", self.temperature)));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return Err(invalid(format!("top_p {} must be in (0, 1]", self.top_p)));
         }
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
-            return Err(invalid(format!(
-                "repetition_penalty {} must be finite and positive",
-                self.repetition_penalty
-            )));
+            return Err(invalid(format!("repetition_penalty {} must be finite and positive", self.repetition_penalty)));
         }
         Ok(())
     }
@@ -100,11 +84,7 @@ pub fn apply_repetition_penalty(logits: &mut [f64], seen: &[u32], penalty: f64) 
         let i = id as usize;
         if i < logits.len() && !done[i] {
             done[i] = true;
-            logits[i] = if logits[i] < 0.0 {
-                logits[i] * penalty
-            } else {
-                logits[i] / penalty
-            };
+            logits[i] = if logits[i] < 0.0 { logits[i] * penalty } else { logits[i] / penalty };
         }
     }
 }
@@ -129,12 +109,7 @@ pub fn sample(logits: &[f64], temperature: f64, top_p: f64, u: f64) -> usize {
     let total: f64 = probs.iter().sum();
     // Most likely first; ties by id so the order is fixed.
     let mut order: Vec<usize> = (0..probs.len()).collect();
-    order.sort_by(|&a, &b| {
-        probs[b]
-            .partial_cmp(&probs[a])
-            .unwrap_or(Ordering::Equal)
-            .then(a.cmp(&b))
-    });
+    order.sort_by(|&a, &b| probs[b].partial_cmp(&probs[a]).unwrap_or(Ordering::Equal).then(a.cmp(&b)));
     let mut kept = 0;
     let mut mass = 0.0;
     for &i in &order {
@@ -163,28 +138,16 @@ impl LlamaModel {
     /// The prompt must fit the vocabulary; positions are not capped at
     /// `max_position_embeddings` (keep `prompt.len() + max_new_tokens` within it for the
     /// model's trained range).
-    pub fn generate(
-        &self,
-        prompt: &[u32],
-        opts: &GenerateOptions,
-        mut on_token: impl FnMut(u32) -> bool,
-    ) -> Result<Generation> {
+    pub fn generate(&self, prompt: &[u32], opts: &GenerateOptions, mut on_token: impl FnMut(u32) -> bool) -> Result<Generation> {
         opts.check()?;
         let vocab = self.config.vocab_size;
         if prompt.is_empty() {
-            return Err(invalid(
-                "the prompt is empty (a Llama prompt starts with at least BOS)",
-            ));
+            return Err(invalid("the prompt is empty (a Llama prompt starts with at least BOS)"));
         }
         if let Some(&bad) = prompt.iter().find(|&&id| id as usize >= vocab) {
-            return Err(invalid(format!(
-                "prompt token {bad} is outside the vocabulary of {vocab}"
-            )));
+            return Err(invalid(format!("prompt token {bad} is outside the vocabulary of {vocab}")));
         }
-        let eos = opts
-            .eos_token_ids
-            .clone()
-            .unwrap_or_else(|| self.config.eos_token_ids.clone());
+        let eos = opts.eos_token_ids.clone().unwrap_or_else(|| self.config.eos_token_ids.clone());
         let mut rng = Rng::new(opts.seed);
         let mut cache = KvCache::new();
         let mut seen: Vec<u32> = prompt.to_vec();
@@ -195,18 +158,12 @@ impl LlamaModel {
                 let t = input.len();
                 let ids = Tensor::from_vec(std::mem::take(&mut input), &[1, t], &Device::Cpu)?;
                 let logits = self.forward(&ids, Some(&mut cache))?;
-                let mut last = logits
-                    .tensor()
-                    .narrow(1usize, t - 1, 1)?
-                    .to_dtype(DType::F64)?
-                    .to_vec_f64()?;
+                let mut last = logits.tensor().narrow(1usize, t - 1, 1)?.to_dtype(DType::F64)?.to_vec_f64()?;
                 apply_repetition_penalty(&mut last, &seen, opts.repetition_penalty);
                 let next = if opts.temperature == 0.0 {
                     argmax(&last)
                 } else {
-                    let u =
-                        Tensor::rand_uniform(&mut rng, 0.0, 1.0, &[1], DType::F64, &Device::Cpu)?
-                            .to_vec_f64()?[0];
+                    let u = Tensor::rand_uniform(&mut rng, 0.0, 1.0, &[1], DType::F64, &Device::Cpu)?.to_vec_f64()?[0];
                     sample(&last, opts.temperature, opts.top_p, u)
                 } as u32;
                 new.push(next);
@@ -246,9 +203,7 @@ mod tests {
     fn top_p_keeps_the_smallest_nucleus() {
         // Probabilities ~ [0.64, 0.24, 0.09, 0.03]: top_p 0.8 keeps the first two.
         let logits = [3.0f64, 2.0, 1.0, 0.0].map(|x: f64| x * 1.0);
-        let picks: std::collections::BTreeSet<usize> = (0..200)
-            .map(|i| sample(&logits, 1.0, 0.8, i as f64 / 200.0))
-            .collect();
+        let picks: std::collections::BTreeSet<usize> = (0..200).map(|i| sample(&logits, 1.0, 0.8, i as f64 / 200.0)).collect();
         assert_eq!(picks, [0, 1].into_iter().collect());
         // top_p 1 can reach every token; u just below 1 lands on the least likely.
         assert_eq!(sample(&logits, 1.0, 1.0, 0.999_999), 3);

@@ -27,14 +27,7 @@ use crate::{Error, Result};
 impl LlamaConfig {
     /// A Llama config with transformers' defaults for everything but the sizes
     /// (head_dim = hidden / heads, RoPE theta 10000, eps 1e-6, untied head, no BOS/EOS ids).
-    pub fn small(
-        hidden: usize,
-        intermediate: usize,
-        layers: usize,
-        heads: usize,
-        kv_heads: usize,
-        vocab: usize,
-    ) -> Self {
+    pub fn small(hidden: usize, intermediate: usize, layers: usize, heads: usize, kv_heads: usize, vocab: usize) -> Self {
         Self {
             hidden_size: hidden,
             intermediate_size: intermediate,
@@ -70,12 +63,7 @@ pub struct RandomInit {
 
 impl Default for RandomInit {
     fn default() -> Self {
-        Self {
-            seed: 0,
-            std: 0.02,
-            dtype: DType::F32,
-            nf4: None,
-        }
+        Self { seed: 0, std: 0.02, dtype: DType::F32, nf4: None }
     }
 }
 
@@ -84,39 +72,22 @@ impl LlamaModel {
     /// then per layer Q, K, V, O, gate, up, down, then the head).
     pub fn random(config: LlamaConfig, init: &RandomInit) -> Result<Self> {
         let c = &config;
-        let invalid = |msg: String| Error::Config {
-            layer: "LlamaModel::random".into(),
-            msg,
-        };
-        if c.num_attention_heads == 0
-            || c.num_key_value_heads == 0
-            || !c.num_attention_heads.is_multiple_of(c.num_key_value_heads)
-        {
+        let invalid = |msg: String| Error::Config { layer: "LlamaModel::random".into(), msg };
+        if c.num_attention_heads == 0 || c.num_key_value_heads == 0 || !c.num_attention_heads.is_multiple_of(c.num_key_value_heads) {
             return Err(invalid(format!(
                 "{} attention heads must be a non-zero multiple of {} key/value heads",
                 c.num_attention_heads, c.num_key_value_heads
             )));
         }
-        if c.head_dim == 0
-            || !c.head_dim.is_multiple_of(2)
-            || [c.hidden_size, c.intermediate_size, c.vocab_size].contains(&0)
-        {
-            return Err(invalid(format!(
-                "sizes must be non-zero and head_dim ({}) even",
-                c.head_dim
-            )));
+        if c.head_dim == 0 || !c.head_dim.is_multiple_of(2) || [c.hidden_size, c.intermediate_size, c.vocab_size].contains(&0) {
+            return Err(invalid(format!("sizes must be non-zero and head_dim ({}) even", c.head_dim)));
         }
         if !init.dtype.is_float() {
-            return Err(invalid(format!(
-                "compute dtype {:?} is not a floating-point dtype",
-                init.dtype
-            )));
+            return Err(invalid(format!("compute dtype {:?} is not a floating-point dtype", init.dtype)));
         }
         let cpu = Device::Cpu;
         let mut rng = Rng::new(init.seed);
-        let mut matrix = |rows: usize, cols: usize| {
-            Tensor::randn(&mut rng, 0.0, init.std, &[rows, cols], init.dtype, &cpu)
-        };
+        let mut matrix = |rows: usize, cols: usize| Tensor::randn(&mut rng, 0.0, init.std, &[rows, cols], init.dtype, &cpu);
         let (h, i, v, d) = (c.hidden_size, c.intermediate_size, c.vocab_size, c.head_dim);
         let (qd, kvd) = (c.num_attention_heads * d, c.num_key_value_heads * d);
         let embed = matrix(v, h)?;
@@ -136,17 +107,10 @@ impl LlamaModel {
                 let base = match &init.nf4 {
                     Some(q) if in_f.is_multiple_of(q.blocksize) => {
                         report.quantized_at_load.push(p.weight_name(l));
-                        BaseLinear::Nf4(Arc::new(Nf4Weight::quantize(
-                            &w,
-                            q.blocksize,
-                            q.double_quant,
-                        )?))
+                        BaseLinear::Nf4(Arc::new(Nf4Weight::quantize(&w, q.blocksize, q.double_quant)?))
                     }
                     Some(q) => {
-                        report.kept_dense.push((
-                            p.weight_name(l),
-                            format!("in_features {in_f} is not a multiple of {}", q.blocksize),
-                        ));
+                        report.kept_dense.push((p.weight_name(l), format!("in_features {in_f} is not a multiple of {}", q.blocksize)));
                         BaseLinear::Dense(w)
                     }
                     None => BaseLinear::Dense(w),
@@ -160,11 +124,7 @@ impl LlamaModel {
                 projections: projections.try_into().expect("seven projections"),
             });
         }
-        let lm_head = if c.tie_word_embeddings {
-            BaseLinear::Dense(embed.clone())
-        } else {
-            BaseLinear::Dense(matrix(v, h)?)
-        };
+        let lm_head = if c.tie_word_embeddings { BaseLinear::Dense(embed.clone()) } else { BaseLinear::Dense(matrix(v, h)?) };
         let inv_freq = config.inv_freq();
         Ok(LlamaModel {
             config,
@@ -186,19 +146,10 @@ mod tests {
     #[test]
     fn same_seed_same_weights_and_nf4_where_blocks_fit() -> Result<()> {
         let cfg = LlamaConfig::small(64, 96, 1, 4, 2, 50);
-        let init = RandomInit {
-            nf4: Some(Nf4AtLoad::default()),
-            ..Default::default()
-        };
-        let (a, b) = (
-            LlamaModel::random(cfg.clone(), &init)?,
-            LlamaModel::random(cfg, &init)?,
-        );
+        let init = RandomInit { nf4: Some(Nf4AtLoad::default()), ..Default::default() };
+        let (a, b) = (LlamaModel::random(cfg.clone(), &init)?, LlamaModel::random(cfg, &init)?);
         let ids = Tensor::from_vec(vec![3i64, 7, 1, 0], &[2, 2], &Device::Cpu)?;
-        assert_eq!(
-            a.forward(&ids, None)?.tensor().to_vec::<f32>()?,
-            b.forward(&ids, None)?.tensor().to_vec::<f32>()?
-        );
+        assert_eq!(a.forward(&ids, None)?.tensor().to_vec::<f32>()?, b.forward(&ids, None)?.tensor().to_vec::<f32>()?);
         // Down has in_features 96, not a multiple of 64: it stays dense; the rest are NF4.
         assert!(a.proj(0, Proj::Q).is_some_and(BaseLinear::is_nf4));
         assert!(!a.proj(0, Proj::Down).is_some_and(BaseLinear::is_nf4));
@@ -208,11 +159,7 @@ mod tests {
 
     #[test]
     fn bad_head_counts_are_errors() {
-        let err = LlamaModel::random(
-            LlamaConfig::small(64, 96, 1, 4, 3, 50),
-            &RandomInit::default(),
-        )
-        .unwrap_err();
+        let err = LlamaModel::random(LlamaConfig::small(64, 96, 1, 4, 3, 50), &RandomInit::default()).unwrap_err();
         assert!(err.to_string().contains("key/value heads"), "{err}");
     }
 }

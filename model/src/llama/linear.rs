@@ -69,15 +69,7 @@ pub enum Proj {
 }
 
 impl Proj {
-    pub const ALL: [Proj; 7] = [
-        Proj::Q,
-        Proj::K,
-        Proj::V,
-        Proj::O,
-        Proj::Gate,
-        Proj::Up,
-        Proj::Down,
-    ];
+    pub const ALL: [Proj; 7] = [Proj::Q, Proj::K, Proj::V, Proj::O, Proj::Gate, Proj::Up, Proj::Down];
 
     /// The module path inside a layer, as in Hugging Face weight names (`self_attn.q_proj`).
     pub fn module(self) -> &'static str {
@@ -132,22 +124,13 @@ pub struct Projection {
 
 impl Projection {
     pub fn new(base: BaseLinear) -> Self {
-        Self {
-            base,
-            adapter: None,
-        }
+        Self { base, adapter: None }
     }
 
     /// `base(x)`, plus the adapter's delta when one is attached.
     pub fn forward(&self, x: &Var) -> Result<Var> {
         let y = self.base.forward(x)?;
-        match self
-            .adapter
-            .as_ref()
-            .map(|a| a.delta(x))
-            .transpose()?
-            .flatten()
-        {
+        match self.adapter.as_ref().map(|a| a.delta(x)).transpose()?.flatten() {
             Some(delta) => Ok(y.add(&delta)?),
             None => Ok(y),
         }
@@ -156,9 +139,6 @@ impl Projection {
 
 impl fmt::Debug for Projection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Projection")
-            .field("base", &self.base)
-            .field("adapter", &self.adapter.is_some())
-            .finish()
+        f.debug_struct("Projection").field("base", &self.base).field("adapter", &self.adapter.is_some()).finish()
     }
 }

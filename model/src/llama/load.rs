@@ -32,10 +32,7 @@ pub struct Nf4AtLoad {
 
 impl Default for Nf4AtLoad {
     fn default() -> Self {
-        Self {
-            blocksize: 64,
-            double_quant: false,
-        }
+        Self { blocksize: 64, double_quant: false }
     }
 }
 
@@ -52,11 +49,7 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self {
-            dtype: DType::F32,
-            quantize: None,
-            allow_unused: false,
-        }
+        Self { dtype: DType::F32, quantize: None, allow_unused: false }
     }
 }
 
@@ -81,39 +74,21 @@ struct Loader<'a> {
 }
 
 fn ck_err(path: &Path, msg: impl Into<String>) -> Error {
-    Error::Checkpoint {
-        path: path.to_path_buf(),
-        msg: msg.into(),
-    }
+    Error::Checkpoint { path: path.to_path_buf(), msg: msg.into() }
 }
 
 impl Loader<'_> {
     /// The tensor `name` checked against `shape`, in its stored dtype.
     fn raw(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
         if !self.ck.contains(name) {
-            return Err(ck_err(
-                self.ck.dir(),
-                format!("missing tensor {name:?} (expected shape {shape:?})"),
-            ));
+            return Err(ck_err(self.ck.dir(), format!("missing tensor {name:?} (expected shape {shape:?})")));
         }
         let (file, e) = self.ck.locate(name)?;
         if e.shape != shape {
-            return Err(ck_err(
-                file.path(),
-                format!(
-                    "tensor {name:?} has shape {:?}, expected {shape:?}",
-                    e.shape
-                ),
-            ));
+            return Err(ck_err(file.path(), format!("tensor {name:?} has shape {:?}, expected {shape:?}", e.shape)));
         }
         if !e.dtype.to_dtype().is_some_and(|d| d.is_float()) {
-            return Err(ck_err(
-                file.path(),
-                format!(
-                    "tensor {name:?} has dtype {}, expected a floating-point dtype",
-                    e.dtype
-                ),
-            ));
+            return Err(ck_err(file.path(), format!("tensor {name:?} has dtype {}, expected a floating-point dtype", e.dtype)));
         }
         self.used.insert(name.to_string());
         Ok(self.ck.tensor(name)?)
@@ -131,13 +106,7 @@ impl Loader<'_> {
             let w = read_nf4(self.ck, name)?;
             if w.shape() != [out_f, in_f] {
                 let (file, _) = self.ck.locate(name)?;
-                return Err(ck_err(
-                    file.path(),
-                    format!(
-                        "4-bit tensor {name:?} has shape {:?}, expected [{out_f}, {in_f}]",
-                        w.shape()
-                    ),
-                ));
+                return Err(ck_err(file.path(), format!("4-bit tensor {name:?} has shape {:?}, expected [{out_f}, {in_f}]", w.shape())));
             }
             self.used.extend(nf4_keys(name));
             self.report.prequantized.push(name.to_string());
@@ -152,13 +121,9 @@ impl Loader<'_> {
                 self.report.quantized_at_load.push(name.to_string());
                 return Ok(BaseLinear::Nf4(Arc::new(w)));
             }
-            self.report.kept_dense.push((
-                name.to_string(),
-                format!(
-                    "in_features {in_f} is not a multiple of the block size {}",
-                    q.blocksize
-                ),
-            ));
+            self.report
+                .kept_dense
+                .push((name.to_string(), format!("in_features {in_f} is not a multiple of the block size {}", q.blocksize)));
         }
         Ok(BaseLinear::Dense(raw.to_dtype(self.opts.dtype)?))
     }
@@ -174,19 +139,9 @@ impl LlamaModel {
     }
 
     /// Builds the model from an opened checkpoint and its config.
-    pub fn from_checkpoint(
-        config: LlamaConfig,
-        ck: &Checkpoint,
-        opts: &LoadOptions,
-    ) -> Result<Self> {
+    pub fn from_checkpoint(config: LlamaConfig, ck: &Checkpoint, opts: &LoadOptions) -> Result<Self> {
         if !opts.dtype.is_float() {
-            return Err(ck_err(
-                ck.dir(),
-                format!(
-                    "compute dtype {:?} is not a floating-point dtype",
-                    opts.dtype
-                ),
-            ));
+            return Err(ck_err(ck.dir(), format!("compute dtype {:?} is not a floating-point dtype", opts.dtype)));
         }
         if let Some(q) = &opts.quantize {
             brainstacks_tensor::nf4::check_blocksize(q.blocksize)
@@ -195,20 +150,12 @@ impl LlamaModel {
         let c = &config;
         let (h, i, v, d) = (c.hidden_size, c.intermediate_size, c.vocab_size, c.head_dim);
         let (qd, kvd) = (c.num_attention_heads * d, c.num_key_value_heads * d);
-        let mut ld = Loader {
-            ck,
-            opts,
-            used: BTreeSet::new(),
-            report: LoadReport::default(),
-        };
+        let mut ld = Loader { ck, opts, used: BTreeSet::new(), report: LoadReport::default() };
         let embed = ld.dense("model.embed_tokens.weight", &[v, h])?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for l in 0..c.num_hidden_layers {
             let norm = |ld: &mut Loader, which: &str| -> Result<Var> {
-                Ok(Var::constant(ld.dense(
-                    &format!("model.layers.{l}.{which}.weight"),
-                    &[h],
-                )?))
+                Ok(Var::constant(ld.dense(&format!("model.layers.{l}.{which}.weight"), &[h])?))
             };
             let input_layernorm = norm(&mut ld, "input_layernorm")?;
             let post_attention_layernorm = norm(&mut ld, "post_attention_layernorm")?;
@@ -221,18 +168,10 @@ impl LlamaModel {
                     Proj::Gate | Proj::Up => (i, h),
                     Proj::Down => (h, i),
                 };
-                projections.push(Projection::new(ld.projection(
-                    &p.weight_name(l),
-                    out_f,
-                    in_f,
-                )?));
+                projections.push(Projection::new(ld.projection(&p.weight_name(l), out_f, in_f)?));
             }
             let projections: [Projection; 7] = projections.try_into().expect("seven projections");
-            layers.push(LlamaLayer {
-                input_layernorm,
-                post_attention_layernorm,
-                projections,
-            });
+            layers.push(LlamaLayer { input_layernorm, post_attention_layernorm, projections });
         }
         let norm = Var::constant(ld.dense("model.norm.weight", &[h])?);
         let lm_head = if c.tie_word_embeddings {
@@ -251,10 +190,7 @@ impl LlamaModel {
             let shown: Vec<&str> = unused.iter().take(5).map(String::as_str).collect();
             return Err(ck_err(
                 ck.dir(),
-                format!(
-                    "{} tensors the model does not use (e.g. {shown:?}); does config.json match the weights?",
-                    unused.len()
-                ),
+                format!("{} tensors the model does not use (e.g. {shown:?}); does config.json match the weights?", unused.len()),
             ));
         }
         ld.report.unused = unused;

@@ -20,10 +20,7 @@ use super::model::LlamaModel;
 use crate::{Error, Result};
 
 fn lora_err(msg: impl Into<String>) -> Error {
-    Error::Config {
-        layer: "PEFT LoRA".into(),
-        msg: msg.into(),
-    }
+    Error::Config { layer: "PEFT LoRA".into(), msg: msg.into() }
 }
 
 /// One projection's LoRA: `scale · (x Aᵀ) Bᵀ`. `a` and `b` are shared handles (cloning the
@@ -39,9 +36,7 @@ pub struct LoraAdapter {
 
 impl ProjectionAdapter for LoraAdapter {
     fn forward(&self, x: &Var) -> Result<Var> {
-        Ok(x.matmul(&self.a.t()?)?
-            .matmul(&self.b.t()?)?
-            .mul_scalar(self.scale)?)
+        Ok(x.matmul(&self.a.t()?)?.matmul(&self.b.t()?)?.mul_scalar(self.scale)?)
     }
 }
 
@@ -57,35 +52,21 @@ pub struct LoraConfig {
 impl LoraConfig {
     /// `lora_alpha / r` (or `/ sqrt(r)` with rsLoRA).
     pub fn scale(&self) -> f64 {
-        if self.use_rslora {
-            self.lora_alpha / (self.r as f64).sqrt()
-        } else {
-            self.lora_alpha / self.r as f64
-        }
+        if self.use_rslora { self.lora_alpha / (self.r as f64).sqrt() } else { self.lora_alpha / self.r as f64 }
     }
 
     fn parse(v: &Value) -> Result<Self> {
-        let obj = v
-            .as_object()
-            .ok_or_else(|| lora_err("adapter_config.json is not a JSON object"))?;
+        let obj = v.as_object().ok_or_else(|| lora_err("adapter_config.json is not a JSON object"))?;
         let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
         if let Some(t) = get("peft_type").and_then(Value::as_str)
             && t != "LORA"
         {
             return Err(lora_err(format!("peft_type {t:?} is not LORA")));
         }
-        let r = get("r")
-            .and_then(Value::as_u64)
-            .filter(|&r| r > 0)
-            .ok_or_else(|| lora_err("\"r\" must be a positive integer"))?;
-        let lora_alpha = get("lora_alpha")
-            .and_then(Value::as_f64)
-            .ok_or_else(|| lora_err("\"lora_alpha\" must be a number"))?;
+        let r = get("r").and_then(Value::as_u64).filter(|&r| r > 0).ok_or_else(|| lora_err("\"r\" must be a positive integer"))?;
+        let lora_alpha = get("lora_alpha").and_then(Value::as_f64).ok_or_else(|| lora_err("\"lora_alpha\" must be a number"))?;
         let use_rslora = get("use_rslora")
-            .map(|v| {
-                v.as_bool()
-                    .ok_or_else(|| lora_err("\"use_rslora\" must be a boolean"))
-            })
+            .map(|v| v.as_bool().ok_or_else(|| lora_err("\"use_rslora\" must be a boolean")))
             .transpose()?
             .unwrap_or(false);
         // Options that change the math: refuse rather than compute something else.
@@ -110,42 +91,23 @@ impl LoraConfig {
             "layer_replication",
         ] {
             if !off(k) {
-                return Err(lora_err(format!(
-                    "{k:?} = {} is not supported (plain LoRA only)",
-                    obj[k]
-                )));
+                return Err(lora_err(format!("{k:?} = {} is not supported (plain LoRA only)", obj[k])));
             }
         }
         let by_name = |s: &str| Proj::ALL.into_iter().find(|p| p.short_name() == s);
         let target_modules: BTreeSet<Proj> = match get("target_modules") {
             Some(Value::String(s)) if s == "all-linear" => Proj::ALL.into_iter().collect(),
-            Some(Value::String(s)) => BTreeSet::from([by_name(s).ok_or_else(|| {
-                lora_err(format!(
-                    "target_modules {s:?}: only projection names or \"all-linear\" are supported"
-                ))
-            })?]),
+            Some(Value::String(s)) => BTreeSet::from([by_name(s)
+                .ok_or_else(|| lora_err(format!("target_modules {s:?}: only projection names or \"all-linear\" are supported")))?]),
             Some(Value::Array(items)) => items
                 .iter()
                 .map(|v| {
-                    v.as_str().and_then(by_name).ok_or_else(|| {
-                        lora_err(format!(
-                            "target_modules entry {v} is not a Llama projection"
-                        ))
-                    })
+                    v.as_str().and_then(by_name).ok_or_else(|| lora_err(format!("target_modules entry {v} is not a Llama projection")))
                 })
                 .collect::<Result<_>>()?,
-            _ => {
-                return Err(lora_err(
-                    "\"target_modules\" must be a list of projection names",
-                ));
-            }
+            _ => return Err(lora_err("\"target_modules\" must be a list of projection names")),
         };
-        Ok(Self {
-            r: r as usize,
-            lora_alpha,
-            use_rslora,
-            target_modules,
-        })
+        Ok(Self { r: r as usize, lora_alpha, use_rslora, target_modules })
     }
 
     fn to_json(&self) -> Value {
@@ -172,10 +134,7 @@ impl LoraConfig {
 }
 
 fn key(layer: usize, p: Proj, which: &str) -> String {
-    format!(
-        "base_model.model.model.layers.{layer}.{}.lora_{which}.weight",
-        p.module()
-    )
+    format!("base_model.model.model.layers.{layer}.{}.lora_{which}.weight", p.module())
 }
 
 /// A whole adapter: its config and one [`LoraAdapter`] per targeted projection of every layer.
@@ -191,19 +150,14 @@ impl PeftLora {
     pub fn load(dir: impl AsRef<Path>, model: &LlamaModel, tape: Option<&Tape>) -> Result<Self> {
         let dir = dir.as_ref();
         let cfg_path = dir.join("adapter_config.json");
-        let text = std::fs::read_to_string(&cfg_path)
-            .map_err(|e| lora_err(format!("{}: {e}", cfg_path.display())))?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| lora_err(format!("{}: {e}", cfg_path.display())))?;
-        let config =
-            LoraConfig::parse(&v).map_err(|e| lora_err(format!("{}: {e}", cfg_path.display())))?;
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| lora_err(format!("{}: {e}", cfg_path.display())))?;
+        let v: Value = serde_json::from_str(&text).map_err(|e| lora_err(format!("{}: {e}", cfg_path.display())))?;
+        let config = LoraConfig::parse(&v).map_err(|e| lora_err(format!("{}: {e}", cfg_path.display())))?;
         let weights = dir.join("adapter_model.safetensors");
         let ck = SafeTensors::open(&weights)?;
         let mut used = BTreeSet::new();
         let mut adapters = BTreeMap::new();
-        let leaf = |t: Tensor| -> Var {
-            tape.map_or_else(|| Var::constant(t.clone()), |tp| tp.param(t.clone()))
-        };
+        let leaf = |t: Tensor| -> Var { tape.map_or_else(|| Var::constant(t.clone()), |tp| tp.param(t.clone())) };
         for layer in 0..model.layers.len() {
             for &p in &config.target_modules {
                 let [out_f, in_f] = model.proj(layer, p).expect("layer in range").shape();
@@ -214,32 +168,18 @@ impl PeftLora {
                     }
                     let t = ck.tensor(&name)?;
                     if t.shape() != shape {
-                        return Err(lora_err(format!(
-                            "{}: {name:?} has shape {:?}, expected {shape:?}",
-                            weights.display(),
-                            t.shape()
-                        )));
+                        return Err(lora_err(format!("{}: {name:?} has shape {:?}, expected {shape:?}", weights.display(), t.shape())));
                     }
                     used.insert(name);
                     Ok(t.to_dtype(model.dtype)?)
                 };
                 let a = read("A", [config.r, in_f])?;
                 let b = read("B", [out_f, config.r])?;
-                adapters.insert(
-                    (layer, p),
-                    LoraAdapter {
-                        a: leaf(a),
-                        b: leaf(b),
-                        scale: config.scale(),
-                    },
-                );
+                adapters.insert((layer, p), LoraAdapter { a: leaf(a), b: leaf(b), scale: config.scale() });
             }
         }
         if let Some(extra) = ck.names().find(|n| !used.contains(*n)) {
-            return Err(lora_err(format!(
-                "{}: tensor {extra:?} is not a LoRA factor of this model",
-                weights.display()
-            )));
+            return Err(lora_err(format!("{}: tensor {extra:?} is not a LoRA factor of this model", weights.display())));
         }
         Ok(Self { config, adapters })
     }
@@ -259,19 +199,12 @@ impl PeftLora {
         std::fs::create_dir_all(dir).map_err(|e| lora_err(format!("{}: {e}", dir.display())))?;
         let mut tensors = Vec::with_capacity(2 * self.adapters.len());
         for (&(layer, p), a) in &self.adapters {
-            tensors.push(TensorToWrite::from_tensor(
-                key(layer, p, "A"),
-                &a.a.tensor().to_dtype(DType::F32)?,
-            )?);
-            tensors.push(TensorToWrite::from_tensor(
-                key(layer, p, "B"),
-                &a.b.tensor().to_dtype(DType::F32)?,
-            )?);
+            tensors.push(TensorToWrite::from_tensor(key(layer, p, "A"), &a.a.tensor().to_dtype(DType::F32)?)?);
+            tensors.push(TensorToWrite::from_tensor(key(layer, p, "B"), &a.b.tensor().to_dtype(DType::F32)?)?);
         }
         let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
         write_safetensors(&dir.join("adapter_model.safetensors"), &tensors, &meta)?;
-        let text =
-            serde_json::to_string_pretty(&self.config.to_json()).expect("JSON values serialize");
+        let text = serde_json::to_string_pretty(&self.config.to_json()).expect("JSON values serialize");
         let path = dir.join("adapter_config.json");
         std::fs::write(&path, text).map_err(|e| lora_err(format!("{}: {e}", path.display())))?;
         Ok(())

@@ -21,26 +21,13 @@ use crate::{Error, Result};
 /// `t` predicts `t + 1`), as transformers' causal-LM loss with `labels = input_ids`.
 pub fn next_token_cross_entropy(logits: &Var, ids: &Tensor) -> Result<Var> {
     let (&[b, t], &[lb, lt, v]) = (ids.shape(), logits.shape()) else {
-        return Err(invalid(format!(
-            "ids {:?} and logits {:?} must be [B, T] and [B, T, V]",
-            ids.shape(),
-            logits.shape()
-        )));
+        return Err(invalid(format!("ids {:?} and logits {:?} must be [B, T] and [B, T, V]", ids.shape(), logits.shape())));
     };
     if (b, t) != (lb, lt) || t < 2 {
-        return Err(invalid(format!(
-            "ids {:?} and logits {:?}: need matching [B, T] with T >= 2",
-            ids.shape(),
-            logits.shape()
-        )));
+        return Err(invalid(format!("ids {:?} and logits {:?}: need matching [B, T] with T >= 2", ids.shape(), logits.shape())));
     }
-    let logits = logits
-        .narrow(1usize, 0, t - 1)?
-        .reshape(&[b * (t - 1), v])?;
-    let targets = ids
-        .narrow(1usize, 1, t - 1)?
-        .to_dtype(DType::I64)?
-        .reshape(&[b * (t - 1)])?;
+    let logits = logits.narrow(1usize, 0, t - 1)?.reshape(&[b * (t - 1), v])?;
+    let targets = ids.narrow(1usize, 1, t - 1)?.to_dtype(DType::I64)?.reshape(&[b * (t - 1)])?;
     Ok(logits.cross_entropy(&targets, None)?)
 }
 
@@ -76,18 +63,13 @@ pub struct LlamaModel {
 }
 
 fn invalid(msg: impl Into<String>) -> Error {
-    Error::Config {
-        layer: "LlamaModel".into(),
-        msg: msg.into(),
-    }
+    Error::Config { layer: "LlamaModel".into(), msg: msg.into() }
 }
 
 impl LlamaModel {
     /// The frozen weight of projection `p` in `layer` (`None` past the last layer).
     pub fn proj(&self, layer: usize, p: Proj) -> Option<&BaseLinear> {
-        self.layers
-            .get(layer)
-            .map(|l| &l.projections[p as usize].base)
+        self.layers.get(layer).map(|l| &l.projections[p as usize].base)
     }
 
     /// Attaches `adapter` to projection `p` of `layer` (or detaches with `None`), returning the
@@ -99,14 +81,8 @@ impl LlamaModel {
         adapter: Option<Box<dyn ProjectionAdapter>>,
     ) -> Result<Option<Box<dyn ProjectionAdapter>>> {
         let n = self.layers.len();
-        let l = self
-            .layers
-            .get_mut(layer)
-            .ok_or_else(|| invalid(format!("layer {layer} out of range (the model has {n})")))?;
-        Ok(std::mem::replace(
-            &mut l.projections[p as usize].adapter,
-            adapter,
-        ))
+        let l = self.layers.get_mut(layer).ok_or_else(|| invalid(format!("layer {layer} out of range (the model has {n})")))?;
+        Ok(std::mem::replace(&mut l.projections[p as usize].adapter, adapter))
     }
 
     /// RoPE tables `[T, head_dim / 2]` for positions `offset..offset + t`, in the compute dtype
@@ -139,16 +115,10 @@ impl LlamaModel {
     /// maps to logits: `forward` without the head (same cache behaviour).
     pub fn forward_hidden(&self, ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Var> {
         let &[b, t] = ids.shape() else {
-            return Err(invalid(format!(
-                "token ids must be [batch, seq], got {:?}",
-                ids.shape()
-            )));
+            return Err(invalid(format!("token ids must be [batch, seq], got {:?}", ids.shape())));
         };
         if t == 0 || b == 0 {
-            return Err(invalid(format!(
-                "token ids {:?}: empty batch or sequence",
-                ids.shape()
-            )));
+            return Err(invalid(format!("token ids {:?}: empty batch or sequence", ids.shape())));
         }
         let offset = match cache.as_deref() {
             Some(c) => c.prepare(self.layers.len(), b)?,
@@ -174,15 +144,10 @@ impl LlamaModel {
     /// transformers computes the loss with `labels = input_ids`), as a rank-0 `Var`.
     pub fn next_token_loss(&self, ids: &Tensor) -> Result<Var> {
         let &[_, t] = ids.shape() else {
-            return Err(invalid(format!(
-                "token ids must be [batch, seq], got {:?}",
-                ids.shape()
-            )));
+            return Err(invalid(format!("token ids must be [batch, seq], got {:?}", ids.shape())));
         };
         if t < 2 {
-            return Err(invalid(format!(
-                "a next-token loss needs at least 2 tokens, got {t}"
-            )));
+            return Err(invalid(format!("a next-token loss needs at least 2 tokens, got {t}")));
         }
         next_token_cross_entropy(&self.forward(ids, None)?, ids)
     }
@@ -190,38 +155,16 @@ impl LlamaModel {
     /// `[B, T, heads * head_dim] -> [B, heads, T, head_dim]` (a view).
     fn heads(x: &Var, heads: usize, head_dim: usize) -> Result<Var> {
         let (b, t) = (x.shape()[0], x.shape()[1]);
-        Ok(x.reshape(&[b, t, heads, head_dim])?
-            .transpose(1usize, 2usize)?)
+        Ok(x.reshape(&[b, t, heads, head_dim])?.transpose(1usize, 2usize)?)
     }
 
-    fn attention(
-        &self,
-        layer: &LlamaLayer,
-        x: &Var,
-        cos: &Tensor,
-        sin: &Tensor,
-        cache: Option<(&mut KvCache, usize)>,
-    ) -> Result<Var> {
+    fn attention(&self, layer: &LlamaLayer, x: &Var, cos: &Tensor, sin: &Tensor, cache: Option<(&mut KvCache, usize)>) -> Result<Var> {
         let c = &self.config;
         let (b, t) = (x.shape()[0], x.shape()[1]);
         let d = c.head_dim;
-        let q = Self::heads(
-            &layer.projection(Proj::Q).forward(x)?,
-            c.num_attention_heads,
-            d,
-        )?
-        .rope(cos, sin)?;
-        let k = Self::heads(
-            &layer.projection(Proj::K).forward(x)?,
-            c.num_key_value_heads,
-            d,
-        )?
-        .rope(cos, sin)?;
-        let v = Self::heads(
-            &layer.projection(Proj::V).forward(x)?,
-            c.num_key_value_heads,
-            d,
-        )?;
+        let q = Self::heads(&layer.projection(Proj::Q).forward(x)?, c.num_attention_heads, d)?.rope(cos, sin)?;
+        let k = Self::heads(&layer.projection(Proj::K).forward(x)?, c.num_key_value_heads, d)?.rope(cos, sin)?;
+        let v = Self::heads(&layer.projection(Proj::V).forward(x)?, c.num_key_value_heads, d)?;
         let (k, v) = match cache {
             Some((cache, i)) => cache.append(i, k, v)?,
             None => (k, v),
@@ -233,9 +176,7 @@ impl LlamaModel {
         } else {
             Var::constant(q.tensor().causal_attention(k.tensor(), v.tensor(), scale)?)
         };
-        let out = out
-            .transpose(1usize, 2usize)?
-            .reshape(&[b, t, c.num_attention_heads * d])?;
+        let out = out.transpose(1usize, 2usize)?.reshape(&[b, t, c.num_attention_heads * d])?;
         layer.projection(Proj::O).forward(&out)
     }
 

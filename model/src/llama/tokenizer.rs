@@ -16,10 +16,7 @@ use serde_json::Value;
 use crate::{Error, Result};
 
 fn tok_err(msg: impl Into<String>) -> Error {
-    Error::Config {
-        layer: "tokenizer".into(),
-        msg: msg.into(),
-    }
+    Error::Config { layer: "tokenizer".into(), msg: msg.into() }
 }
 
 /// The Alpaca prompt (everything up to and including `### Response:\n`), with or without an
@@ -68,13 +65,9 @@ fn special_token(cfg: &serde_json::Map<String, Value>, key: &str) -> Result<Opti
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(Value::Object(o)) => match o.get("content") {
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            _ => Err(tok_err(format!(
-                "tokenizer_config.json: {key:?} is an object without a string \"content\""
-            ))),
+            _ => Err(tok_err(format!("tokenizer_config.json: {key:?} is an object without a string \"content\""))),
         },
-        Some(v) => Err(tok_err(format!(
-            "tokenizer_config.json: {key:?} must be a string or an object, found {v}"
-        ))),
+        Some(v) => Err(tok_err(format!("tokenizer_config.json: {key:?} must be a string or an object, found {v}"))),
     }
 }
 
@@ -82,9 +75,7 @@ fn flag(cfg: &serde_json::Map<String, Value>, key: &str) -> Result<Option<bool>>
     match cfg.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(v) => Err(tok_err(format!(
-            "tokenizer_config.json: {key:?} must be a boolean, found {v}"
-        ))),
+        Some(v) => Err(tok_err(format!("tokenizer_config.json: {key:?} must be a boolean, found {v}"))),
     }
 }
 
@@ -93,23 +84,16 @@ impl LlamaTokenizer {
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref();
         let cfg = dir.join("tokenizer_config.json");
-        Self::from_files(
-            &dir.join("tokenizer.json"),
-            cfg.exists().then_some(cfg.as_path()),
-        )
+        Self::from_files(&dir.join("tokenizer.json"), cfg.exists().then_some(cfg.as_path()))
     }
 
     pub fn from_files(tokenizer_json: &Path, tokenizer_config: Option<&Path>) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(tokenizer_json)
-            .map_err(|e| tok_err(format!("{}: {e}", tokenizer_json.display())))?;
+        let inner = tokenizers::Tokenizer::from_file(tokenizer_json).map_err(|e| tok_err(format!("{}: {e}", tokenizer_json.display())))?;
         let cfg = match tokenizer_config {
             None => serde_json::Map::new(),
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| tok_err(format!("{}: {e}", p.display())))?;
-                match serde_json::from_str(&text)
-                    .map_err(|e| tok_err(format!("{}: {e}", p.display())))?
-                {
+                let text = std::fs::read_to_string(p).map_err(|e| tok_err(format!("{}: {e}", p.display())))?;
+                match serde_json::from_str(&text).map_err(|e| tok_err(format!("{}: {e}", p.display())))? {
                     Value::Object(o) => o,
                     _ => return Err(tok_err(format!("{}: expected a JSON object", p.display()))),
                 }
@@ -118,33 +102,20 @@ impl LlamaTokenizer {
         let id_of = |key: &str| -> Result<Option<u32>> {
             match special_token(&cfg, key)? {
                 None => Ok(None),
-                Some(t) => inner.token_to_id(&t).map(Some).ok_or_else(|| {
-                    tok_err(format!(
-                        "tokenizer_config.json: {key} {t:?} is not in the vocabulary"
-                    ))
-                }),
+                Some(t) => inner
+                    .token_to_id(&t)
+                    .map(Some)
+                    .ok_or_else(|| tok_err(format!("tokenizer_config.json: {key} {t:?} is not in the vocabulary"))),
             }
         };
         let (bos_token_id, eos_token_id) = (id_of("bos_token")?, id_of("eos_token")?);
-        let (add_bos_token, add_eos_token) =
-            (flag(&cfg, "add_bos_token")?, flag(&cfg, "add_eos_token")?);
-        for (name, on, id) in [
-            ("add_bos_token", add_bos_token, bos_token_id),
-            ("add_eos_token", add_eos_token, eos_token_id),
-        ] {
+        let (add_bos_token, add_eos_token) = (flag(&cfg, "add_bos_token")?, flag(&cfg, "add_eos_token")?);
+        for (name, on, id) in [("add_bos_token", add_bos_token, bos_token_id), ("add_eos_token", add_eos_token, eos_token_id)] {
             if on == Some(true) && id.is_none() {
-                return Err(tok_err(format!(
-                    "tokenizer_config.json: {name} is true but its token is not set"
-                )));
+                return Err(tok_err(format!("tokenizer_config.json: {name} is true but its token is not set")));
             }
         }
-        Ok(Self {
-            inner,
-            bos_token_id,
-            eos_token_id,
-            add_bos_token,
-            add_eos_token,
-        })
+        Ok(Self { inner, bos_token_id, eos_token_id, add_bos_token, add_eos_token })
     }
 
     /// Tokens including added ones.
@@ -157,12 +128,7 @@ impl LlamaTokenizer {
     }
 
     fn raw(&self, text: &str, special: bool) -> Result<Vec<u32>> {
-        Ok(self
-            .inner
-            .encode(text, special)
-            .map_err(|e| tok_err(format!("encoding: {e}")))?
-            .get_ids()
-            .to_vec())
+        Ok(self.inner.encode(text, special).map_err(|e| tok_err(format!("encoding: {e}")))?.get_ids().to_vec())
     }
 
     /// Token ids of `text`; with `add_special_tokens`, BOS/EOS as described in the module docs.
@@ -193,25 +159,16 @@ impl LlamaTokenizer {
 
     /// The text of `ids` (special tokens dropped with `skip_special_tokens`).
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        self.inner
-            .decode(ids, skip_special_tokens)
-            .map_err(|e| tok_err(format!("decoding: {e}")))
+        self.inner.decode(ids, skip_special_tokens).map_err(|e| tok_err(format!("decoding: {e}")))
     }
 
     /// A training example in the method's format: the Alpaca prompt and the answer, followed
     /// by EOS, with BOS as `encode` adds it. Returns the ids and how many of them are prompt.
-    pub fn encode_alpaca(
-        &self,
-        instruction: &str,
-        input: Option<&str>,
-        answer: &str,
-    ) -> Result<(Vec<u32>, usize)> {
+    pub fn encode_alpaca(&self, instruction: &str, input: Option<&str>, answer: &str) -> Result<(Vec<u32>, usize)> {
         let prompt = alpaca_prompt(instruction, input);
         let prompt_len = self.encode(&prompt, true)?.len();
         let mut ids = self.encode(&format!("{prompt}{answer}"), true)?;
-        let eos = self
-            .eos_token_id
-            .ok_or_else(|| tok_err("an Alpaca example ends with EOS, but eos_token is not set"))?;
+        let eos = self.eos_token_id.ok_or_else(|| tok_err("an Alpaca example ends with EOS, but eos_token is not set"))?;
         if ids.last() != Some(&eos) {
             ids.push(eos);
         }
@@ -233,21 +190,14 @@ impl<'a> TextStream<'a> {
     /// `context`: ids already shown (the prompt), so the first piece has its leading space.
     pub fn new(tok: &'a LlamaTokenizer, context: &[u32]) -> Result<Self> {
         let emitted = tok.decode(context, true)?.len();
-        Ok(Self {
-            tok,
-            ids: context.to_vec(),
-            emitted,
-        })
+        Ok(Self { tok, ids: context.to_vec(), emitted })
     }
 
     /// The new text after `id` (possibly empty).
     pub fn push(&mut self, id: u32) -> Result<String> {
         self.ids.push(id);
         let text = self.tok.decode(&self.ids, true)?;
-        if text.ends_with('\u{FFFD}')
-            || text.len() < self.emitted
-            || !text.is_char_boundary(self.emitted)
-        {
+        if text.ends_with('\u{FFFD}') || text.len() < self.emitted || !text.is_char_boundary(self.emitted) {
             return Ok(String::new());
         }
         let piece = text[self.emitted..].to_string();

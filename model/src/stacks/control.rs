@@ -58,12 +58,7 @@ pub struct StackOptions {
 
 impl Default for StackOptions {
     fn default() -> Self {
-        Self {
-            truncate_frozen_grad: false,
-            frozen_noise: false,
-            aux: AuxReduction::Mean,
-            monitor_leakage: false,
-        }
+        Self { truncate_frozen_grad: false, frozen_noise: false, aux: AuxReduction::Mean, monitor_leakage: false }
     }
 }
 
@@ -94,12 +89,7 @@ impl Default for StackControl {
     fn default() -> Self {
         Self {
             state: Mutex::new(State {
-                settings: Settings {
-                    training: None,
-                    selection: FrozenSelection::All,
-                    options: StackOptions::default(),
-                    capture: false,
-                },
+                settings: Settings { training: None, selection: FrozenSelection::All, options: StackOptions::default(), capture: false },
                 aux: Vec::new(),
                 max_leakage: 0.0,
             }),
@@ -126,6 +116,11 @@ impl StackControl {
     /// Evaluation mode: deterministic gates, no projection, no aux losses.
     pub fn set_eval(&self) {
         self.lock().settings.training = None;
+    }
+
+    /// `Some((seed, step))` in training mode.
+    pub fn training_state(&self) -> Option<(u64, u64)> {
+        self.lock().settings.training
     }
 
     pub fn is_training(&self) -> bool {

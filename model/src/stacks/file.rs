@@ -34,51 +34,25 @@ pub struct StackFileInfo {
 }
 
 fn file_err(path: &Path, msg: impl Into<String>) -> Error {
-    Error::Checkpoint {
-        path: path.to_path_buf(),
-        msg: msg.into(),
-    }
+    Error::Checkpoint { path: path.to_path_buf(), msg: msg.into() }
 }
 
 /// Reads and checks a stack file's metadata.
 pub fn read_info(st: &SafeTensors) -> Result<StackFileInfo> {
     let path = st.path();
     let meta = st.metadata();
-    let get = |k: &str| {
-        meta.get(k)
-            .ok_or_else(|| file_err(path, format!("metadata key {k:?} is missing")))
-    };
+    let get = |k: &str| meta.get(k).ok_or_else(|| file_err(path, format!("metadata key {k:?} is missing")));
     if get("format")? != FORMAT {
-        return Err(file_err(
-            path,
-            format!("metadata format is {:?}, not {FORMAT:?}", meta["format"]),
-        ));
+        return Err(file_err(path, format!("metadata format is {:?}, not {FORMAT:?}", meta["format"])));
     }
     if get("version")? != VERSION {
-        return Err(file_err(
-            path,
-            format!(
-                "stack file version {:?}; this build reads {VERSION:?}",
-                meta["version"]
-            ),
-        ));
+        return Err(file_err(path, format!("stack file version {:?}; this build reads {VERSION:?}", meta["version"])));
     }
-    let num = |k: &str| -> Result<usize> {
-        get(k)?
-            .parse()
-            .map_err(|e| file_err(path, format!("metadata {k:?}: {e}")))
-    };
-    let alpha: f64 = get("alpha")?
-        .parse()
-        .map_err(|e| file_err(path, format!("metadata \"alpha\": {e}")))?;
+    let num = |k: &str| -> Result<usize> { get(k)?.parse().map_err(|e| file_err(path, format!("metadata {k:?}: {e}"))) };
+    let alpha: f64 = get("alpha")?.parse().map_err(|e| file_err(path, format!("metadata \"alpha\": {e}")))?;
     Ok(StackFileInfo {
         id: StackId::new(get("domain")?.clone(), num("round")? as u32),
-        config: MoeLoraConfig {
-            experts: num("experts")?,
-            top_k: num("top_k")?,
-            rank: num("rank")?,
-            alpha,
-        },
+        config: MoeLoraConfig { experts: num("experts")?, top_k: num("top_k")?, rank: num("rank")?, alpha },
     })
 }
 
@@ -89,35 +63,21 @@ impl StackSet {
         let mut config = None;
         for m in self.modules() {
             let st = m.lock();
-            let f = st
-                .frozen
-                .iter()
-                .find(|f| &f.id == id)
-                .ok_or_else(|| file_err(path, format!("no frozen stack {id} to save")))?;
+            let f = st.frozen.iter().find(|f| &f.id == id).ok_or_else(|| file_err(path, format!("no frozen stack {id} to save")))?;
             let s = &f.stack;
             let base = m.path();
             for e in 0..s.config.experts {
                 tensors.push(TensorToWrite::from_tensor(
                     format!("{base}.experts.{e}.lora_A.weight"),
-                    &s.a.tensor()
-                        .narrow(0usize, e, 1)?
-                        .reshape(&s.a.shape()[1..])?,
+                    &s.a.tensor().narrow(0usize, e, 1)?.reshape(&s.a.shape()[1..])?,
                 )?);
                 tensors.push(TensorToWrite::from_tensor(
                     format!("{base}.experts.{e}.lora_B.weight"),
-                    &s.b.tensor()
-                        .narrow(0usize, e, 1)?
-                        .reshape(&s.b.shape()[1..])?,
+                    &s.b.tensor().narrow(0usize, e, 1)?.reshape(&s.b.shape()[1..])?,
                 )?);
             }
-            tensors.push(TensorToWrite::from_tensor(
-                format!("{base}.router.weight"),
-                s.w_router.tensor(),
-            )?);
-            tensors.push(TensorToWrite::from_tensor(
-                format!("{base}.noise.weight"),
-                s.w_noise.tensor(),
-            )?);
+            tensors.push(TensorToWrite::from_tensor(format!("{base}.router.weight"), s.w_router.tensor())?);
+            tensors.push(TensorToWrite::from_tensor(format!("{base}.noise.weight"), s.w_noise.tensor())?);
             config.get_or_insert_with(|| s.config.clone());
         }
         let c = config.ok_or_else(|| file_err(path, "the stack set has no modules"))?;
@@ -142,10 +102,7 @@ impl StackSet {
         let st = SafeTensors::open(path)?;
         let info = read_info(&st)?;
         if self.frozen_ids().contains(&info.id) {
-            return Err(file_err(
-                path,
-                format!("stack {} is already loaded", info.id),
-            ));
+            return Err(file_err(path, format!("stack {} is already loaded", info.id)));
         }
         let c = &info.config;
         let dtype = self.compute_dtype();
@@ -154,17 +111,9 @@ impl StackSet {
         for m in self.modules() {
             let base = m.path();
             let mut read = |name: String, shape: &[usize]| -> Result<Tensor> {
-                let e = st
-                    .entry(&name)
-                    .map_err(|_| file_err(path, format!("missing tensor {name:?}")))?;
+                let e = st.entry(&name).map_err(|_| file_err(path, format!("missing tensor {name:?}")))?;
                 if e.shape != shape {
-                    return Err(file_err(
-                        path,
-                        format!(
-                            "tensor {name:?} has shape {:?}, expected {shape:?}",
-                            e.shape
-                        ),
-                    ));
+                    return Err(file_err(path, format!("tensor {name:?} has shape {:?}, expected {shape:?}", e.shape)));
                 }
                 used += 1;
                 Ok(st.tensor_as(&name, dtype)?)
@@ -172,14 +121,8 @@ impl StackSet {
             let mut a = Vec::with_capacity(c.experts);
             let mut b = Vec::with_capacity(c.experts);
             for e in 0..c.experts {
-                a.push(read(
-                    format!("{base}.experts.{e}.lora_A.weight"),
-                    &[c.rank, m.d_in],
-                )?);
-                b.push(read(
-                    format!("{base}.experts.{e}.lora_B.weight"),
-                    &[m.d_out, c.rank],
-                )?);
+                a.push(read(format!("{base}.experts.{e}.lora_A.weight"), &[c.rank, m.d_in])?);
+                b.push(read(format!("{base}.experts.{e}.lora_B.weight"), &[m.d_out, c.rank])?);
             }
             let w_router = read(format!("{base}.router.weight"), &[c.experts, m.d_in])?;
             let w_noise = read(format!("{base}.noise.weight"), &[c.experts, m.d_in])?;
@@ -196,23 +139,9 @@ impl StackSet {
             });
         }
         if used != st.entries().len() {
-            let extra: Vec<&str> = st
-                .names()
-                .filter(|n| {
-                    !self
-                        .modules()
-                        .iter()
-                        .any(|m| n.starts_with(&format!("{}.", m.path())))
-                })
-                .take(3)
-                .collect();
-            return Err(file_err(
-                path,
-                format!(
-                    "{} tensors this model does not wrap (e.g. {extra:?})",
-                    st.entries().len() - used
-                ),
-            ));
+            let extra: Vec<&str> =
+                st.names().filter(|n| !self.modules().iter().any(|m| n.starts_with(&format!("{}.", m.path())))).take(3).collect();
+            return Err(file_err(path, format!("{} tensors this model does not wrap (e.g. {extra:?})", st.entries().len() - used)));
         }
         for (m, stack) in self.modules().iter().zip(stacks) {
             let mut guard = m.lock();

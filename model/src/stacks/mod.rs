@@ -61,10 +61,7 @@ pub struct StackId {
 
 impl StackId {
     pub fn new(domain: impl Into<String>, round: u32) -> Self {
-        Self {
-            domain: domain.into(),
-            round,
-        }
+        Self { domain: domain.into(), round }
     }
 }
 

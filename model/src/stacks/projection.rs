@@ -66,10 +66,7 @@ fn pooled_rows(delta: &Tensor) -> Result<Vec<f64>> {
         3 => delta.mean(&[1usize], false)?,
         2 => delta.mean(&[0usize], false)?,
         r => {
-            return Err(Error::Config {
-                layer: "stacks".into(),
-                msg: format!("cannot capture a rank-{r} delta"),
-            });
+            return Err(Error::Config { layer: "stacks".into(), msg: format!("cannot capture a rank-{r} delta") });
         }
     };
     Ok(pooled.to_vec_f64()?)
@@ -82,22 +79,16 @@ impl StackedProjection {
         let training = settings.training;
         let mut total: Option<Var> = None;
 
-        let x_frozen = if settings.options.truncate_frozen_grad {
-            x.detach()
-        } else {
-            x.clone()
-        };
+        let x_frozen = if settings.options.truncate_frozen_grad { x.detach() } else { x.clone() };
         let mut captured: Vec<(String, Tensor)> = Vec::new();
         for (slot, f) in st.frozen.iter().enumerate() {
             let Some(weight) = settings.selection.weight(&f.id.domain) else {
                 continue;
             };
             let noise = match training {
-                Some((seed, step)) if settings.options.frozen_noise => Some(GateNoise {
-                    seed,
-                    step,
-                    layer: self.module + self.modules * (slot as u32 + 1),
-                }),
+                Some((seed, step)) if settings.options.frozen_noise => {
+                    Some(GateNoise { seed, step, layer: self.module + self.modules * (slot as u32 + 1) })
+                }
                 _ => None,
             };
             let mut d = f.stack.forward(&x_frozen, noise)?.delta;
@@ -119,11 +110,7 @@ impl StackedProjection {
 
         if let Some(active) = &st.active {
             let stack = active.cast(self.compute_dtype)?;
-            let noise = training.map(|(seed, step)| GateNoise {
-                seed,
-                step,
-                layer: self.module,
-            });
+            let noise = training.map(|(seed, step)| GateNoise { seed, step, layer: self.module });
             let out = stack.forward(x, noise)?;
             let mut d = out.delta;
             if training.is_some() {
@@ -153,11 +140,7 @@ impl ProjectionAdapter for StackedProjection {
                 if let Some(last) = shape.last_mut() {
                     *last = self.d_out;
                 }
-                Ok(Var::constant(Tensor::zeros(
-                    &shape,
-                    x.dtype(),
-                    &Device::Cpu,
-                )?))
+                Ok(Var::constant(Tensor::zeros(&shape, x.dtype(), &Device::Cpu)?))
             }
         }
     }

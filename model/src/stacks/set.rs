@@ -61,10 +61,7 @@ pub struct StackSet {
 }
 
 fn invalid(msg: impl Into<String>) -> Error {
-    Error::Config {
-        layer: "stacks".into(),
-        msg: msg.into(),
-    }
+    Error::Config { layer: "stacks".into(), msg: msg.into() }
 }
 
 impl StackSet {
@@ -94,26 +91,12 @@ impl StackSet {
                 };
                 if let Some(previous) = model.set_adapter(layer, proj, Some(Box::new(adapter)))? {
                     model.set_adapter(layer, proj, Some(previous))?;
-                    return Err(invalid(format!(
-                        "model.layers.{layer}.{} already has an adapter",
-                        proj.module()
-                    )));
+                    return Err(invalid(format!("model.layers.{layer}.{} already has an adapter", proj.module())));
                 }
-                modules.push(StackedModule {
-                    layer,
-                    proj,
-                    d_in,
-                    d_out,
-                    state,
-                });
+                modules.push(StackedModule { layer, proj, d_in, d_out, state });
             }
         }
-        Ok(Self {
-            control,
-            modules,
-            compute_dtype: model.dtype,
-            domain_order: Mutex::new(Vec::new()),
-        })
+        Ok(Self { control, modules, compute_dtype: model.dtype, domain_order: Mutex::new(Vec::new()) })
     }
 
     pub fn control(&self) -> &StackControl {
@@ -130,11 +113,7 @@ impl StackSet {
 
     /// The dtype of the active stack's master weights: f32, or f64 when the model computes in f64.
     pub fn master_dtype(&self) -> DType {
-        if self.compute_dtype == DType::F64 {
-            DType::F64
-        } else {
-            DType::F32
-        }
+        if self.compute_dtype == DType::F64 { DType::F64 } else { DType::F32 }
     }
 
     /// Declares the run's domain order (curriculum). Frozen stacks of listed domains are summed
@@ -146,41 +125,25 @@ impl StackSet {
             for f in &mut st.frozen {
                 f.order = self.order_of(&f.id);
             }
-            st.frozen
-                .sort_by(|a, b| (a.order, &a.id).cmp(&(b.order, &b.id)));
+            st.frozen.sort_by(|a, b| (a.order, &a.id).cmp(&(b.order, &b.id)));
         }
     }
 
     fn order_of(&self, id: &StackId) -> (usize, u32) {
         let order = self.domain_order.lock().unwrap_or_else(|p| p.into_inner());
-        (
-            order
-                .iter()
-                .position(|d| *d == id.domain)
-                .unwrap_or(usize::MAX),
-            id.round,
-        )
+        (order.iter().position(|d| *d == id.domain).unwrap_or(usize::MAX), id.round)
     }
 
     /// A fresh active stack at every module: parameters are leaves of `tape` in the master
     /// dtype, drawn from one Philox stream of `seed` in module order (A Kaiming-uniform, B zero).
     pub fn add_active(&self, tape: &Tape, cfg: &MoeLoraConfig, seed: u64) -> Result<()> {
         if self.has_active() {
-            return Err(invalid(
-                "an active stack already exists; freeze or discard it first",
-            ));
+            return Err(invalid("an active stack already exists; freeze or discard it first"));
         }
         let mut rng = Rng::new(seed);
         let mut fresh = Vec::with_capacity(self.modules.len());
         for m in &self.modules {
-            fresh.push(MoeLora::new(
-                tape,
-                m.d_in,
-                m.d_out,
-                cfg,
-                &mut rng,
-                self.master_dtype(),
-            )?);
+            fresh.push(MoeLora::new(tape, m.d_in, m.d_out, cfg, &mut rng, self.master_dtype())?);
         }
         for (m, stack) in self.modules.iter().zip(fresh) {
             m.lock().active = Some(stack);
@@ -195,53 +158,28 @@ impl StackSet {
     /// The active stack's parameters (A, B, router, noise per module, in module order). They
     /// share identity with the stored ones, so gradients from a backward can be looked up.
     pub fn active_params(&self) -> Vec<Var> {
-        self.modules
-            .iter()
-            .flat_map(|m| {
-                m.lock()
-                    .active
-                    .as_ref()
-                    .map(|s| s.params().map(Var::clone))
-                    .into_iter()
-                    .flatten()
-            })
-            .collect()
+        self.modules.iter().flat_map(|m| m.lock().active.as_ref().map(|s| s.params().map(Var::clone)).into_iter().flatten()).collect()
     }
 
     /// Runs `f` on mutable references to the active parameters (same order as `active_params`),
     /// for an optimizer step.
     pub fn update_active<R>(&self, f: impl FnOnce(&mut [&mut Var]) -> R) -> R {
-        let mut guards: Vec<MutexGuard<'_, ProjectionStacks>> =
-            self.modules.iter().map(StackedModule::lock).collect();
-        let mut params: Vec<&mut Var> = guards
-            .iter_mut()
-            .flat_map(|g| {
-                g.active
-                    .as_mut()
-                    .map(|s| s.params_mut())
-                    .into_iter()
-                    .flatten()
-            })
-            .collect();
+        let mut guards: Vec<MutexGuard<'_, ProjectionStacks>> = self.modules.iter().map(StackedModule::lock).collect();
+        let mut params: Vec<&mut Var> =
+            guards.iter_mut().flat_map(|g| g.active.as_mut().map(|s| s.params_mut()).into_iter().flatten()).collect();
         f(&mut params)
     }
 
     /// Trainable parameters of the active stack (0 without one).
     pub fn active_param_count(&self) -> usize {
-        self.modules
-            .iter()
-            .map(|m| m.lock().active.as_ref().map_or(0, MoeLora::param_count))
-            .sum()
+        self.modules.iter().map(|m| m.lock().active.as_ref().map_or(0, MoeLora::param_count)).sum()
     }
 
     pub fn snapshot_active(&self) -> Result<ActiveSnapshot> {
         let mut out = Vec::with_capacity(self.modules.len());
         for m in &self.modules {
             let st = m.lock();
-            let s = st
-                .active
-                .as_ref()
-                .ok_or_else(|| invalid("no active stack to snapshot"))?;
+            let s = st.active.as_ref().ok_or_else(|| invalid("no active stack to snapshot"))?;
             out.push(s.params().map(|p| p.tensor().clone()));
         }
         Ok(ActiveSnapshot(out))
@@ -250,18 +188,11 @@ impl StackSet {
     /// Puts a snapshot's values back into the active stack (same parameter identities).
     pub fn restore_active(&self, snap: &ActiveSnapshot) -> Result<()> {
         if snap.0.len() != self.modules.len() {
-            return Err(invalid(format!(
-                "snapshot of {} modules, the set has {}",
-                snap.0.len(),
-                self.modules.len()
-            )));
+            return Err(invalid(format!("snapshot of {} modules, the set has {}", snap.0.len(), self.modules.len())));
         }
         for (m, values) in self.modules.iter().zip(&snap.0) {
             let mut st = m.lock();
-            let s = st
-                .active
-                .as_mut()
-                .ok_or_else(|| invalid("no active stack to restore"))?;
+            let s = st.active.as_mut().ok_or_else(|| invalid("no active stack to restore"))?;
             for (p, v) in s.params_mut().into_iter().zip(values) {
                 p.replace_value(v.clone())?;
             }
@@ -285,10 +216,7 @@ impl StackSet {
         let mut frozen = Vec::with_capacity(self.modules.len());
         for m in &self.modules {
             let st = m.lock();
-            let s = st
-                .active
-                .as_ref()
-                .ok_or_else(|| invalid("no active stack to freeze"))?;
+            let s = st.active.as_ref().ok_or_else(|| invalid("no active stack to freeze"))?;
             frozen.push(s.frozen(self.compute_dtype)?);
         }
         for (m, stack) in self.modules.iter().zip(frozen) {
@@ -301,18 +229,13 @@ impl StackSet {
 
     pub(crate) fn insert_frozen(&self, st: &mut ProjectionStacks, id: StackId, stack: MoeLora) {
         let order = self.order_of(&id);
-        let at = st
-            .frozen
-            .partition_point(|f| (f.order, &f.id) < (order, &id));
+        let at = st.frozen.partition_point(|f| (f.order, &f.id) < (order, &id));
         st.frozen.insert(at, FrozenStack { id, order, stack });
     }
 
     /// The frozen stacks' ids, in summation order.
     pub fn frozen_ids(&self) -> Vec<StackId> {
-        self.modules
-            .first()
-            .map(|m| m.lock().frozen.iter().map(|f| f.id.clone()).collect())
-            .unwrap_or_default()
+        self.modules.first().map(|m| m.lock().frozen.iter().map(|f| f.id.clone()).collect()).unwrap_or_default()
     }
 
     /// Removes every frozen stack of `domain` (an unload); returns how many rounds went.
@@ -344,22 +267,13 @@ impl StackSet {
     /// Builds each module's projector from the captured rows (randomized SVD with `k` directions
     /// per part, Philox `seed` + module index) and installs it; clears the captures. Returns the
     /// rank of each module's projector, in module order.
-    pub fn compute_null_spaces(
-        &self,
-        k: usize,
-        seed: u64,
-        mode: NullSpaceMode,
-        dup_tol: f64,
-    ) -> Result<Vec<usize>> {
+    pub fn compute_null_spaces(&self, k: usize, seed: u64, mode: NullSpaceMode, dup_tol: f64) -> Result<Vec<usize>> {
         let mut ranks = Vec::with_capacity(self.modules.len());
         for (i, m) in self.modules.iter().enumerate() {
             let mut st = m.lock();
             let captured = std::mem::take(&mut st.captured);
             if captured.is_empty() {
-                return Err(invalid(format!(
-                    "{}: nothing captured (no frozen stack, or no sequence seen)",
-                    m.path()
-                )));
+                return Err(invalid(format!("{}: nothing captured (no frozen stack, or no sequence seen)", m.path())));
             }
             let seed = seed.wrapping_add(i as u64);
             let d = m.d_out;
@@ -370,16 +284,9 @@ impl StackSet {
                     for rows in captured.into_values() {
                         sum = Some(match sum {
                             None => rows,
-                            Some(s) if s.len() == rows.len() => {
-                                s.iter().zip(&rows).map(|(a, b)| a + b).collect()
-                            }
+                            Some(s) if s.len() == rows.len() => s.iter().zip(&rows).map(|(a, b)| a + b).collect(),
                             Some(s) => {
-                                return Err(invalid(format!(
-                                    "{}: domains captured {} and {} values",
-                                    m.path(),
-                                    s.len(),
-                                    rows.len()
-                                )));
+                                return Err(invalid(format!("{}: domains captured {} and {} values", m.path(), s.len(), rows.len())));
                             }
                         });
                     }
@@ -388,9 +295,7 @@ impl StackSet {
             };
             let spaces = parts
                 .iter()
-                .map(|rows| {
-                    NullSpace::from_samples(rows, rows.len() / d, d, k, seed, self.compute_dtype)
-                })
+                .map(|rows| NullSpace::from_samples(rows, rows.len() / d, d, k, seed, self.compute_dtype))
                 .collect::<Result<Vec<_>>>()?;
             let ns = if spaces.len() == 1 {
                 spaces.into_iter().next().expect("one part")
@@ -406,22 +311,13 @@ impl StackSet {
     /// Installs projectors directly (one per module, `None` for none), e.g. loaded from files.
     pub fn set_null_spaces(&self, spaces: Vec<Option<NullSpace>>) -> Result<()> {
         if spaces.len() != self.modules.len() {
-            return Err(invalid(format!(
-                "{} projectors for {} modules",
-                spaces.len(),
-                self.modules.len()
-            )));
+            return Err(invalid(format!("{} projectors for {} modules", spaces.len(), self.modules.len())));
         }
         for (m, ns) in self.modules.iter().zip(spaces) {
             if let Some(ns) = &ns
                 && ns.dim() != m.d_out
             {
-                return Err(invalid(format!(
-                    "{}: projector of dim {} for d_out {}",
-                    m.path(),
-                    ns.dim(),
-                    m.d_out
-                )));
+                return Err(invalid(format!("{}: projector of dim {} for d_out {}", m.path(), ns.dim(), m.d_out)));
             }
             m.lock().null_space = ns;
         }
@@ -438,10 +334,7 @@ impl StackSet {
 
     /// Each module's projector rank (0 without one), in module order.
     pub fn null_space_ranks(&self) -> Vec<usize> {
-        self.modules
-            .iter()
-            .map(|m| m.lock().null_space.as_ref().map_or(0, NullSpace::rank))
-            .collect()
+        self.modules.iter().map(|m| m.lock().null_space.as_ref().map_or(0, NullSpace::rank)).collect()
     }
 
     /// `persist_projection`: B_e <- (I - V Vᵀ) B_e for every expert of the active stack at every
@@ -449,9 +342,7 @@ impl StackSet {
     pub fn project_active_b(&self) -> Result<()> {
         for m in &self.modules {
             let mut st = m.lock();
-            let ProjectionStacks {
-                active, null_space, ..
-            } = &mut *st;
+            let ProjectionStacks { active, null_space, .. } = &mut *st;
             let (Some(active), Some(ns)) = (active.as_mut(), null_space.as_ref()) else {
                 continue;
             };
@@ -462,10 +353,7 @@ impl StackSet {
             let [e, r, d] = [bt.shape()[0], bt.shape()[1], bt.shape()[2]];
             let flat = bt.reshape(&[e * r, d])?;
             let projected = flat.sub(&flat.matmul(&v)?.matmul(&v.t()?)?)?;
-            let new_b = projected
-                .reshape(&[e, r, d])?
-                .permute(&[0, 2, 1])?
-                .contiguous()?;
+            let new_b = projected.reshape(&[e, r, d])?.permute(&[0, 2, 1])?.contiguous()?;
             active.b.replace_value(new_b)?;
         }
         Ok(())
