@@ -410,6 +410,38 @@ mod tests {
     }
 
     #[test]
+    fn every_listed_marker_is_removed() {
+        let required = [
+            "<|im_start|>",
+            "<|im_end|>",
+            "<start_of_turn>",
+            "<end_of_turn>",
+            "[INST]",
+            "[/INST]",
+            "<s>",
+            "</s>",
+            "<|eot_id|>",
+            "<|start_header_id|>",
+            "<|end_header_id|>",
+            "<|begin_of_text|>",
+            "<|endoftext|>",
+            "<|user|>",
+            "<|assistant|>",
+            "<|system|>",
+            "<<SYS>>",
+            "<</SYS>>",
+            "<bos>",
+            "<eos>",
+        ];
+        for t in required {
+            assert!(CHAT_TEMPLATE_TOKENS.contains(&t), "{t} missing from the list");
+        }
+        for t in CHAT_TEMPLATE_TOKENS {
+            assert_eq!(strip_chat_tokens(&format!("a{t}b{t}{t}c")), "abc", "{t}");
+        }
+    }
+
+    #[test]
     fn responses_are_cut_on_char_boundaries() {
         let long: String = "é".repeat(2500);
         let line = serde_json::json!({"instruction": "x", "output": long}).to_string();
