@@ -1,9 +1,11 @@
 //! brainstacks-train: optimizers, training loops and the `brainstacks` command-line tool.
 
+pub mod data;
 pub mod demo;
 mod error;
 pub mod llama_cli;
 pub mod optim;
 pub mod quantize_cli;
+pub mod schedule;
 
 pub use error::{Error, Result};
