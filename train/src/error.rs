@@ -12,4 +12,7 @@ pub enum Error {
     Tensor(#[from] brainstacks_tensor::Error),
     #[error("{what}: {msg}")]
     Invalid { what: String, msg: String },
+    /// The run was asked to stop (Ctrl-C); everything up to the last completed round is saved.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
 }

@@ -1,5 +1,6 @@
 //! brainstacks-train: optimizers, training loops and the `brainstacks` command-line tool.
 
+pub mod boost;
 pub mod data;
 pub mod demo;
 mod error;
@@ -7,5 +8,6 @@ pub mod llama_cli;
 pub mod optim;
 pub mod quantize_cli;
 pub mod schedule;
+pub mod train_cli;
 
 pub use error::{Error, Result};

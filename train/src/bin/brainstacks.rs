@@ -87,6 +87,13 @@ enum Command {
         #[arg(long, default_value = "f32")]
         dtype: String,
     },
+    /// Trains Brainstacks stacks as `run.json` describes: domains in curriculum order, residual
+    /// boosting rounds, null-space projection; resumes a stopped run from its manifest.
+    Train {
+        /// The run config (JSON; see `brainstacks_train::boost::config`).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Writes the logits [T, vocab] (f32, key `logits`) of one sequence of token ids.
     Logits {
         #[arg(long)]
@@ -125,33 +132,26 @@ fn main() -> anyhow::Result<()> {
         Command::Demo { steps, hidden, points_per_class, lr, seed, log_every } => {
             anyhow::ensure!(steps > 0 && hidden > 0 && points_per_class > 0, "--steps, --hidden and --points-per-class must be positive");
             let cfg = DemoConfig { points_per_class, hidden, steps, lr, seed, log_every };
-            println!(
-                "two-spirals MLP: {} points, 2 -> {hidden} -> 2, AdamW lr {lr}, {steps} steps, seed {seed}",
-                2 * points_per_class
-            );
+            println!("two-spirals MLP: {} points, 2 -> {hidden} -> 2, AdamW lr {lr}, {steps} steps, seed {seed}", 2 * points_per_class);
             let start = std::time::Instant::now();
             let logs = run(&cfg, |l| println!("step {:>5}  loss {:.4}  accuracy {:5.1}%", l.step, l.loss, 100.0 * l.accuracy))?;
             let (first, last) = (logs.first().unwrap(), logs.last().unwrap());
-            println!(
-                "loss {:.4} -> {:.4}, accuracy {:.1}% in {:.2?}",
-                first.loss,
-                last.loss,
-                100.0 * last.accuracy,
-                start.elapsed()
-            );
+            println!("loss {:.4} -> {:.4}, accuracy {:.1}% in {:.2?}", first.loss, last.loss, 100.0 * last.accuracy, start.elapsed());
         }
         Command::Quantize { model, out, double_quant, blocksize, max_shard_mib } => {
             let opts = brainstacks_train::quantize_cli::Options { model, out, double_quant, blocksize, max_shard_mib };
             brainstacks_train::quantize_cli::run(&opts)?;
         }
         Command::Generate { model, adapter, prompt, alpaca, max_tokens, temperature, top_p, repetition_penalty, seed, dtype } => {
-            let options =
-                GenerateOptions { max_new_tokens: max_tokens, temperature, top_p, repetition_penalty, seed, eos_token_ids: None };
+            let options = GenerateOptions { max_new_tokens: max_tokens, temperature, top_p, repetition_penalty, seed, eos_token_ids: None };
             let args = llama_cli::GenerateArgs { model, adapter, prompt, alpaca, dtype: llama_cli::parse_dtype(&dtype)?, options };
             let start = std::time::Instant::now();
             let ids = llama_cli::generate(&args, &mut std::io::stdout().lock())?;
             let secs = start.elapsed().as_secs_f64();
             eprintln!("{} tokens in {secs:.2} s ({:.1} tokens/s)", ids.len(), ids.len() as f64 / secs.max(1e-9));
+        }
+        Command::Train { config } => {
+            brainstacks_train::train_cli::train(&config)?;
         }
         Command::Logits { model, adapter, ids, dtype, out } => {
             llama_cli::logits(&model, adapter.as_deref(), &llama_cli::parse_ids(&ids)?, llama_cli::parse_dtype(&dtype)?, &out)?;

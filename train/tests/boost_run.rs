@@ -1,0 +1,194 @@
+//! End-to-end Brainstacks runs on a toy model (byte tokenizer, random base): the inner and outer
+//! loops, null space, prefix reproducibility, resume after a stop, and boosting on a task one
+//! stack cannot fit.
+
+use std::path::{Path, PathBuf};
+
+use brainstacks_train::Error;
+use brainstacks_train::boost::config::{DomainConfig, ModelSource, NullSpaceConfig, RunConfig};
+use brainstacks_train::boost::manifest::Manifest;
+use brainstacks_train::boost::{Quiet, Run, RunObserver};
+
+type R = Result<(), Box<dyn std::error::Error>>;
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("bs-boost-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `n` Alpaca lines of a deterministic toy task.
+fn write_domain(path: &Path, n: usize, task: fn(usize) -> (String, String)) {
+    let lines: Vec<String> = (0..n)
+        .map(|i| {
+            let (q, a) = task(i);
+            serde_json::json!({"instruction": q, "input": "", "output": a}).to_string()
+        })
+        .collect();
+    std::fs::write(path, lines.join("\n")).unwrap();
+}
+
+fn word(i: usize) -> String {
+    let letters = b"abcdefghij";
+    (0..4).map(|j| letters[(i * 7 + j * 3 + i / 5) % 10] as char).collect()
+}
+
+fn upper(i: usize) -> (String, String) {
+    (format!("up {}", word(i)), word(i).to_uppercase())
+}
+
+fn reverse(i: usize) -> (String, String) {
+    (format!("rev {}", word(i)), word(i).chars().rev().collect())
+}
+
+fn config(dir: &Path, rounds: usize) -> RunConfig {
+    write_domain(&dir.join("upper.jsonl"), 80, upper);
+    write_domain(&dir.join("reverse.jsonl"), 80, reverse);
+    let mut cfg: RunConfig = serde_json::from_value(serde_json::json!({
+        "out_dir": dir.join("run"),
+        "model": {"toy": [32, 64, 2, 4, 2], "toy_seed": 1},
+        "domains": [
+            {"name": "upper", "train": dir.join("upper.jsonl")},
+            {"name": "reverse", "train": dir.join("reverse.jsonl")}
+        ],
+    }))
+    .unwrap();
+    cfg.rank = 4;
+    cfg.alpha = 4.0;
+    cfg.lr = 1e-2;
+    cfg.warmup_steps = 2;
+    cfg.micro_batch = 4;
+    cfg.grad_accum = 1;
+    cfg.seq_len = 256; // the Alpaca template alone is ~150 bytes
+    cfg.steps_per_round = 12;
+    cfg.max_rounds = rounds;
+    cfg.eval_every = 4;
+    cfg.eval_samples = 8;
+    cfg.val_fraction = 0.1;
+    cfg.null_space = NullSpaceConfig { k: 4, samples: 8, monitor_leakage: true, ..Default::default() };
+    cfg
+}
+
+/// Everything in a manifest except wall-clock times.
+fn timeless(m: &Manifest) -> Manifest {
+    let mut m = m.clone();
+    for d in &mut m.domains {
+        d.seconds = 0.0;
+        for r in &mut d.rounds {
+            r.seconds = 0.0;
+        }
+    }
+    m
+}
+
+#[test]
+fn a_two_domain_run_records_everything_and_reproduces_prefixes() -> R {
+    let dir = temp_dir("full");
+    let mut cfg = config(&dir, 2);
+    cfg.grad_accum = 2;
+    let mut run = Run::prepare(cfg.clone())?;
+    let m = run.run(&mut Quiet)?.clone();
+    assert_eq!(m.domains.len(), 2);
+    for d in &m.domains {
+        assert!(d.done && d.prefix_logits_fnv.is_some(), "{d:?}");
+        assert!(!d.rounds.is_empty() && d.rounds.len() <= 2);
+        for r in &d.rounds {
+            let file = cfg.out_dir.join(r.file.as_ref().expect("kept"));
+            assert!(file.exists(), "{}", file.display());
+            assert!(r.best_val.is_finite() && r.best_val <= r.val_history[0].1);
+        }
+        // Training lowers the domain's validation loss below the baseline.
+        assert!(d.rounds[0].best_val < d.baseline_val, "{} -> {}", d.baseline_val, d.rounds[0].best_val);
+    }
+    // The first domain has no projector; the second one has one at every module, and the
+    // projected delta stayed orthogonal to it while training.
+    assert!(m.domains[0].projector_ranks.is_empty());
+    assert_eq!(m.domains[1].projector_ranks.len(), 14);
+    assert!(m.domains[1].projector_ranks.iter().all(|&r| r >= 1));
+    for r in &m.domains[1].rounds {
+        let leak = r.max_leakage.expect("monitored");
+        assert!(leak < 1e-5, "leakage {leak}");
+    }
+    assert_eq!(m.forgetting.rows.len(), 2);
+    assert!(m.forgetting.rows.iter().all(|(_, row)| row.len() == 2 && row.iter().all(|v| v.is_finite())));
+    // The first domain's prefix configuration (its own stacks only) gives the same bits after the
+    // second domain trained.
+    assert_eq!(run.verify_prefixes()?, vec![("upper".to_string(), true), ("reverse".to_string(), true)]);
+    assert_eq!(Manifest::load(&cfg.out_dir.join("manifest.json"))?, m);
+    let metrics = std::fs::read_to_string(cfg.out_dir.join("metrics.jsonl"))?;
+    assert!(metrics.lines().any(|l| l.contains("\"event\":\"step\"")));
+
+    // Running again is a no-op resume; a different config in the same directory is refused.
+    let mut again = Run::prepare(cfg.clone())?;
+    assert_eq!(timeless(again.run(&mut Quiet)?), timeless(&m));
+    let mut other = cfg.clone();
+    other.lr = 5e-3;
+    let err = Run::prepare(other).err().expect("config changed");
+    assert!(err.to_string().contains("different config"), "{err}");
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Stops the run after `rounds` rounds.
+struct StopAfter(usize);
+impl RunObserver for StopAfter {
+    fn should_stop(&mut self) -> bool {
+        self.0 = self.0.saturating_sub(1);
+        self.0 == 0
+    }
+}
+
+#[test]
+fn a_stopped_run_resumes_to_the_same_results() -> R {
+    let dir = temp_dir("resume");
+    let cfg = config(&dir, 2);
+    let reference = timeless(Run::prepare(cfg.clone())?.run(&mut Quiet)?);
+    std::fs::remove_dir_all(&cfg.out_dir)?;
+    // Stop after the second round overall: mid-way through (or at the end of) the first domain.
+    let err = Run::prepare(cfg.clone())?.run(&mut StopAfter(2)).expect_err("stopped");
+    assert!(matches!(err, Error::Interrupted(_)), "{err}");
+    let mut resumed = Run::prepare(cfg.clone())?;
+    assert!(!resumed.stacks.frozen_ids().is_empty(), "the saved stacks are loaded back");
+    let m = timeless(resumed.run(&mut Quiet)?);
+    assert_eq!(m, reference);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn boosting_lowers_validation_loss_where_one_stack_cannot_fit() -> R {
+    let dir = temp_dir("boost");
+    let mut cfg = config(&dir, 3);
+    cfg.domains.truncate(1);
+    // One rank-1 expert per module and few steps: a single round underfits.
+    cfg.experts = 1;
+    cfg.top_k = 1;
+    cfg.rank = 1;
+    cfg.alpha = 1.0;
+    cfg.steps_per_round = 8;
+    cfg.min_delta = -1.0; // never stop early: all three rounds run
+    let m = Run::prepare(cfg)?.run(&mut Quiet)?.clone();
+    let best: Vec<f64> = m.domains[0].rounds.iter().map(|r| r.best_val).collect();
+    assert_eq!(best.len(), 3);
+    assert!(best[1] < best[0] - 0.01 && best[2] < best[1], "per-round best validation loss {best:?}");
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+#[test]
+fn config_errors_name_the_key() {
+    let dir = temp_dir("cfg");
+    let path = dir.join("run.json");
+    std::fs::write(&path, r#"{"out_dir": "x", "model": {}, "domains": [], "lr": 1e-3}"#).unwrap();
+    let err = RunConfig::from_file(&path).unwrap_err();
+    assert!(err.to_string().contains("\"domains\" is empty"), "{err}");
+    std::fs::write(&path, r#"{"out_dir": "x", "model": {}, "domains": [{"name": "a", "train": "a.jsonl"}], "learning_rate": 1}"#).unwrap();
+    let err = RunConfig::from_file(&path).unwrap_err();
+    assert!(err.to_string().contains("learning_rate"), "{err}");
+    let _ = (
+        ModelSource { path: None, nf4: false, dtype: "f32".into(), toy: [8, 8, 1, 1, 1], toy_seed: 0 },
+        DomainConfig { name: "a".into(), train: "a".into(), val: None, rounds: None, steps: None },
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
