@@ -8,8 +8,8 @@ use brainstacks_autograd::{Tape, Var, no_grad};
 use brainstacks_model::nn::Mlp;
 use brainstacks_tensor::{DType, Device, Rng, Tensor};
 
-use crate::optim::{AdamW, AdamWConfig};
 use crate::Result;
+use crate::optim::{AdamW, AdamWConfig};
 
 #[derive(Clone, Copy, Debug)]
 pub struct DemoConfig {

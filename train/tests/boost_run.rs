@@ -142,7 +142,10 @@ impl RunObserver for StopAfter {
 #[test]
 fn a_stopped_run_resumes_to_the_same_results() -> R {
     let dir = temp_dir("resume");
-    let cfg = config(&dir, 2);
+    // Round 2 always meets the stop rule (gain < 10): a resume must see that in the manifest
+    // and not train a third round.
+    let mut cfg = config(&dir, 3);
+    cfg.min_delta = 10.0;
     let reference = timeless(Run::prepare(cfg.clone())?.run(&mut Quiet)?);
     std::fs::remove_dir_all(&cfg.out_dir)?;
     // Stop after the second round overall: mid-way through (or at the end of) the first domain.
@@ -152,6 +155,7 @@ fn a_stopped_run_resumes_to_the_same_results() -> R {
     assert!(!resumed.stacks.frozen_ids().is_empty(), "the saved stacks are loaded back");
     let m = timeless(resumed.run(&mut Quiet)?);
     assert_eq!(m, reference);
+    assert!(m.domains.iter().all(|d| d.rounds.len() == 2 && d.stopped.as_deref() == Some("min_delta")));
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }

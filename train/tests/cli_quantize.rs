@@ -24,14 +24,7 @@ fn quantizes_a_tiny_checkpoint() {
     ];
     write_safetensors(&src.join("model.safetensors"), &tensors, &BTreeMap::new()).unwrap();
     std::fs::write(src.join("config.json"), "{}").unwrap();
-    let out = bin()
-        .args(["quantize", "--model"])
-        .arg(&src)
-        .arg("--out")
-        .arg(&dst)
-        .arg("--double-quant")
-        .output()
-        .unwrap();
+    let out = bin().args(["quantize", "--model"]).arg(&src).arg("--out").arg(&dst).arg("--double-quant").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "stdout {stdout} stderr {}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("quantized 1 weights") && stdout.contains("kept 1"), "{stdout}");

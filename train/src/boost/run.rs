@@ -149,8 +149,10 @@ impl Run {
         let steps = self.config.steps_for(&dcfg);
         let rec = self.manifest.domain(&name).expect("present").clone();
         let mut prev = rec.rounds.last().map_or(rec.baseline_val, |r| r.best_val);
-        let mut stopped = None;
-        for round in rec.rounds.len() + 1..=max_rounds {
+        // A resumed domain whose last recorded round already met the stop rule trains no more.
+        let mut stopped = self.recorded_stop(&rec);
+        let first = if stopped.is_some() { max_rounds + 1 } else { rec.rounds.len() + 1 };
+        for round in first..=max_rounds {
             let round = round as u32;
             observer.on_round_start(&name, round, steps);
             let record = self.run_round(di, round, steps, observer)?;
@@ -159,16 +161,15 @@ impl Run {
             let best = record.best_val;
             self.manifest.domain_mut(&name).expect("present").rounds.push(record);
             self.manifest.save(&self.manifest_path())?;
-            let tested = round > 1 || self.config.stop_rule.0 == StopRule::FromRound1;
-            if tested && gain < self.config.min_delta {
-                stopped = Some("min_delta".to_string());
-                break;
-            }
-            prev = best;
             if observer.should_stop() {
                 self.stacks.clear_null_spaces();
                 return Err(Error::Interrupted(format!("after {name} round {round}; run again to resume")));
             }
+            if self.stop_applies(round, gain) {
+                stopped = Some("min_delta".to_string());
+                break;
+            }
+            prev = best;
         }
         self.stacks.clear_null_spaces();
 
@@ -190,6 +191,25 @@ impl Run {
         self.manifest.save(&self.manifest_path())?;
         self.metrics(json!({"event": "domain_done", "domain": name, "forgetting_row": row, "prefix_val": prefix_val}))?;
         Ok(())
+    }
+
+    /// Whether round `round`, having gained `gain` over the previous best, ends the domain.
+    fn stop_applies(&self, round: u32, gain: f64) -> bool {
+        let tested = round > 1 || self.config.stop_rule.0 == StopRule::FromRound1;
+        tested && gain < self.config.min_delta
+    }
+
+    /// The stop reason already implied by a domain's recorded rounds (a run stopped after the
+    /// deciding round but before the domain was marked done).
+    fn recorded_stop(&self, rec: &DomainRecord) -> Option<String> {
+        let mut prev = rec.baseline_val;
+        for r in &rec.rounds {
+            if self.stop_applies(r.round, prev - r.best_val) {
+                return Some("min_delta".into());
+            }
+            prev = r.best_val;
+        }
+        None
     }
 
     /// Validation loss of domain `di` and the FNV hash of the f32 logits of its first

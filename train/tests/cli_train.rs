@@ -1,0 +1,51 @@
+//! `brainstacks train` through the binary: a tiny run prints its summary and writes the manifest,
+//! a second invocation resumes (nothing left to do), a bad config fails with the key named.
+
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_brainstacks"))
+}
+
+#[test]
+fn trains_resumes_and_reports_config_errors() {
+    let root = std::env::temp_dir().join(format!("bs-cli-train-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let lines: Vec<String> = (0..40)
+        .map(|i| {
+            serde_json::json!({"messages": [{"role": "user", "content": format!("count to {}", i % 7)},
+            {"role": "assistant", "content": (0..=i % 7).map(|k| k.to_string()).collect::<Vec<_>>().join(" ")}]})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(root.join("count.jsonl"), lines.join("\n")).unwrap();
+    let config = serde_json::json!({
+        "out_dir": "run", "model": {"toy": [16, 32, 1, 2, 1]},
+        "domains": [{"name": "count", "train": "count.jsonl"}],
+        "rank": 2, "alpha": 2.0, "micro_batch": 2, "grad_accum": 1, "seq_len": 256, "steps_per_round": 3,
+        "max_rounds": 1, "eval_every": 3, "eval_samples": 4, "val_fraction": 0.1, "warmup_steps": 1
+    });
+    std::fs::write(root.join("run.json"), config.to_string()).unwrap();
+
+    let out = bin().args(["train", "--config"]).arg(root.join("run.json")).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "stdout {stdout} stderr {stderr}");
+    assert!(stdout.contains("forgetting matrix") && stdout.contains("count"), "{stdout}");
+    assert!(stderr.contains("validation") && stderr.contains("trainable parameters per stack"), "{stderr}");
+    assert!(root.join("run/manifest.json").exists() && root.join("run/count/stack_1.safetensors").exists());
+    let metrics = std::fs::read_to_string(root.join("run/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().filter(|l| l.contains("\"event\":\"step\"")).count(), 3);
+
+    let again = bin().args(["train", "--config"]).arg(root.join("run.json")).output().unwrap();
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("resuming"));
+    assert_eq!(std::fs::read_to_string(root.join("run/metrics.jsonl")).unwrap(), metrics, "nothing retrained");
+
+    std::fs::write(root.join("bad.json"), config.to_string().replace("\"rank\"", "\"rnak\"")).unwrap();
+    let bad = bin().args(["train", "--config"]).arg(root.join("bad.json")).output().unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("rnak") && !err.contains("panicked"), "{err}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
