@@ -1,0 +1,314 @@
+//! GPU MoE-LoRA dispatch (forward and backward) against the CPU oracle.
+//!
+//! The GPU sums in f32 in a different (fixed) order than the f64 oracle, so every output is
+//! compared within an f32 accumulation bound: (chain length + 8) * 2^-23 times the same quantity
+//! computed by the oracle on the absolute values of the inputs. Outputs start NaN-filled, so an
+//! entry the kernels forget to write fails; every case also runs twice and must give the same bits
+//! (no atomics anywhere). Without a usable GPU every test prints "skipped: <reason>" and passes,
+//! unless `REQUIRE_CUDA=1`.
+#![cfg(feature = "cuda")]
+
+mod common;
+
+use brainstacks_kernels::launch::GpuError;
+use brainstacks_kernels::moe_lora::cpu::{self as oracle, Dims};
+use brainstacks_kernels::moe_lora::cuda::{
+    DeviceRouting, DispatchGrads, dispatch_backward_f32, dispatch_forward_f32,
+};
+use common::gpu;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+const CASES: u32 = 32;
+
+/// A small xorshift stream for bulk test data (proptest picks the seed and the shapes).
+struct Xs(u64);
+
+impl Xs {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn f32(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// (T, k, E, d_in, r, d_out): no tokens, one, odd counts; k <= E <= 64; r up to 64; odd widths
+/// around the 32-column chunk and the 64-output tile.
+fn shape() -> impl Strategy<Value = Dims> {
+    (1usize..=64, 1usize..=64)
+        .prop_flat_map(|(experts, r)| {
+            (
+                prop_oneof![Just(0usize), Just(1), 1usize..80],
+                1usize..=experts.min(8),
+                prop_oneof![Just(experts), Just(experts.min(2))],
+                Just(experts),
+                prop_oneof![1usize..140, Just(32), Just(33)],
+                Just(r),
+                prop_oneof![1usize..140, Just(64), Just(65)],
+            )
+        })
+        .prop_map(|(t, k, k_alt, experts, d_in, r, d_out)| Dims {
+            t,
+            // mostly small k, sometimes k = E (every expert for every token)
+            k: if t % 5 == 4 { k_alt } else { k },
+            experts,
+            d_in,
+            r,
+            d_out,
+        })
+}
+
+fn vals(rng: &mut Xs, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.f32()).collect()
+}
+
+fn wide(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+fn abs(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| (x as f64).abs()).collect()
+}
+
+fn within(
+    what: &str,
+    got: &[f32],
+    want: &[f64],
+    bound: &[f64],
+    chain: usize,
+) -> Result<(), TestCaseError> {
+    prop_assert_eq!(got.len(), want.len(), "{}: length", what);
+    for (i, ((&g, &w), &b)) in got.iter().zip(want).zip(bound).enumerate() {
+        let tol = (chain + 8) as f64 * f32::EPSILON as f64 * b + 1e-30;
+        prop_assert!(
+            (g as f64 - w).abs() <= tol,
+            "{}[{}]: gpu {} oracle {} tol {}",
+            what,
+            i,
+            g,
+            w,
+            tol
+        );
+    }
+    Ok(())
+}
+
+/// Random routing: every token `k` distinct experts, gates positive and summing to about 1.
+fn routing(rng: &mut Xs, d: &Dims) -> (Vec<i64>, Vec<f32>) {
+    let mut idx = Vec::with_capacity(d.t * d.k);
+    let mut g = Vec::with_capacity(d.t * d.k);
+    for _ in 0..d.t {
+        let mut pool: Vec<i64> = (0..d.experts as i64).collect();
+        for j in 0..d.k {
+            let p = j + rng.below(d.experts - j);
+            pool.swap(j, p);
+        }
+        idx.extend_from_slice(&pool[..d.k]);
+        let w: Vec<f32> = (0..d.k).map(|_| 0.1 + rng.f32().abs()).collect();
+        let sum: f32 = w.iter().sum();
+        g.extend(w.iter().map(|v| v / sum));
+    }
+    (idx, g)
+}
+
+struct Run {
+    out: Vec<f32>,
+    dx: Vec<f32>,
+    dg: Vec<f32>,
+    da: Vec<f32>,
+    db: Vec<f32>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_gpu(
+    d: &Dims,
+    x: &[f32],
+    idx: &[i64],
+    g: &[f32],
+    a: &[f32],
+    b: &[f32],
+    s: f32,
+    dy: &[f32],
+) -> Run {
+    let gp = gpu().expect("checked by the caller");
+    let routing = DeviceRouting::new(gp, idx, d.k, d.experts).unwrap();
+    let (dx_, dg_, da_, db_, ddy) = (
+        gp.htod(x).unwrap(),
+        gp.htod(g).unwrap(),
+        gp.htod(a).unwrap(),
+        gp.htod(b).unwrap(),
+        gp.htod(dy).unwrap(),
+    );
+    let nan = |n: usize| gp.htod(&vec![f32::NAN; n]).unwrap();
+    let mut mid = nan(d.t * d.k * d.r);
+    let mut out = nan(d.t * d.d_out);
+    dispatch_forward_f32(
+        gp, &routing, &dx_, &dg_, &da_, &db_, s, d, &mut mid, &mut out,
+    )
+    .unwrap();
+    let (mut gx, mut gg, mut ga, mut gb) = (
+        nan(d.t * d.d_in),
+        nan(d.t * d.k),
+        nan(d.experts * d.r * d.d_in),
+        nan(d.experts * d.d_out * d.r),
+    );
+    let grads = DispatchGrads {
+        dx: &mut gx,
+        dg: &mut gg,
+        da: &mut ga,
+        db: &mut gb,
+    };
+    dispatch_backward_f32(
+        gp, &routing, &dx_, &dg_, &da_, &db_, s, d, &mid, &ddy, grads,
+    )
+    .unwrap();
+    Run {
+        out: gp.dtoh(&out).unwrap(),
+        dx: gp.dtoh(&gx).unwrap(),
+        dg: gp.dtoh(&gg).unwrap(),
+        da: gp.dtoh(&ga).unwrap(),
+        db: gp.dtoh(&gb).unwrap(),
+    }
+}
+
+fn case(d: Dims, seed: u64) -> Result<(), TestCaseError> {
+    let mut rng = Xs(seed | 1);
+    let x = vals(&mut rng, d.t * d.d_in);
+    let a = vals(&mut rng, d.experts * d.r * d.d_in);
+    let b = vals(&mut rng, d.experts * d.d_out * d.r);
+    let dy = vals(&mut rng, d.t * d.d_out);
+    let (idx, g) = routing(&mut rng, &d);
+    let s = 16.0f32 / (d.r as f32).sqrt();
+
+    let got = run_gpu(&d, &x, &idx, &g, &a, &b, s, &dy);
+    let again = run_gpu(&d, &x, &idx, &g, &a, &b, s, &dy);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (what, p, q) in [
+        ("out", &got.out, &again.out),
+        ("dx", &got.dx, &again.dx),
+        ("dg", &got.dg, &again.dg),
+        ("dA", &got.da, &again.da),
+        ("dB", &got.db, &again.db),
+    ] {
+        prop_assert_eq!(bits(p), bits(q), "{} differs between two runs", what);
+    }
+
+    let sw = s as f64;
+    let want = oracle::forward(&wide(&x), &idx, &wide(&g), &wide(&a), &wide(&b), sw, &d);
+    let bound = oracle::forward(&abs(&x), &idx, &abs(&g), &abs(&a), &abs(&b), sw, &d);
+    within("out", &got.out, &want, &bound, d.d_in + d.k * d.r)?;
+    let (wx, wg, wa, wb) = oracle::backward(
+        &wide(&x),
+        &idx,
+        &wide(&g),
+        &wide(&a),
+        &wide(&b),
+        sw,
+        &wide(&dy),
+        &d,
+    );
+    let (bx, bg, ba, bb) = oracle::backward(
+        &abs(&x),
+        &idx,
+        &abs(&g),
+        &abs(&a),
+        &abs(&b),
+        sw,
+        &abs(&dy),
+        &d,
+    );
+    within("dx", &got.dx, &wx, &bx, d.d_out + d.k * d.r)?;
+    within("dg", &got.dg, &wg, &bg, d.d_out + d.d_in + d.r)?;
+    within("dA", &got.da, &wa, &ba, d.d_out + d.t)?;
+    within("dB", &got.db, &wb, &bb, d.d_in + d.t)?;
+    Ok(())
+}
+
+#[test]
+fn dispatch_matches_cpu() {
+    let Some(_) = gpu() else { return };
+    let mut runner = TestRunner::new(Config::with_cases(CASES));
+    runner
+        .run(&(shape(), any::<u64>()), |(d, seed)| case(d, seed))
+        .unwrap();
+}
+
+/// The paper's shape at a small token count, and one expert taking every token (several gather
+/// tiles and outer chunks of one expert).
+#[test]
+fn dispatch_fixed_shapes() {
+    let Some(_) = gpu() else { return };
+    let paper = Dims {
+        t: 301,
+        k: 2,
+        experts: 4,
+        d_in: 256,
+        r: 16,
+        d_out: 96,
+    };
+    case(paper, 7).unwrap();
+    let one = Dims {
+        t: 300,
+        k: 1,
+        experts: 1,
+        d_in: 45,
+        r: 64,
+        d_out: 33,
+    };
+    case(one, 8).unwrap();
+    let all = Dims {
+        t: 67,
+        k: 64,
+        experts: 64,
+        d_in: 5,
+        r: 3,
+        d_out: 7,
+    };
+    case(all, 9).unwrap();
+}
+
+#[test]
+fn bad_routing_and_shapes_are_errors() {
+    let Some(gp) = gpu() else { return };
+    let invalid = |r: Result<DeviceRouting, GpuError>| matches!(r, Err(GpuError::Invalid { .. }));
+    assert!(invalid(DeviceRouting::new(gp, &[0, 4], 2, 4))); // expert 4 of 4
+    assert!(invalid(DeviceRouting::new(gp, &[1, 1], 2, 4))); // twice
+    assert!(invalid(DeviceRouting::new(gp, &[0, 1, 2], 2, 4))); // not [T, k]
+    assert!(invalid(DeviceRouting::new(gp, &[0], 2, 1))); // k > E
+    assert!(invalid(DeviceRouting::new(gp, &[0], 1, 65))); // E > 64
+    let routing = DeviceRouting::new(gp, &[0, 1], 1, 2).unwrap();
+    let d = Dims {
+        t: 2,
+        k: 1,
+        experts: 2,
+        d_in: 3,
+        r: 2,
+        d_out: 4,
+    };
+    let z = |n: usize| gp.alloc_zeros::<f32>(n).unwrap();
+    let (x, g, a, b) = (z(6), z(2), z(12), z(16));
+    let (mut mid, mut out) = (z(4), z(8));
+    dispatch_forward_f32(gp, &routing, &x, &g, &a, &b, 1.0, &d, &mut mid, &mut out).unwrap();
+    let short = z(5);
+    let e = dispatch_forward_f32(
+        gp, &routing, &short, &g, &a, &b, 1.0, &d, &mut mid, &mut out,
+    );
+    assert!(matches!(e, Err(GpuError::Invalid { .. })));
+    let wide_rank = Dims { r: 65, ..d };
+    let e = dispatch_forward_f32(
+        gp, &routing, &x, &g, &a, &b, 1.0, &wide_rank, &mut mid, &mut out,
+    );
+    assert!(matches!(e, Err(GpuError::Invalid { .. })));
+    let other = Dims { t: 3, ..d };
+    let e = dispatch_forward_f32(
+        gp, &routing, &x, &g, &a, &b, 1.0, &other, &mut mid, &mut out,
+    );
+    assert!(matches!(e, Err(GpuError::Invalid { .. })));
+}

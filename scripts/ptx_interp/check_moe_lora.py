@@ -1,0 +1,208 @@
+#!/usr/bin/env python3
+"""Runs moe_lora.ptx (MoE-LoRA dispatch forward and backward) through interp.py on small shapes
+against a plain-Python f64 reference of kernels/src/moe_lora/cpu.rs. Review aid; slow.
+
+The kernels are driven exactly as moe_lora/cuda.rs drives them: the host groups the slots per
+expert (a copy of group_by_expert), the forward runs gather (A) then combine (B), the backward
+runs gather (B^T dy), gate_grad, combine (A^T, dx) and outer (dA, dB), with the launcher's tile
+size and grids. Every buffer is allocated at its exact size (the interpreter bounds-checks each
+access) and the outputs start NaN-filled, so an entry the kernels forget to write shows.
+
+Tolerance: every output is a chain of f32 fma sums; it may differ from the f64 reference by
+(length of the chain + 8) * 2^-23 * (the same expression over absolute values).
+
+Usage: python3 scripts/ptx_interp/check_moe_lora.py [quick]
+"""
+import math
+import os
+import random
+import struct
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+KERNELS = os.path.join(HERE, '..', '..', 'kernels', 'src')
+import interp as pi  # noqa: E402
+
+NAN = b'\x00\x00\xc0\x7f'
+
+
+def f32(x):
+    return pi.b2f(pi.f32r(x))
+
+
+def fbuf(vals):
+    return struct.pack(f'<{len(vals)}f', *vals) or bytes(4)
+
+
+def ubuf(vals):
+    return struct.pack(f'<{len(vals)}I', *vals) or bytes(4)
+
+
+def nan_buf(n):
+    return NAN * max(n, 1)
+
+
+def read_f32(mem, addr, n):
+    return list(struct.unpack(f'<{n}f', bytes(mem.get(addr)[:4 * n])))
+
+
+def group_by_expert(idx, k, experts):
+    counts = [0] * (experts + 1)
+    for e in idx:
+        counts[e + 1] += 1
+    for e in range(experts):
+        counts[e + 1] += counts[e]
+    offsets = counts[:]
+    nxt = counts[:]
+    slots = [0] * len(idx)
+    for s, e in enumerate(idx):
+        slots[nxt[e]] = s
+        nxt[e] += 1
+    return offsets, slots
+
+
+def tile_tokens(r):
+    """The launcher's gather tile: tm r <= 2048, a multiple of 8, at most 128."""
+    return min(128, (2048 // r) // 8 * 8)
+
+
+def reference(x, idx, g, a, b, s, dy, T, k, E, d_in, r, d_out):
+    """Forward and backward of cpu.rs in f64, plus the same over absolute values (for bounds)."""
+    out = [0.0] * (T * d_out)
+    out_abs = [0.0] * (T * d_out)
+    dx = [0.0] * (T * d_in)
+    dx_abs = [0.0] * (T * d_in)
+    dg = [0.0] * (T * k)
+    dg_abs = [0.0] * (T * k)
+    da = [0.0] * (E * r * d_in)
+    da_abs = [0.0] * (E * r * d_in)
+    db = [0.0] * (E * d_out * r)
+    db_abs = [0.0] * (E * d_out * r)
+    for t in range(T):
+        xt = x[t * d_in:(t + 1) * d_in]
+        dyt = dy[t * d_out:(t + 1) * d_out]
+        for j in range(k):
+            n = t * k + j
+            e = idx[n]
+            gs = g[n] * s
+            mid = [sum(a[(e * r + i) * d_in + p] * xt[p] for p in range(d_in)) for i in range(r)]
+            mida = [sum(abs(a[(e * r + i) * d_in + p] * xt[p]) for p in range(d_in))
+                    for i in range(r)]
+            u = [sum(b[(e * d_out + o) * r + i] * dyt[o] for o in range(d_out)) for i in range(r)]
+            ua = [sum(abs(b[(e * d_out + o) * r + i] * dyt[o]) for o in range(d_out))
+                  for i in range(r)]
+            for o in range(d_out):
+                row = b[(e * d_out + o) * r:(e * d_out + o + 1) * r]
+                out[t * d_out + o] += gs * sum(w * m for w, m in zip(row, mid))
+                out_abs[t * d_out + o] += abs(gs) * sum(abs(w) * m for w, m in zip(row, mida))
+            dg[n] = s * sum(ui * mi for ui, mi in zip(u, mid))
+            dg_abs[n] = abs(s) * sum(ui * mi for ui, mi in zip(ua, mida))
+            for o in range(d_out):
+                for i in range(r):
+                    db[(e * d_out + o) * r + i] += gs * dyt[o] * mid[i]
+                    db_abs[(e * d_out + o) * r + i] += abs(gs * dyt[o]) * mida[i]
+            for i in range(r):
+                for p in range(d_in):
+                    da[(e * r + i) * d_in + p] += gs * u[i] * xt[p]
+                    da_abs[(e * r + i) * d_in + p] += abs(gs * xt[p]) * ua[i]
+                    dx[t * d_in + p] += a[(e * r + i) * d_in + p] * gs * u[i]
+                    dx_abs[t * d_in + p] += abs(a[(e * r + i) * d_in + p] * gs) * ua[i]
+    return (out, out_abs), (dx, dx_abs), (dg, dg_abs), (da, da_abs), (db, db_abs)
+
+
+def compare(what, got, want, chain):
+    vals, absv = want
+    bad = 0
+    for i, (gv, w, sa) in enumerate(zip(got, vals, absv)):
+        tol = (chain + 8) * 2.0 ** -23 * sa + 1e-30
+        if not abs(gv - w) <= tol:
+            if bad < 5:
+                print(f'  {what}[{i}]: got {gv!r} want {w!r} tol {tol:.3g}')
+            bad += 1
+    print(f'  {what}: {"OK" if not bad else f"{bad} BAD of {len(got)}"}')
+    return bad == 0
+
+
+def case(mod, rng, T, k, E, d_in, r, d_out, skew=False):
+    print(f'case T={T} k={k} E={E} d_in={d_in} r={r} d_out={d_out}{" skewed" if skew else ""}')
+    s = f32(16.0 / math.sqrt(r))
+    x = [f32(rng.uniform(-1, 1)) for _ in range(T * d_in)]
+    a = [f32(rng.uniform(-1, 1)) for _ in range(E * r * d_in)]
+    b = [f32(rng.uniform(-1, 1)) for _ in range(E * d_out * r)]
+    dy = [f32(rng.uniform(-1, 1)) for _ in range(T * d_out)]
+    idx, g = [], []
+    for _ in range(T):
+        if skew:  # expert 0 takes almost every token: several tiles and chunks of one expert
+            row = [0] + rng.sample(range(1, E), k - 1) if rng.random() < 0.9 else rng.sample(range(E), k)
+        else:
+            row = rng.sample(range(E), k)
+        idx += row
+        w = [rng.uniform(0.1, 1) for _ in range(k)]
+        g += [f32(v / sum(w)) for v in w]
+    offsets, slots = group_by_expert(idx, k, E)
+    tm = tile_tokens(r)
+    seed = rng.randrange(1 << 30)
+
+    mem = pi.Global()
+    px, pa, pb, pdy = mem.alloc(fbuf(x)), mem.alloc(fbuf(a)), mem.alloc(fbuf(b)), mem.alloc(fbuf(dy))
+    pg = mem.alloc(fbuf(g))
+    poff, psl, pe = mem.alloc(ubuf(offsets)), mem.alloc(ubuf(slots)), mem.alloc(ubuf(idx))
+    pmid = mem.alloc(nan_buf(T * k * r))
+    pout = mem.alloc(nan_buf(T * d_out))
+    pu = mem.alloc(nan_buf(T * k * r))
+    pdmid = mem.alloc(nan_buf(T * k * r))
+    pdg = mem.alloc(nan_buf(T * k))
+    pdx = mem.alloc(nan_buf(T * d_in))
+    pda = mem.alloc(nan_buf(E * r * d_in))
+    pdb = mem.alloc(nan_buf(E * d_out * r))
+    sb = pi.f2b(s)
+    gather_grid = ((T * k + tm - 1) // tm + E, 1)
+
+    # forward: mid = A_e x (gather, w_trans 0), out = sum B_e (g s mid) (combine, w_trans 0)
+    pi.run(mod, 'moe_lora_gather_f32', gather_grid, 256,
+           [px, pa, poff, psl, pmid, E, k, d_in, r, tm, 0], mem, seed=seed)
+    pi.run(mod, 'moe_lora_combine_f32', ((d_out + 63) // 64, (T + 31) // 32), 256,
+           [pmid, pe, pg, sb, 1, pb, 0, T, k, E, r, d_out, pout], mem, seed=seed + 1)
+    # backward
+    pi.run(mod, 'moe_lora_gather_f32', gather_grid, 256,
+           [pdy, pb, poff, psl, pu, E, k, d_out, r, tm, 1], mem, seed=seed + 2)
+    pi.run(mod, 'moe_lora_gate_grad_f32', (max(1, min((T * k + 255) // 256, 3)), 1), 256,
+           [pu, pmid, pg, sb, T * k, r, pdg, pdmid], mem, seed=seed + 3)
+    pi.run(mod, 'moe_lora_combine_f32', ((d_in + 63) // 64, (T + 31) // 32), 256,
+           [pdmid, pe, pg, sb, 0, pa, 1, T, k, E, r, d_in, pdx], mem, seed=seed + 4)
+    pi.run(mod, 'moe_lora_outer_f32', ((d_in + 63) // 64, E), 256,
+           [px, pdmid, pg, sb, 0, poff, psl, k, d_in, r, 1, pda], mem, seed=seed + 5)
+    pi.run(mod, 'moe_lora_outer_f32', ((d_out + 63) // 64, E), 256,
+           [pdy, pmid, pg, sb, 1, poff, psl, k, d_out, r, 0, pdb], mem, seed=seed + 6)
+
+    out, dx, dg, da, db = reference(x, idx, g, a, b, s, dy, T, k, E, d_in, r, d_out)
+    ok = True
+    ok &= compare('out', read_f32(mem, pout, T * d_out), out, d_in + k * r + 4)
+    ok &= compare('dg', read_f32(mem, pdg, T * k), dg, d_out + r + 4)
+    ok &= compare('dx', read_f32(mem, pdx, T * d_in), dx, d_out + k * r + 4)
+    ok &= compare('dA', read_f32(mem, pda, E * r * d_in), da, d_out + T + 4)
+    ok &= compare('dB', read_f32(mem, pdb, E * d_out * r), db, d_in + T + 4)
+    return ok
+
+
+def main():
+    mod = pi.Module(open(os.path.join(KERNELS, 'moe_lora', 'moe_lora.ptx')).read())
+    rng = random.Random(11)
+    ok = True
+    # odd sizes, two column chunks (d_in 37), two output tiles (d_out 70), a rank not a power of 2
+    ok &= case(mod, rng, 5, 2, 3, 37, 5, 70)
+    # k = E = 1, r = 1, d_out = 1
+    ok &= case(mod, rng, 3, 1, 1, 3, 1, 1)
+    if len(sys.argv) < 2:
+        # r = 64 (tm = 32): expert 0 has > 32 tokens, so two gather tiles and two outer chunks; two
+        # combine token tiles (T > 32); every 16-rank group of outer in use
+        ok &= case(mod, rng, 37, 2, 3, 9, 64, 7, skew=True)
+        # r = 17 (tm = 120, an odd padded W stride in combine), k = E = 4, d_in exactly one chunk
+        ok &= case(mod, rng, 6, 4, 4, 32, 17, 65)
+    print('ALL OK' if ok else 'FAILURES')
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == '__main__':
+    main()
