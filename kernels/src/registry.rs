@@ -24,11 +24,12 @@ pub enum ModuleId {
     GemmF32 = 12,
     Nf4 = 13,
     MoeLora = 14,
+    MoeGate = 15,
 }
 
 impl ModuleId {
     /// Number of modules (the length of [`ALL`]).
-    pub const COUNT: usize = 15;
+    pub const COUNT: usize = 16;
 
     /// Index into [`ALL`] and into per-context module caches.
     pub const fn index(self) -> usize {
@@ -324,6 +325,18 @@ pub const MOE_LORA_OUTER_F32: EntrySpec = EntrySpec {
     name: "moe_lora_outer_f32",
     params: 12,
 };
+/// Entry `moe_gate_fwd_f32(x, w, eps, logits, nscale, idx, gates, tokens, experts, k, d_in, tm,
+/// noise)`.
+pub const MOE_GATE_FWD_F32: EntrySpec = EntrySpec {
+    name: "moe_gate_fwd_f32",
+    params: 13,
+};
+/// Entry `moe_gate_bwd_rows_f32(idx, gates, dgates, nscale, extra, dz, tokens, experts, k,
+/// has_extra)`.
+pub const MOE_GATE_BWD_ROWS_F32: EntrySpec = EntrySpec {
+    name: "moe_gate_bwd_rows_f32",
+    params: 10,
+};
 
 /// Every embedded PTX module, in `ModuleId` order (`ALL[id.index()].id == id`).
 pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
@@ -454,6 +467,12 @@ pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
             MOE_LORA_GATE_GRAD_F32,
             MOE_LORA_OUTER_F32,
         ],
+    },
+    ModuleSpec {
+        id: ModuleId::MoeGate,
+        name: "moe_lora/moe_gate.ptx",
+        ptx: crate::moe_lora::GATE_PTX,
+        entries: &[MOE_GATE_FWD_F32, MOE_GATE_BWD_ROWS_F32],
     },
 ];
 

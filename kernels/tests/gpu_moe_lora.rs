@@ -1,4 +1,4 @@
-//! GPU MoE-LoRA dispatch (forward and backward) against the CPU oracle.
+//! GPU MoE-LoRA dispatch and noisy top-k gate (forward and backward) against the CPU oracle.
 //!
 //! The GPU sums in f32 in a different (fixed) order than the f64 oracle, so every output is
 //! compared within an f32 accumulation bound: (chain length + 8) * 2^-23 times the same quantity
@@ -11,10 +11,14 @@
 mod common;
 
 use brainstacks_kernels::launch::GpuError;
-use brainstacks_kernels::moe_lora::cpu::{self as oracle, Dims};
+use brainstacks_kernels::moe_lora::cpu::{self as oracle, Dims, GateDims};
 use brainstacks_kernels::moe_lora::cuda::{
-    DeviceRouting, DispatchGrads, dispatch_backward_f32, dispatch_forward_f32,
+    DeviceRouting, DispatchGrads, GateOutputs, dispatch_backward_f32, dispatch_forward_f32,
+    gate_backward_f32, gate_forward_f32,
 };
+use brainstacks_kernels::moe_lora::noise_seed;
+use brainstacks_kernels::philox::cpu as philox;
+use brainstacks_kernels::topk::cpu as topk;
 use common::gpu;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -309,6 +313,281 @@ fn bad_routing_and_shapes_are_errors() {
     let other = Dims { t: 3, ..d };
     let e = dispatch_forward_f32(
         gp, &routing, &x, &g, &a, &b, 1.0, &other, &mut mid, &mut out,
+    );
+    assert!(matches!(e, Err(GpuError::Invalid { .. })));
+}
+
+// ---------------------------------------------------------------- gate
+
+/// (T, E, k, d_in): no tokens, odd counts, E up to 64 (tm = 16), k up to E.
+fn gate_shape() -> impl Strategy<Value = GateDims> {
+    (1usize..=64)
+        .prop_flat_map(|experts| {
+            (
+                prop_oneof![Just(0usize), Just(1), 1usize..300],
+                Just(experts),
+                prop_oneof![1usize..=experts.min(4), Just(experts)],
+                prop_oneof![1usize..140, Just(32), Just(2048)],
+            )
+        })
+        .prop_map(|(t, experts, k, d_in)| GateDims {
+            t,
+            experts,
+            k,
+            d_in,
+        })
+}
+
+struct GateRun {
+    logits: Vec<f32>,
+    nscale: Vec<f32>,
+    idx: Vec<i64>,
+    gates: Vec<f32>,
+    dx: Vec<f32>,
+    dw: Vec<f32>,
+}
+
+fn run_gate(
+    d: &GateDims,
+    x: &[f32],
+    w: &[f32],
+    key: Option<u64>,
+    dgates: &[f32],
+    extra: Option<&[f32]>,
+) -> GateRun {
+    let gp = gpu().expect("checked by the caller");
+    let (dx_, dw_) = (gp.htod(x).unwrap(), gp.htod(w).unwrap());
+    let nan = |n: usize| gp.htod(&vec![f32::NAN; n]).unwrap();
+    let (mut logits, mut nscale, mut gates) =
+        (nan(d.t * d.experts), nan(d.t * d.experts), nan(d.t * d.k));
+    let mut idx = gp.htod(&vec![-1i64; d.t * d.k]).unwrap();
+    let out = GateOutputs {
+        logits: &mut logits,
+        nscale: &mut nscale,
+        idx: &mut idx,
+        gates: &mut gates,
+    };
+    gate_forward_f32(gp, &dx_, &dw_, key, d, out).unwrap();
+    let ddg = gp.htod(dgates).unwrap();
+    let dex = extra.map(|e| gp.htod(e).unwrap());
+    let (mut gx, mut gw) = (nan(d.t * d.d_in), nan(2 * d.experts * d.d_in));
+    gate_backward_f32(
+        gp,
+        &dx_,
+        &dw_,
+        &idx,
+        &gates,
+        &nscale,
+        &ddg,
+        dex.as_ref(),
+        d,
+        &mut gx,
+        &mut gw,
+    )
+    .unwrap();
+    GateRun {
+        logits: gp.dtoh(&logits).unwrap(),
+        nscale: gp.dtoh(&nscale).unwrap(),
+        idx: gp.dtoh(&idx).unwrap(),
+        gates: gp.dtoh(&gates).unwrap(),
+        dx: gp.dtoh(&gx).unwrap(),
+        dw: gp.dtoh(&gw).unwrap(),
+    }
+}
+
+fn gate_case(d: GateDims, seed: u64, noise: bool, with_extra: bool) -> Result<(), TestCaseError> {
+    let mut rng = Xs(seed | 1);
+    let (e_n, n) = (d.experts, d.d_in);
+    let x = vals(&mut rng, d.t * n);
+    let w = vals(&mut rng, 2 * e_n * n);
+    let dgates = vals(&mut rng, d.t * d.k);
+    let extra = with_extra.then(|| vals(&mut rng, d.t * e_n));
+    let key = noise.then(|| noise_seed(seed, 3, 5));
+    let got = run_gate(&d, &x, &w, key, &dgates, extra.as_deref());
+    let again = run_gate(&d, &x, &w, key, &dgates, extra.as_deref());
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    prop_assert_eq!(bits(&got.logits), bits(&again.logits));
+    prop_assert_eq!(&got.idx, &again.idx);
+    prop_assert_eq!(bits(&got.gates), bits(&again.gates));
+    prop_assert_eq!(bits(&got.dx), bits(&again.dx));
+    prop_assert_eq!(bits(&got.dw), bits(&again.dw));
+
+    // eps: the CPU Philox stream of the same key (GateNoise::sample draws exactly these)
+    let mut eps = vec![0f32; d.t * e_n];
+    if let Some(key) = key {
+        philox::fill_normal_f32(key, 0, 0.0, 1.0, &mut eps);
+    }
+    let want = oracle::gate_forward(&wide(&x), &wide(&w), key.map(|_| wide(&eps)).as_deref(), &d);
+    let u = f32::EPSILON as f64;
+    for t in 0..d.t {
+        for e in 0..e_n {
+            let dot_abs = |q: usize| {
+                (0..n)
+                    .map(|p| (w[q * n + p] * x[t * n + p]).abs() as f64)
+                    .sum::<f64>()
+            };
+            let (ca, za, ep) = (dot_abs(e), dot_abs(e_n + e), eps[t * e_n + e].abs() as f64);
+            let i = t * e_n + e;
+            // dot products in f32; softplus / sigmoid from ex2 / lg2 approximations (a few ulp)
+            let tol = (n + 8) as f64 * u * (ca + za * ep) + 16.0 * u * (want.logits[i].abs() + ep);
+            prop_assert!(
+                (got.logits[i] as f64 - want.logits[i]).abs() <= tol,
+                "logit [{}, {}]: gpu {} oracle {} tol {}",
+                t,
+                e,
+                got.logits[i],
+                want.logits[i],
+                tol
+            );
+            let tn = 16.0 * u * want.nscale[i].abs() + (n + 8) as f64 * u * za * ep;
+            prop_assert!(
+                (got.nscale[i] as f64 - want.nscale[i]).abs() <= tn,
+                "nscale [{}, {}]: gpu {} oracle {}",
+                t,
+                e,
+                got.nscale[i],
+                want.nscale[i]
+            );
+        }
+    }
+    // selection: exactly topk of the GPU's own logits; gates: softmax of those (exp's argument
+    // v_j - v_0 is rounded, a relative error of |v_j - v_0| u in the gate)
+    let gl = wide(&got.logits);
+    let (kept, sel) = topk::topk(&gl, d.t, e_n, d.k);
+    prop_assert_eq!(&got.idx, &sel);
+    for t in 0..d.t {
+        let row = &kept[t * d.k..(t + 1) * d.k];
+        let ex: Vec<f64> = row.iter().map(|v| (v - row[0]).exp()).collect();
+        let sum: f64 = ex.iter().sum();
+        for j in 0..d.k {
+            let (g, want) = (got.gates[t * d.k + j] as f64, ex[j] / sum);
+            prop_assert!(
+                (g - want).abs() <= (d.k as f64 + 16.0 + (row[j] - row[0]).abs()) * 8.0 * u * want,
+                "gate [{}, {}]: gpu {} want {}",
+                t,
+                j,
+                g,
+                want
+            );
+        }
+    }
+    // backward on the GPU's own forward outputs
+    let (wx, ww) = oracle::gate_backward(
+        &wide(&x),
+        &wide(&w),
+        &got.idx,
+        &wide(&got.gates),
+        &wide(&got.nscale),
+        &wide(&dgates),
+        extra.as_ref().map(|e| wide(e)).as_deref(),
+        &d,
+    );
+    // bounds: |dlogit| <= |extra| + g (|dg| + sum |g dg|), then the same sums over absolute values
+    let mut bx = vec![0.0; d.t * n];
+    let mut bw = vec![0.0; 2 * e_n * n];
+    for t in 0..d.t {
+        let g = &got.gates[t * d.k..(t + 1) * d.k];
+        let dg = &dgates[t * d.k..(t + 1) * d.k];
+        let dot: f64 = g.iter().zip(dg).map(|(a, b)| (a * b).abs() as f64).sum();
+        let mut dl: Vec<f64> = (0..e_n)
+            .map(|e| extra.as_ref().map_or(0.0, |x| x[t * e_n + e].abs() as f64))
+            .collect();
+        for j in 0..d.k {
+            dl[got.idx[t * d.k + j] as usize] += g[j].abs() as f64 * (dg[j].abs() as f64 + dot);
+        }
+        for e in 0..e_n {
+            let dz = dl[e] * (got.nscale[t * e_n + e].abs() as f64);
+            for p in 0..n {
+                bx[t * n + p] +=
+                    dl[e] * w[e * n + p].abs() as f64 + dz * w[(e_n + e) * n + p].abs() as f64;
+                bw[e * n + p] += dl[e] * x[t * n + p].abs() as f64;
+                bw[(e_n + e) * n + p] += dz * x[t * n + p].abs() as f64;
+            }
+        }
+    }
+    within("gate dx", &got.dx, &wx, &bx, 2 * e_n + d.k)?;
+    within("gate dw", &got.dw, &ww, &bw, d.t + d.k)?;
+    Ok(())
+}
+
+#[test]
+fn gate_matches_cpu() {
+    let Some(_) = gpu() else { return };
+    let mut runner = TestRunner::new(Config::with_cases(CASES));
+    runner
+        .run(
+            &(gate_shape(), any::<u64>(), any::<bool>(), any::<bool>()),
+            |(d, seed, noise, extra)| gate_case(d, seed, noise, extra),
+        )
+        .unwrap();
+}
+
+/// The paper's gate (E = 4, top-2) with noise, and with every router row equal and no noise
+/// (all logits tie: the lowest experts must win, in order).
+#[test]
+fn gate_fixed_shapes_and_ties() {
+    let Some(gp) = gpu() else { return };
+    gate_case(
+        GateDims {
+            t: 257,
+            experts: 4,
+            k: 2,
+            d_in: 2048,
+        },
+        11,
+        true,
+        true,
+    )
+    .unwrap();
+    let d = GateDims {
+        t: 5,
+        experts: 6,
+        k: 3,
+        d_in: 7,
+    };
+    let x = vec![0.5f32; 35];
+    let w = vec![0.25f32; 84];
+    let (mut logits, mut nscale, mut gates) = (
+        gp.alloc_zeros::<f32>(30).unwrap(),
+        gp.alloc_zeros::<f32>(30).unwrap(),
+        gp.alloc_zeros::<f32>(15).unwrap(),
+    );
+    let mut idx = gp.alloc_zeros::<i64>(15).unwrap();
+    let out = GateOutputs {
+        logits: &mut logits,
+        nscale: &mut nscale,
+        idx: &mut idx,
+        gates: &mut gates,
+    };
+    gate_forward_f32(
+        gp,
+        &gp.htod(&x).unwrap(),
+        &gp.htod(&w).unwrap(),
+        None,
+        &d,
+        out,
+    )
+    .unwrap();
+    assert_eq!(gp.dtoh(&idx).unwrap(), [0i64, 1, 2].repeat(5));
+    assert_eq!(gp.dtoh(&nscale).unwrap(), vec![0f32; 30]);
+    for g in gp.dtoh(&gates).unwrap() {
+        assert!((g - 1.0 / 3.0).abs() < 1e-6, "{g}");
+    }
+    // k > E and E > 64 are errors
+    let bad = GateDims { k: 7, ..d };
+    let out = GateOutputs {
+        logits: &mut logits,
+        nscale: &mut nscale,
+        idx: &mut idx,
+        gates: &mut gates,
+    };
+    let e = gate_forward_f32(
+        gp,
+        &gp.htod(&x).unwrap(),
+        &gp.htod(&w).unwrap(),
+        None,
+        &bad,
+        out,
     );
     assert!(matches!(e, Err(GpuError::Invalid { .. })));
 }

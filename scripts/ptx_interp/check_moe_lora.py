@@ -1,6 +1,12 @@
 #!/usr/bin/env python3
-"""Runs moe_lora.ptx (MoE-LoRA dispatch forward and backward) through interp.py on small shapes
-against a plain-Python f64 reference of kernels/src/moe_lora/cpu.rs. Review aid; slow.
+"""Runs moe_lora.ptx (MoE-LoRA dispatch forward and backward) and moe_gate.ptx (noisy top-k gate)
+through interp.py on small shapes against plain-Python f64 references of kernels/src/moe_lora/cpu.rs.
+Review aid; slow.
+
+The gate uses a few f32 instructions interp.py does not know (abs, neg, sub, div, max, setp on
+f32, ex2.approx, lg2.approx); this script adds them to a private copy of the interpreter at load
+time (interp.py itself is unchanged). ex2 / lg2 are modelled as the exact function rounded to f32
+with subnormals flushed (the hardware's .approx is within a few ulp: the tolerances allow it).
 
 The kernels are driven exactly as moe_lora/cuda.rs drives them: the host groups the slots per
 expert (a copy of group_by_expert), the forward runs gather (A) then combine (B), the backward
@@ -22,7 +28,52 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 KERNELS = os.path.join(HERE, '..', '..', 'kernels', 'src')
-import interp as pi  # noqa: E402
+import interp as _base  # noqa: E402,F401  (fails early if interp.py is missing)
+
+
+def _extended_interp():
+    """interp.py plus the f32 instructions of moe_gate.ptx, as a separate module object."""
+    import types
+    src = open(os.path.join(HERE, 'interp.py')).read()
+    anchor = "        else:\n            raise AssertionError(f'unsupported instruction {op}')"
+    assert src.count(anchor) == 1, 'interp.py changed: update the extension in check_moe_lora.py'
+    extra = """        elif op in ('abs.f32', 'neg.f32'):
+            R[d] = (v(1) & 0x7FFFFFFF) if op == 'abs.f32' else (v(1) ^ 0x80000000)
+        elif op == 'sub.rn.f32':
+            R[d] = f32r(b2f(v(1)) - b2f(v(2)))
+        elif op == 'div.rn.f32':
+            x_, y_ = b2f(v(1)), b2f(v(2))
+            R[d] = f32r(x_ / y_) if y_ != 0 else (0x7FC00000 if x_ == 0 or x_ != x_ else
+                                                  f32r(math.copysign(math.inf, x_) * math.copysign(1, y_)))
+        elif op == 'max.f32':
+            x_, y_ = b2f(v(1)), b2f(v(2))
+            R[d] = v(2) if x_ != x_ else (v(1) if y_ != y_ else (v(1) if x_ >= y_ else v(2)))
+        elif op == 'ex2.approx.ftz.f32':
+            x_ = b2f(v(1))
+            r_ = f32r(2.0 ** x_) if x_ < 128 else 0x7F800000
+            R[d] = 0 if (r_ & 0x7F800000) == 0 else r_
+        elif op == 'lg2.approx.ftz.f32':
+            x_ = b2f(v(1))
+            assert x_ > 0, 'lg2 of a non-positive value'
+            R[d] = f32r(math.log2(x_))
+        elif op.startswith('setp.') and op.endswith('.f32'):
+            x_, y_ = b2f(v(1)), b2f(v(2))
+            cmp = op.split('.')[1]
+            R[d] = int({'lt': x_ < y_, 'le': x_ <= y_, 'gt': x_ > y_, 'ge': x_ >= y_, 'eq': x_ == y_,
+                        'ne': x_ != y_}[cmp])
+"""
+    # the generic integer setp branch comes first in interp.py: route f32 compares around it
+    generic = "        elif op.startswith('setp.'):"
+    assert src.count(generic) == 1, 'interp.py changed: update the extension in check_moe_lora.py'
+    src = src.replace(generic, "        elif op.startswith('setp.') and not op.endswith('.f32'):")
+    src = src.replace(anchor, extra + anchor)
+    mod = types.ModuleType('interp_moe')
+    mod.__dict__['math'] = math
+    exec(compile(src, os.path.join(HERE, 'interp.py') + ' (+moe extension)', 'exec'), mod.__dict__)
+    return mod
+
+
+pi = _extended_interp()
 
 NAN = b'\x00\x00\xc0\x7f'
 
@@ -186,10 +237,131 @@ def case(mod, rng, T, k, E, d_in, r, d_out, skew=False):
     return ok
 
 
+def softplus(z):
+    return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
+
+
+def rank_key(v):
+    """topk's order: larger first, NaN above all, ties by lower position (sort key, ascending)."""
+    return (0, 0.0) if v != v else (1, -v)
+
+
+def gate_case(mod, dmod, rng, T, E, k, d_in, noise, ties=False):
+    print(f'gate T={T} E={E} k={k} d_in={d_in} noise={noise}{" ties" if ties else ""}')
+    x = [f32(rng.uniform(-1, 1)) for _ in range(T * d_in)]
+    w = [f32(rng.uniform(-1, 1)) for _ in range(2 * E * d_in)]
+    if ties:  # every router row the same: equal clean logits, the lowest experts must win
+        w[:E * d_in] = w[:d_in] * E
+    eps = [f32(rng.gauss(0, 1)) for _ in range(T * E)]
+    dgates = [f32(rng.uniform(-1, 1)) for _ in range(T * k)]
+    extra = [f32(rng.uniform(-1, 1)) for _ in range(T * E)]
+    tm = min(128, (2048 // (2 * E)) // 8 * 8)
+    mem = pi.Global()
+    px, pw, peps = mem.alloc(fbuf(x)), mem.alloc(fbuf(w)), mem.alloc(fbuf(eps))
+    plog, pns = mem.alloc(nan_buf(T * E)), mem.alloc(nan_buf(T * E))
+    pidx, pg = mem.alloc(nan_buf(2 * T * k)), mem.alloc(nan_buf(T * k))
+    pi.run(mod, 'moe_gate_fwd_f32', ((T + tm - 1) // tm, 1), 256,
+           [px, pw, peps, plog, pns, pidx, pg, T, E, k, d_in, tm, int(noise)], mem,
+           seed=rng.randrange(1 << 30))
+    logits = read_f32(mem, plog, T * E)
+    nscale = read_f32(mem, pns, T * E)
+    gates = read_f32(mem, pg, T * k)
+    raw = bytes(mem.get(pidx)[:8 * T * k])
+    idx = list(struct.unpack(f'<{T * k}q', raw))
+    ok = True
+    bad = 0
+    for t in range(T):
+        xt = x[t * d_in:(t + 1) * d_in]
+        for e in range(E):
+            cl = sum(a * b for a, b in zip(w[e * d_in:(e + 1) * d_in], xt))
+            cla = sum(abs(a * b) for a, b in zip(w[e * d_in:(e + 1) * d_in], xt))
+            z = sum(a * b for a, b in zip(w[(E + e) * d_in:(E + e + 1) * d_in], xt))
+            za = sum(abs(a * b) for a, b in zip(w[(E + e) * d_in:(E + e + 1) * d_in], xt))
+            ep = eps[t * E + e] if noise else 0.0
+            want = cl + softplus(z) * ep
+            ns = ep / (1 + math.exp(-z)) if noise else 0.0
+            # dot products in f32, then softplus / sigmoid a few ulp off (the approx ex2 / lg2)
+            tol = (d_in + 8) * 2.0 ** -23 * (cla + za * abs(ep)) + 2.0 ** -20 * (abs(want) + abs(ep))
+            tn = 2.0 ** -20 * abs(ns) + (d_in + 8) * 2.0 ** -23 * za * abs(ep)
+            if not (abs(logits[t * E + e] - want) <= tol and abs(nscale[t * E + e] - ns) <= tn):
+                bad += 1
+                if bad < 5:
+                    print(f'  [{t},{e}] logit {logits[t * E + e]} want {want} tol {tol:.3g}; '
+                          f'nscale {nscale[t * E + e]} want {ns}')
+        # selection: exactly the top k of the kernel's own logits, in rank order
+        row = logits[t * E:(t + 1) * E]
+        order = sorted(range(E), key=lambda e: (rank_key(row[e]), e))[:k]
+        if idx[t * k:(t + 1) * k] != order:
+            bad += 1
+            print(f'  token {t}: idx {idx[t * k:(t + 1) * k]} want {order}')
+            continue
+        ex = [math.exp(row[e] - row[order[0]]) for e in order]
+        for j in range(k):
+            want = ex[j] / sum(ex)
+            if not abs(gates[t * k + j] - want) <= (k + 8) * 2.0 ** -20 * want + 1e-30:
+                bad += 1
+                print(f'  gate [{t},{j}] {gates[t * k + j]} want {want}')
+    print(f'  forward: {"OK" if not bad else f"{bad} BAD"}')
+    ok &= bad == 0
+
+    # backward rows, on the kernel's own forward outputs
+    pdg, pex = mem.alloc(fbuf(dgates)), mem.alloc(fbuf(extra))
+    pdz = mem.alloc(nan_buf(T * 2 * E))
+    has_extra = T % 2
+    pi.run(mod, 'moe_gate_bwd_rows_f32', (max(1, min((T + 255) // 256, 2)), 1), 256,
+           [pidx, pg, pdg, pns, pex, pdz, T, E, k, has_extra], mem, seed=rng.randrange(1 << 30))
+    dz = read_f32(mem, pdz, T * 2 * E)
+    bad = 0
+    for t in range(T):
+        g = gates[t * k:(t + 1) * k]
+        dg = dgates[t * k:(t + 1) * k]
+        dot = sum(a * b for a, b in zip(g, dg))
+        dl = [extra[t * E + e] if has_extra else 0.0 for e in range(E)]
+        for j in range(k):
+            dl[idx[t * k + j]] += g[j] * (dg[j] - dot)
+        for e in range(E):
+            for q, want in ((e, dl[e]), (E + e, dl[e] * nscale[t * E + e])):
+                scale = (1 + abs(nscale[t * E + e])) * (1 + sum(abs(a * b) for a, b in zip(g, dg)) + 2)
+                if not abs(dz[t * 2 * E + q] - want) <= (k + 8) * 2.0 ** -23 * scale:
+                    bad += 1
+                    if bad < 5:
+                        print(f'  dz[{t},{q}] {dz[t * 2 * E + q]} want {want}')
+    print(f'  backward rows: {"OK" if not bad else f"{bad} BAD"}')
+    ok &= bad == 0
+
+    # dx and dw on the dispatch kernels: 2 "experts" (router, noise net) of rank E, every token
+    # routed to both (slot 2t -> router, 2t + 1 -> noise), as moe_lora/cuda.rs does
+    offsets, slots = group_by_expert([0, 1] * T, 2, 2)
+    poff, psl, pe = mem.alloc(ubuf(offsets)), mem.alloc(ubuf(slots)), mem.alloc(ubuf([0, 1] * T))
+    pdx, pdw = mem.alloc(nan_buf(T * d_in)), mem.alloc(nan_buf(2 * E * d_in))
+    one = pi.f2b(1.0)
+    pi.run(dmod, 'moe_lora_combine_f32', ((d_in + 63) // 64, (T + 31) // 32), 256,
+           [pdz, pe, pg, one, 0, pw, 1, T, 2, 2, E, d_in, pdx], mem, seed=rng.randrange(1 << 30))
+    pi.run(dmod, 'moe_lora_outer_f32', ((d_in + 63) // 64, 2), 256,
+           [px, pdz, pg, one, 0, poff, psl, 2, d_in, E, 1, pdw], mem, seed=rng.randrange(1 << 30))
+    dx, dw = read_f32(mem, pdx, T * d_in), read_f32(mem, pdw, 2 * E * d_in)
+    want_dx = [(sum(dz[t * 2 * E + q] * w[q * d_in + p] for q in range(2 * E)),
+                sum(abs(dz[t * 2 * E + q] * w[q * d_in + p]) for q in range(2 * E)))
+               for t in range(T) for p in range(d_in)]
+    want_dw = [(sum(dz[t * 2 * E + q] * x[t * d_in + p] for t in range(T)),
+                sum(abs(dz[t * 2 * E + q] * x[t * d_in + p]) for t in range(T)))
+               for q in range(2 * E) for p in range(d_in)]
+    ok &= compare('gate dx', dx, ([a for a, _ in want_dx], [b for _, b in want_dx]), 2 * E)
+    ok &= compare('gate dw', dw, ([a for a, _ in want_dw], [b for _, b in want_dw]), T)
+    return ok
+
+
 def main():
     mod = pi.Module(open(os.path.join(KERNELS, 'moe_lora', 'moe_lora.ptx')).read())
+    gmod = pi.Module(open(os.path.join(KERNELS, 'moe_lora', 'moe_gate.ptx')).read())
     rng = random.Random(11)
     ok = True
+    # gate: noise on / off, odd d_in over two chunks, k = E, E = 64 (tm = 16, two blocks)
+    ok &= gate_case(gmod, mod, rng, 5, 4, 2, 37, True)
+    ok &= gate_case(gmod, mod, rng, 3, 3, 3, 5, False, ties=True)
+    if len(sys.argv) < 2:
+        ok &= gate_case(gmod, mod, rng, 17, 64, 8, 33, True)
+        ok &= gate_case(gmod, mod, rng, 34, 2, 1, 70, True)
     # odd sizes, two column chunks (d_in 37), two output tiles (d_out 70), a rank not a power of 2
     ok &= case(mod, rng, 5, 2, 3, 37, 5, 70)
     # k = E = 1, r = 1, d_out = 1

@@ -4,12 +4,12 @@
 //! as a [`DeviceRouting`]; forward and backward of one step share it. Every launcher checks the
 //! buffer lengths against the shapes, so the kernels stay inside their buffers.
 
-use super::cpu::Dims;
+use super::cpu::{Dims, GateDims};
 use super::{GPU_MAX_EXPERTS, GPU_MAX_RANK, group_by_expert};
 use crate::launch::{CudaSlice, GpuContext, GpuError, LaunchConfig, grid_1d};
 use crate::registry::{
-    EntrySpec, MOE_LORA_COMBINE_F32, MOE_LORA_GATE_GRAD_F32, MOE_LORA_GATHER_F32,
-    MOE_LORA_OUTER_F32, ModuleId,
+    EntrySpec, MOE_GATE_BWD_ROWS_F32, MOE_GATE_FWD_F32, MOE_LORA_COMBINE_F32,
+    MOE_LORA_GATE_GRAD_F32, MOE_LORA_GATHER_F32, MOE_LORA_OUTER_F32, ModuleId,
 };
 
 /// Threads per block of every entry (the PTX declares `.reqntid 256`).
@@ -434,4 +434,209 @@ fn gate_grad(
     // SAFETY: arguments match the .param list; u, mid, dmid hold slots r and g, dg hold slots
     // elements (checked by dispatch_backward_f32 / allocated there).
     unsafe { l.launch(grid_1d(slots as u64)) }
+}
+
+// ------------------------------------------------------------------------------------------------
+// The noisy top-k gate (`moe_gate.ptx`)
+// ------------------------------------------------------------------------------------------------
+
+/// Tokens per gate-forward block for `experts`: `tm * 2E <= 2048`, a multiple of 8, at most 128.
+pub fn gate_tile_tokens(experts: usize) -> usize {
+    (2048 / (2 * experts.max(1)) / 8 * 8).min(128)
+}
+
+/// The outputs of [`gate_forward_f32`].
+pub struct GateOutputs<'a> {
+    /// `[T, E]`: the (noisy) logits.
+    pub logits: &'a mut CudaSlice<f32>,
+    /// `[T, E]`: `eps * sigmoid(W_n x)` (zeros without noise), kept for the backward.
+    pub nscale: &'a mut CudaSlice<f32>,
+    /// `[T, k]`: the kept experts, in `topk` order.
+    pub idx: &'a mut CudaSlice<i64>,
+    /// `[T, k]`: softmax over the kept logits.
+    pub gates: &'a mut CudaSlice<f32>,
+}
+
+fn check_gate(op: &'static str, d: &GateDims) -> Result<(), GpuError> {
+    let bad = |msg: String| GpuError::Invalid { op, msg };
+    if d.k == 0 || d.k > d.experts || d.experts > GPU_MAX_EXPERTS {
+        return Err(bad(format!(
+            "k = {} of {} experts: the GPU needs 1 <= k <= E <= {GPU_MAX_EXPERTS}",
+            d.k, d.experts
+        )));
+    }
+    let too_big = |a: usize, b: usize| a.checked_mul(b).is_none_or(|v| v > u32::MAX as usize);
+    if d.d_in > i32::MAX as usize
+        || d.t > i32::MAX as usize
+        || too_big(d.t, d.d_in)
+        || too_big(2 * d.experts, d.d_in)
+        || too_big(d.t, 2 * d.experts)
+    {
+        return Err(bad(format!(
+            "{d:?}: a buffer has 2^32 or more elements (the kernels index in u32)"
+        )));
+    }
+    if d.t.div_ceil(COMBINE_TOKENS) > MAX_GRID_Y {
+        return Err(bad(format!(
+            "{} tokens exceed the backward's combine grid",
+            d.t
+        )));
+    }
+    Ok(())
+}
+
+/// The noisy top-k gate forward (mirrors [`super::cpu::gate_forward`] in f32): `x` `[T, d_in]`,
+/// `w` `[2E, d_in]` (`W_r` rows, then `W_n` rows). With `noise_key = Some(noise_seed(seed, step,
+/// layer))` the logits get `softplus(W_n x) eps`, `eps` the Philox normals of that key at offset 0
+/// (drawn here by `philox_normal_f32` into a `[T, E]` scratch buffer: the same bits as
+/// `GateNoise::sample`); `None` is the deterministic (evaluation) gate.
+///
+/// ```no_run
+/// # use brainstacks_kernels::launch::GpuContext;
+/// # use brainstacks_kernels::moe_lora::{noise_seed, cpu::GateDims, cuda::*};
+/// # fn main() -> Result<(), brainstacks_kernels::launch::GpuError> {
+/// let gpu = GpuContext::new(0)?;
+/// let d = GateDims { t: 3, experts: 4, k: 2, d_in: 8 };
+/// let x = gpu.alloc_zeros::<f32>(3 * 8)?;
+/// let w = gpu.alloc_zeros::<f32>(2 * 4 * 8)?;
+/// let (mut logits, mut nscale) = (gpu.alloc_zeros(12)?, gpu.alloc_zeros(12)?);
+/// let (mut idx, mut gates) = (gpu.alloc_zeros::<i64>(6)?, gpu.alloc_zeros(6)?);
+/// let out = GateOutputs { logits: &mut logits, nscale: &mut nscale, idx: &mut idx, gates: &mut gates };
+/// gate_forward_f32(&gpu, &x, &w, Some(noise_seed(1, 0, 3)), &d, out)?;
+/// # Ok(()) }
+/// ```
+pub fn gate_forward_f32(
+    gpu: &GpuContext,
+    x: &CudaSlice<f32>,
+    w: &CudaSlice<f32>,
+    noise_key: Option<u64>,
+    d: &GateDims,
+    out: GateOutputs<'_>,
+) -> Result<(), GpuError> {
+    let op = "moe_gate_forward_f32";
+    check_gate(op, d)?;
+    check_len(op, "x", x.len(), d.t * d.d_in)?;
+    check_len(op, "w", w.len(), 2 * d.experts * d.d_in)?;
+    let GateOutputs {
+        logits,
+        nscale,
+        idx,
+        gates,
+    } = out;
+    check_len(op, "logits", logits.len(), d.t * d.experts)?;
+    check_len(op, "nscale", nscale.len(), d.t * d.experts)?;
+    check_len(op, "idx", idx.len(), d.t * d.k)?;
+    check_len(op, "gates", gates.len(), d.t * d.k)?;
+    if d.t == 0 {
+        return Ok(());
+    }
+    let mut eps = gpu.alloc_zeros::<f32>(if noise_key.is_some() {
+        d.t * d.experts
+    } else {
+        1
+    })?;
+    if let Some(key) = noise_key {
+        crate::philox::cuda::fill_normal_f32(gpu, key, 0, 0.0, 1.0, &mut eps)?;
+    }
+    let tm = gate_tile_tokens(d.experts);
+    let e: &EntrySpec = &MOE_GATE_FWD_F32;
+    let f = gpu.function(ModuleId::MoeGate, e)?;
+    let (tokens, experts, k, d_in, tm32, noise) = (
+        u32_of(d.t),
+        u32_of(d.experts),
+        u32_of(d.k),
+        u32_of(d.d_in),
+        u32_of(tm),
+        u32::from(noise_key.is_some()),
+    );
+    let mut l = gpu.launch(&f, e);
+    // moe_gate_fwd_f32(x, w, eps, logits, nscale, idx, gates, tokens, experts, k, d_in, tm, noise)
+    l.arg(x)
+        .arg(w)
+        .arg(&eps)
+        .arg(&mut *logits)
+        .arg(&mut *nscale)
+        .arg(&mut *idx)
+        .arg(&mut *gates)
+        .arg(&tokens)
+        .arg(&experts)
+        .arg(&k)
+        .arg(&d_in)
+        .arg(&tm32)
+        .arg(&noise);
+    // SAFETY: arguments match the .param list; every buffer was checked against the shape above
+    // (eps holds T E normals when noise is on and is not read otherwise).
+    unsafe { l.launch(grid(d.t.div_ceil(tm), 1)) }
+}
+
+/// Gradients of [`gate_forward_f32`] (mirrors [`super::cpu::gate_backward`] in f32): from the
+/// forward's `idx`, `gates`, `nscale` and `dgates` (`[T, k]`), plus an optional further gradient
+/// of the logits `extra` (`[T, E]`), writes `dx` (`[T, d_in]`) and `dw` (`[2E, d_in]`, like `w`).
+/// Deterministic (fixed-order sums); allocates a `[T, 2E]` work buffer and uploads a fixed
+/// two-"expert" routing (router, noise net) for the dispatch kernels that finish the job.
+#[allow(clippy::too_many_arguments)]
+pub fn gate_backward_f32(
+    gpu: &GpuContext,
+    x: &CudaSlice<f32>,
+    w: &CudaSlice<f32>,
+    fwd_idx: &CudaSlice<i64>,
+    fwd_gates: &CudaSlice<f32>,
+    fwd_nscale: &CudaSlice<f32>,
+    dgates: &CudaSlice<f32>,
+    extra: Option<&CudaSlice<f32>>,
+    d: &GateDims,
+    dx: &mut CudaSlice<f32>,
+    dw: &mut CudaSlice<f32>,
+) -> Result<(), GpuError> {
+    let op = "moe_gate_backward_f32";
+    check_gate(op, d)?;
+    check_len(op, "x", x.len(), d.t * d.d_in)?;
+    check_len(op, "w", w.len(), 2 * d.experts * d.d_in)?;
+    check_len(op, "idx", fwd_idx.len(), d.t * d.k)?;
+    check_len(op, "gates", fwd_gates.len(), d.t * d.k)?;
+    check_len(op, "nscale", fwd_nscale.len(), d.t * d.experts)?;
+    check_len(op, "dgates", dgates.len(), d.t * d.k)?;
+    if let Some(extra) = extra {
+        check_len(op, "extra", extra.len(), d.t * d.experts)?;
+    }
+    check_len(op, "dx", dx.len(), d.t * d.d_in)?;
+    check_len(op, "dw", dw.len(), 2 * d.experts * d.d_in)?;
+    // Router and noise net as experts 0 and 1 of rank E; every token uses both (slot 2t, 2t + 1).
+    let pairs: Vec<i64> = (0..d.t).flat_map(|_| [0i64, 1]).collect();
+    let routing = DeviceRouting::new(gpu, &pairs, 2, 2)?;
+    let mut dz = gpu.alloc_zeros::<f32>((d.t * 2 * d.experts).max(1))?;
+    if d.t > 0 {
+        let e: &EntrySpec = &MOE_GATE_BWD_ROWS_F32;
+        let f = gpu.function(ModuleId::MoeGate, e)?;
+        let (tokens, experts, k, has_extra) = (
+            u32_of(d.t),
+            u32_of(d.experts),
+            u32_of(d.k),
+            u32::from(extra.is_some()),
+        );
+        let extra = extra.unwrap_or(fwd_nscale); // not read when has_extra = 0
+        let mut l = gpu.launch(&f, e);
+        // moe_gate_bwd_rows_f32(idx, gates, dgates, nscale, extra, dz, tokens, experts, k,
+        // has_extra)
+        l.arg(fwd_idx)
+            .arg(fwd_gates)
+            .arg(dgates)
+            .arg(fwd_nscale)
+            .arg(extra)
+            .arg(&mut dz)
+            .arg(&tokens)
+            .arg(&experts)
+            .arg(&k)
+            .arg(&has_extra);
+        // SAFETY: arguments match the .param list; idx (T k, experts below E as the forward wrote
+        // them), gates, dgates, nscale, extra and dz (T 2E) were checked or allocated above.
+        unsafe { l.launch(grid_1d(d.t as u64)) }?;
+    }
+    // dz rows are [dlogit (E), dz (E)] = mid of slots 2t, 2t + 1 at rank E; w is [2, E, d_in].
+    combine(
+        gpu, &routing, &dz, &dz, None, w, true, d.experts, d.d_in, dx,
+    )?;
+    outer(
+        gpu, &routing, x, &dz, &dz, None, d.d_in, d.experts, true, dw,
+    )
 }
