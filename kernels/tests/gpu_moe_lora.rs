@@ -276,6 +276,16 @@ fn dispatch_fixed_shapes() {
         d_out: 7,
     };
     case(all, 9).unwrap();
+    // enough slots (34002) for the launcher to keep the largest gather tile (128 tokens)
+    let many = Dims {
+        t: 17_001,
+        k: 2,
+        experts: 4,
+        d_in: 40,
+        r: 16,
+        d_out: 24,
+    };
+    case(many, 10).unwrap();
 }
 
 #[test]

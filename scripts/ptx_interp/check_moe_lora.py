@@ -113,9 +113,12 @@ def group_by_expert(idx, k, experts):
     return offsets, slots
 
 
-def tile_tokens(r):
-    """The launcher's gather tile: tm r <= 2048, a multiple of 8, at most 128."""
-    return min(128, (2048 // r) // 8 * 8)
+def tile_tokens(r, slots, experts):
+    """The launcher's gather tile (moe_lora/cuda.rs gather_tile_tokens)."""
+    tm = min(128, (2048 // r) // 8 * 8)
+    while tm > 8 and (slots + tm - 1) // tm + experts < 264:
+        tm = max(8, tm // 2 // 8 * 8)
+    return tm
 
 
 def reference(x, idx, g, a, b, s, dy, T, k, E, d_in, r, d_out):
@@ -175,8 +178,11 @@ def compare(what, got, want, chain):
     return bad == 0
 
 
-def case(mod, rng, T, k, E, d_in, r, d_out, skew=False):
-    print(f'case T={T} k={k} E={E} d_in={d_in} r={r} d_out={d_out}{" skewed" if skew else ""}')
+def case(mod, rng, T, k, E, d_in, r, d_out, skew=False, big_tile=False):
+    """big_tile: the largest gather tile the kernel accepts (the launcher picks it for large T);
+    otherwise the launcher's choice for this small T (8 tokens)."""
+    tm = min(128, (2048 // r) // 8 * 8) if big_tile else tile_tokens(r, T * k, E)
+    print(f'case T={T} k={k} E={E} d_in={d_in} r={r} d_out={d_out} tm={tm}{" skewed" if skew else ""}')
     s = f32(16.0 / math.sqrt(r))
     x = [f32(rng.uniform(-1, 1)) for _ in range(T * d_in)]
     a = [f32(rng.uniform(-1, 1)) for _ in range(E * r * d_in)]
@@ -192,7 +198,6 @@ def case(mod, rng, T, k, E, d_in, r, d_out, skew=False):
         w = [rng.uniform(0.1, 1) for _ in range(k)]
         g += [f32(v / sum(w)) for v in w]
     offsets, slots = group_by_expert(idx, k, E)
-    tm = tile_tokens(r)
     seed = rng.randrange(1 << 30)
 
     mem = pi.Global()
@@ -369,9 +374,12 @@ def main():
     if len(sys.argv) < 2:
         # r = 64 (tm = 32): expert 0 has > 32 tokens, so two gather tiles and two outer chunks; two
         # combine token tiles (T > 32); every 16-rank group of outer in use
-        ok &= case(mod, rng, 37, 2, 3, 9, 64, 7, skew=True)
-        # r = 17 (tm = 120, an odd padded W stride in combine), k = E = 4, d_in exactly one chunk
-        ok &= case(mod, rng, 6, 4, 4, 32, 17, 65)
+        ok &= case(mod, rng, 37, 2, 3, 9, 64, 7, skew=True, big_tile=True)
+        # r = 17 (tm = 120: every output pair of gather in use; an odd padded W stride in
+        # combine), k = E = 4, d_in exactly one chunk
+        ok &= case(mod, rng, 6, 4, 4, 32, 17, 65, big_tile=True)
+        # r = 7 (tm = 128, 896 outputs: pairs 0 and 1), tm = 8 tiles elsewhere above
+        ok &= case(mod, rng, 9, 3, 5, 40, 7, 3, big_tile=True)
     print('ALL OK' if ok else 'FAILURES')
     sys.exit(0 if ok else 1)
 

@@ -22,11 +22,20 @@ const OUTER_OUTS: usize = 64;
 /// Largest grid.y of a launch.
 const MAX_GRID_Y: usize = 65_535;
 
-/// Tokens per gather block for rank `r`: `tm * r <= 2048` (8 outputs per thread), a multiple of 8,
-/// at most 128 (the shared x tile).
-pub fn gather_tile_tokens(r: usize) -> usize {
-    (2048 / r.max(1) / 8 * 8).min(128)
+/// Tokens per gather block for rank `r` and `slots` routed slots over `experts`: `tm * r <= 2048`
+/// (8 outputs per thread), a multiple of 8, at most 128 (the shared x tile), halved while the
+/// grid would have fewer than [`GATHER_MIN_BLOCKS`] blocks (the kernel is latency-bound with one
+/// block per SM; each block reads its tile's `A_e` once, so smaller tiles cost only L2 traffic).
+pub fn gather_tile_tokens(r: usize, slots: usize, experts: usize) -> usize {
+    let mut tm = (2048 / r.max(1) / 8 * 8).min(128);
+    while tm > 8 && slots.div_ceil(tm) + experts < GATHER_MIN_BLOCKS {
+        tm = (tm / 2 / 8 * 8).max(8);
+    }
+    tm
 }
+
+/// Two blocks per SM of a 132-SM H100.
+pub const GATHER_MIN_BLOCKS: usize = 264;
 
 /// A routing table `idx` (`[T, k]`) grouped per expert and uploaded: `offsets` (`E + 1`), `slots`
 /// (`T k`, grouped order) and `eidx` (`T k`, the expert of every slot), all `u32`.
@@ -166,7 +175,7 @@ fn gather(
     if slots == 0 {
         return Ok(());
     }
-    let tm = gather_tile_tokens(r);
+    let tm = gather_tile_tokens(r, slots, routing.experts);
     let blocks = slots.div_ceil(tm) + routing.experts;
     let e: &EntrySpec = &MOE_LORA_GATHER_F32;
     let f = gpu.function(ModuleId::MoeLora, e)?;

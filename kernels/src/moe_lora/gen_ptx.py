@@ -57,10 +57,11 @@ HEADER = r"""//
 //
 // Launch geometry: every entry runs blocks of exactly 256 threads (.reqntid 256).
 //   gather:    1-D grid of at least sum_e ceil(count_e / tm) blocks (the launcher uses
-//              ceil(T k / tm) + E); block b finds its (expert, tile) by scanning offsets; spare
-//              blocks exit. Per 32-column chunk the block stages the tile's x rows (tm x 32) and
-//              W_e (r x 32) in shared memory; thread tid owns outputs o = tid + 256 u (u < 8) of the
-//              tm x r tile. Static shared 26368 bytes.
+//              ceil(T k / tm) + E, with tm halved while that is below two blocks per SM of an
+//              H100); block b finds its (expert, tile) by scanning offsets; spare blocks exit. Per
+//              32-column chunk the block stages the tile's x rows (tm x 32) and W_e (r x 32) in
+//              shared memory; thread tid owns outputs o = tid + 256 u (u < 8) of the tm x r tile,
+//              computed in pairs, a pair skipped when no thread has it. Static shared 26368 bytes.
 //   combine:   grid (ceil(n_out / 64), ceil(T / 32)); a block owns 32 tokens x 64 outputs, thread
 //              (tid & 63, tid >> 6 + 4 u), u < 8. Per used expert it stages W_e (64 x r, rows padded
 //              to an odd stride) and the 32 tokens' scaled mids (r x 32). Static shared 33280 bytes.
@@ -166,7 +167,10 @@ G_TAB_DONE:
     mad.lo.u32      %r_xa{u}, %r_m, 132, %r_xs;
     mad.lo.u32      %r_wa{u}, %r_i, 132, %r_ws;
     mov.f32         %f_acc{u}, {F0};""")
-    e("""    mov.u32         %r_p0, 0;
+    e("""    setp.le.u32     %p_g1, %r_nout, 512;       // output pairs 1..3 unused by the whole tile
+    setp.le.u32     %p_g2, %r_nout, 1024;
+    setp.le.u32     %p_g3, %r_nout, 1536;
+    mov.u32         %r_p0, 0;
     setp.eq.u32     %p_a, %r_n, 0;
     @%p_a bra       G_CHUNKS_DONE;
     setp.ne.u32     %p_wt, %r_w_trans, 0;
@@ -237,14 +241,19 @@ G_WL_ST:
     bra.uni         G_WL;
 G_WL_DONE:
     bar.sync        0;
-    // 32 columns, in order, for each of the thread's 8 outputs""")
-    for c in range(32):
-        for u in range(8):
-            e(f"""    ld.shared.f32   %f_x{u}, [%r_xa{u}+{4 * c}];
-    ld.shared.f32   %f_w{u}, [%r_wa{u}+{4 * c}];""")
-        for u in range(8):
-            e(f"    fma.rn.f32      %f_acc{u}, %f_x{u}, %f_w{u}, %f_acc{u};")
-    e("""    bar.sync        0;
+    // 32 columns, in order, for each of the thread's 8 outputs, in pairs u = 2g, 2g + 1; pair g
+    // is skipped (uniformly) when the tile has no output o >= 512 g""")
+    for g in range(4):
+        if g:
+            e(f"""    @%p_g{g} bra       G_COMPUTED;""")
+        for c in range(32):
+            for u in (2 * g, 2 * g + 1):
+                e(f"""    ld.shared.f32   %f_x{u % 2}, [%r_xa{u}+{4 * c}];
+    ld.shared.f32   %f_w{u % 2}, [%r_wa{u}+{4 * c}];""")
+            for u in (2 * g, 2 * g + 1):
+                e(f"    fma.rn.f32      %f_acc{u}, %f_x{u % 2}, %f_w{u % 2}, %f_acc{u};")
+    e("""G_COMPUTED:
+    bar.sync        0;
     add.u32         %r_p0, %r_p0, 32;
     setp.lt.u32     %p_a, %r_p0, %r_n;
     @%p_a bra       G_CHUNK;
