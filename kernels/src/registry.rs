@@ -320,10 +320,15 @@ pub const MOE_LORA_GATE_GRAD_F32: EntrySpec = EntrySpec {
     params: 8,
 };
 /// Entry `moe_lora_outer_f32(y, z, g, scale, use_gate, offsets, slots, k, n_out, r, out_trans,
-/// out)`.
+/// experts, splits, out)`.
 pub const MOE_LORA_OUTER_F32: EntrySpec = EntrySpec {
     name: "moe_lora_outer_f32",
-    params: 12,
+    params: 14,
+};
+/// Entry `moe_lora_sum_f32(partial, out, n, splits)`.
+pub const MOE_LORA_SUM_F32: EntrySpec = EntrySpec {
+    name: "moe_lora_sum_f32",
+    params: 4,
 };
 /// Entry `moe_gate_fwd_f32(x, w, eps, logits, nscale, idx, gates, tokens, experts, k, d_in, tm,
 /// noise)`.
@@ -466,6 +471,7 @@ pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
             MOE_LORA_COMBINE_F32,
             MOE_LORA_GATE_GRAD_F32,
             MOE_LORA_OUTER_F32,
+            MOE_LORA_SUM_F32,
         ],
     },
     ModuleSpec {

@@ -121,6 +121,26 @@ def tile_tokens(r, slots, experts):
     return tm
 
 
+def outer_splits(n_out, experts, slots):
+    """The launcher's token splits of the outer product (moe_lora/cuda.rs outer_splits)."""
+    blocks = (n_out + 63) // 64 * max(experts, 1)
+    return max(1, min(-(-264 // blocks), 16, slots // max(experts, 1) // 64))
+
+
+def run_outer(mod, mem, rng, y, z, g, scale_bits, use_gate, offsets, slots, k, n_out, r, out_trans,
+              experts, out, splits):
+    """moe_lora_outer_f32 as the launcher runs it: straight into out, or into `splits` planes of
+    partial sums (exactly sized) that moe_lora_sum_f32 then adds."""
+    plane = experts * n_out * r
+    dst = out if splits == 1 else mem.alloc(nan_buf(splits * plane))
+    pi.run(mod, 'moe_lora_outer_f32', ((n_out + 63) // 64, experts * splits), 256,
+           [y, z, g, scale_bits, use_gate, offsets, slots, k, n_out, r, out_trans, experts, splits,
+            dst], mem, seed=rng.randrange(1 << 30))
+    if splits > 1:
+        pi.run(mod, 'moe_lora_sum_f32', (min((plane + 255) // 256, 3), 1), 256,
+               [dst, out, plane, splits], mem, seed=rng.randrange(1 << 30))
+
+
 def reference(x, idx, g, a, b, s, dy, T, k, E, d_in, r, d_out):
     """Forward and backward of cpu.rs in f64, plus the same over absolute values (for bounds)."""
     out = [0.0] * (T * d_out)
@@ -178,7 +198,7 @@ def compare(what, got, want, chain):
     return bad == 0
 
 
-def case(mod, rng, T, k, E, d_in, r, d_out, skew=False, big_tile=False):
+def case(mod, rng, T, k, E, d_in, r, d_out, skew=False, big_tile=False, splits=None):
     """big_tile: the largest gather tile the kernel accepts (the launcher picks it for large T);
     otherwise the launcher's choice for this small T (8 tokens)."""
     tm = min(128, (2048 // r) // 8 * 8) if big_tile else tile_tokens(r, T * k, E)
@@ -227,10 +247,11 @@ def case(mod, rng, T, k, E, d_in, r, d_out, skew=False, big_tile=False):
            [pu, pmid, pg, sb, T * k, r, pdg, pdmid], mem, seed=seed + 3)
     pi.run(mod, 'moe_lora_combine_f32', ((d_in + 63) // 64, (T + 31) // 32), 256,
            [pdmid, pe, pg, sb, 0, pa, 1, T, k, E, r, d_in, pdx], mem, seed=seed + 4)
-    pi.run(mod, 'moe_lora_outer_f32', ((d_in + 63) // 64, E), 256,
-           [px, pdmid, pg, sb, 0, poff, psl, k, d_in, r, 1, pda], mem, seed=seed + 5)
-    pi.run(mod, 'moe_lora_outer_f32', ((d_out + 63) // 64, E), 256,
-           [pdy, pmid, pg, sb, 1, poff, psl, k, d_out, r, 0, pdb], mem, seed=seed + 6)
+    sa = splits or outer_splits(d_in, E, T * k)
+    sb_ = splits or outer_splits(d_out, E, T * k)
+    print(f'  outer splits: dA {sa}, dB {sb_}')
+    run_outer(mod, mem, rng, px, pdmid, pg, sb, 0, poff, psl, k, d_in, r, 1, E, pda, sa)
+    run_outer(mod, mem, rng, pdy, pmid, pg, sb, 1, poff, psl, k, d_out, r, 0, E, pdb, sb_)
 
     out, dx, dg, da, db = reference(x, idx, g, a, b, s, dy, T, k, E, d_in, r, d_out)
     ok = True
@@ -342,8 +363,8 @@ def gate_case(mod, dmod, rng, T, E, k, d_in, noise, ties=False):
     one = pi.f2b(1.0)
     pi.run(dmod, 'moe_lora_combine_f32', ((d_in + 63) // 64, (T + 31) // 32), 256,
            [pdz, pe, pg, one, 0, pw, 1, T, 2, 2, E, d_in, pdx], mem, seed=rng.randrange(1 << 30))
-    pi.run(dmod, 'moe_lora_outer_f32', ((d_in + 63) // 64, 2), 256,
-           [px, pdz, pg, one, 0, poff, psl, 2, d_in, E, 1, pdw], mem, seed=rng.randrange(1 << 30))
+    run_outer(dmod, mem, rng, px, pdz, pg, one, 0, poff, psl, 2, d_in, E, 1, 2, pdw,
+              outer_splits(d_in, 2, 2 * T))
     dx, dw = read_f32(mem, pdx, T * d_in), read_f32(mem, pdw, 2 * E * d_in)
     want_dx = [(sum(dz[t * 2 * E + q] * w[q * d_in + p] for q in range(2 * E)),
                 sum(abs(dz[t * 2 * E + q] * w[q * d_in + p]) for q in range(2 * E)))
@@ -364,9 +385,11 @@ def main():
     # gate: noise on / off, odd d_in over two chunks, k = E, E = 64 (tm = 16, two blocks)
     ok &= gate_case(gmod, mod, rng, 5, 4, 2, 37, True)
     ok &= gate_case(gmod, mod, rng, 3, 3, 3, 5, False, ties=True)
+    ok &= case(mod, rng, 11, 2, 2, 9, 3, 5, splits=2)
     if len(sys.argv) < 2:
         ok &= gate_case(gmod, mod, rng, 17, 64, 8, 33, True)
-        ok &= gate_case(gmod, mod, rng, 34, 2, 1, 70, True)
+        # T = 130: two gate blocks (tm = 128) and two token splits in the dw outer product
+        ok &= gate_case(gmod, mod, rng, 130, 2, 1, 40, True)
     # odd sizes, two column chunks (d_in 37), two output tiles (d_out 70), a rank not a power of 2
     ok &= case(mod, rng, 5, 2, 3, 37, 5, 70)
     # k = E = 1, r = 1, d_out = 1
@@ -375,6 +398,9 @@ def main():
         # r = 64 (tm = 32): expert 0 has > 32 tokens, so two gather tiles and two outer chunks; two
         # combine token tiles (T > 32); every 16-rank group of outer in use
         ok &= case(mod, rng, 37, 2, 3, 9, 64, 7, skew=True, big_tile=True)
+        # token splits: expert 0's ~70 slots cut into 3 ranges of 32, 32 and the rest (one
+        # range empty for the small experts)
+        ok &= case(mod, rng, 37, 2, 3, 9, 20, 70, skew=True, splits=3)
         # r = 17 (tm = 120: every output pair of gather in use; an odd padded W stride in
         # combine), k = E = 4, d_in exactly one chunk
         ok &= case(mod, rng, 6, 4, 4, 32, 17, 65, big_tile=True)

@@ -9,7 +9,7 @@ use super::{GPU_MAX_EXPERTS, GPU_MAX_RANK, group_by_expert};
 use crate::launch::{CudaSlice, GpuContext, GpuError, LaunchConfig, grid_1d};
 use crate::registry::{
     EntrySpec, MOE_GATE_BWD_ROWS_F32, MOE_GATE_FWD_F32, MOE_LORA_COMBINE_F32,
-    MOE_LORA_GATE_GRAD_F32, MOE_LORA_GATHER_F32, MOE_LORA_OUTER_F32, ModuleId,
+    MOE_LORA_GATE_GRAD_F32, MOE_LORA_GATHER_F32, MOE_LORA_OUTER_F32, MOE_LORA_SUM_F32, ModuleId,
 };
 
 /// Threads per block of every entry (the PTX declares `.reqntid 256`).
@@ -259,8 +259,20 @@ fn combine(
     unsafe { l.launch(cfg) }
 }
 
+/// Token splits of the outer product for `n_out` outputs over `experts` and `slots` routed slots:
+/// enough blocks for [`GATHER_MIN_BLOCKS`], at most 16, and at most one split per 64 tokens of an
+/// average expert. Depends on the shape only, so the summation order (and the bits) of dA and dB
+/// are the same on every run.
+pub fn outer_splits(n_out: usize, experts: usize, slots: usize) -> usize {
+    let blocks = n_out.div_ceil(OUTER_OUTS) * experts.max(1);
+    GATHER_MIN_BLOCKS
+        .div_ceil(blocks.max(1))
+        .min(16)
+        .min((slots / experts.max(1) / 64).max(1))
+}
+
 /// `D_e(o, i) = sum_{n in e} y[n / k, o] (c_n z[n, i])`, stored as `[E, n_out, r]` or, with
-/// `out_trans`, `[E, r, n_out]`.
+/// `out_trans`, `[E, r, n_out]`; over [`outer_splits`] token ranges summed in a fixed order.
 #[allow(clippy::too_many_arguments)]
 fn outer(
     gpu: &GpuContext,
@@ -277,33 +289,64 @@ fn outer(
     if n_out == 0 {
         return Ok(());
     }
+    let splits = outer_splits(n_out, routing.experts, routing.tokens * routing.k);
+    let plane = routing.experts * n_out * r;
+    let mut partial = if splits > 1 {
+        Some(gpu.alloc_zeros::<f32>(splits * plane)?)
+    } else {
+        None
+    };
     let e: &EntrySpec = &MOE_LORA_OUTER_F32;
     let f = gpu.function(ModuleId::MoeLora, e)?;
-    let cfg = grid(n_out.div_ceil(OUTER_OUTS), routing.experts);
+    let cfg = grid(n_out.div_ceil(OUTER_OUTS), routing.experts * splits);
     let (use_gate, s) = (u32::from(scale.is_some()), scale.unwrap_or(1.0));
-    let (k, n_out, r, ot) = (
+    let (k, n_out32, r32, ot, experts, splits32) = (
         u32_of(routing.k),
         u32_of(n_out),
         u32_of(r),
         u32::from(out_trans),
+        u32_of(routing.experts),
+        u32_of(splits),
     );
-    let mut l = gpu.launch(&f, e);
-    // moe_lora_outer_f32(y, z, g, scale, use_gate, offsets, slots, k, n_out, r, out_trans, out)
-    l.arg(y)
-        .arg(z)
-        .arg(g)
-        .arg(&s)
-        .arg(&use_gate)
-        .arg(&routing.offsets)
-        .arg(&routing.slots)
-        .arg(&k)
-        .arg(&n_out)
-        .arg(&r)
-        .arg(&ot)
-        .arg(&mut *out);
-    // SAFETY: arguments match the .param list; the callers checked y ([T, n_out]), z ([T k, r]),
-    // g ([T k]) and out (E n_out r); an expert without tokens gets zeros.
-    unsafe { l.launch(cfg) }
+    {
+        let dst: &mut CudaSlice<f32> = match partial.as_mut() {
+            Some(p) => p,
+            None => &mut *out,
+        };
+        let mut l = gpu.launch(&f, e);
+        // moe_lora_outer_f32(y, z, g, scale, use_gate, offsets, slots, k, n_out, r, out_trans,
+        // experts, splits, out)
+        l.arg(y)
+            .arg(z)
+            .arg(g)
+            .arg(&s)
+            .arg(&use_gate)
+            .arg(&routing.offsets)
+            .arg(&routing.slots)
+            .arg(&k)
+            .arg(&n_out32)
+            .arg(&r32)
+            .arg(&ot)
+            .arg(&experts)
+            .arg(&splits32)
+            .arg(dst);
+        // SAFETY: arguments match the .param list; the callers checked y ([T, n_out]), z
+        // ([T k, r]) and g ([T k]); dst holds splits planes of E n_out r (out itself when
+        // splits = 1, checked by the callers); an expert without tokens gets zeros.
+        unsafe { l.launch(cfg) }?;
+    }
+    if let Some(p) = partial {
+        let e: &EntrySpec = &MOE_LORA_SUM_F32;
+        let f = gpu.function(ModuleId::MoeLora, e)?;
+        // plane = E n_out r fits u32 (check_dims / check_gate bound every buffer)
+        let (n, sp) = (u32_of(plane), splits32);
+        let mut l = gpu.launch(&f, e);
+        // moe_lora_sum_f32(partial, out, n, splits)
+        l.arg(&p).arg(&mut *out).arg(&n).arg(&sp);
+        // SAFETY: arguments match the .param list; p holds splits x plane elements, out plane.
+        unsafe { l.launch(grid_1d(plane as u64)) }?;
+    }
+    Ok(())
 }
 
 /// Forward dispatch (mirrors [`super::cpu::forward`] in f32): `mid` (`[T k, r]`, slot order,

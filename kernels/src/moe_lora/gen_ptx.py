@@ -25,6 +25,7 @@ HEADER = r"""//
 //               dx_t    = sum_e [t uses e] A_e^T dmid[n]        (moe_lora_combine_f32, W = A^T)
 //               dA_e    = sum_{n in e} dmid[n] x_t^T             (moe_lora_outer_f32, transposed out)
 //               dB_e    = sum_{n in e} dy_t (g s mid[n])^T       (moe_lora_outer_f32)
+//               (both optionally over S token ranges, then moe_lora_sum_f32)
 //   Tokens are grouped per expert on the host by the stable counting sort group_by_expert
 //   (offsets[E + 1], slots[T k] as u32, plus eidx[n] = idx[n] as u32); the launcher validates idx.
 //   Determinism: no atomics; every sum runs in one fixed order: a mid / u entry over its reduction
@@ -49,10 +50,15 @@ HEADER = r"""//
 //       dg[n] = scale * sum_i u[n, i] mid[n, i]; dmid[n, i] = (g[n] scale) u[n, i].
 //       mirrors the dg and dmid lines of kernels::moe_lora::cpu::backward.
 //   moe_lora_outer_f32(y, z, g, scale .f32, use_gate .u32, offsets, slots, k .u32, n_out .u32,
-//                      r .u32, out_trans .u32, out)                                  12 params
+//                      r .u32, out_trans .u32, experts .u32, splits .u32, out)        14 params
 //       D_e(o, i) = sum_{slots n of e, ascending} y[n / k, o] (c_n z[n, i]), c_n = g[n] scale or 1;
 //       stored at out[(e n_out + o) r + i] (out_trans = 0, dB) or out[(e r + i) n_out + o]
-//       (out_trans = 1, dA). mirrors the dA / dB lines of kernels::moe_lora::cpu::backward.
+//       (out_trans = 1, dA). With splits = S > 1 the expert's tokens are cut into S ranges of
+//       per = roundup32(ceil(count / S)) and range s writes its partial sum to plane s of out
+//       (S planes of E n_out r); moe_lora_sum_f32 then adds the planes in increasing s.
+//       mirrors the dA / dB lines of kernels::moe_lora::cpu::backward.
+//   moe_lora_sum_f32(partial, out, n .u32, splits .u32)                              4 params
+//       out[i] = ((0 + partial[0 n + i]) + partial[1 n + i]) + ... (s ascending), i < n.
 //   Every buffer's element count must be < 2^32 and n, n_out < 2^31 (moe_lora/cuda.rs checks).
 //
 // Launch geometry: every entry runs blocks of exactly 256 threads (.reqntid 256).
@@ -66,9 +72,10 @@ HEADER = r"""//
 //              (tid & 63, tid >> 6 + 4 u), u < 8. Per used expert it stages W_e (64 x r, rows padded
 //              to an odd stride) and the 32 tokens' scaled mids (r x 32). Static shared 33280 bytes.
 //   gate_grad: 1-D grid-stride over slots, any grid.
-//   outer:     grid (ceil(n_out / 64), E); a block owns 64 outputs x r ranks of one expert, thread
-//              (tid & 63, tid >> 6 + 4 u), u < 16, and walks the expert's tokens in chunks of 32
-//              (y tile 32 x 64, scaled z tile 32 x r). Static shared 16768 bytes.
+//   outer:     grid (ceil(n_out / 64), E S); block y = e S + s owns 64 outputs x r ranks of expert
+//              e, thread (tid & 63, tid >> 6 + 4 u), u < 16, and walks token range s of the expert
+//              in chunks of 32 (y tile 32 x 64, scaled z tile 32 x r). Static shared 16768 bytes.
+//   sum:       1-D grid-stride over i, any grid.
 //
 // History: v1 (2026-11-27) first version.
 //
@@ -91,7 +98,7 @@ def declare(body):
     return "\n".join(out)
 
 
-def entry(name, params, shared, body):
+def entry(name, params, shared, body, extra=""):
     plist = ",\n".join(f"    .param .{t} {name}_param_{p}" for p, t in params)
     # ld.param for every parameter, into %rd_<p> / %r_<p> / %f_<p>
     loads = []
@@ -102,7 +109,7 @@ def entry(name, params, shared, body):
             loads.append(f"    cvta.to.global.u64 %rd_{p}, %rd_{p};")
     code = "\n".join(loads) + "\n" + body
     sh = "\n".join(f"    .shared .align 4 .b8 {s}[{n}];" for s, n in shared)
-    return (f".visible .entry {name}(\n{plist}\n)\n.reqntid 256, 1, 1\n{{\n"
+    return (f".visible .entry {name}(\n{plist}\n)\n.reqntid 256, 1, 1\n{extra}{{\n"
             f"{declare(code)}\n{sh}\n\n{code}\n}}\n")
 
 
@@ -551,6 +558,8 @@ def outer():
     mov.u32         %r_o0, %ctaid.x;
     shl.b32         %r_o0, %r_o0, 6;
     mov.u32         %r_e, %ctaid.y;
+    rem.u32         %r_sp, %r_e, %r_splits;     // token split of this block
+    div.u32         %r_e, %r_e, %r_splits;      // expert
     mov.u32         %r_ys, o_ys;
     mov.u32         %r_zs, o_zs;
     mov.u32         %r_tkb, o_tk;
@@ -563,6 +572,26 @@ def outer():
     ld.global.nc.u32 %r_lo, [%rd_t];
     ld.global.nc.u32 %r_hi, [%rd_t+4];
     sub.u32         %r_cnt, %r_hi, %r_lo;       // the expert's tokens
+    // split sp takes tokens [sp per, (sp + 1) per) of them, per = ceil(cnt / splits) rounded up
+    // to the 32-token chunk
+    add.u32         %r_per, %r_cnt, %r_splits;
+    sub.u32         %r_per, %r_per, 1;
+    div.u32         %r_per, %r_per, %r_splits;
+    add.u32         %r_per, %r_per, 31;
+    shr.u32         %r_per, %r_per, 5;
+    shl.b32         %r_per, %r_per, 5;
+    mul.lo.u32      %r_a, %r_sp, %r_per;
+    min.u32         %r_a, %r_a, %r_cnt;
+    add.u32         %r_b, %r_a, %r_per;
+    min.u32         %r_b, %r_b, %r_cnt;
+    add.u32         %r_lo, %r_lo, %r_a;
+    sub.u32         %r_cnt, %r_b, %r_a;
+    // with splits > 1 the block writes plane sp of the partial sums
+    mul.lo.u32      %r_q, %r_experts, %r_n_out;
+    mul.lo.u32      %r_q, %r_q, %r_r;
+    mul.wide.u32    %rd_t, %r_q, %r_sp;
+    shl.b64         %rd_t, %rd_t, 2;
+    add.u64         %rd_out, %rd_out, %rd_t;
     setp.ne.u32     %p_ug, %r_use_gate, 0;
     // which groups of 16 ranks exist (uniform)
     setp.gt.u32     %p_b1, %r_r, 16;
@@ -707,10 +736,12 @@ O_STORE:
     ret;""")
     params = [("y", "u64"), ("z", "u64"), ("g", "u64"), ("scale", "f32"), ("use_gate", "u32"),
               ("offsets", "u64"), ("slots", "u64"), ("k", "u32"), ("n_out", "u32"), ("r", "u32"),
-              ("out_trans", "u32"), ("out", "u64")]
+              ("out_trans", "u32"), ("experts", "u32"), ("splits", "u32"), ("out", "u64")]
     shared = [("o_ys", 32 * 64 * 4), ("o_zs", 32 * 64 * 4), ("o_tk", 128), ("o_sl", 128),
               ("o_c", 128)]
-    return entry("moe_lora_outer_f32", params, shared, "\n".join(L))
+    # at most 4 blocks per SM: lets ptxas use 64 registers (it otherwise aims at 8 blocks, 32
+    # registers, and spills on sm_90)
+    return entry("moe_lora_outer_f32", params, shared, "\n".join(L), ".minnctapersm 4\n")
 
 
 GATE_HEADER = r"""//
@@ -1094,9 +1125,41 @@ B_EXIT:
     return entry("moe_gate_bwd_rows_f32", params, [], body)
 
 
+def sum_partials():
+    body = f"""    mov.u32         %r_tid, %tid.x;
+    mov.u32         %r_i, %ctaid.x;
+    shl.b32         %r_i, %r_i, 8;
+    add.u32         %r_i, %r_i, %r_tid;
+    mov.u32         %r_step, %nctaid.x;
+    shl.b32         %r_step, %r_step, 8;
+    mul.wide.u32    %rd_plane, %r_n, 4;
+S_I:
+    setp.ge.u32     %p_a, %r_i, %r_n;
+    @%p_a bra       S_EXIT;
+    mul.wide.u32    %rd_t, %r_i, 4;
+    add.u64         %rd_a, %rd_partial, %rd_t;
+    mov.f32         %f_acc, {F0};
+    mov.u32         %r_s, 0;
+S_S:
+    ld.global.nc.f32 %f_v, [%rd_a];
+    add.rn.f32      %f_acc, %f_acc, %f_v;       // splits in increasing order
+    add.u64         %rd_a, %rd_a, %rd_plane;
+    add.u32         %r_s, %r_s, 1;
+    setp.lt.u32     %p_a, %r_s, %r_splits;
+    @%p_a bra       S_S;
+    add.u64         %rd_t, %rd_out, %rd_t;
+    st.global.f32   [%rd_t], %f_acc;
+    add.u32         %r_i, %r_i, %r_step;
+    bra.uni         S_I;
+S_EXIT:
+    ret;"""
+    params = [("partial", "u64"), ("out", "u64"), ("n", "u32"), ("splits", "u32")]
+    return entry("moe_lora_sum_f32", params, [], body)
+
+
 def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
-    text = HEADER + "\n" + "\n".join([gather(), combine(), gate_grad(), outer()])
+    text = HEADER + "\n" + "\n".join([gather(), combine(), gate_grad(), outer(), sum_partials()])
     with open(os.path.join(out_dir, "moe_lora.ptx"), "w") as f:
         f.write(text)
     text = GATE_HEADER + "\n" + "\n".join([gate_fwd(), gate_bwd_rows()])

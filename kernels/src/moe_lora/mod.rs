@@ -45,7 +45,8 @@
 //! result is the same bits on every run. Backward reuses the two with the transposed weights
 //! (`u = B_e^T dy`, `dx = A_e^T dmid`), a per-slot kernel for `dg` and `dmid`, and a per-expert
 //! outer-product kernel for `dA_e` and `dB_e` that walks the expert's tokens in increasing slot
-//! order. The f32 sums run in a different order than the f64 oracle's, so the GPU tests compare
+//! order (cut into a few token ranges, their count set by the shape alone, whose partial sums are
+//! then added in increasing range order: more blocks, still the same bits on every run). The f32 sums run in a different order than the f64 oracle's, so the GPU tests compare
 //! within an f32 accumulation bound.
 //!
 //! # Gate (`moe_gate.ptx`)
