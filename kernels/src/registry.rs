@@ -325,6 +325,11 @@ pub const MOE_LORA_OUTER_F32: EntrySpec = EntrySpec {
     name: "moe_lora_outer_f32",
     params: 14,
 };
+/// Entry `moe_lora_group(idx, offsets, slots, eidx, err, n, k, experts)` (one block of 128).
+pub const MOE_LORA_GROUP: EntrySpec = EntrySpec {
+    name: "moe_lora_group",
+    params: 8,
+};
 /// Entry `moe_lora_sum_f32(partial, out, n, splits)`.
 pub const MOE_LORA_SUM_F32: EntrySpec = EntrySpec {
     name: "moe_lora_sum_f32",
@@ -472,6 +477,7 @@ pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
             MOE_LORA_GATE_GRAD_F32,
             MOE_LORA_OUTER_F32,
             MOE_LORA_SUM_F32,
+            MOE_LORA_GROUP,
         ],
     },
     ModuleSpec {

@@ -16,7 +16,7 @@ use brainstacks_kernels::moe_lora::cuda::{
     DeviceRouting, DispatchGrads, GateOutputs, dispatch_backward_f32, dispatch_forward_f32,
     gate_backward_f32, gate_forward_f32,
 };
-use brainstacks_kernels::moe_lora::noise_seed;
+use brainstacks_kernels::moe_lora::{group_by_expert, noise_seed};
 use brainstacks_kernels::philox::cpu as philox;
 use brainstacks_kernels::topk::cpu as topk;
 use common::gpu;
@@ -600,4 +600,80 @@ fn gate_fixed_shapes_and_ties() {
         out,
     );
     assert!(matches!(e, Err(GpuError::Invalid { .. })));
+}
+
+// ---------------------------------------------------------------- device grouping
+
+/// `DeviceRouting::from_device` groups exactly like `group_by_expert` (T up to 3000, so a thread
+/// of the 128-thread kernel takes many slots), and a dispatch through either routing gives the
+/// same bits.
+#[test]
+fn device_grouping_matches_host() {
+    let Some(gp) = gpu() else { return };
+    let mut runner = TestRunner::new(Config::with_cases(CASES));
+    runner
+        .run(&(shape(), any::<u64>(), 0usize..3000), |(d, seed, t)| {
+            let d = Dims { t, ..d };
+            let mut rng = Xs(seed | 1);
+            let (idx, g) = routing(&mut rng, &d);
+            let host = DeviceRouting::new(gp, &idx, d.k, d.experts).unwrap();
+            let dev =
+                DeviceRouting::from_device(gp, &gp.htod(&idx).unwrap(), d.k, d.experts).unwrap();
+            dev.validate(gp).unwrap();
+            let want = group_by_expert(&idx, d.k, d.experts).unwrap();
+            prop_assert_eq!(&dev.groups(gp).unwrap(), &want);
+            prop_assert_eq!(&host.groups(gp).unwrap(), &want);
+            if t <= 300 {
+                let x = vals(&mut rng, d.t * d.d_in);
+                let a = vals(&mut rng, d.experts * d.r * d.d_in);
+                let b = vals(&mut rng, d.experts * d.d_out * d.r);
+                let (dx_, dg_, da_, db_) = (
+                    gp.htod(&x).unwrap(),
+                    gp.htod(&g).unwrap(),
+                    gp.htod(&a).unwrap(),
+                    gp.htod(&b).unwrap(),
+                );
+                let mut outs = Vec::new();
+                for r in [&host, &dev] {
+                    let mut mid = gp.alloc_zeros::<f32>(d.t * d.k * d.r).unwrap();
+                    let mut out = gp.alloc_zeros::<f32>(d.t * d.d_out).unwrap();
+                    dispatch_forward_f32(
+                        gp, r, &dx_, &dg_, &da_, &db_, 2.0, &d, &mut mid, &mut out,
+                    )
+                    .unwrap();
+                    outs.push(
+                        gp.dtoh(&out)
+                            .unwrap()
+                            .iter()
+                            .map(|v| v.to_bits())
+                            .collect::<Vec<_>>(),
+                    );
+                }
+                prop_assert_eq!(&outs[0], &outs[1]);
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Bad tables on the device are recorded, not followed out of bounds.
+#[test]
+fn device_grouping_flags_bad_tables() {
+    let Some(gp) = gpu() else { return };
+    for bad in [vec![0i64, 4, 1, 2], vec![0, -1, 1, 2], vec![3, 3, 1, 2]] {
+        let r = DeviceRouting::from_device(gp, &gp.htod(&bad).unwrap(), 2, 4).unwrap();
+        assert!(
+            matches!(r.validate(gp), Err(GpuError::Invalid { .. })),
+            "{bad:?}"
+        );
+        // the bad entry is counted under expert 0: still a permutation of the slots
+        let g = r.groups(gp).unwrap();
+        let mut s = g.slots.clone();
+        s.sort();
+        assert_eq!(s, vec![0, 1, 2, 3]);
+    }
+    let ok = DeviceRouting::from_device(gp, &gp.htod(&[1i64, 0]).unwrap(), 2, 4).unwrap();
+    ok.validate(gp).unwrap();
+    let odd = DeviceRouting::from_device(gp, &gp.htod(&[1i64, 0, 2]).unwrap(), 2, 4);
+    assert!(matches!(odd, Err(GpuError::Invalid { .. })));
 }

@@ -263,6 +263,44 @@ def case(mod, rng, T, k, E, d_in, r, d_out, skew=False, big_tile=False, splits=N
     return ok
 
 
+def group_case(mod, rng, T, k, E, bad=None):
+    """moe_lora_group against group_by_expert; bad: plant 'range', 'negative' or 'twice'."""
+    idx = []
+    for _ in range(T):
+        idx += rng.sample(range(E), k)
+    want_err = 0
+    if bad and T:
+        t = rng.randrange(T)
+        if bad == 'range':
+            idx[t * k] = E + rng.randrange(3)
+        elif bad == 'negative':
+            idx[t * k] = -1
+        elif bad == 'twice' and k > 1:
+            idx[t * k + k - 1] = idx[t * k]
+        want_err = 1
+    n = T * k
+    mem = pi.Global()
+    pidx = mem.alloc(struct.pack(f'<{n}q', *idx) or bytes(8))
+    poff, psl, pe = mem.alloc(nan_buf(E + 1)), mem.alloc(nan_buf(n)), mem.alloc(nan_buf(n))
+    perr = mem.alloc(bytes(4))
+    pi.run(mod, 'moe_lora_group', (1, 1), 128, [pidx, poff, psl, pe, perr, n, k, E], mem,
+           seed=rng.randrange(1 << 30))
+    rd = lambda a, m: list(struct.unpack(f'<{m}I', bytes(mem.get(a)[:4 * m])))  # noqa: E731
+    # the device's rule for a bad entry: counted under expert 0
+    clean = []
+    for s_, e in enumerate(idx):
+        row = idx[s_ - s_ % k:s_]
+        clean.append(0 if e < 0 or e >= E or e in row else e)
+    offsets, slots = group_by_expert(clean, k, E)
+    got = (rd(poff, E + 1), rd(psl, n), rd(pe, n), rd(perr, 1)[0])
+    ok = got == (offsets, slots, clean, want_err)
+    print(f'group T={T} k={k} E={E} bad={bad}: {"OK" if ok else "BAD"}')
+    if not ok:
+        print('  got ', got)
+        print('  want', (offsets, slots, clean, want_err))
+    return ok
+
+
 def softplus(z):
     return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
 
@@ -386,6 +424,14 @@ def main():
     ok &= gate_case(gmod, mod, rng, 5, 4, 2, 37, True)
     ok &= gate_case(gmod, mod, rng, 3, 3, 3, 5, False, ties=True)
     ok &= case(mod, rng, 11, 2, 2, 9, 3, 5, splits=2)
+    # device grouping: empty, fewer slots than threads, several slots per thread, k = E = 64,
+    # and each planted error
+    ok &= group_case(mod, rng, 0, 2, 4)
+    ok &= group_case(mod, rng, 37, 2, 5)
+    ok &= group_case(mod, rng, 301, 3, 7)
+    ok &= group_case(mod, rng, 3, 64, 64)
+    for bad in ('range', 'negative', 'twice'):
+        ok &= group_case(mod, rng, 50, 2, 4, bad=bad)
     if len(sys.argv) < 2:
         ok &= gate_case(gmod, mod, rng, 17, 64, 8, 33, True)
         # T = 130: two gate blocks (tm = 128) and two token splits in the dw outer product

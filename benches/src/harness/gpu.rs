@@ -203,6 +203,12 @@ pub fn registry() -> Vec<Bench> {
             moe_lora_op(c, s, true, false)
         }));
     }
+    for experts in [4usize, 64] {
+        v.push(bench(
+            spec::moe_lora_group(4096, 2, experts as u64),
+            move |c| moe_group_op(c, 4096, 2, experts),
+        ));
+    }
     for experts in [4usize, 8, 64] {
         for bwd in [false, true] {
             let e = experts as u64;
@@ -740,6 +746,14 @@ fn moe_lora_op(c: &Ctx, s: spec::MoeShape, bwd: bool, route: bool) -> Result<Op,
         moe::dispatch_backward_f32(
             &c.gpu, &routing, &x, &g, &a, &b, scale, &d, &mid, &dy, grads,
         )
+    }))
+}
+
+/// The device grouping of a random top-`k` routing.
+fn moe_group_op(c: &Ctx, t: usize, k: usize, experts: usize) -> Result<Op, SetupError> {
+    let idx = c.gpu.htod(&random_routing(t, experts, k, 69))?;
+    Ok(Box::new(move |c: &Ctx| {
+        DeviceRouting::from_device(&c.gpu, &idx, k, experts).map(|_| ())
     }))
 }
 

@@ -479,6 +479,20 @@ pub fn moe_lora_bwd(s: MoeShape) -> Spec {
     }
 }
 
+/// The device grouping of a `[T, k]` routing over `experts` (`DeviceRouting::from_device`, one
+/// 128-thread block; the allocation of its four outputs is part of the call): reads the i64
+/// table, writes slots and expert ids (u32) and the `E + 1` offsets. Label `TxK_E<e>`.
+pub fn moe_lora_group(t: u64, k: u64, experts: u64) -> Spec {
+    Spec {
+        kernel: "moe_lora",
+        variant: "group",
+        shape: format!("{t}x{k}_E{experts}"),
+        bytes: 16 * t * k + 4 * (experts + 1),
+        flops: 0,
+        role: Role::Kernel,
+    }
+}
+
 /// The noisy top-k gate forward, f32 (`gate_forward_f32` with noise: the Philox draw of eps
 /// `[T, E]` is part of the call): reads x and `[W_r; W_n]`, writes logits and nscale (`[T, E]`),
 /// idx (i64) and gates (`[T, k]`); 2·T·2E·d_in FLOPs. Label `TxD_IN_E<e>_k<k>`.
@@ -778,6 +792,10 @@ mod tests {
             4 * (2 * 4096 * 2048 + 4096 * 256 + 2 * 4 * 16 * 2304 + 2 * 4096 * 2 + 4096 * 2 * 16)
         );
         assert_eq!(b.flops, 4 * 4096 * 2 * 16 * 2304);
+        assert_eq!(
+            ibf(moe_lora_group(4096, 2, 64)),
+            ("moe_lora/group/4096x2_E64".into(), 16 * 8192 + 4 * 65, 0)
+        );
         let g = moe_gate_fwd(4096, 2048, 4, 2);
         assert_eq!(
             ibf(g),

@@ -5,11 +5,12 @@
 //! buffer lengths against the shapes, so the kernels stay inside their buffers.
 
 use super::cpu::{Dims, GateDims};
-use super::{GPU_MAX_EXPERTS, GPU_MAX_RANK, group_by_expert};
+use super::{ExpertGroups, GPU_MAX_EXPERTS, GPU_MAX_RANK, group_by_expert};
 use crate::launch::{CudaSlice, GpuContext, GpuError, LaunchConfig, grid_1d};
 use crate::registry::{
     EntrySpec, MOE_GATE_BWD_ROWS_F32, MOE_GATE_FWD_F32, MOE_LORA_COMBINE_F32,
-    MOE_LORA_GATE_GRAD_F32, MOE_LORA_GATHER_F32, MOE_LORA_OUTER_F32, MOE_LORA_SUM_F32, ModuleId,
+    MOE_LORA_GATE_GRAD_F32, MOE_LORA_GATHER_F32, MOE_LORA_GROUP, MOE_LORA_OUTER_F32,
+    MOE_LORA_SUM_F32, ModuleId,
 };
 
 /// Threads per block of every entry (the PTX declares `.reqntid 256`).
@@ -46,6 +47,8 @@ pub struct DeviceRouting {
     offsets: CudaSlice<u32>,
     slots: CudaSlice<u32>,
     eidx: CudaSlice<u32>,
+    /// The device grouping's error word (None when grouped and validated on the host).
+    err: Option<CudaSlice<u32>>,
 }
 
 impl std::fmt::Debug for DeviceRouting {
@@ -93,6 +96,110 @@ impl DeviceRouting {
             offsets: gpu.htod(&offsets)?,
             slots: gpu.htod(&slots)?,
             eidx: gpu.htod(&eidx)?,
+            err: None,
+        })
+    }
+
+    /// Groups a routing table that lives on the device (`[T, k]` i64, e.g. the gate's `idx`) with
+    /// `moe_lora_group`, the same stable counting sort as [`group_by_expert`], without a trip to
+    /// the host. The content of `idx` is checked on the device: an entry outside `0..E` or
+    /// repeated within its token is counted under expert 0 (every kernel stays in bounds; the
+    /// results are then meaningless) and recorded; [`DeviceRouting::validate`] reads the record.
+    ///
+    /// ```no_run
+    /// # use brainstacks_kernels::launch::GpuContext;
+    /// # use brainstacks_kernels::moe_lora::cuda::DeviceRouting;
+    /// # fn main() -> Result<(), brainstacks_kernels::launch::GpuError> {
+    /// let gpu = GpuContext::new(0)?;
+    /// let idx = gpu.htod(&[2i64, 0, 1, 2])?; // T = 2, top-2 of 4, already on the device
+    /// let routing = DeviceRouting::from_device(&gpu, &idx, 2, 4)?;
+    /// routing.validate(&gpu)?; // one synchronising read; skip it for idx from the gate kernel
+    /// # Ok(()) }
+    /// ```
+    pub fn from_device(
+        gpu: &GpuContext,
+        idx: &CudaSlice<i64>,
+        k: usize,
+        experts: usize,
+    ) -> Result<Self, GpuError> {
+        let op = "moe_lora_group";
+        let bad = |msg: String| GpuError::Invalid { op, msg };
+        if k == 0 || k > experts || experts > GPU_MAX_EXPERTS {
+            return Err(bad(format!(
+                "k = {k} of {experts} experts: the GPU needs 1 <= k <= E <= {GPU_MAX_EXPERTS}"
+            )));
+        }
+        let n = idx.len();
+        if !n.is_multiple_of(k) {
+            return Err(bad(format!(
+                "routing table of {n} entries is not [T, k] with k = {k}"
+            )));
+        }
+        if n > i32::MAX as usize {
+            return Err(bad(format!("{n} slots do not fit the grouping kernel")));
+        }
+        let mut offsets = gpu.alloc_zeros::<u32>(experts + 1)?;
+        let mut slots = gpu.alloc_zeros::<u32>(n)?;
+        let mut eidx = gpu.alloc_zeros::<u32>(n)?;
+        let mut err = gpu.alloc_zeros::<u32>(1)?;
+        let e: &EntrySpec = &MOE_LORA_GROUP;
+        let f = gpu.function(ModuleId::MoeLora, e)?;
+        let (n32, k32, e32) = (u32_of(n), u32_of(k), u32_of(experts));
+        let mut l = gpu.launch(&f, e);
+        // moe_lora_group(idx, offsets, slots, eidx, err, n, k, experts)
+        l.arg(idx)
+            .arg(&mut offsets)
+            .arg(&mut slots)
+            .arg(&mut eidx)
+            .arg(&mut err)
+            .arg(&n32)
+            .arg(&k32)
+            .arg(&e32);
+        let cfg = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (128, 1, 1), // the PTX requires exactly 128 (.reqntid)
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: arguments match the .param list; idx holds n i64, slots and eidx n u32,
+        // offsets E + 1, err 1; the kernel clamps every expert it uses to 0..E.
+        unsafe { l.launch(cfg) }?;
+        Ok(Self {
+            tokens: n / k,
+            k,
+            experts,
+            offsets,
+            slots,
+            eidx,
+            err: Some(err),
+        })
+    }
+
+    /// Whether the device grouping found the routing valid (synchronises; always Ok for a routing
+    /// grouped on the host, which refuses bad tables up front).
+    pub fn validate(&self, gpu: &GpuContext) -> Result<(), GpuError> {
+        match &self.err {
+            Some(err) if gpu.dtoh(err)?[0] != 0 => Err(GpuError::Invalid {
+                op: "moe_lora_group",
+                msg: "the routing table has an expert outside 0..E or one chosen twice for a token"
+                    .into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The grouping as the host oracle writes it (downloads; for tests and inspection).
+    pub fn groups(&self, gpu: &GpuContext) -> Result<ExpertGroups, GpuError> {
+        Ok(ExpertGroups {
+            offsets: gpu
+                .dtoh(&self.offsets)?
+                .into_iter()
+                .map(|v| v as usize)
+                .collect(),
+            slots: gpu
+                .dtoh(&self.slots)?
+                .into_iter()
+                .map(|v| v as usize)
+                .collect(),
         })
     }
 }

@@ -57,11 +57,17 @@ HEADER = r"""//
 //       per = roundup32(ceil(count / S)) and range s writes its partial sum to plane s of out
 //       (S planes of E n_out r); moe_lora_sum_f32 then adds the planes in increasing s.
 //       mirrors the dA / dB lines of kernels::moe_lora::cpu::backward.
+//   moe_lora_group(idx, offsets, slots, eidx, err, n .u32, k .u32, experts .u32)        8 params
+//       The stable counting sort group_by_expert on the device: idx [n = T k] i64 -> offsets
+//       [E + 1], slots [n] (grouped order, increasing within an expert), eidx [n] (u32 experts).
+//       An entry outside 0..E or repeated within its token sets err[0] = 1 and is counted under
+//       expert 0 (so slots stays a permutation and every other kernel stays in bounds).
+//       mirrors kernels::moe_lora::group_by_expert.
 //   moe_lora_sum_f32(partial, out, n .u32, splits .u32)                              4 params
 //       out[i] = ((0 + partial[0 n + i]) + partial[1 n + i]) + ... (s ascending), i < n.
 //   Every buffer's element count must be < 2^32 and n, n_out < 2^31 (moe_lora/cuda.rs checks).
 //
-// Launch geometry: every entry runs blocks of exactly 256 threads (.reqntid 256).
+// Launch geometry:
 //   gather:    1-D grid of at least sum_e ceil(count_e / tm) blocks (the launcher uses
 //              ceil(T k / tm) + E, with tm halved while that is below two blocks per SM of an
 //              H100); block b finds its (expert, tile) by scanning offsets; spare blocks exit. Per
@@ -76,6 +82,11 @@ HEADER = r"""//
 //              e, thread (tid & 63, tid >> 6 + 4 u), u < 16, and walks token range s of the expert
 //              in chunks of 32 (y tile 32 x 64, scaled z tile 32 x r). Static shared 16768 bytes.
 //   sum:       1-D grid-stride over i, any grid.
+//   group:     one block of exactly 128 threads (.reqntid 128); thread th counts a contiguous run
+//              of ceil(n / 128) slots into column th of a shared E x 128 table (32 KiB), threads
+//              e < E turn row e into prefixes, thread 0 the expert offsets, then every thread
+//              places its run. Static shared 33024 bytes.
+//   Every entry but group runs blocks of exactly 256 threads (.reqntid 256).
 //
 // History: v1 (2026-11-27) first version.
 //
@@ -98,7 +109,7 @@ def declare(body):
     return "\n".join(out)
 
 
-def entry(name, params, shared, body, extra=""):
+def entry(name, params, shared, body, extra="", threads=256):
     plist = ",\n".join(f"    .param .{t} {name}_param_{p}" for p, t in params)
     # ld.param for every parameter, into %rd_<p> / %r_<p> / %f_<p>
     loads = []
@@ -109,7 +120,7 @@ def entry(name, params, shared, body, extra=""):
             loads.append(f"    cvta.to.global.u64 %rd_{p}, %rd_{p};")
     code = "\n".join(loads) + "\n" + body
     sh = "\n".join(f"    .shared .align 4 .b8 {s}[{n}];" for s, n in shared)
-    return (f".visible .entry {name}(\n{plist}\n)\n.reqntid 256, 1, 1\n{extra}{{\n"
+    return (f".visible .entry {name}(\n{plist}\n)\n.reqntid {threads}, 1, 1\n{extra}{{\n"
             f"{declare(code)}\n{sh}\n\n{code}\n}}\n")
 
 
@@ -1125,6 +1136,147 @@ B_EXIT:
     return entry("moe_gate_bwd_rows_f32", params, [], body)
 
 
+def group():
+    body = """    mov.u32         %r_tid, %tid.x;
+    mov.u32         %r_h, gr_h;
+    mov.u32         %r_base, gr_base;
+    mov.u32         %r_one, 1;
+    mov.u32         %r_zero, 0;
+    // this thread's contiguous run of slots [s0, s1)
+    add.u32         %r_chunk, %r_n, 127;
+    shr.u32         %r_chunk, %r_chunk, 7;
+    mul.lo.u32      %r_s0, %r_tid, %r_chunk;
+    min.u32         %r_s0, %r_s0, %r_n;
+    add.u32         %r_s1, %r_s0, %r_chunk;
+    min.u32         %r_s1, %r_s1, %r_n;
+    shl.b32         %r_col, %r_tid, 2;
+    add.u32         %r_col, %r_col, %r_h;       // &h[0][tid]; h[e][th] at + e * 512
+    // zero this thread's column of counts
+    mov.u32         %r_e, 0;
+    mov.u32         %r_a, %r_col;
+GR_Z:
+    st.shared.u32   [%r_a], %r_zero;
+    add.u32         %r_a, %r_a, 512;
+    add.u32         %r_e, %r_e, 1;
+    setp.lt.u32     %p_a, %r_e, %r_experts;
+    @%p_a bra       GR_Z;
+    // pass 1: validate, write eidx, count
+    mov.u32         %r_s, %r_s0;
+GR_C:
+    setp.ge.u32     %p_a, %r_s, %r_s1;
+    @%p_a bra       GR_C_DONE;
+    mul.wide.u32    %rd_t, %r_s, 8;
+    add.u64         %rd_t, %rd_idx, %rd_t;
+    ld.global.nc.u32 %r_lo, [%rd_t];
+    ld.global.nc.u32 %r_hi, [%rd_t+4];
+    setp.ne.u32     %p_b, %r_hi, 0;
+    selp.b32        %r_bad, 1, 0, %p_b;
+    setp.ge.u32     %p_b, %r_lo, %r_experts;
+    selp.b32        %r_bad, 1, %r_bad, %p_b;    // negative or >= E
+    // the same expert earlier in this token (j' < j)?
+    rem.u32         %r_j, %r_s, %r_k;
+    sub.u32         %r_q, %r_s, %r_j;           // slot of j' = 0
+GR_D:
+    setp.ge.u32     %p_b, %r_q, %r_s;
+    @%p_b bra       GR_D_DONE;
+    mul.wide.u32    %rd_u, %r_q, 8;
+    add.u64         %rd_u, %rd_idx, %rd_u;
+    ld.global.nc.u32 %r_lo2, [%rd_u];
+    ld.global.nc.u32 %r_hi2, [%rd_u+4];
+    setp.eq.u32     %p_b, %r_lo2, %r_lo;
+    setp.eq.u32     %p_c, %r_hi2, %r_hi;
+    and.pred        %p_b, %p_b, %p_c;
+    selp.b32        %r_bad, 1, %r_bad, %p_b;
+    add.u32         %r_q, %r_q, 1;
+    bra.uni         GR_D;
+GR_D_DONE:
+    setp.ne.u32     %p_b, %r_bad, 0;
+    selp.b32        %r_e, 0, %r_lo, %p_b;       // a bad entry is counted under expert 0
+    @!%p_b bra      GR_OK;
+    st.global.u32   [%rd_err], %r_one;
+GR_OK:
+    mul.wide.u32    %rd_t, %r_s, 4;
+    add.u64         %rd_t, %rd_eidx, %rd_t;
+    st.global.u32   [%rd_t], %r_e;
+    shl.b32         %r_a, %r_e, 9;
+    add.u32         %r_a, %r_a, %r_col;
+    ld.shared.u32   %r_c, [%r_a];
+    add.u32         %r_c, %r_c, 1;
+    st.shared.u32   [%r_a], %r_c;
+    add.u32         %r_s, %r_s, 1;
+    bra.uni         GR_C;
+GR_C_DONE:
+    bar.sync        0;
+    // pass 2: thread e < E turns row e into exclusive prefixes over threads; base[e] = its total
+    setp.ge.u32     %p_a, %r_tid, %r_experts;
+    @%p_a bra       GR_ROWS_DONE;
+    shl.b32         %r_a, %r_tid, 9;
+    add.u32         %r_a, %r_a, %r_h;
+    mov.u32         %r_run, 0;
+    mov.u32         %r_q, 0;
+GR_R:
+    ld.shared.u32   %r_c, [%r_a];
+    st.shared.u32   [%r_a], %r_run;
+    add.u32         %r_run, %r_run, %r_c;
+    add.u32         %r_a, %r_a, 4;
+    add.u32         %r_q, %r_q, 1;
+    setp.lt.u32     %p_b, %r_q, 128;
+    @%p_b bra       GR_R;
+    shl.b32         %r_a, %r_tid, 2;
+    add.u32         %r_a, %r_a, %r_base;
+    st.shared.u32   [%r_a], %r_run;
+GR_ROWS_DONE:
+    bar.sync        0;
+    // thread 0: expert offsets (exclusive scan of the totals), to shared base[] and to offsets
+    setp.ne.u32     %p_a, %r_tid, 0;
+    @%p_a bra       GR_OFF_DONE;
+    mov.u32         %r_run, 0;
+    mov.u32         %r_e, 0;
+    mov.u32         %r_a, %r_base;
+    mov.u64         %rd_t, %rd_offsets;
+GR_O:
+    ld.shared.u32   %r_c, [%r_a];
+    st.shared.u32   [%r_a], %r_run;
+    st.global.u32   [%rd_t], %r_run;
+    add.u32         %r_run, %r_run, %r_c;
+    add.u32         %r_a, %r_a, 4;
+    add.u64         %rd_t, %rd_t, 4;
+    add.u32         %r_e, %r_e, 1;
+    setp.lt.u32     %p_b, %r_e, %r_experts;
+    @%p_b bra       GR_O;
+    st.global.u32   [%rd_t], %r_run;            // offsets[E] = n
+GR_OFF_DONE:
+    bar.sync        0;
+    // pass 3: place every slot at base[e] + (earlier threads' count) + (own count so far)
+    mov.u32         %r_s, %r_s0;
+GR_P:
+    setp.ge.u32     %p_a, %r_s, %r_s1;
+    @%p_a bra       GR_EXIT;
+    mul.wide.u32    %rd_t, %r_s, 4;
+    add.u64         %rd_t, %rd_eidx, %rd_t;
+    ld.global.u32   %r_e, [%rd_t];              // written by this thread in pass 1
+    shl.b32         %r_a, %r_e, 9;
+    add.u32         %r_a, %r_a, %r_col;
+    ld.shared.u32   %r_c, [%r_a];
+    add.u32         %r_c2, %r_c, 1;
+    st.shared.u32   [%r_a], %r_c2;
+    shl.b32         %r_a2, %r_e, 2;
+    add.u32         %r_a2, %r_a2, %r_base;
+    ld.shared.u32   %r_b, [%r_a2];
+    add.u32         %r_c, %r_c, %r_b;           // grouped position
+    mul.wide.u32    %rd_t, %r_c, 4;
+    add.u64         %rd_t, %rd_slots, %rd_t;
+    st.global.u32   [%rd_t], %r_s;
+    add.u32         %r_s, %r_s, 1;
+    bra.uni         GR_P;
+GR_EXIT:
+    ret;"""
+    params = [("idx", "u64"), ("offsets", "u64"), ("slots", "u64"), ("eidx", "u64"), ("err", "u64"),
+              ("n", "u32"), ("k", "u32"), ("experts", "u32")]
+    shared = [("gr_h", 64 * 128 * 4), ("gr_base", 256)]
+    return entry("moe_lora_group", params, shared, body, threads=128)
+
+
 def sum_partials():
     body = f"""    mov.u32         %r_tid, %tid.x;
     mov.u32         %r_i, %ctaid.x;
@@ -1159,7 +1311,8 @@ S_EXIT:
 
 def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
-    text = HEADER + "\n" + "\n".join([gather(), combine(), gate_grad(), outer(), sum_partials()])
+    text = HEADER + "\n" + "\n".join([gather(), combine(), gate_grad(), outer(), sum_partials(),
+                                        group()])
     with open(os.path.join(out_dir, "moe_lora.ptx"), "w") as f:
         f.write(text)
     text = GATE_HEADER + "\n" + "\n".join([gate_fwd(), gate_bwd_rows()])
