@@ -314,6 +314,12 @@ pub const MOE_LORA_COMBINE_F32: EntrySpec = EntrySpec {
     name: "moe_lora_combine_f32",
     params: 13,
 };
+/// Entry `moe_lora_combine_small_f32` (the parameters of [`MOE_LORA_COMBINE_F32`]; for
+/// `E r <= 128`, `k r <= 64`).
+pub const MOE_LORA_COMBINE_SMALL_F32: EntrySpec = EntrySpec {
+    name: "moe_lora_combine_small_f32",
+    params: 13,
+};
 /// Entry `moe_lora_gate_grad_f32(u, mid, g, scale, slots, r, dg, dmid)`.
 pub const MOE_LORA_GATE_GRAD_F32: EntrySpec = EntrySpec {
     name: "moe_lora_gate_grad_f32",
@@ -474,6 +480,7 @@ pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
         entries: &[
             MOE_LORA_GATHER_F32,
             MOE_LORA_COMBINE_F32,
+            MOE_LORA_COMBINE_SMALL_F32,
             MOE_LORA_GATE_GRAD_F32,
             MOE_LORA_OUTER_F32,
             MOE_LORA_SUM_F32,

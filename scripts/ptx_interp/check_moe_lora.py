@@ -121,6 +121,30 @@ def tile_tokens(r, slots, experts):
     return tm
 
 
+def small_combine(experts, k, r):
+    """The launcher's rule for moe_lora_combine_small_f32 (every W tile in shared memory)."""
+    return experts * r <= 128 and k * r <= 64
+
+
+def run_combine(mod, mem, rng, args, n_out, T, both):
+    """combine as the launcher runs it; with `both`, also the other entry into a second buffer
+    (when the small one applies). Returns the output buffers, the launcher's first."""
+    out = args[-1]
+    experts, k, r = args[9], args[8], args[10]
+    names = ['moe_lora_combine_f32']
+    if small_combine(experts, k, r):
+        names.insert(0, 'moe_lora_combine_small_f32')
+    if not both:
+        names = names[:1]
+    outs = []
+    for i, name in enumerate(names):
+        dst = out if i == 0 else mem.alloc(nan_buf(len(mem.get(out)) // 4))
+        pi.run(mod, name, ((n_out + 63) // 64, (T + 31) // 32), 256, args[:-1] + [dst], mem,
+               seed=rng.randrange(1 << 30))
+        outs.append((name, dst))
+    return outs
+
+
 def outer_splits(n_out, experts, slots):
     """The launcher's token splits of the outer product (moe_lora/cuda.rs outer_splits)."""
     blocks = (n_out + 63) // 64 * max(experts, 1)
@@ -238,15 +262,15 @@ def case(mod, rng, T, k, E, d_in, r, d_out, skew=False, big_tile=False, splits=N
     # forward: mid = A_e x (gather, w_trans 0), out = sum B_e (g s mid) (combine, w_trans 0)
     pi.run(mod, 'moe_lora_gather_f32', gather_grid, 256,
            [px, pa, poff, psl, pmid, E, k, d_in, r, tm, 0], mem, seed=seed)
-    pi.run(mod, 'moe_lora_combine_f32', ((d_out + 63) // 64, (T + 31) // 32), 256,
-           [pmid, pe, pg, sb, 1, pb, 0, T, k, E, r, d_out, pout], mem, seed=seed + 1)
+    outs = run_combine(mod, mem, rng, [pmid, pe, pg, sb, 1, pb, 0, T, k, E, r, d_out, pout], d_out,
+                       T, True)
     # backward
     pi.run(mod, 'moe_lora_gather_f32', gather_grid, 256,
            [pdy, pb, poff, psl, pu, E, k, d_out, r, tm, 1], mem, seed=seed + 2)
     pi.run(mod, 'moe_lora_gate_grad_f32', (max(1, min((T * k + 255) // 256, 3)), 1), 256,
            [pu, pmid, pg, sb, T * k, r, pdg, pdmid], mem, seed=seed + 3)
-    pi.run(mod, 'moe_lora_combine_f32', ((d_in + 63) // 64, (T + 31) // 32), 256,
-           [pdmid, pe, pg, sb, 0, pa, 1, T, k, E, r, d_in, pdx], mem, seed=seed + 4)
+    dxs = run_combine(mod, mem, rng, [pdmid, pe, pg, sb, 0, pa, 1, T, k, E, r, d_in, pdx], d_in, T,
+                      True)
     sa = splits or outer_splits(d_in, E, T * k)
     sb_ = splits or outer_splits(d_out, E, T * k)
     print(f'  outer splits: dA {sa}, dB {sb_}')
@@ -255,9 +279,11 @@ def case(mod, rng, T, k, E, d_in, r, d_out, skew=False, big_tile=False, splits=N
 
     out, dx, dg, da, db = reference(x, idx, g, a, b, s, dy, T, k, E, d_in, r, d_out)
     ok = True
-    ok &= compare('out', read_f32(mem, pout, T * d_out), out, d_in + k * r + 4)
+    for name, buf in outs:
+        ok &= compare(f'out ({name})', read_f32(mem, buf, T * d_out), out, d_in + k * r + 4)
     ok &= compare('dg', read_f32(mem, pdg, T * k), dg, d_out + r + 4)
-    ok &= compare('dx', read_f32(mem, pdx, T * d_in), dx, d_out + k * r + 4)
+    for name, buf in dxs:
+        ok &= compare(f'dx ({name})', read_f32(mem, buf, T * d_in), dx, d_out + k * r + 4)
     ok &= compare('dA', read_f32(mem, pda, E * r * d_in), da, d_out + T + 4)
     ok &= compare('dB', read_f32(mem, pdb, E * d_out * r), db, d_in + T + 4)
     return ok
@@ -399,18 +425,20 @@ def gate_case(mod, dmod, rng, T, E, k, d_in, noise, ties=False):
     poff, psl, pe = mem.alloc(ubuf(offsets)), mem.alloc(ubuf(slots)), mem.alloc(ubuf([0, 1] * T))
     pdx, pdw = mem.alloc(nan_buf(T * d_in)), mem.alloc(nan_buf(2 * E * d_in))
     one = pi.f2b(1.0)
-    pi.run(dmod, 'moe_lora_combine_f32', ((d_in + 63) // 64, (T + 31) // 32), 256,
-           [pdz, pe, pg, one, 0, pw, 1, T, 2, 2, E, d_in, pdx], mem, seed=rng.randrange(1 << 30))
+    gdx = run_combine(dmod, mem, rng, [pdz, pe, pg, one, 0, pw, 1, T, 2, 2, E, d_in, pdx], d_in, T,
+                      True)
     run_outer(dmod, mem, rng, px, pdz, pg, one, 0, poff, psl, 2, d_in, E, 1, 2, pdw,
               outer_splits(d_in, 2, 2 * T))
-    dx, dw = read_f32(mem, pdx, T * d_in), read_f32(mem, pdw, 2 * E * d_in)
+    dw = read_f32(mem, pdw, 2 * E * d_in)
     want_dx = [(sum(dz[t * 2 * E + q] * w[q * d_in + p] for q in range(2 * E)),
                 sum(abs(dz[t * 2 * E + q] * w[q * d_in + p]) for q in range(2 * E)))
                for t in range(T) for p in range(d_in)]
     want_dw = [(sum(dz[t * 2 * E + q] * x[t * d_in + p] for t in range(T)),
                 sum(abs(dz[t * 2 * E + q] * x[t * d_in + p]) for t in range(T)))
                for q in range(2 * E) for p in range(d_in)]
-    ok &= compare('gate dx', dx, ([a for a, _ in want_dx], [b for _, b in want_dx]), 2 * E)
+    for name, buf in gdx:
+        ok &= compare(f'gate dx ({name})', read_f32(mem, buf, T * d_in),
+                      ([a for a, _ in want_dx], [b for _, b in want_dx]), 2 * E)
     ok &= compare('gate dw', dw, ([a for a, _ in want_dw], [b for _, b in want_dw]), T)
     return ok
 

@@ -9,8 +9,8 @@ use super::{ExpertGroups, GPU_MAX_EXPERTS, GPU_MAX_RANK, group_by_expert};
 use crate::launch::{CudaSlice, GpuContext, GpuError, LaunchConfig, grid_1d};
 use crate::registry::{
     EntrySpec, MOE_GATE_BWD_ROWS_F32, MOE_GATE_FWD_F32, MOE_LORA_COMBINE_F32,
-    MOE_LORA_GATE_GRAD_F32, MOE_LORA_GATHER_F32, MOE_LORA_GROUP, MOE_LORA_OUTER_F32,
-    MOE_LORA_SUM_F32, ModuleId,
+    MOE_LORA_COMBINE_SMALL_F32, MOE_LORA_GATE_GRAD_F32, MOE_LORA_GATHER_F32, MOE_LORA_GROUP,
+    MOE_LORA_OUTER_F32, MOE_LORA_SUM_F32, ModuleId,
 };
 
 /// Threads per block of every entry (the PTX declares `.reqntid 256`).
@@ -313,6 +313,12 @@ fn gather(
     unsafe { l.launch(grid(blocks, 1)) }
 }
 
+/// Whether the combine runs `moe_lora_combine_small_f32` (`E r <= 128` and `k r <= 64`: its shared
+/// tiles of every expert's W and of the tile's mids) instead of the per-expert loop.
+pub fn combine_small(experts: usize, k: usize, r: usize) -> bool {
+    experts * r <= 128 && k * r <= 64
+}
+
 /// `out[t, o] = sum_e sum_{j: e} W_e(o, i) (c mid[t k + j, i])` (see the PTX for W and c).
 #[allow(clippy::too_many_arguments)]
 fn combine(
@@ -330,7 +336,13 @@ fn combine(
     if routing.tokens == 0 || n_out == 0 {
         return Ok(());
     }
-    let e: &EntrySpec = &MOE_LORA_COMBINE_F32;
+    // Every expert's W tile fits shared memory at once: no loop over experts, 4 outputs per
+    // shared load (same parameters, another fixed summation order).
+    let e: &EntrySpec = if combine_small(routing.experts, routing.k, r) {
+        &MOE_LORA_COMBINE_SMALL_F32
+    } else {
+        &MOE_LORA_COMBINE_F32
+    };
     let f = gpu.function(ModuleId::MoeLora, e)?;
     let cfg = grid(
         n_out.div_ceil(COMBINE_OUTS),

@@ -46,6 +46,10 @@ HEADER = r"""//
 //       c = g[t k + j] scale (use_gate = 1) or 1; W_e(o, i) = w[(e n_out + o) r + i] (w_trans = 0,
 //       B: [E, n_out, r]) or w[(e r + i) n_out + o] (w_trans = 1, A: [E, r, n_out]).
 //       mirrors kernels::moe_lora::cpu::forward (and the dx part of cpu::backward).
+//   moe_lora_combine_small_f32(same 13 parameters as moe_lora_combine_f32)
+//       The same out, for E r <= 128 and k r <= 64 (every expert's W tile fits shared memory at
+//       once), without the expert loop: out[t, o] = sum_{j ascending} sum_i W_e(o, i) (c mid[..]),
+//       e = eidx[t k + j] (slot order, not expert order: another fixed order).
 //   moe_lora_gate_grad_f32(u, mid, g, scale .f32, slots .u32, r .u32, dg, dmid)        8 params
 //       dg[n] = scale * sum_i u[n, i] mid[n, i]; dmid[n, i] = (g[n] scale) u[n, i].
 //       mirrors the dg and dmid lines of kernels::moe_lora::cpu::backward.
@@ -77,6 +81,10 @@ HEADER = r"""//
 //   combine:   grid (ceil(n_out / 64), ceil(T / 32)); a block owns 32 tokens x 64 outputs, thread
 //              (tid & 63, tid >> 6 + 4 u), u < 8. Per used expert it stages W_e (64 x r, rows padded
 //              to an odd stride) and the 32 tokens' scaled mids (r x 32). Static shared 33280 bytes.
+//   combine_small: grid (ceil(n_out / 64), ceil(T / 32)); thread (tid & 15, tid >> 4) owns outputs
+//              4 (tid & 15) .. + 3 of tokens tid >> 4 and + 16 (a 16-byte shared load of W per rank
+//              feeds 4 fma). Stages all E experts' W (E r x 64), the tile's scaled mids (32 x k r)
+//              and expert ids. Static shared 49152 bytes.
 //   gate_grad: 1-D grid-stride over slots, any grid.
 //   outer:     grid (ceil(n_out / 64), E S); block y = e S + s owns 64 outputs x r ranks of expert
 //              e, thread (tid & 63, tid >> 6 + 4 u), u < 16, and walks token range s of the expert
@@ -119,7 +127,7 @@ def entry(name, params, shared, body, extra="", threads=256):
         if t == "u64":
             loads.append(f"    cvta.to.global.u64 %rd_{p}, %rd_{p};")
     code = "\n".join(loads) + "\n" + body
-    sh = "\n".join(f"    .shared .align 4 .b8 {s}[{n}];" for s, n in shared)
+    sh = "\n".join(f"    .shared .align {a[0] if a else 4} .b8 {s}[{n}];" for s, n, *a in shared)
     return (f".visible .entry {name}(\n{plist}\n)\n.reqntid {threads}, 1, 1\n{extra}{{\n"
             f"{declare(code)}\n{sh}\n\n{code}\n}}\n")
 
@@ -1277,6 +1285,174 @@ GR_EXIT:
     return entry("moe_lora_group", params, shared, body, threads=128)
 
 
+def combine_small():
+    L = []
+    e = L.append
+    e("""    mov.u32         %r_tid, %tid.x;
+    mov.u32         %r_o0, %ctaid.x;
+    shl.b32         %r_o0, %r_o0, 6;
+    mov.u32         %r_t0, %ctaid.y;
+    shl.b32         %r_t0, %r_t0, 5;
+    mov.u32         %r_ws, cs_ws;
+    mov.u32         %r_ms, cs_ms;
+    mov.u32         %r_tab, cs_tab;
+    mul.lo.u32      %r_kr, %r_k, %r_r;
+    setp.ne.u32     %p_ug, %r_use_gate, 0;
+    setp.ne.u32     %p_wt, %r_w_trans, 0;
+    // every expert's W tile: ws[(e r + i) 64 + ol] = W_e(o0 + ol, i), zero past n_out
+    mul.lo.u32      %r_lim, %r_experts, %r_r;
+    shl.b32         %r_lim, %r_lim, 6;
+    mov.u32         %r_q, %r_tid;
+S_WL:
+    setp.ge.u32     %p_a, %r_q, %r_lim;
+    @%p_a bra       S_WL_DONE;
+    mov.f32         %f_v, 0f00000000;
+    @%p_wt bra      S_WL_T;
+    rem.u32         %r_i, %r_q, %r_r;           // B [E, n_out, r]: q runs along memory
+    div.u32         %r_a, %r_q, %r_r;
+    and.b32         %r_ol, %r_a, 63;
+    shr.u32         %r_e, %r_a, 6;
+    add.u32         %r_oo, %r_o0, %r_ol;
+    setp.ge.u32     %p_b, %r_oo, %r_n_out;
+    @%p_b bra       S_WL_ST;
+    mad.lo.u32      %r_q2, %r_e, %r_n_out, %r_oo;
+    mad.lo.u32      %r_q2, %r_q2, %r_r, %r_i;
+    bra.uni         S_WL_LD;
+S_WL_T:
+    and.b32         %r_ol, %r_q, 63;            // A [E, r, n_out]: row e r + i, along ol
+    shr.u32         %r_row, %r_q, 6;
+    div.u32         %r_e, %r_row, %r_r;
+    rem.u32         %r_i, %r_row, %r_r;
+    add.u32         %r_oo, %r_o0, %r_ol;
+    setp.ge.u32     %p_b, %r_oo, %r_n_out;
+    @%p_b bra       S_WL_ST;
+    mad.lo.u32      %r_q2, %r_row, %r_n_out, %r_oo;
+S_WL_LD:
+    mul.wide.u32    %rd_t, %r_q2, 4;
+    add.u64         %rd_t, %rd_w, %rd_t;
+    ld.global.nc.f32 %f_v, [%rd_t];
+S_WL_ST:
+    mad.lo.u32      %r_a, %r_e, %r_r, %r_i;
+    shl.b32         %r_a, %r_a, 6;
+    add.u32         %r_a, %r_a, %r_ol;
+    shl.b32         %r_a, %r_a, 2;
+    add.u32         %r_a, %r_a, %r_ws;
+    st.shared.f32   [%r_a], %f_v;
+    add.u32         %r_q, %r_q, 256;
+    bra.uni         S_WL;
+S_WL_DONE:
+    // expert table tab[m k + j] (0 past the last token: computed, never stored)
+    shl.b32         %r_lim, %r_k, 5;
+    mov.u32         %r_q, %r_tid;
+S_TL:
+    setp.ge.u32     %p_a, %r_q, %r_lim;
+    @%p_a bra       S_TL_DONE;
+    div.u32         %r_m, %r_q, %r_k;
+    add.u32         %r_t, %r_t0, %r_m;
+    mov.u32         %r_e, 0;
+    setp.ge.u32     %p_b, %r_t, %r_tokens;
+    @%p_b bra       S_TL_ST;
+    mad.lo.u32      %r_q2, %r_t0, %r_k, %r_q;   // slot (t0 + m) k + j = t0 k + q
+    mul.wide.u32    %rd_t, %r_q2, 4;
+    add.u64         %rd_t, %rd_eidx, %rd_t;
+    ld.global.nc.u32 %r_e, [%rd_t];
+S_TL_ST:
+    shl.b32         %r_a, %r_q, 2;
+    add.u32         %r_a, %r_a, %r_tab;
+    st.shared.u32   [%r_a], %r_e;
+    add.u32         %r_q, %r_q, 256;
+    bra.uni         S_TL;
+S_TL_DONE:
+    // scaled mids ms[m k r + j r + i] = c mid[(t0 + m) k + j, i] (contiguous in mid)
+    shl.b32         %r_lim, %r_kr, 5;
+    mov.u32         %r_q, %r_tid;
+S_ML:
+    setp.ge.u32     %p_a, %r_q, %r_lim;
+    @%p_a bra       S_ML_DONE;
+    div.u32         %r_m, %r_q, %r_kr;
+    add.u32         %r_t, %r_t0, %r_m;
+    mov.f32         %f_v, 0f00000000;
+    setp.ge.u32     %p_b, %r_t, %r_tokens;
+    @%p_b bra       S_ML_ST;
+    mad.lo.u32      %r_q2, %r_t0, %r_kr, %r_q;  // (t0 + m) k r + j r + i
+    mul.wide.u32    %rd_t, %r_q2, 4;
+    add.u64         %rd_t, %rd_mid, %rd_t;
+    ld.global.nc.f32 %f_v, [%rd_t];
+    @!%p_ug bra     S_ML_ST;
+    div.u32         %r_s, %r_q2, %r_r;          // slot
+    mul.wide.u32    %rd_t, %r_s, 4;
+    add.u64         %rd_t, %rd_g, %rd_t;
+    ld.global.nc.f32 %f_c, [%rd_t];
+    mul.rn.f32      %f_c, %f_c, %f_scale;       // g s
+    mul.rn.f32      %f_v, %f_c, %f_v;
+S_ML_ST:
+    shl.b32         %r_a, %r_q, 2;
+    add.u32         %r_a, %r_a, %r_ms;
+    st.shared.f32   [%r_a], %f_v;
+    add.u32         %r_q, %r_q, 256;
+    bra.uni         S_ML;
+S_ML_DONE:
+    bar.sync        0;
+    and.b32         %r_o4, %r_tid, 15;          // outputs o0 + 4 o4 .. + 3
+    shr.u32         %r_mq, %r_tid, 4;           // tokens mq, mq + 16
+    shl.b32         %r_wo, %r_o4, 4;
+    add.u32         %r_wo, %r_wo, %r_ws;        // &ws[0][4 o4]""")
+    for u in range(2):
+        for c in range(4):
+            e(f"    mov.f32         %f_acc{u}{c}, {F0};")
+        e(f"""    add.u32         %r_m, %r_mq, {16 * u};
+    mul.lo.u32      %r_tb, %r_m, %r_k;
+    shl.b32         %r_tb, %r_tb, 2;
+    add.u32         %r_tb, %r_tb, %r_tab;       // &tab[m][0]
+    mul.lo.u32      %r_mb, %r_m, %r_kr;
+    shl.b32         %r_mb, %r_mb, 2;
+    add.u32         %r_mb, %r_mb, %r_ms;        // &ms[m][0]
+    mov.u32         %r_j, 0;
+S_J{u}:
+    ld.shared.u32   %r_e, [%r_tb];
+    mul.lo.u32      %r_wa, %r_e, %r_r;
+    shl.b32         %r_wa, %r_wa, 8;
+    add.u32         %r_wa, %r_wa, %r_wo;        // &ws[e r][4 o4]
+    mov.u32         %r_i, 0;
+S_I{u}:
+    ld.shared.f32   %f_m, [%r_mb];
+    ld.shared.v4.f32 {{%f_w0, %f_w1, %f_w2, %f_w3}}, [%r_wa];""")
+        for c in range(4):
+            e(f"    fma.rn.f32      %f_acc{u}{c}, %f_w{c}, %f_m, %f_acc{u}{c};")
+        e(f"""    add.u32         %r_mb, %r_mb, 4;
+    add.u32         %r_wa, %r_wa, 256;
+    add.u32         %r_i, %r_i, 1;
+    setp.lt.u32     %p_a, %r_i, %r_r;
+    @%p_a bra       S_I{u};
+    add.u32         %r_tb, %r_tb, 4;
+    add.u32         %r_j, %r_j, 1;
+    setp.lt.u32     %p_a, %r_j, %r_k;
+    @%p_a bra       S_J{u};""")
+    e("""    shl.b32         %r_oc, %r_o4, 2;
+    add.u32         %r_oc, %r_oc, %r_o0;        // first output column of the thread""")
+    for u in range(2):
+        e(f"""    add.u32         %r_t, %r_t0, %r_mq;
+    add.u32         %r_t, %r_t, {16 * u};
+    setp.ge.u32     %p_a, %r_t, %r_tokens;
+    @%p_a bra       S_EXIT;                     // t grows with u""")
+        for c in range(4):
+            e(f"""    add.u32         %r_oo, %r_oc, {c};
+    setp.ge.u32     %p_a, %r_oo, %r_n_out;
+    @%p_a bra       S_ST{u};
+    mad.lo.u32      %r_q2, %r_t, %r_n_out, %r_oo;
+    mul.wide.u32    %rd_t, %r_q2, 4;
+    add.u64         %rd_t, %rd_out, %rd_t;
+    st.global.f32   [%rd_t], %f_acc{u}{c};""")
+        e(f"S_ST{u}:")
+    e("""S_EXIT:
+    ret;""")
+    params = [("mid", "u64"), ("eidx", "u64"), ("g", "u64"), ("scale", "f32"), ("use_gate", "u32"),
+              ("w", "u64"), ("w_trans", "u32"), ("tokens", "u32"), ("k", "u32"), ("experts", "u32"),
+              ("r", "u32"), ("n_out", "u32"), ("out", "u64")]
+    shared = [("cs_ws", 128 * 64 * 4, 16), ("cs_ms", 32 * 64 * 4), ("cs_tab", 32 * 64 * 4)]
+    return entry("moe_lora_combine_small_f32", params, shared, "\n".join(L))
+
+
 def sum_partials():
     body = f"""    mov.u32         %r_tid, %tid.x;
     mov.u32         %r_i, %ctaid.x;
@@ -1311,8 +1487,8 @@ S_EXIT:
 
 def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
-    text = HEADER + "\n" + "\n".join([gather(), combine(), gate_grad(), outer(), sum_partials(),
-                                        group()])
+    text = HEADER + "\n" + "\n".join([gather(), combine(), combine_small(), gate_grad(), outer(),
+                                        sum_partials(), group()])
     with open(os.path.join(out_dir, "moe_lora.ptx"), "w") as f:
         f.write(text)
     text = GATE_HEADER + "\n" + "\n".join([gate_fwd(), gate_bwd_rows()])

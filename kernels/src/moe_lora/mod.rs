@@ -41,8 +41,9 @@
 //! routing (`cuda::DeviceRouting`); the kernels then never see an unchecked index. Forward: a
 //! per-expert gather kernel computes `mid = A_e x_t` for tiles of one expert's tokens (reading
 //! `A_e` once per tile), and a token-major combine kernel adds `B_e (g s mid)` over the token's
-//! experts in increasing expert order, one block owning each output tile: no float atomics, so the
-//! result is the same bits on every run. Backward reuses the two with the transposed weights
+//! experts in increasing expert order (in slot order when every expert's `B` tile fits shared
+//! memory at once, `E r <= 128` and `k r <= 64`), one block owning each output tile: no float
+//! atomics, so the result is the same bits on every run. Backward reuses the two with the transposed weights
 //! (`u = B_e^T dy`, `dx = A_e^T dmid`), a per-slot kernel for `dg` and `dmid`, and a per-expert
 //! outer-product kernel for `dA_e` and `dB_e` that walks the expert's tokens in increasing slot
 //! order (cut into a few token ranges, their count set by the shape alone, whose partial sums are
