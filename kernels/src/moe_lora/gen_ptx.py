@@ -77,7 +77,8 @@ HEADER = r"""//
 //              H100); block b finds its (expert, tile) by scanning offsets; spare blocks exit. Per
 //              32-column chunk the block stages the tile's x rows (tm x 32) and W_e (r x 32) in
 //              shared memory; thread tid owns outputs o = tid + 256 u (u < 8) of the tm x r tile,
-//              computed in pairs, a pair skipped when no thread has it. Static shared 26368 bytes.
+//              computed in pairs, a pair skipped when no thread has it; tiles are rows of 36 floats read
+//              4 columns per 16-byte shared load. Static shared 28672 bytes.
 //   combine:   grid (ceil(n_out / 64), ceil(T / 32)); a block owns 32 tokens x 64 outputs, thread
 //              (tid & 63, tid >> 6 + 4 u), u < 8. Per used expert it stages W_e (64 x r, rows padded
 //              to an odd stride) and the 32 tokens' scaled mids (r x 32). Static shared 33280 bytes.
@@ -190,8 +191,8 @@ G_TAB_DONE:
     selp.b32        %r_o, %r_o, 0, %p_a;       // an unused output reads row 0, is never stored
     div.u32         %r_m, %r_o, %r_r;
     rem.u32         %r_i, %r_o, %r_r;
-    mad.lo.u32      %r_xa{u}, %r_m, 132, %r_xs;
-    mad.lo.u32      %r_wa{u}, %r_i, 132, %r_ws;
+    mad.lo.u32      %r_xa{u}, %r_m, 144, %r_xs;     // rows of 36 floats (16-byte aligned)
+    mad.lo.u32      %r_wa{u}, %r_i, 144, %r_ws;
     mov.f32         %f_acc{u}, {F0};""")
     e("""    setp.le.u32     %p_g1, %r_nout, 512;       // output pairs 1..3 unused by the whole tile
     setp.le.u32     %p_g2, %r_nout, 1024;
@@ -223,7 +224,7 @@ G_XL:
     add.u64         %rd_t, %rd_x, %rd_t;
     ld.global.nc.f32 %f_v, [%rd_t];
 G_XL_ST:
-    mad.lo.u32      %r_a, %r_m, 33, %r_c;
+    mad.lo.u32      %r_a, %r_m, 36, %r_c;
     shl.b32         %r_a, %r_a, 2;
     add.u32         %r_a, %r_a, %r_xs;
     st.shared.f32   [%r_a], %f_v;
@@ -259,7 +260,7 @@ G_WL_LD:
     add.u64         %rd_t, %rd_w, %rd_t;
     ld.global.nc.f32 %f_v, [%rd_t];
 G_WL_ST:
-    mad.lo.u32      %r_a, %r_i, 33, %r_c;
+    mad.lo.u32      %r_a, %r_i, 36, %r_c;
     shl.b32         %r_a, %r_a, 2;
     add.u32         %r_a, %r_a, %r_ws;
     st.shared.f32   [%r_a], %f_v;
@@ -272,12 +273,15 @@ G_WL_DONE:
     for g in range(4):
         if g:
             e(f"""    @%p_g{g} bra       G_COMPUTED;""")
-        for c in range(32):
+        for c4 in range(8):
             for u in (2 * g, 2 * g + 1):
-                e(f"""    ld.shared.f32   %f_x{u % 2}, [%r_xa{u}+{4 * c}];
-    ld.shared.f32   %f_w{u % 2}, [%r_wa{u}+{4 * c}];""")
+                h = u % 2
+                e(f"""    ld.shared.v4.f32 {{%f_x{h}0, %f_x{h}1, %f_x{h}2, %f_x{h}3}}, [%r_xa{u}+{16 * c4}];
+    ld.shared.v4.f32 {{%f_w{h}0, %f_w{h}1, %f_w{h}2, %f_w{h}3}}, [%r_wa{u}+{16 * c4}];""")
             for u in (2 * g, 2 * g + 1):
-                e(f"    fma.rn.f32      %f_acc{u}, %f_x{u % 2}, %f_w{u % 2}, %f_acc{u};")
+                h = u % 2
+                for c in range(4):
+                    e(f"    fma.rn.f32      %f_acc{u}, %f_x{h}{c}, %f_w{h}{c}, %f_acc{u};")
     e("""G_COMPUTED:
     bar.sync        0;
     add.u32         %r_p0, %r_p0, 32;
@@ -304,7 +308,7 @@ G_CHUNKS_DONE:""")
     params = [("x", "u64"), ("w", "u64"), ("offsets", "u64"), ("slots", "u64"), ("out", "u64"),
               ("experts", "u32"), ("k", "u32"), ("n", "u32"), ("r", "u32"), ("tm", "u32"),
               ("w_trans", "u32")]
-    shared = [("g_xs", 128 * 33 * 4), ("g_ws", 64 * 33 * 4), ("g_tok", 512), ("g_sl", 512)]
+    shared = [("g_xs", 128 * 36 * 4, 16), ("g_ws", 64 * 36 * 4, 16), ("g_tok", 512), ("g_sl", 512)]
     return entry("moe_lora_gather_f32", params, shared, "\n".join(L))
 
 
@@ -799,7 +803,7 @@ GATE_HEADER = r"""//
 //   fwd:       grid ceil(T / tm); a block stages tm tokens' x and all 2E weight rows per 32-column
 //              chunk (like moe_lora_gather_f32; thread tid owns outputs tid + 256 u, u < 8), parks
 //              the tm x 2E dot products in shared memory, then thread m < tm finishes token m
-//              (noise, k selection passes over E, softmax). Static shared 41984 bytes.
+//              (noise, k selection passes over E, softmax). Static shared 45056 bytes.
 //   bwd_rows:  1-D grid-stride over tokens, any grid.
 //
 // History: v1 (2026-11-27) first version.
@@ -835,8 +839,8 @@ def gate_fwd():
     selp.b32        %r_o, %r_o, 0, %p_a;
     div.u32         %r_m, %r_o, %r_rr;
     rem.u32         %r_i, %r_o, %r_rr;
-    mad.lo.u32      %r_xa{u}, %r_m, 132, %r_xs;
-    mad.lo.u32      %r_wa{u}, %r_i, 132, %r_ws;
+    mad.lo.u32      %r_xa{u}, %r_m, 144, %r_xs;     // rows of 36 floats (16-byte aligned)
+    mad.lo.u32      %r_wa{u}, %r_i, 144, %r_ws;
     mov.f32         %f_acc{u}, {F0};""")
     e("""    mov.u32         %r_p0, 0;
     setp.eq.u32     %p_a, %r_d_in, 0;
@@ -861,7 +865,7 @@ Q_XL:
     add.u64         %rd_t, %rd_x, %rd_t;
     ld.global.nc.f32 %f_v, [%rd_t];
 Q_XL_ST:
-    mad.lo.u32      %r_a, %r_m, 33, %r_c;
+    mad.lo.u32      %r_a, %r_m, 36, %r_c;
     shl.b32         %r_a, %r_a, 2;
     add.u32         %r_a, %r_a, %r_xs;
     st.shared.f32   [%r_a], %f_v;
@@ -884,7 +888,7 @@ Q_WL:
     add.u64         %rd_t, %rd_w, %rd_t;
     ld.global.nc.f32 %f_v, [%rd_t];
 Q_WL_ST:
-    mad.lo.u32      %r_a, %r_i, 33, %r_c;
+    mad.lo.u32      %r_a, %r_i, 36, %r_c;
     shl.b32         %r_a, %r_a, 2;
     add.u32         %r_a, %r_a, %r_ws;
     st.shared.f32   [%r_a], %f_v;
@@ -892,12 +896,13 @@ Q_WL_ST:
     bra.uni         Q_WL;
 Q_WL_DONE:
     bar.sync        0;""")
-    for c in range(32):
+    for c4 in range(8):
         for u in range(8):
-            e(f"""    ld.shared.f32   %f_x{u}, [%r_xa{u}+{4 * c}];
-    ld.shared.f32   %f_w{u}, [%r_wa{u}+{4 * c}];""")
-        for u in range(8):
-            e(f"    fma.rn.f32      %f_acc{u}, %f_x{u}, %f_w{u}, %f_acc{u};")
+            h = u % 2
+            e(f"""    ld.shared.v4.f32 {{%f_x{h}0, %f_x{h}1, %f_x{h}2, %f_x{h}3}}, [%r_xa{u}+{16 * c4}];
+    ld.shared.v4.f32 {{%f_w{h}0, %f_w{h}1, %f_w{h}2, %f_w{h}3}}, [%r_wa{u}+{16 * c4}];""")
+            for c in range(4):
+                e(f"    fma.rn.f32      %f_acc{u}, %f_x{h}{c}, %f_w{h}{c}, %f_acc{u};")
     e("""    bar.sync        0;
     add.u32         %r_p0, %r_p0, 32;
     setp.lt.u32     %p_a, %r_p0, %r_d_in;
@@ -1043,7 +1048,7 @@ Q_EXIT:
     params = [("x", "u64"), ("w", "u64"), ("eps", "u64"), ("logits", "u64"), ("nscale", "u64"),
               ("idx", "u64"), ("gates", "u64"), ("tokens", "u32"), ("experts", "u32"), ("k", "u32"),
               ("d_in", "u32"), ("tm", "u32"), ("noise", "u32")]
-    shared = [("q_xs", 128 * 33 * 4), ("q_ws", 128 * 33 * 4), ("q_l", 2048 * 4)]
+    shared = [("q_xs", 128 * 36 * 4, 16), ("q_ws", 128 * 36 * 4, 16), ("q_l", 2048 * 4)]
     return entry("moe_gate_fwd_f32", params, shared, "\n".join(L))
 
 
