@@ -51,7 +51,7 @@ fn shape() -> impl Strategy<Value = Dims> {
             (
                 prop_oneof![Just(0usize), Just(1), 1usize..80],
                 1usize..=experts.min(8),
-                prop_oneof![Just(experts), Just(experts.min(2))],
+                prop_oneof![Just(experts.min(16)), Just(experts.min(2))],
                 Just(experts),
                 prop_oneof![1usize..140, Just(32), Just(33)],
                 Just(r),
@@ -60,7 +60,8 @@ fn shape() -> impl Strategy<Value = Dims> {
         })
         .prop_map(|(t, k, k_alt, experts, d_in, r, d_out)| Dims {
             t,
-            // mostly small k, sometimes k = E (every expert for every token)
+            // mostly small k, sometimes k = min(E, 16): every expert for every token when E <= 16
+            // (the cap keeps the f64 oracle quick)
             k: if t % 5 == 4 { k_alt } else { k },
             experts,
             d_in,
