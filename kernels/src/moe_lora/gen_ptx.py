@@ -88,8 +88,10 @@ HEADER = r"""//
 //              and expert ids. Static shared 49152 bytes.
 //   gate_grad: 1-D grid-stride over slots, any grid.
 //   outer:     grid (ceil(n_out / 64), E S); block y = e S + s owns 64 outputs x r ranks of expert
-//              e, thread (tid & 63, tid >> 6 + 4 u), u < 16, and walks token range s of the expert
-//              in chunks of 32 (y tile 32 x 64, scaled z tile 32 x r). Static shared 16768 bytes.
+//              e, thread (tid & 63, 16 (u / 4) + 4 (tid >> 6) + u % 4), u < 16 (a 16-byte shared
+//              load of z per 4 fma; groups of 16 ranks past r skipped), and walks token range s of
+//              the expert in chunks of 32 (y tile 32 x 64, scaled z tile 32 x r). Static shared
+//              16768 bytes.
 //   sum:       1-D grid-stride over i, any grid.
 //   group:     one block of exactly 128 threads (.reqntid 128); thread th counts a contiguous run
 //              of ceil(n / 128) slots into column th of a shared E x 128 table (32 KiB), threads
@@ -716,18 +718,19 @@ O_ZL_DONE:
     // rows n = 0 .. cc-1 in order
     shl.b32         %r_ya, %r_o, 2;
     add.u32         %r_ya, %r_ya, %r_ys;        // &ys[0][o]
-    shl.b32         %r_za, %r_iq, 2;
-    add.u32         %r_za, %r_za, %r_zs;        // &zs[0][iq]
+    shl.b32         %r_za, %r_iq, 4;
+    add.u32         %r_za, %r_za, %r_zs;        // &zs[0][4 iq]
     mov.u32         %r_n, 0;
 O_N:
     ld.shared.f32   %f_y, [%r_ya];""")
+    # accumulator u = 4 blk + c holds rank 16 blk + 4 iq + c: one 16-byte load per 4 fma
     for blk in range(4):
         if blk:
             e(f"    @!%p_b{blk} bra     O_N_NEXT;")
-        for u in range(4 * blk, 4 * blk + 4):
-            e(f"    ld.shared.f32   %f_z{u % 4}, [%r_za+{16 * u}];")
-        for u in range(4 * blk, 4 * blk + 4):
-            e(f"    fma.rn.f32      %f_acc{u}, %f_y, %f_z{u % 4}, %f_acc{u};")
+        e(f"    ld.shared.v4.f32 {{%f_z0, %f_z1, %f_z2, %f_z3}}, [%r_za+{64 * blk}];")
+        for c in range(4):
+            u = 4 * blk + c
+            e(f"    fma.rn.f32      %f_acc{u}, %f_y, %f_z{c}, %f_acc{u};")
     e("""O_N_NEXT:
     add.u32         %r_ya, %r_ya, 256;
     add.u32         %r_za, %r_za, 256;
@@ -744,7 +747,8 @@ O_STORE:
     @%p_a bra       O_EXIT;
     setp.ne.u32     %p_ot, %r_out_trans, 0;""")
     for u in range(16):
-        e(f"""    add.u32         %r_i, %r_iq, {4 * u};
+        e(f"""    shl.b32         %r_i, %r_iq, 2;
+    add.u32         %r_i, %r_i, {16 * (u // 4) + u % 4};  // rank 16 (u / 4) + 4 iq + u % 4
     setp.ge.u32     %p_a, %r_i, %r_r;
     @%p_a bra       O_EXIT;                     // i grows with u
     mad.lo.u32      %r_q2, %r_e, %r_n_out, %r_oo;
@@ -760,7 +764,7 @@ O_STORE:
     params = [("y", "u64"), ("z", "u64"), ("g", "u64"), ("scale", "f32"), ("use_gate", "u32"),
               ("offsets", "u64"), ("slots", "u64"), ("k", "u32"), ("n_out", "u32"), ("r", "u32"),
               ("out_trans", "u32"), ("experts", "u32"), ("splits", "u32"), ("out", "u64")]
-    shared = [("o_ys", 32 * 64 * 4), ("o_zs", 32 * 64 * 4), ("o_tk", 128), ("o_sl", 128),
+    shared = [("o_ys", 32 * 64 * 4), ("o_zs", 32 * 64 * 4, 16), ("o_tk", 128), ("o_sl", 128),
               ("o_c", 128)]
     # at most 4 blocks per SM: lets ptxas use 64 registers (it otherwise aims at 8 blocks, 32
     # registers, and spills on sm_90)
