@@ -76,7 +76,7 @@ HEADER = r"""//
 //              ceil(T k / tm) + E, with tm halved while that is below two blocks per SM of an
 //              H100); block b finds its (expert, tile) by scanning offsets; spare blocks exit. Per
 //              32-column chunk the block stages the tile's x rows (tm x 32) and W_e (r x 32) in
-//              shared memory; thread tid owns outputs o = tid + 256 u (u < 8) of the tm x r tile,
+//              shared memory (4 columns of a row per thread and pass; B^T one element); thread tid owns outputs o = tid + 256 u (u < 8) of the tm x r tile,
 //              computed in pairs, a pair skipped when no thread has it; tiles are rows of 36 floats read
 //              4 columns per 16-byte shared load. Static shared 28672 bytes.
 //   combine:   grid (ceil(n_out / 64), ceil(T / 32)); a block owns 32 tokens x 64 outputs, thread
@@ -133,6 +133,47 @@ def entry(name, params, shared, body, extra="", threads=256):
     sh = "\n".join(f"    .shared .align {a[0] if a else 4} .b8 {s}[{n}];" for s, n, *a in shared)
     return (f".visible .entry {name}(\n{plist}\n)\n.reqntid {threads}, 1, 1\n{extra}{{\n"
             f"{declare(code)}\n{sh}\n\n{code}\n}}\n")
+
+
+def load4(label, rows_reg, n_reg, row_code, smem_reg, src_reg):
+    """A 32-column chunk of `rows` rows into shared rows of 36 floats: thread q takes row q >> 3,
+    columns 4 (q & 7) .. + 3 (one index computation, four loads, one 16-byte shared store);
+    columns past n and rows row_code rejects (it branches to <label>_ST) stay zero. row_code sets
+    %r_row, the global row of tile row %r_m."""
+    zero = "\n".join(f"    mov.f32         %f_v{c}, {F0};" for c in range(4))
+    loads = []
+    for c in range(4):
+        if c:
+            loads.append(f"""    add.u32         %r_pcc, %r_pc, {c};
+    setp.lt.u32     %p_c, %r_pcc, {n_reg};""")
+        else:
+            loads.append(f"    setp.lt.u32     %p_c, %r_pc, {n_reg};")
+        off = f"+{4 * c}" if c else ""
+        loads.append(f"    @%p_c ld.global.nc.f32 %f_v{c}, [%rd_t{off}];")
+    loads = "\n".join(loads)
+    return f"""    shl.b32         %r_lim, {rows_reg}, 3;
+    mov.u32         %r_q, %r_tid;
+{label}:
+    setp.ge.u32     %p_a, %r_q, %r_lim;
+    @%p_a bra       {label}_DONE;
+    shr.u32         %r_m, %r_q, 3;
+    and.b32         %r_c, %r_q, 7;
+    shl.b32         %r_c, %r_c, 2;
+    add.u32         %r_pc, %r_p0, %r_c;
+{zero}
+{row_code}
+    mad.lo.u32      %r_q2, %r_row, {n_reg}, %r_pc;  // (< 2^32 where loaded: checked by the launcher)
+    mul.wide.u32    %rd_t, %r_q2, 4;
+    add.u64         %rd_t, {src_reg}, %rd_t;
+{loads}
+{label}_ST:
+    mad.lo.u32      %r_a, %r_m, 36, %r_c;
+    shl.b32         %r_a, %r_a, 2;
+    add.u32         %r_a, %r_a, {smem_reg};
+    st.shared.v4.f32 [%r_a], {{%f_v0, %f_v1, %f_v2, %f_v3}};
+    add.u32         %r_q, %r_q, 256;
+    bra.uni         {label};
+{label}_DONE:"""
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,60 +245,33 @@ G_TAB_DONE:
     @%p_a bra       G_CHUNKS_DONE;
     setp.ne.u32     %p_wt, %r_w_trans, 0;
 G_CHUNK:
-    // x tile: row m (< tm), column c (< 32), zero outside the tile's tokens and past n
-    shl.b32         %r_lim, %r_tm, 5;
-    mov.u32         %r_q, %r_tid;
-G_XL:
-    setp.ge.u32     %p_a, %r_q, %r_lim;
-    @%p_a bra       G_XL_DONE;
-    shr.u32         %r_m, %r_q, 5;
-    and.b32         %r_c, %r_q, 31;
-    add.u32         %r_pc, %r_p0, %r_c;
-    mov.f32         %f_v, 0f00000000;
-    setp.lt.u32     %p_b, %r_m, %r_cnt;
-    setp.lt.u32     %p_c, %r_pc, %r_n;
-    and.pred        %p_b, %p_b, %p_c;
-    @!%p_b bra      G_XL_ST;
+    // x tile: row m (< tm) = token tok[m], zero outside the tile's tokens and past n
+""")
+    e(load4("G_XL", "%r_tm", "%r_n", """    setp.ge.u32     %p_b, %r_m, %r_cnt;
+    @%p_b bra       G_XL_ST;
     shl.b32         %r_a, %r_m, 2;
     add.u32         %r_a, %r_a, %r_tokb;
-    ld.shared.u32   %r_tk, [%r_a];
-    mad.lo.u32      %r_q2, %r_tk, %r_n, %r_pc; // x index (< 2^32, checked by the launcher)
-    mul.wide.u32    %rd_t, %r_q2, 4;
-    add.u64         %rd_t, %rd_x, %rd_t;
-    ld.global.nc.f32 %f_v, [%rd_t];
-G_XL_ST:
-    mad.lo.u32      %r_a, %r_m, 36, %r_c;
-    shl.b32         %r_a, %r_a, 2;
-    add.u32         %r_a, %r_a, %r_xs;
-    st.shared.f32   [%r_a], %f_v;
-    add.u32         %r_q, %r_q, 256;
-    bra.uni         G_XL;
-G_XL_DONE:
-    // W tile: ws[i][c] = W_e(i, p0 + c), zero past n
+    ld.shared.u32   %r_row, [%r_a];""", "%r_xs", "%rd_x"))
+    e("""    // W tile: ws[i][c] = W_e(i, p0 + c), zero past n; A ([E, r, n], w_trans = 0): rows e r + i
+    @%p_wt bra      G_WT;
+""")
+    e(load4("G_WA", "%r_r", "%r_n", "    mad.lo.u32      %r_row, %r_e, %r_r, %r_m;", "%r_ws", "%rd_w"))
+    e("""    bra.uni         G_WL_DONE;
+G_WT:
+    // B ([E, n, r], w_trans = 1): rows p0 .. of B_e are contiguous, one element per thread
     shl.b32         %r_lim, %r_r, 5;
     mov.u32         %r_q, %r_tid;
 G_WL:
     setp.ge.u32     %p_a, %r_q, %r_lim;
     @%p_a bra       G_WL_DONE;
     mov.f32         %f_v, 0f00000000;
-    @%p_wt bra      G_WL_T;
-    shr.u32         %r_i, %r_q, 5;             // A: [E, r, n], row e r + i, coalesced along c
-    and.b32         %r_c, %r_q, 31;
-    add.u32         %r_pc, %r_p0, %r_c;
-    setp.lt.u32     %p_b, %r_pc, %r_n;
-    @!%p_b bra      G_WL_ST;
-    mad.lo.u32      %r_q2, %r_e, %r_r, %r_i;
-    mad.lo.u32      %r_q2, %r_q2, %r_n, %r_pc;
-    bra.uni         G_WL_LD;
-G_WL_T:
-    div.u32         %r_c, %r_q, %r_r;          // B: [E, n, r], rows p0.. contiguous
+    div.u32         %r_c, %r_q, %r_r;
     rem.u32         %r_i, %r_q, %r_r;
     add.u32         %r_pc, %r_p0, %r_c;
     setp.lt.u32     %p_b, %r_pc, %r_n;
     @!%p_b bra      G_WL_ST;
     mad.lo.u32      %r_q2, %r_e, %r_n, %r_pc;
     mad.lo.u32      %r_q2, %r_q2, %r_r, %r_i;
-G_WL_LD:
     mul.wide.u32    %rd_t, %r_q2, 4;
     add.u64         %rd_t, %rd_w, %rd_t;
     ld.global.nc.f32 %f_v, [%rd_t];
@@ -850,56 +864,12 @@ def gate_fwd():
     setp.eq.u32     %p_a, %r_d_in, 0;
     @%p_a bra       Q_CHUNKS_DONE;
 Q_CHUNK:
-    shl.b32         %r_lim, %r_tm, 5;
-    mov.u32         %r_q, %r_tid;
-Q_XL:
-    setp.ge.u32     %p_a, %r_q, %r_lim;
-    @%p_a bra       Q_XL_DONE;
-    shr.u32         %r_m, %r_q, 5;
-    and.b32         %r_c, %r_q, 31;
-    add.u32         %r_pc, %r_p0, %r_c;
-    mov.f32         %f_v, 0f00000000;
-    setp.lt.u32     %p_b, %r_m, %r_cnt;
-    setp.lt.u32     %p_c, %r_pc, %r_d_in;
-    and.pred        %p_b, %p_b, %p_c;
-    @!%p_b bra      Q_XL_ST;
-    add.u32         %r_t, %r_t0, %r_m;
-    mad.lo.u32      %r_q2, %r_t, %r_d_in, %r_pc;
-    mul.wide.u32    %rd_t, %r_q2, 4;
-    add.u64         %rd_t, %rd_x, %rd_t;
-    ld.global.nc.f32 %f_v, [%rd_t];
-Q_XL_ST:
-    mad.lo.u32      %r_a, %r_m, 36, %r_c;
-    shl.b32         %r_a, %r_a, 2;
-    add.u32         %r_a, %r_a, %r_xs;
-    st.shared.f32   [%r_a], %f_v;
-    add.u32         %r_q, %r_q, 256;
-    bra.uni         Q_XL;
-Q_XL_DONE:
-    shl.b32         %r_lim, %r_rr, 5;
-    mov.u32         %r_q, %r_tid;
-Q_WL:
-    setp.ge.u32     %p_a, %r_q, %r_lim;
-    @%p_a bra       Q_WL_DONE;
-    shr.u32         %r_i, %r_q, 5;
-    and.b32         %r_c, %r_q, 31;
-    add.u32         %r_pc, %r_p0, %r_c;
-    mov.f32         %f_v, 0f00000000;
-    setp.lt.u32     %p_b, %r_pc, %r_d_in;
-    @!%p_b bra      Q_WL_ST;
-    mad.lo.u32      %r_q2, %r_i, %r_d_in, %r_pc;
-    mul.wide.u32    %rd_t, %r_q2, 4;
-    add.u64         %rd_t, %rd_w, %rd_t;
-    ld.global.nc.f32 %f_v, [%rd_t];
-Q_WL_ST:
-    mad.lo.u32      %r_a, %r_i, 36, %r_c;
-    shl.b32         %r_a, %r_a, 2;
-    add.u32         %r_a, %r_a, %r_ws;
-    st.shared.f32   [%r_a], %f_v;
-    add.u32         %r_q, %r_q, 256;
-    bra.uni         Q_WL;
-Q_WL_DONE:
-    bar.sync        0;""")
+""")
+    e(load4("Q_XL", "%r_tm", "%r_d_in", """    setp.ge.u32     %p_b, %r_m, %r_cnt;
+    @%p_b bra       Q_XL_ST;
+    add.u32         %r_row, %r_t0, %r_m;""", "%r_xs", "%rd_x"))
+    e(load4("Q_WL", "%r_rr", "%r_d_in", "    mov.u32         %r_row, %r_m;", "%r_ws", "%rd_w"))
+    e("""    bar.sync        0;""")
     for c4 in range(8):
         for u in range(8):
             h = u % 2
