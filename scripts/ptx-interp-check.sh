@@ -9,3 +9,4 @@ DIR="$ROOT/scripts/ptx_interp"
 python3 "$DIR/selftest.py"
 python3 "$DIR/check_nf4.py" ${1:+"$1"}
 python3 "$DIR/check_gemm.py" ${1:+"$1"}
+python3 "$DIR/check_moe_lora.py" ${1:+"$1"}

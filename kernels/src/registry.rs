@@ -23,11 +23,13 @@ pub enum ModuleId {
     GemmBf16 = 11,
     GemmF32 = 12,
     Nf4 = 13,
+    MoeLora = 14,
+    MoeGate = 15,
 }
 
 impl ModuleId {
     /// Number of modules (the length of [`ALL`]).
-    pub const COUNT: usize = 14;
+    pub const COUNT: usize = 16;
 
     /// Index into [`ALL`] and into per-context module caches.
     pub const fn index(self) -> usize {
@@ -301,6 +303,57 @@ pub const NF4_GEMM_BF16_F32_SKINNY_T: EntrySpec = EntrySpec {
     params: 9,
 };
 
+/// Entry `moe_lora_gather_f32(x, w, offsets, slots, out, experts, k, n, r, tm, w_trans)`.
+pub const MOE_LORA_GATHER_F32: EntrySpec = EntrySpec {
+    name: "moe_lora_gather_f32",
+    params: 11,
+};
+/// Entry `moe_lora_combine_f32(mid, eidx, g, scale, use_gate, w, w_trans, tokens, k, experts, r,
+/// n_out, out)`.
+pub const MOE_LORA_COMBINE_F32: EntrySpec = EntrySpec {
+    name: "moe_lora_combine_f32",
+    params: 13,
+};
+/// Entry `moe_lora_combine_small_f32` (the parameters of [`MOE_LORA_COMBINE_F32`]; for
+/// `E r <= 128`, `k r <= 64`).
+pub const MOE_LORA_COMBINE_SMALL_F32: EntrySpec = EntrySpec {
+    name: "moe_lora_combine_small_f32",
+    params: 13,
+};
+/// Entry `moe_lora_gate_grad_f32(u, mid, g, scale, slots, r, dg, dmid)`.
+pub const MOE_LORA_GATE_GRAD_F32: EntrySpec = EntrySpec {
+    name: "moe_lora_gate_grad_f32",
+    params: 8,
+};
+/// Entry `moe_lora_outer_f32(y, z, g, scale, use_gate, offsets, slots, k, n_out, r, out_trans,
+/// experts, splits, out)`.
+pub const MOE_LORA_OUTER_F32: EntrySpec = EntrySpec {
+    name: "moe_lora_outer_f32",
+    params: 14,
+};
+/// Entry `moe_lora_group(idx, offsets, slots, eidx, err, n, k, experts)` (one block of 128).
+pub const MOE_LORA_GROUP: EntrySpec = EntrySpec {
+    name: "moe_lora_group",
+    params: 8,
+};
+/// Entry `moe_lora_sum_f32(partial, out, n, splits)`.
+pub const MOE_LORA_SUM_F32: EntrySpec = EntrySpec {
+    name: "moe_lora_sum_f32",
+    params: 4,
+};
+/// Entry `moe_gate_fwd_f32(x, w, eps, logits, nscale, idx, gates, tokens, experts, k, d_in, tm,
+/// noise)`.
+pub const MOE_GATE_FWD_F32: EntrySpec = EntrySpec {
+    name: "moe_gate_fwd_f32",
+    params: 13,
+};
+/// Entry `moe_gate_bwd_rows_f32(idx, gates, dgates, nscale, extra, dz, tokens, experts, k,
+/// has_extra)`.
+pub const MOE_GATE_BWD_ROWS_F32: EntrySpec = EntrySpec {
+    name: "moe_gate_bwd_rows_f32",
+    params: 10,
+};
+
 /// Every embedded PTX module, in `ModuleId` order (`ALL[id.index()].id == id`).
 pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
     ModuleSpec {
@@ -419,6 +472,26 @@ pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
             NF4_GEMM_BF16_F32_TC,
             NF4_GEMM_BF16_F32_SKINNY_T,
         ],
+    },
+    ModuleSpec {
+        id: ModuleId::MoeLora,
+        name: "moe_lora/moe_lora.ptx",
+        ptx: crate::moe_lora::PTX,
+        entries: &[
+            MOE_LORA_GATHER_F32,
+            MOE_LORA_COMBINE_F32,
+            MOE_LORA_COMBINE_SMALL_F32,
+            MOE_LORA_GATE_GRAD_F32,
+            MOE_LORA_OUTER_F32,
+            MOE_LORA_SUM_F32,
+            MOE_LORA_GROUP,
+        ],
+    },
+    ModuleSpec {
+        id: ModuleId::MoeGate,
+        name: "moe_lora/moe_gate.ptx",
+        ptx: crate::moe_lora::GATE_PTX,
+        entries: &[MOE_GATE_FWD_F32, MOE_GATE_BWD_ROWS_F32],
     },
 ];
 

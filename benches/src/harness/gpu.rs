@@ -19,6 +19,8 @@ use brainstacks_kernels::elementwise::{BinaryOp, UnaryOp, cuda as ew};
 use brainstacks_kernels::embedding::cuda as embedding;
 use brainstacks_kernels::gemm::cuda::{self as gemm, Bf16Layout, GemmDims, Strides as GemmStrides};
 use brainstacks_kernels::launch::{CudaSlice, GpuContext, GpuError};
+use brainstacks_kernels::moe_lora::cpu::{Dims as MoeDims, GateDims};
+use brainstacks_kernels::moe_lora::cuda::{self as moe, DeviceRouting, DispatchGrads, GateOutputs};
 use brainstacks_kernels::nf4::cuda::{self as nf4, Nf4Out, Nf4Scales, Nf4Weight};
 use brainstacks_kernels::philox::cuda as philox;
 use brainstacks_kernels::reduce::{ReduceOp, cuda as reduce};
@@ -171,6 +173,55 @@ pub fn registry() -> Vec<Bench> {
         bench(spec::topk(65536, 64, 2), |c| topk_op(c, 65536, 64, 2)),
         bench(spec::adamw(50 << 20), |c| adamw_op(c, 50 << 20)),
     ]);
+    // MoE-LoRA: the paper's stack (E = 4, r = 16, top-2) at 2048 -> {2048, 256, 5632}, and 8 / 64
+    // experts at 2048 -> 2048; the gate at E = 4, 8, 64.
+    let paper = spec::MoeShape {
+        t: 4096,
+        d_in: 2048,
+        d_out: 2048,
+        experts: 4,
+        r: 16,
+        k: 2,
+    };
+    let mut shapes = vec![paper];
+    for d_out in [256, 5632] {
+        shapes.push(spec::MoeShape { d_out, ..paper });
+    }
+    for experts in [8, 64] {
+        shapes.push(spec::MoeShape { experts, ..paper });
+    }
+    for s in shapes {
+        v.push(bench(spec::moe_lora_fwd(s, false), move |c| {
+            moe_lora_op(c, s, false, false)
+        }));
+        if s == paper {
+            v.push(bench(spec::moe_lora_fwd(s, true), move |c| {
+                moe_lora_op(c, s, false, true)
+            }));
+        }
+        v.push(bench(spec::moe_lora_bwd(s), move |c| {
+            moe_lora_op(c, s, true, false)
+        }));
+    }
+    for experts in [4usize, 64] {
+        v.push(bench(
+            spec::moe_lora_group(4096, 2, experts as u64),
+            move |c| moe_group_op(c, 4096, 2, experts),
+        ));
+    }
+    for experts in [4usize, 8, 64] {
+        for bwd in [false, true] {
+            let e = experts as u64;
+            let sp = if bwd {
+                spec::moe_gate_bwd(4096, 2048, e, 2)
+            } else {
+                spec::moe_gate_fwd(4096, 2048, e, 2)
+            };
+            v.push(bench(sp, move |c| {
+                moe_gate_op(c, 4096, 2048, experts, 2, bwd)
+            }));
+        }
+    }
     v
 }
 
@@ -624,6 +675,135 @@ fn adamw_op(c: &Ctx, n: usize) -> Result<Op, SetupError> {
     // The same step number every call: the work per call does not depend on it.
     Ok(Box::new(move |c: &Ctx| {
         adamw::adamw_step_f32(&c.gpu, &params, 1, &mut p, &g, &mut m, &mut v)
+    }))
+}
+
+/// A balanced random top-`k` routing (`k` distinct experts per token) and its gates (each 1/k).
+fn random_routing(t: usize, experts: usize, k: usize, seed: u64) -> Vec<i64> {
+    let mut s = seed | 1;
+    let mut idx = Vec::with_capacity(t * k);
+    for _ in 0..t {
+        let mut pool: Vec<i64> = (0..experts as i64).collect();
+        for j in 0..k {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            pool.swap(j, j + (s % (experts - j) as u64) as usize);
+        }
+        idx.extend_from_slice(&pool[..k]);
+    }
+    idx
+}
+
+/// MoE-LoRA dispatch forward (routing uploaded once, or with `route` on every call) or backward.
+fn moe_lora_op(c: &Ctx, s: spec::MoeShape, bwd: bool, route: bool) -> Result<Op, SetupError> {
+    let d = MoeDims {
+        t: s.t as usize,
+        k: s.k as usize,
+        experts: s.experts as usize,
+        d_in: s.d_in as usize,
+        r: s.r as usize,
+        d_out: s.d_out as usize,
+    };
+    let idx = random_routing(d.t, d.experts, d.k, 61);
+    let routing = DeviceRouting::new(&c.gpu, &idx, d.k, d.experts)?;
+    let x = random_f32(&c.gpu, d.t * d.d_in, 62)?;
+    let a = random_f32(&c.gpu, d.experts * d.r * d.d_in, 63)?;
+    let b = random_f32(&c.gpu, d.experts * d.d_out * d.r, 64)?;
+    let g = c.gpu.htod(&vec![1.0 / d.k as f32; d.t * d.k])?;
+    let scale = 16.0 / (d.r as f32).sqrt();
+    let mut mid = c.gpu.alloc_zeros::<f32>(d.t * d.k * d.r)?;
+    let mut out = c.gpu.alloc_zeros::<f32>(d.t * d.d_out)?;
+    moe::dispatch_forward_f32(
+        &c.gpu, &routing, &x, &g, &a, &b, scale, &d, &mut mid, &mut out,
+    )?;
+    if !bwd {
+        return Ok(Box::new(move |c: &Ctx| {
+            if route {
+                let routing = DeviceRouting::new(&c.gpu, &idx, d.k, d.experts)?;
+                moe::dispatch_forward_f32(
+                    &c.gpu, &routing, &x, &g, &a, &b, scale, &d, &mut mid, &mut out,
+                )
+            } else {
+                moe::dispatch_forward_f32(
+                    &c.gpu, &routing, &x, &g, &a, &b, scale, &d, &mut mid, &mut out,
+                )
+            }
+        }));
+    }
+    let dy = random_f32(&c.gpu, d.t * d.d_out, 65)?;
+    let mut dx = c.gpu.alloc_zeros::<f32>(d.t * d.d_in)?;
+    let mut dg = c.gpu.alloc_zeros::<f32>(d.t * d.k)?;
+    let mut da = c.gpu.alloc_zeros::<f32>(a.len())?;
+    let mut db = c.gpu.alloc_zeros::<f32>(b.len())?;
+    Ok(Box::new(move |c: &Ctx| {
+        let grads = DispatchGrads {
+            dx: &mut dx,
+            dg: &mut dg,
+            da: &mut da,
+            db: &mut db,
+        };
+        moe::dispatch_backward_f32(
+            &c.gpu, &routing, &x, &g, &a, &b, scale, &d, &mid, &dy, grads,
+        )
+    }))
+}
+
+/// The device grouping of a random top-`k` routing.
+fn moe_group_op(c: &Ctx, t: usize, k: usize, experts: usize) -> Result<Op, SetupError> {
+    let idx = c.gpu.htod(&random_routing(t, experts, k, 69))?;
+    Ok(Box::new(move |c: &Ctx| {
+        DeviceRouting::from_device(&c.gpu, &idx, k, experts).map(|_| ())
+    }))
+}
+
+/// The noisy top-k gate forward (noise on) or backward.
+fn moe_gate_op(
+    c: &Ctx,
+    t: usize,
+    d_in: usize,
+    experts: usize,
+    k: usize,
+    bwd: bool,
+) -> Result<Op, SetupError> {
+    let d = GateDims {
+        t,
+        experts,
+        k,
+        d_in,
+    };
+    let x = random_f32(&c.gpu, t * d_in, 66)?;
+    let w = random_f32(&c.gpu, 2 * experts * d_in, 67)?;
+    let mut logits = c.gpu.alloc_zeros::<f32>(t * experts)?;
+    let mut nscale = c.gpu.alloc_zeros::<f32>(t * experts)?;
+    let mut idx = c.gpu.alloc_zeros::<i64>(t * k)?;
+    let mut gates = c.gpu.alloc_zeros::<f32>(t * k)?;
+    let key = Some(0x5eed);
+    let outs = GateOutputs {
+        logits: &mut logits,
+        nscale: &mut nscale,
+        idx: &mut idx,
+        gates: &mut gates,
+    };
+    moe::gate_forward_f32(&c.gpu, &x, &w, key, &d, outs)?;
+    if !bwd {
+        return Ok(Box::new(move |c: &Ctx| {
+            let outs = GateOutputs {
+                logits: &mut logits,
+                nscale: &mut nscale,
+                idx: &mut idx,
+                gates: &mut gates,
+            };
+            moe::gate_forward_f32(&c.gpu, &x, &w, key, &d, outs)
+        }));
+    }
+    let dgates = random_f32(&c.gpu, t * k, 68)?;
+    let mut dx = c.gpu.alloc_zeros::<f32>(t * d_in)?;
+    let mut dw = c.gpu.alloc_zeros::<f32>(2 * experts * d_in)?;
+    Ok(Box::new(move |c: &Ctx| {
+        moe::gate_backward_f32(
+            &c.gpu, &x, &w, &idx, &gates, &nscale, &dgates, None, &d, &mut dx, &mut dw,
+        )
     }))
 }
 

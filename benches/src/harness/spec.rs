@@ -411,6 +411,116 @@ pub fn philox_normal_f32(n: u64) -> Spec {
     }
 }
 
+/// The shape of one MoE-LoRA stack at one projection: `t` tokens, `d_in -> d_out`, top-`k` of
+/// `experts` experts of rank `r`. Label `TxD_INxD_OUT_E<e>_r<r>_k<k>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MoeShape {
+    pub t: u64,
+    pub d_in: u64,
+    pub d_out: u64,
+    pub experts: u64,
+    pub r: u64,
+    pub k: u64,
+}
+
+impl MoeShape {
+    fn label(&self) -> String {
+        format!(
+            "{}x{}x{}_E{}_r{}_k{}",
+            self.t, self.d_in, self.d_out, self.experts, self.r, self.k
+        )
+    }
+}
+
+/// MoE-LoRA dispatch forward, f32 (`moe_lora::cuda::dispatch_forward_f32`, routing uploaded
+/// beforehand; with `route`, the host grouping and its upload are part of every call): reads x,
+/// every expert's A and B, the gates, writes `mid` (`[T k, r]`) and out; 2·T·k·r·(d_in + d_out)
+/// FLOPs. PyTorch anchor (H100, 2026-11-27, `/work/shared/anchors`): a presorted bmm forward at
+/// T=4096, 2048 -> 2048, E=4, r=16, top-2 took 37.5 us (its routing also excluded).
+pub fn moe_lora_fwd(s: MoeShape, route: bool) -> Spec {
+    let MoeShape {
+        t,
+        d_in,
+        d_out,
+        experts,
+        r,
+        k,
+    } = s;
+    Spec {
+        kernel: "moe_lora",
+        variant: if route { "f32_fwd_route" } else { "f32_fwd" },
+        shape: s.label(),
+        bytes: 4 * (t * d_in + experts * r * (d_in + d_out) + t * k + t * k * r + t * d_out),
+        flops: 2 * t * k * r * (d_in + d_out),
+        role: Role::Kernel,
+    }
+}
+
+/// MoE-LoRA dispatch backward, f32 (`dispatch_backward_f32`): reads x, dy, A, B, the gates and
+/// `mid`, writes dx, d gates, dA, dB (two `[T k, r]` work buffers not counted; their allocation is
+/// part of the call); 4·T·k·r·(d_in + d_out) FLOPs (B^T dy, dx, dA, dB; dg not counted).
+pub fn moe_lora_bwd(s: MoeShape) -> Spec {
+    let MoeShape {
+        t,
+        d_in,
+        d_out,
+        experts,
+        r,
+        k,
+    } = s;
+    Spec {
+        kernel: "moe_lora",
+        variant: "f32_bwd",
+        shape: s.label(),
+        bytes: 4
+            * (2 * t * d_in + t * d_out + 2 * experts * r * (d_in + d_out) + 2 * t * k + t * k * r),
+        flops: 4 * t * k * r * (d_in + d_out),
+        role: Role::Kernel,
+    }
+}
+
+/// The device grouping of a `[T, k]` routing over `experts` (`DeviceRouting::from_device`, one
+/// 128-thread block; the allocation of its four outputs is part of the call): reads the i64
+/// table, writes slots and expert ids (u32) and the `E + 1` offsets. Label `TxK_E<e>`.
+pub fn moe_lora_group(t: u64, k: u64, experts: u64) -> Spec {
+    Spec {
+        kernel: "moe_lora",
+        variant: "group",
+        shape: format!("{t}x{k}_E{experts}"),
+        bytes: 16 * t * k + 4 * (experts + 1),
+        flops: 0,
+        role: Role::Kernel,
+    }
+}
+
+/// The noisy top-k gate forward, f32 (`gate_forward_f32` with noise: the Philox draw of eps
+/// `[T, E]` is part of the call): reads x and `[W_r; W_n]`, writes logits and nscale (`[T, E]`),
+/// idx (i64) and gates (`[T, k]`); 2·T·2E·d_in FLOPs. Label `TxD_IN_E<e>_k<k>`.
+pub fn moe_gate_fwd(t: u64, d_in: u64, experts: u64, k: u64) -> Spec {
+    Spec {
+        kernel: "moe_gate",
+        variant: "f32_fwd",
+        shape: format!("{t}x{d_in}_E{experts}_k{k}"),
+        bytes: 4 * (t * d_in + 2 * experts * d_in + 2 * t * experts) + 12 * t * k,
+        flops: 4 * t * experts * d_in,
+        role: Role::Kernel,
+    }
+}
+
+/// The gate backward, f32 (`gate_backward_f32`, no extra logit gradient): reads x, `[W_r; W_n]`,
+/// idx, gates, nscale and d gates, writes dx and dW (the `[T, 2E]` work buffer and the routing
+/// upload are part of the call, not counted); 8·T·E·d_in FLOPs.
+pub fn moe_gate_bwd(t: u64, d_in: u64, experts: u64, k: u64) -> Spec {
+    Spec {
+        kernel: "moe_gate",
+        variant: "f32_bwd",
+        shape: format!("{t}x{d_in}_E{experts}_k{k}"),
+        bytes: 4 * (2 * t * d_in + 4 * experts * d_in + t * experts) + 16 * t * k,
+        flops: 8 * t * experts * d_in,
+        role: Role::Kernel,
+    }
+}
+
 /// How many copies of a `bytes`-sized operand a benchmark cycles through so that consecutive
 /// calls never find it in L2: enough for [`ROTATE_BYTES`] in all (several times the 50 MiB L2 of
 /// an H100, and the H200's), at most 64. An operand already that large needs one copy.
@@ -650,6 +760,58 @@ mod tests {
             ibf(philox_normal_f32(M16)),
             ("philox/normal_f32/16M".into(), 64 << 20, 0)
         );
+    }
+
+    #[test]
+    fn moe_specs() {
+        let s = MoeShape {
+            t: 4096,
+            d_in: 2048,
+            d_out: 2048,
+            experts: 4,
+            r: 16,
+            k: 2,
+        };
+        let f = moe_lora_fwd(s, false);
+        assert_eq!(f.id(), "moe_lora/f32_fwd/4096x2048x2048_E4_r16_k2");
+        // x 32 MiB + A, B 4 x 16 x 2048 f32 each (512 KiB each) + gates 32 KiB + mid 512 KiB + out
+        // 32 MiB; 2 * 4096 * 2 * 16 * 4096 FLOPs.
+        assert_eq!(
+            f.bytes,
+            (32 << 20) + (1 << 20) + (32 << 10) + (512 << 10) + (32 << 20)
+        );
+        assert_eq!(f.flops, 1_073_741_824);
+        assert_eq!(
+            moe_lora_fwd(s, true).id(),
+            "moe_lora/f32_fwd_route/4096x2048x2048_E4_r16_k2"
+        );
+        let b = moe_lora_bwd(MoeShape { d_out: 256, ..s });
+        assert_eq!(b.id(), "moe_lora/f32_bwd/4096x2048x256_E4_r16_k2");
+        assert_eq!(
+            b.bytes,
+            4 * (2 * 4096 * 2048 + 4096 * 256 + 2 * 4 * 16 * 2304 + 2 * 4096 * 2 + 4096 * 2 * 16)
+        );
+        assert_eq!(b.flops, 4 * 4096 * 2 * 16 * 2304);
+        assert_eq!(
+            ibf(moe_lora_group(4096, 2, 64)),
+            ("moe_lora/group/4096x2_E64".into(), 16 * 8192 + 4 * 65, 0)
+        );
+        let g = moe_gate_fwd(4096, 2048, 4, 2);
+        assert_eq!(
+            ibf(g),
+            (
+                "moe_gate/f32_fwd/4096x2048_E4_k2".into(),
+                (32 << 20) + (64 << 10) + (128 << 10) + 12 * 8192,
+                4 * 4096 * 4 * 2048
+            )
+        );
+        let g = moe_gate_bwd(4096, 2048, 64, 2);
+        assert_eq!(g.id(), "moe_gate/f32_bwd/4096x2048_E64_k2");
+        assert_eq!(
+            g.bytes,
+            4 * (2 * 4096 * 2048 + 4 * 64 * 2048 + 4096 * 64) + 16 * 8192
+        );
+        assert_eq!(g.flops, 8 * 4096 * 64 * 2048);
     }
 
     #[test]

@@ -91,9 +91,136 @@ pub fn backward(
     (dx, dg, da, db)
 }
 
+/// Shapes of one gate: `t` tokens of width `d_in`, top `k` of `experts`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GateDims {
+    pub t: usize,
+    pub experts: usize,
+    pub k: usize,
+    pub d_in: usize,
+}
+
+/// What the gate decided for every token (see the module docs, "Gate").
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gate {
+    /// `[T, E]`: `clean + softplus(z) eps` (or `clean` without noise).
+    pub logits: Vec<f64>,
+    /// `[T, E]`: `d logit / d z = eps sigmoid(z)` (zeros without noise).
+    pub nscale: Vec<f64>,
+    /// `[T, k]`: the kept experts in `topk` order.
+    pub idx: Vec<i64>,
+    /// `[T, k]`: softmax over the kept logits.
+    pub gates: Vec<f64>,
+}
+
+/// `softplus(z) = ln(1 + e^z)`, as the elementwise oracle writes it.
+pub fn softplus(z: f64) -> f64 {
+    z.max(0.0) + (-z.abs()).exp().ln_1p()
+}
+
+/// The noisy top-k gate: `w` is `[W_r; W_n]` (`[2E, d_in]`, router rows first), `x` `[T, d_in]`,
+/// `eps` `[T, E]` (None: no noise). Selection is [`crate::topk::cpu::topk`] on the logits.
+pub fn gate_forward(x: &[f64], w: &[f64], eps: Option<&[f64]>, d: &GateDims) -> Gate {
+    let (e_n, n) = (d.experts, d.d_in);
+    let dot = |q: usize, t: usize| -> f64 { (0..n).map(|p| w[q * n + p] * x[t * n + p]).sum() };
+    let mut logits = vec![0.0; d.t * e_n];
+    let mut nscale = vec![0.0; d.t * e_n];
+    for t in 0..d.t {
+        for e in 0..e_n {
+            let clean = dot(e, t);
+            let (lg, ns) = match eps {
+                Some(eps) => {
+                    let (z, ep) = (dot(e_n + e, t), eps[t * e_n + e]);
+                    (clean + softplus(z) * ep, ep / (1.0 + (-z).exp()))
+                }
+                None => (clean, 0.0),
+            };
+            logits[t * e_n + e] = lg;
+            nscale[t * e_n + e] = ns;
+        }
+    }
+    let (kept, idx) = crate::topk::cpu::topk(&logits, d.t, e_n, d.k);
+    let mut gates = vec![0.0; d.t * d.k];
+    for t in 0..d.t {
+        let row = &kept[t * d.k..(t + 1) * d.k];
+        let m = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let ex: Vec<f64> = row.iter().map(|v| (v - m).exp()).collect();
+        let sum: f64 = ex.iter().sum();
+        for (j, v) in ex.iter().enumerate() {
+            gates[t * d.k + j] = v / sum;
+        }
+    }
+    Gate { logits, nscale, idx, gates }
+}
+
+/// Gradients `(dx, dw)` of the gate (`dw` `[2E, d_in]` like `w`) for `dgates` (`[T, k]`) and an
+/// optional further gradient `extra` of the logits (`[T, E]`, e.g. from the load-balance loss),
+/// given the forward's `idx`, `gates` and `nscale`:
+/// `dk_j = g_j (dg_j - sum_l g_l dg_l)`, `dlogit = extra + dk scattered to idx`,
+/// `dz = dlogit nscale`, `dx_t = sum_e dlogit W_r[e] + dz W_n[e]`, `dW_r[e] = sum_t dlogit x_t`,
+/// `dW_n[e] = sum_t dz x_t`.
+#[allow(clippy::too_many_arguments)]
+pub fn gate_backward(
+    x: &[f64],
+    w: &[f64],
+    idx: &[i64],
+    gates: &[f64],
+    nscale: &[f64],
+    dgates: &[f64],
+    extra: Option<&[f64]>,
+    d: &GateDims,
+) -> (Vec<f64>, Vec<f64>) {
+    let (e_n, n, k) = (d.experts, d.d_in, d.k);
+    let mut dx = vec![0.0; d.t * n];
+    let mut dw = vec![0.0; 2 * e_n * n];
+    for t in 0..d.t {
+        let mut dl: Vec<f64> = (0..e_n).map(|e| extra.map_or(0.0, |x| x[t * e_n + e])).collect();
+        let dot: f64 = (0..k).map(|j| gates[t * k + j] * dgates[t * k + j]).sum();
+        for j in 0..k {
+            dl[idx[t * k + j] as usize] += gates[t * k + j] * (dgates[t * k + j] - dot);
+        }
+        for e in 0..e_n {
+            let dz = dl[e] * nscale[t * e_n + e];
+            for p in 0..n {
+                dx[t * n + p] += dl[e] * w[e * n + p] + dz * w[(e_n + e) * n + p];
+                dw[e * n + p] += dl[e] * x[t * n + p];
+                dw[(e_n + e) * n + p] += dz * x[t * n + p];
+            }
+        }
+    }
+    (dx, dw)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gate_hand_computed() {
+        // d_in = 1, E = 2, k = 2, x = 1, W_r = [1, 2], W_n = 0, eps = [0.5, -0.5]:
+        // z = 0, softplus = ln 2, sigmoid = 1/2; logits = [1 + ln2/2, 2 - ln2/2].
+        let d = GateDims { t: 1, experts: 2, k: 2, d_in: 1 };
+        let w = [1.0, 2.0, 0.0, 0.0];
+        let g = gate_forward(&[1.0], &w, Some(&[0.5, -0.5]), &d);
+        let l2 = 2f64.ln();
+        assert!((g.logits[0] - (1.0 + l2 * 0.5)).abs() < 1e-15);
+        assert!((g.logits[1] - (2.0 - l2 * 0.5)).abs() < 1e-15);
+        assert_eq!(g.nscale, vec![0.25, -0.25]);
+        assert_eq!(g.idx, vec![1, 0]);
+        let g0 = 1.0 / (1.0 + (g.logits[0] - g.logits[1]).exp());
+        assert!((g.gates[0] - g0).abs() < 1e-15 && (g.gates[1] - (1.0 - g0)).abs() < 1e-15);
+        // dgates = [1, 0]: dlogit[1] = g0 (1 - g0) = g0 g1, dlogit[0] = -g0 g1.
+        let (dx, dw) = gate_backward(&[1.0], &w, &g.idx, &g.gates, &g.nscale, &[1.0, 0.0], None, &d);
+        let p = g.gates[0] * g.gates[1];
+        assert!((dx[0] - (-p * 1.0 + p * 2.0)).abs() < 1e-15);
+        let want = [-p, p, -p * 0.25, p * -0.25];
+        for (a, b) in dw.iter().zip(want) {
+            assert!((a - b).abs() < 1e-15, "{dw:?} vs {want:?}");
+        }
+        // No noise: logits are the clean ones and nscale is zero.
+        let g = gate_forward(&[1.0], &w, None, &GateDims { k: 1, ..d });
+        assert_eq!((g.logits, g.nscale, g.idx, g.gates), (vec![1.0, 2.0], vec![0.0, 0.0], vec![1], vec![1.0]));
+    }
 
     #[test]
     fn hand_computed_single_token() {
