@@ -25,4 +25,7 @@ check "$ROOT/kernels/src/gemm/gemm_bf16.ptx" "$TMP/gemm_bf16.ptx"
 check "$ROOT/kernels/src/gemm/gemm_f32.ptx" "$TMP/gemm_f32.ptx"
 python3 "$ROOT/kernels/src/nf4/gen_ptx.py" "$TMP/nf4.ptx"
 check "$ROOT/kernels/src/nf4/nf4.ptx" "$TMP/nf4.ptx"
+mkdir -p "$TMP/moe_lora" && python3 "$ROOT/kernels/src/moe_lora/gen_ptx.py" "$TMP/moe_lora" >/dev/null
+check "$ROOT/kernels/src/moe_lora/moe_lora.ptx" "$TMP/moe_lora/moe_lora.ptx"
+check "$ROOT/kernels/src/moe_lora/moe_gate.ptx" "$TMP/moe_lora/moe_gate.ptx"
 exit "$fail"
