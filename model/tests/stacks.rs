@@ -243,3 +243,41 @@ fn bf16_compute_trains_f32_master_weights() -> R {
     let _ = Var::constant(Tensor::zeros(&[1], DType::F32, &Device::Cpu)?);
     Ok(())
 }
+
+#[test]
+fn per_row_weights_equal_the_matching_single_configurations_bit_for_bit() -> R {
+    let mut m = model(DType::F32);
+    let set = StackSet::attach(&mut m, &Proj::ALL)?;
+    set.set_domain_order(&["a".into(), "b".into()]);
+    for (i, d) in ["a", "b"].into_iter().enumerate() {
+        set.add_active(&Tape::new(), &cfg(), i as u64)?;
+        randomize_b(&set, 70 + i as u64);
+        set.freeze_active(StackId::new(d, 1))?;
+    }
+    let one = ids(7).narrow(0usize, 0, 1)?;
+    let three = Tensor::cat(&[&one, &one, &one], 0usize)?;
+    let weights = [(0.0, 0.0), (1.0, 0.0), (0.5, 0.25)];
+    let per_row = std::collections::BTreeMap::from([
+        ("a".to_string(), weights.iter().map(|w| w.0).collect::<Vec<_>>()),
+        ("b".to_string(), weights.iter().map(|w| w.1).collect::<Vec<_>>()),
+    ]);
+    set.control().set_selection(FrozenSelection::PerRow(per_row));
+    let batched = no_grad(|| logits(&m, &three));
+    let row_len = batched.len() / 3;
+    for (r, &(wa, wb)) in weights.iter().enumerate() {
+        let mut single = std::collections::BTreeMap::new();
+        for (d, w) in [("a", wa), ("b", wb)] {
+            if w != 0.0 {
+                single.insert(d.to_string(), w);
+            }
+        }
+        set.control().set_selection(FrozenSelection::Domains(single));
+        assert_eq!(no_grad(|| logits(&m, &one)), batched[r * row_len..(r + 1) * row_len], "row {r}");
+    }
+    // All weights 1 is the ungated configuration, bit for bit.
+    set.control().set_selection(FrozenSelection::only(["a", "b"]));
+    let routed = no_grad(|| logits(&m, &one));
+    set.control().set_selection(FrozenSelection::All);
+    assert_eq!(no_grad(|| logits(&m, &one)), routed);
+    Ok(())
+}

@@ -113,7 +113,32 @@ impl LlamaModel {
 
     /// The final hidden states `[B, T, hidden]` (after the last RMSNorm), which the LM head
     /// maps to logits: `forward` without the head (same cache behaviour).
-    pub fn forward_hidden(&self, ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Var> {
+    pub fn forward_hidden(&self, ids: &Tensor, cache: Option<&mut KvCache>) -> Result<Var> {
+        self.forward_collect(ids, cache, &mut |_, _| {})
+    }
+
+    /// Entries of transformers' `output_hidden_states` list for `ids` (no cache): entry 0 is the
+    /// embedding output, entry `i` the output of layer `i`, and the last entry
+    /// (`num_hidden_layers`) is taken after the final norm, as transformers returns it.
+    pub fn hidden_states(&self, ids: &Tensor, entries: &[usize]) -> Result<Vec<Var>> {
+        let n = self.layers.len();
+        if let Some(&bad) = entries.iter().find(|&&e| e > n) {
+            return Err(invalid(format!("hidden state {bad} requested; the model has entries 0..={n}")));
+        }
+        let mut found: Vec<Option<Var>> = vec![None; entries.len()];
+        let last = self.forward_collect(ids, None, &mut |entry, h| {
+            for (slot, &e) in found.iter_mut().zip(entries) {
+                if e == entry && e < n {
+                    *slot = Some(h.clone());
+                }
+            }
+        })?;
+        Ok(found.into_iter().map(|f| f.unwrap_or_else(|| last.clone())).collect())
+    }
+
+    /// The forward up to the final norm, showing `observe` each residual stream entry
+    /// (0 = embeddings, `i` = after layer `i`) before the norm.
+    fn forward_collect(&self, ids: &Tensor, mut cache: Option<&mut KvCache>, observe: &mut dyn FnMut(usize, &Var)) -> Result<Var> {
         let &[b, t] = ids.shape() else {
             return Err(invalid(format!("token ids must be [batch, seq], got {:?}", ids.shape())));
         };
@@ -127,12 +152,14 @@ impl LlamaModel {
         let (cos, sin) = self.rope_tables(offset, t)?;
         let eps = self.config.rms_norm_eps;
         let mut h = self.embed_tokens.embedding(ids)?;
+        observe(0, &h);
         for (i, layer) in self.layers.iter().enumerate() {
             let x = h.rms_norm(&layer.input_layernorm, eps)?;
             let a = self.attention(layer, &x, &cos, &sin, cache.as_deref_mut().map(|c| (c, i)))?;
             h = h.add(&a)?;
             let x = h.rms_norm(&layer.post_attention_layernorm, eps)?;
             h = h.add(&self.mlp(layer, &x)?)?;
+            observe(i + 1, &h);
         }
         if let Some(c) = cache {
             c.advance(t);

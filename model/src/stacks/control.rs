@@ -14,6 +14,17 @@ pub enum FrozenSelection {
     /// Only the listed domains, each stack of a domain scaled by the domain's weight
     /// (routed inference, prefix configurations). Domains not listed are skipped entirely.
     Domains(BTreeMap<String, f64>),
+    /// A different weight vector per batch row (the oracle scores several domain sets of one
+    /// example in one forward): `domain -> weight of each row`. Inputs must be `[B, ..., d]` with
+    /// `B` the vectors' length. A row with weight 0 gets exactly nothing from that domain.
+    PerRow(BTreeMap<String, Vec<f64>>),
+}
+
+/// The weight of one domain's stacks in a forward.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DomainWeight {
+    Scalar(f64),
+    Rows(Vec<f64>),
 }
 
 impl FrozenSelection {
@@ -23,10 +34,11 @@ impl FrozenSelection {
     }
 
     /// The weight of `domain`'s stacks, `None` when they are off.
-    pub fn weight(&self, domain: &str) -> Option<f64> {
+    pub fn weight(&self, domain: &str) -> Option<DomainWeight> {
         match self {
-            Self::All => Some(1.0),
-            Self::Domains(w) => w.get(domain).copied(),
+            Self::All => Some(DomainWeight::Scalar(1.0)),
+            Self::Domains(w) => w.get(domain).map(|&v| DomainWeight::Scalar(v)),
+            Self::PerRow(w) => w.get(domain).map(|v| DomainWeight::Rows(v.clone())),
         }
     }
 }

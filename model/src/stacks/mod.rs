@@ -45,7 +45,7 @@ pub mod file;
 mod projection;
 mod set;
 
-pub use control::{AuxReduction, FrozenSelection, StackControl, StackOptions};
+pub use control::{AuxReduction, DomainWeight, FrozenSelection, StackControl, StackOptions};
 pub use projection::StackedProjection;
 pub use set::{ActiveSnapshot, NullSpaceMode, StackSet, StackedModule};
 

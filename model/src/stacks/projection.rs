@@ -7,7 +7,7 @@ use brainstacks_autograd::Var;
 use brainstacks_tensor::{DType, Device, Tensor};
 
 use super::StackId;
-use super::control::{AuxReduction, StackControl};
+use super::control::{AuxReduction, DomainWeight, StackControl};
 use crate::llama::ProjectionAdapter;
 use crate::moe_lora::{GateNoise, MoeLora};
 use crate::null_space::NullSpace;
@@ -98,9 +98,23 @@ impl StackedProjection {
                     _ => captured.push((f.id.domain.clone(), d.tensor().clone())),
                 }
             }
-            if weight != 1.0 {
-                d = d.mul_scalar(weight)?;
-            }
+            d = match weight {
+                DomainWeight::Scalar(w) if w == 1.0 => d,
+                DomainWeight::Scalar(w) => d.mul_scalar(w)?,
+                DomainWeight::Rows(rows) => {
+                    let shape = d.shape().to_vec();
+                    if shape.first() != Some(&rows.len()) {
+                        return Err(Error::Config {
+                            layer: "stacks".into(),
+                            msg: format!("{} per-row weights for domain {:?} but a batch of shape {shape:?}", rows.len(), f.id.domain),
+                        });
+                    }
+                    let mut wshape = vec![1; shape.len()];
+                    wshape[0] = rows.len();
+                    let w = Tensor::from_vec(rows, &wshape, &Device::Cpu)?.to_dtype(d.dtype())?;
+                    d.mul(&Var::constant(w))?
+                }
+            };
             total = add(total, d)?;
         }
         for (domain, sum) in captured {
