@@ -7,7 +7,7 @@ use brainstacks_tensor::{DType, Device};
 
 use super::config::{DomainConfig, RunConfig};
 use crate::data::{
-    Batch, ByteTokenizer, DomainConfig as DataConfig, DomainData, EncodedExample, LossMask, SplitConfig, TextEncoder, TokenRow,
+    Batch, ByteTokenizer, DomainConfig as DataConfig, DomainData, EncodedExample, Example, LossMask, SplitConfig, TextEncoder, TokenRow,
     eval_batches, read_jsonl,
 };
 use crate::{Error, Result};
@@ -23,6 +23,13 @@ pub struct PreparedDomain {
     pub train_examples: usize,
     /// Validation examples longer than `seq_len`, cut to it (their tail is not evaluated).
     pub val_truncated: usize,
+    /// The validation subset as examples (routing reads their prompt text).
+    pub val_subset: Vec<Example>,
+    /// The validation examples after the subset: held out from training and from the evaluator,
+    /// the oracle scores them.
+    pub val_rest: Vec<Example>,
+    /// The training examples (the router's single-domain label prompts come from them).
+    pub train: Vec<Example>,
 }
 
 /// The base model (frozen) and its tokenizer.
@@ -83,7 +90,19 @@ pub fn prepare_domain(cfg: &RunConfig, d: &DomainConfig, encoder: &dyn TextEncod
     let val_examples = data.eval_examples(encoder, cfg.eval_samples)?;
     let val_batches = eval_batches(&val_examples, cfg.eval_batch, cfg.seq_len, loss_mask(cfg), encoder.eos()?, &Device::Cpu)?;
     let val_truncated = val_examples.iter().filter(|e| e.len() > cfg.seq_len).count();
-    Ok(PreparedDomain { name: d.name.clone(), train_rows, val_examples, val_batches, train_examples: data.train.len(), val_truncated })
+    let val_subset = data.val.iter().take(val_examples.len()).cloned().collect();
+    let val_rest = data.val.iter().skip(val_examples.len()).cloned().collect();
+    Ok(PreparedDomain {
+        name: d.name.clone(),
+        train_rows,
+        val_examples,
+        val_batches,
+        train_examples: data.train.len(),
+        val_truncated,
+        val_subset,
+        val_rest,
+        train: data.train,
+    })
 }
 
 /// The loss mask training and evaluation use.

@@ -23,6 +23,9 @@ use crate::data::{MicroBatches, TextEncoder};
 use crate::optim::AdamWConfig;
 use crate::{Error, Result};
 
+/// The copy of the run config kept in the run directory.
+pub const RUN_CONFIG_FILE: &str = "run.json";
+
 /// Progress callbacks for a whole run (the CLI draws bars from them).
 pub trait RunObserver {
     fn on_domain_start(&mut self, _domain: &str, _index: usize, _of: usize) {}
@@ -73,6 +76,10 @@ impl Run {
         let domains = config.domains.iter().map(|d| prepare_domain(&config, d, encoder.as_ref())).collect::<Result<Vec<_>>>()?;
         std::fs::create_dir_all(&config.out_dir).map_err(|e| invalid(format!("cannot create {}: {e}", config.out_dir.display())))?;
         let fnv = config_fnv(&config)?;
+        // The config beside the results (paths already absolute), so tools can open the run
+        // directory alone (`brainstacks route --run DIR`).
+        let text = serde_json::to_string_pretty(&config).map_err(|e| invalid(e.to_string()))?;
+        brainstacks_tensor::io::write_atomic_bytes(&config.out_dir.join(RUN_CONFIG_FILE), text.as_bytes())?;
         let path = config.out_dir.join("manifest.json");
         let manifest = if path.exists() {
             let m = Manifest::load(&path)?;

@@ -1,4 +1,10 @@
-//! The meta-router side of the method (spec sections 5 and 6): outcome discovery, the model-backed
-//! losses it scores, router features, routed inference.
+//! The meta-router side of the method (spec sections 5 and 6): outcome discovery ([`oracle`]),
+//! the model-backed loss it scores ([`scoring`]), router inputs ([`features`]), and a finished run
+//! opened for inference in its three compositions ([`routed`]).
 
+pub mod discovery;
+pub mod evaluate;
+pub mod features;
 pub mod oracle;
+pub mod routed;
+pub mod scoring;
