@@ -99,7 +99,7 @@ impl StackedProjection {
                 }
             }
             d = match weight {
-                DomainWeight::Scalar(w) if w == 1.0 => d,
+                DomainWeight::Scalar(1.0) => d,
                 DomainWeight::Scalar(w) => d.mul_scalar(w)?,
                 DomainWeight::Rows(rows) => {
                     let shape = d.shape().to_vec();

@@ -40,7 +40,8 @@ pub fn router_features(model: &LlamaModel, stacks: &StackSet, encoder: &dyn Text
     let previous = control.selection();
     control.set_selection(FrozenSelection::Domains(BTreeMap::new()));
     control.set_eval();
-    let states = no_grad(|| model.hidden_states(&ids, &[(layers + 1) / 2, layers]));
+    // The list has layers + 1 entries; its middle, len // 2, is ceil(layers / 2).
+    let states = no_grad(|| model.hidden_states(&ids, &[layers.div_ceil(2), layers]));
     control.set_selection(previous);
     let states = states?;
     let (mid, last) = (states[0].tensor().to_dtype(DType::F32)?, states[1].tensor().to_dtype(DType::F32)?);
