@@ -42,6 +42,17 @@ fn trains_resumes_and_reports_config_errors() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("resuming"));
     assert_eq!(std::fs::read_to_string(root.join("run/metrics.jsonl")).unwrap(), metrics, "nothing retrained");
 
+    // The finished run directory: the three-mode table and generation in a composition.
+    let eval = bin().args(["eval", "--run"]).arg(root.join("run")).output().unwrap();
+    let table = String::from_utf8_lossy(&eval.stdout);
+    assert!(eval.status.success() && table.contains("ungated") && table.contains("count"), "{table} {}", String::from_utf8_lossy(&eval.stderr));
+    for mode in ["base", "ungated", "count=0.5"] {
+        let g = bin().args(["generate", "--run"]).arg(root.join("run")).args(["--prompt", "count to 3", "--max-tokens", "4", "--mode", mode]).output().unwrap();
+        assert!(g.status.success(), "{mode}: {}", String::from_utf8_lossy(&g.stderr));
+    }
+    let g = bin().args(["generate", "--run"]).arg(root.join("run")).args(["--prompt", "x", "--mode", "nope=1"]).output().unwrap();
+    assert!(!g.status.success() && String::from_utf8_lossy(&g.stderr).contains("nope"));
+
     std::fs::write(root.join("bad.json"), config.to_string().replace("\"rank\"", "\"rnak\"")).unwrap();
     let bad = bin().args(["train", "--config"]).arg(root.join("bad.json")).output().unwrap();
     assert!(!bad.status.success());

@@ -61,8 +61,15 @@ enum Command {
     /// Generates text from a Llama checkpoint directory (with its tokenizer.json), streaming it
     /// to stdout. Greedy unless --temperature is above 0.
     Generate {
+        /// A Llama checkpoint directory (give this or --run).
+        #[arg(long, required_unless_present = "run", conflicts_with = "run")]
+        model: Option<PathBuf>,
+        /// A Brainstacks run directory: generate with its stacks composed as --mode says.
         #[arg(long)]
-        model: PathBuf,
+        run: Option<PathBuf>,
+        /// With --run: `base`, `ungated`, or explicit weights `domain=weight,...`.
+        #[arg(long, default_value = "ungated")]
+        mode: String,
         /// A PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors).
         #[arg(long)]
         adapter: Option<PathBuf>,
@@ -93,6 +100,12 @@ enum Command {
         /// The run config (JSON; see `brainstacks_train::boost::config`).
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Per-domain validation loss of a finished run: base only, ungated, routed; and the oracle
+    /// statistics when they have been computed.
+    Eval {
+        #[arg(long)]
+        run: PathBuf,
     },
     /// Writes the logits [T, vocab] (f32, key `logits`) of one sequence of token ids.
     Logits {
@@ -142,8 +155,16 @@ fn main() -> anyhow::Result<()> {
             let opts = brainstacks_train::quantize_cli::Options { model, out, double_quant, blocksize, max_shard_mib };
             brainstacks_train::quantize_cli::run(&opts)?;
         }
-        Command::Generate { model, adapter, prompt, alpaca, max_tokens, temperature, top_p, repetition_penalty, seed, dtype } => {
+        Command::Generate { model, run, mode, adapter, prompt, alpaca, max_tokens, temperature, top_p, repetition_penalty, seed, dtype } => {
             let options = GenerateOptions { max_new_tokens: max_tokens, temperature, top_p, repetition_penalty, seed, eos_token_ids: None };
+            if let Some(dir) = run {
+                anyhow::ensure!(adapter.is_none(), "--adapter does not combine with --run");
+                let rm = brainstacks_train::router::routed::RunModel::open(&dir)?;
+                let composition = brainstacks_train::run_cli::parse_composition(&mode)?;
+                println!("{}", brainstacks_train::run_cli::generate(&rm, &prompt, &composition, &options)?);
+                return Ok(());
+            }
+            let model = model.context("--model or --run is required")?;
             let args = llama_cli::GenerateArgs { model, adapter, prompt, alpaca, dtype: llama_cli::parse_dtype(&dtype)?, options };
             let start = std::time::Instant::now();
             let ids = llama_cli::generate(&args, &mut std::io::stdout().lock())?;
@@ -152,6 +173,9 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Train { config } => {
             brainstacks_train::train_cli::train(&config)?;
+        }
+        Command::Eval { run } => {
+            print!("{}", brainstacks_train::run_cli::eval(&run, None)?);
         }
         Command::Logits { model, adapter, ids, dtype, out } => {
             llama_cli::logits(&model, adapter.as_deref(), &llama_cli::parse_ids(&ids)?, llama_cli::parse_dtype(&dtype)?, &out)?;

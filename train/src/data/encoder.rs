@@ -16,6 +16,8 @@ pub trait TextEncoder {
     fn eos(&self) -> Result<u32>;
     /// Number of ids the model's embedding must cover.
     fn vocab_size(&self) -> usize;
+    /// The text of generated ids, special tokens skipped.
+    fn decode_text(&self, ids: &[u32]) -> Result<String>;
 }
 
 /// Bytes as tokens: ids 0..=255 are the UTF-8 bytes of the text, [`ByteTokenizer::BOS`] = 256,
@@ -57,6 +59,9 @@ impl TextEncoder for ByteTokenizer {
     fn vocab_size(&self) -> usize {
         Self::VOCAB_SIZE
     }
+    fn decode_text(&self, ids: &[u32]) -> Result<String> {
+        Ok(self.decode(ids))
+    }
 }
 
 /// The Llama tokenizer encodes as the method's code does with transformers: `encode(text,
@@ -82,5 +87,8 @@ impl TextEncoder for LlamaTokenizer {
     }
     fn vocab_size(&self) -> usize {
         LlamaTokenizer::vocab_size(self)
+    }
+    fn decode_text(&self, ids: &[u32]) -> Result<String> {
+        Ok(LlamaTokenizer::decode(self, ids, true)?)
     }
 }
