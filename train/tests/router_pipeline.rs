@@ -15,7 +15,7 @@ type R = Result<(), Box<dyn std::error::Error>>;
 
 fn write_domain(path: &Path, n: usize, task: fn(usize) -> (String, String)) {
     let lines: Vec<String> =
-        (0..n).map(|i| task(i)).map(|(q, a)| serde_json::json!({"instruction": q, "output": a}).to_string()).collect();
+        (0..n).map(task).map(|(q, a)| serde_json::json!({"instruction": q, "output": a}).to_string()).collect();
     std::fs::write(path, lines.join("\n")).unwrap();
 }
 
