@@ -203,6 +203,15 @@ fn null_space_from_captured_deltas_keeps_the_active_stack_out_of_frozen_directio
     // Each domain claims up to 4 directions (k/v outputs have 16 dims, others 32/48).
     assert!(ranks.iter().all(|&r| (5..=8).contains(&r)), "{ranks:?}");
 
+    // Projector files round-trip.
+    let file = std::env::temp_dir().join(format!("bs-ns-{}.safetensors", std::process::id()));
+    set.save_null_spaces(&file)?;
+    set.clear_null_spaces();
+    assert!(set.null_space_ranks().iter().all(|&r| r == 0));
+    set.load_null_spaces(&file)?;
+    assert_eq!(set.null_space_ranks(), ranks);
+    std::fs::remove_file(&file)?;
+
     let tape = Tape::new();
     set.add_active(&tape, &cfg(), 9)?;
     randomize_b(&set, 60);

@@ -106,6 +106,7 @@ fn a_two_domain_run_records_everything_and_reproduces_prefixes() -> R {
     assert!(m.domains[0].projector_ranks.is_empty());
     assert_eq!(m.domains[1].projector_ranks.len(), 14);
     assert!(m.domains[1].projector_ranks.iter().all(|&r| r >= 1));
+    assert!(cfg.out_dir.join("reverse/null_space.safetensors").exists());
     for r in &m.domains[1].rounds {
         let leak = r.max_leakage.expect("monitored");
         assert!(leak < 1e-5, "leakage {leak}");

@@ -21,6 +21,7 @@ use brainstacks_tensor::io::{SafeTensors, TensorToWrite, write_safetensors};
 use super::StackId;
 use super::set::StackSet;
 use crate::moe_lora::{MoeLora, MoeLoraConfig};
+use crate::null_space::NullSpace;
 use crate::{Error, Result};
 
 pub const FORMAT: &str = "brainstacks-stack";
@@ -148,5 +149,39 @@ impl StackSet {
             self.insert_frozen(&mut guard, info.id.clone(), stack);
         }
         Ok(info.id)
+    }
+}
+
+/// `format` metadata of a projector file.
+pub const NULL_SPACE_FORMAT: &str = "brainstacks-null-spaces";
+
+impl StackSet {
+    /// Writes every module's projector basis V (`{module}.null_space.v`, `[d_out, k]`) to `path`;
+    /// modules without one are left out.
+    pub fn save_null_spaces(&self, path: &Path) -> Result<()> {
+        let mut tensors = Vec::new();
+        for m in self.modules() {
+            if let Some(ns) = &m.lock().null_space {
+                tensors.push(TensorToWrite::from_tensor(format!("{}.null_space.v", m.path()), ns.basis())?);
+            }
+        }
+        let meta = BTreeMap::from([("format".to_string(), NULL_SPACE_FORMAT.to_string()), ("version".to_string(), VERSION.to_string())]);
+        write_safetensors(path, &tensors, &meta)?;
+        Ok(())
+    }
+
+    /// Installs the projectors of a file written by [`StackSet::save_null_spaces`] (modules absent
+    /// from it get none).
+    pub fn load_null_spaces(&self, path: &Path) -> Result<()> {
+        let st = SafeTensors::open(path)?;
+        if st.metadata().get("format").map(String::as_str) != Some(NULL_SPACE_FORMAT) {
+            return Err(file_err(path, format!("not a projector file (format is not {NULL_SPACE_FORMAT:?})")));
+        }
+        let mut spaces = Vec::with_capacity(self.modules().len());
+        for m in self.modules() {
+            let name = format!("{}.null_space.v", m.path());
+            spaces.push(if st.entry(&name).is_ok() { Some(NullSpace::from_basis(st.tensor(&name)?)?) } else { None });
+        }
+        self.set_null_spaces(spaces)
     }
 }

@@ -285,6 +285,10 @@ impl Run {
         captured?;
         let seed = self.config.seed.wrapping_add(1000 * di as u64);
         let ranks = self.stacks.compute_null_spaces(ns.k, seed, ns.mode, ns.dup_tol)?;
+        // Kept beside the domain's stacks (for audits of leakage and subspace overlap).
+        let dir = self.config.out_dir.join(&self.domains[di].name);
+        std::fs::create_dir_all(&dir).map_err(|e| invalid(format!("{}: {e}", dir.display())))?;
+        self.stacks.save_null_spaces(&dir.join("null_space.safetensors"))?;
         let (min, max) = (ranks.iter().min().copied().unwrap_or(0), ranks.iter().max().copied().unwrap_or(0));
         observer.on_message(&format!(
             "{}: null space from {} sequences of {} earlier domain(s): rank {min}..{max} per module",
