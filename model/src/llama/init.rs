@@ -88,21 +88,14 @@ impl LlamaModel {
         let cpu = Device::Cpu;
         let mut rng = Rng::new(init.seed);
         let mut matrix = |rows: usize, cols: usize| Tensor::randn(&mut rng, 0.0, init.std, &[rows, cols], init.dtype, &cpu);
-        let (h, i, v, d) = (c.hidden_size, c.intermediate_size, c.vocab_size, c.head_dim);
-        let (qd, kvd) = (c.num_attention_heads * d, c.num_key_value_heads * d);
+        let (h, v) = (c.hidden_size, c.vocab_size);
         let embed = matrix(v, h)?;
         let mut report = LoadReport::default();
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for l in 0..c.num_hidden_layers {
             let mut projections = Vec::with_capacity(7);
             for p in Proj::ALL {
-                let (out_f, in_f) = match p {
-                    Proj::Q => (qd, h),
-                    Proj::K | Proj::V => (kvd, h),
-                    Proj::O => (h, qd),
-                    Proj::Gate | Proj::Up => (i, h),
-                    Proj::Down => (h, i),
-                };
+                let (out_f, in_f) = p.shape(c);
                 let w = matrix(out_f, in_f)?;
                 let base = match &init.nf4 {
                     Some(q) if in_f.is_multiple_of(q.blocksize) => {

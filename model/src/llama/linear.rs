@@ -89,6 +89,20 @@ impl Proj {
         self.module().rsplit('.').next().expect("a dotted path")
     }
 
+    /// `(out_features, in_features)` of this projection in a model with `config`.
+    pub fn shape(self, config: &super::config::LlamaConfig) -> (usize, usize) {
+        let c = config;
+        let (h, i) = (c.hidden_size, c.intermediate_size);
+        let (qd, kvd) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
+        match self {
+            Proj::Q => (qd, h),
+            Proj::K | Proj::V => (kvd, h),
+            Proj::O => (h, qd),
+            Proj::Gate | Proj::Up => (i, h),
+            Proj::Down => (h, i),
+        }
+    }
+
     /// The weight's checkpoint name in layer `layer`.
     pub fn weight_name(self, layer: usize) -> String {
         format!("model.layers.{layer}.{}.weight", self.module())

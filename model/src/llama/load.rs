@@ -148,8 +148,7 @@ impl LlamaModel {
                 .map_err(|e| ck_err(ck.dir(), format!("NF4 block size: {e}")))?;
         }
         let c = &config;
-        let (h, i, v, d) = (c.hidden_size, c.intermediate_size, c.vocab_size, c.head_dim);
-        let (qd, kvd) = (c.num_attention_heads * d, c.num_key_value_heads * d);
+        let (h, v) = (c.hidden_size, c.vocab_size);
         let mut ld = Loader { ck, opts, used: BTreeSet::new(), report: LoadReport::default() };
         let embed = ld.dense("model.embed_tokens.weight", &[v, h])?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
@@ -161,13 +160,7 @@ impl LlamaModel {
             let post_attention_layernorm = norm(&mut ld, "post_attention_layernorm")?;
             let mut projections = Vec::with_capacity(7);
             for p in Proj::ALL {
-                let (out_f, in_f) = match p {
-                    Proj::Q => (qd, h),
-                    Proj::K | Proj::V => (kvd, h),
-                    Proj::O => (h, qd),
-                    Proj::Gate | Proj::Up => (i, h),
-                    Proj::Down => (h, i),
-                };
+                let (out_f, in_f) = p.shape(c);
                 projections.push(Projection::new(ld.projection(&p.weight_name(l), out_f, in_f)?));
             }
             let projections: [Projection; 7] = projections.try_into().expect("seven projections");
