@@ -2,6 +2,7 @@
 //! the model-backed loss it scores ([`scoring`]), router inputs ([`features`]), and a finished run
 //! opened for inference in its three compositions ([`routed`]).
 
+pub mod dataset;
 pub mod discovery;
 pub mod evaluate;
 pub mod features;
