@@ -7,6 +7,7 @@ mod error;
 pub mod llama_cli;
 pub mod optim;
 pub mod quantize_cli;
+pub mod router_train;
 pub mod schedule;
 pub mod train_cli;
 
