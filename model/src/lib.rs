@@ -8,6 +8,7 @@ pub mod llama;
 pub mod moe_lora;
 pub mod nn;
 pub mod null_space;
+pub mod router;
 pub mod stacks;
 
 pub use error::{Error, Result};

@@ -8,6 +8,7 @@ pub mod llama_cli;
 pub mod optim;
 pub mod quantize_cli;
 pub mod router;
+pub mod router_train;
 pub mod run_cli;
 pub mod schedule;
 pub mod train_cli;
