@@ -67,8 +67,9 @@ enum Command {
         /// A Brainstacks run directory: generate with its stacks composed as --mode says.
         #[arg(long)]
         run: Option<PathBuf>,
-        /// With --run: `base`, `ungated`, or explicit weights `domain=weight,...`.
-        #[arg(long, default_value = "ungated")]
+        /// With --run: `routed` (needs `brainstacks router` first), `base`, `ungated`, or explicit
+        /// weights `domain=weight,...`.
+        #[arg(long, default_value = "routed")]
         mode: String,
         /// A PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors).
         #[arg(long)]
@@ -100,6 +101,37 @@ enum Command {
         /// The run config (JSON; see `brainstacks_train::boost::config`).
         #[arg(long)]
         config: PathBuf,
+    },
+    /// Trains the meta-router of a finished run: oracle targets on held-out examples (cached per
+    /// domain), router features from the frozen base, the spec's recipe; saved under DIR/router.
+    Router {
+        #[arg(long)]
+        run: PathBuf,
+        /// Label prompts per domain.
+        #[arg(long, default_value_t = 2000)]
+        label_samples: usize,
+        /// Held-out examples per domain scored by the oracle.
+        #[arg(long, default_value_t = 200)]
+        oracle_samples: usize,
+        #[arg(long, default_value_t = 8)]
+        epochs: usize,
+        #[arg(long, default_value_t = 512)]
+        hidden: usize,
+        #[arg(long, default_value_t = 8e-4)]
+        lr: f64,
+        /// Recompute this domain's cached oracle results (repeatable).
+        #[arg(long)]
+        recompute: Vec<String>,
+        /// The released code's greedy rule (first improving domain) instead of the best one.
+        #[arg(long)]
+        first_improvement: bool,
+    },
+    /// Prints the router's domain weights for a prompt.
+    Route {
+        #[arg(long)]
+        run: PathBuf,
+        #[arg(long)]
+        prompt: String,
     },
     /// Per-domain validation loss of a finished run: base only, ungated, routed; and the oracle
     /// statistics when they have been computed.
@@ -155,12 +187,25 @@ fn main() -> anyhow::Result<()> {
             let opts = brainstacks_train::quantize_cli::Options { model, out, double_quant, blocksize, max_shard_mib };
             brainstacks_train::quantize_cli::run(&opts)?;
         }
-        Command::Generate { model, run, mode, adapter, prompt, alpaca, max_tokens, temperature, top_p, repetition_penalty, seed, dtype } => {
+        Command::Generate {
+            model,
+            run,
+            mode,
+            adapter,
+            prompt,
+            alpaca,
+            max_tokens,
+            temperature,
+            top_p,
+            repetition_penalty,
+            seed,
+            dtype,
+        } => {
             let options = GenerateOptions { max_new_tokens: max_tokens, temperature, top_p, repetition_penalty, seed, eos_token_ids: None };
             if let Some(dir) = run {
                 anyhow::ensure!(adapter.is_none(), "--adapter does not combine with --run");
                 let rm = brainstacks_train::router::routed::RunModel::open(&dir)?;
-                let composition = brainstacks_train::run_cli::parse_composition(&mode)?;
+                let composition = brainstacks_train::run_cli::parse_composition(&rm, &mode, &prompt)?;
                 println!("{}", brainstacks_train::run_cli::generate(&rm, &prompt, &composition, &options)?);
                 return Ok(());
             }
@@ -173,6 +218,27 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Train { config } => {
             brainstacks_train::train_cli::train(&config)?;
+        }
+        Command::Router { run, label_samples, oracle_samples, epochs, hidden, lr, recompute, first_improvement } => {
+            use brainstacks_train::router::{oracle::Greedy, pipeline};
+            let mut opts = pipeline::RouterOptions { label_samples, oracle_samples, hidden, recompute, ..Default::default() };
+            opts.train.epochs = epochs;
+            opts.train.lr = lr;
+            if first_improvement {
+                opts.oracle.greedy = Greedy::First;
+            }
+            let summary = pipeline::train_run_router(&run, &opts, &mut brainstacks_train::run_cli::PhaseBars::new())?;
+            println!(
+                "router: {} training / {} validation prompts, best epoch {}; saved in {}",
+                summary.train_examples,
+                summary.val_examples,
+                summary.best_epoch,
+                run.join("router").display()
+            );
+        }
+        Command::Route { run, prompt } => {
+            let rm = brainstacks_train::router::routed::RunModel::open(&run)?;
+            print!("{}", brainstacks_train::run_cli::route(&rm, &prompt)?);
         }
         Command::Eval { run } => {
             print!("{}", brainstacks_train::run_cli::eval(&run, None)?);

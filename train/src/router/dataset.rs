@@ -10,8 +10,8 @@ use brainstacks_tensor::Tensor;
 use super::discovery::DomainDiscovery;
 use super::features::{ROUTER_SEQ_LEN, router_features, router_text};
 use super::routed::RunModel;
-use crate::boost::prepare::PreparedDomain;
 use crate::Result;
+use crate::boost::prepare::PreparedDomain;
 
 /// Prompts shorter than this are not used for the router (spec section 5.3).
 pub const MIN_PROMPT_CHARS: usize = 15;

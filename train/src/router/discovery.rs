@@ -57,7 +57,8 @@ pub fn discover_domain(
 ) -> Result<DomainDiscovery> {
     let d = &prepared[di];
     let stacks: Vec<String> = rm.manifest.domains.iter().flat_map(|r| r.rounds.iter().filter_map(|x| x.file.clone())).collect();
-    let key_text = serde_json::to_string(&(cfg, samples, max_tokens, &stacks, &rm.manifest.config_fnv)).map_err(|e| invalid(e.to_string()))?;
+    let key_text =
+        serde_json::to_string(&(cfg, samples, max_tokens, &stacks, &rm.manifest.config_fnv)).map_err(|e| invalid(e.to_string()))?;
     let key = fnv1a_hex(key_text.as_bytes());
     let path = cache_path(rm, &d.name);
     if !recompute && path.exists() {

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 use brainstacks_model::stacks::FrozenSelection;
 
 use super::routed::{Composition, RunModel};
+use crate::Result;
 use crate::boost::eval::evaluate;
 use crate::boost::prepare::PreparedDomain;
 use crate::data::Example;
-use crate::Result;
 
 /// Routes one prompt: the domain weights after the chat floor and gate.
 pub trait Route {

@@ -27,7 +27,13 @@ pub fn router_text(e: &Example) -> String {
 
 /// `[T, hidden]` f32 features of `prompt` (T <= `max_tokens`). Stacks are switched off for the
 /// forward and the previous selection is restored.
-pub fn router_features(model: &LlamaModel, stacks: &StackSet, encoder: &dyn TextEncoder, prompt: &str, max_tokens: usize) -> Result<Tensor> {
+pub fn router_features(
+    model: &LlamaModel,
+    stacks: &StackSet,
+    encoder: &dyn TextEncoder,
+    prompt: &str,
+    max_tokens: usize,
+) -> Result<Tensor> {
     let mut ids = encoder.encode(prompt)?;
     ids.truncate(max_tokens);
     if ids.is_empty() {

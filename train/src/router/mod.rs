@@ -7,5 +7,6 @@ pub mod discovery;
 pub mod evaluate;
 pub mod features;
 pub mod oracle;
+pub mod pipeline;
 pub mod routed;
 pub mod scoring;

@@ -205,9 +205,8 @@ pub fn discover(scorer: &mut dyn SetLoss, domains: usize, label: usize, cfg: &Or
         discovered[c] = discovered[c].max(cfg.chat_floor);
     }
     let share = cfg.discovered_share;
-    let target = (0..domains)
-        .map(|d| (share * discovered[d] + (1.0 - share) * if d == label { 1.0 } else { 0.0 }).clamp(0.0, 1.0))
-        .collect();
+    let target =
+        (0..domains).map(|d| (share * discovered[d] + (1.0 - share) * if d == label { 1.0 } else { 0.0 }).clamp(0.0, 1.0)).collect();
     Ok(Discovery { label, base_loss, single_losses, chosen, soft, best_loss: best, discovered, target })
 }
 
@@ -280,10 +279,7 @@ mod tests {
 
     #[test]
     fn first_improvement_takes_domain_order_and_base_can_win() -> Result<()> {
-        let mut t = Table::new(
-            &[(&[0.0, 0.0, 0.0], 2.0), (&[1.0, 0.0, 0.0], 1.9), (&[1.0, 1.0, 0.0], 1.85), (&[1.0, 0.0, 1.0], 1.6)],
-            5.0,
-        );
+        let mut t = Table::new(&[(&[0.0, 0.0, 0.0], 2.0), (&[1.0, 0.0, 0.0], 1.9), (&[1.0, 1.0, 0.0], 1.85), (&[1.0, 0.0, 1.0], 1.6)], 5.0);
         let best = discover(&mut t, 3, 0, &OracleConfig::default())?;
         assert_eq!(best.chosen, vec![0, 2]);
         let first = discover(&mut t, 3, 0, &OracleConfig { greedy: Greedy::First, ..Default::default() })?;

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 use brainstacks_model::llama::LlamaModel;
 use brainstacks_model::stacks::{FrozenSelection, StackId, StackSet};
 
+use crate::boost::RunConfig;
 use crate::boost::manifest::Manifest;
 use crate::boost::prepare::{attach_stacks, load_model};
 use crate::boost::run::RUN_CONFIG_FILE;
-use crate::boost::RunConfig;
 use crate::data::TextEncoder;
 use crate::{Error, Result};
 

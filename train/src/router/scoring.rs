@@ -24,7 +24,13 @@ pub struct ExampleLoss<'a> {
 
 impl<'a> ExampleLoss<'a> {
     /// `example` truncated to `max_tokens`; an error when no response token is left.
-    pub fn new(model: &'a LlamaModel, stacks: &'a StackSet, domains: &'a [String], example: &EncodedExample, max_tokens: usize) -> Result<Self> {
+    pub fn new(
+        model: &'a LlamaModel,
+        stacks: &'a StackSet,
+        domains: &'a [String],
+        example: &EncodedExample,
+        max_tokens: usize,
+    ) -> Result<Self> {
         let n = example.len().min(max_tokens);
         let row = TokenRow { ids: example.ids[..n].to_vec(), is_response: example.is_response[..n].to_vec(), real_len: n };
         let labels = row.labels(LossMask::ResponseOnly);
