@@ -19,6 +19,13 @@ cpu.rs cholesky_upper). The Jacobi SVD is compared bit for bit with a Python mod
 round-robin sweep, and against cpu.rs's row-major cyclic order by properties: singular values
 within 1e-12 relative to sigma_max, W = U S V^T within 1e-12, U^T U = V^T V = I within 1e-12.
 
+The driver (rsvd/cuda.rs rsvd_f32) is replayed step by step on small shapes, every piece through
+the interpreter and the f32 GEMMs modelled as f64 products rounded to f32, against an f64
+reference of cpu.rs rsvd with the same Omega (a stand-in for the Philox normals, which have their
+own test): singular values within 1e-6 sigma_1, and the smallest cosine of the principal angles
+between the top-k left (and right) singular subspaces above 1 - 1e-6 (f32 rounding of the
+factors alone moves it by about 1e-7).
+
 Usage: python3 scripts/ptx_interp/check_rsvd.py [quick]
 """
 import math
@@ -484,6 +491,155 @@ def cast_case(mod, rng, n):
     return same_bits(f'cast f64 -> f32 n={n}', rd_f32(mem, ya, n), [f32(v) for v in x])
 
 
+# ---- the driver's composition (rsvd/cuda.rs rsvd_f32) on small shapes ----
+
+def mm(a, b, rows, inner, cols):
+    """f64 row-major product."""
+    out = [0.0] * (rows * cols)
+    for i in range(rows):
+        for p_ in range(inner):
+            x = a[i * inner + p_]
+            if x:
+                for j in range(cols):
+                    out[i * cols + j] += x * b[p_ * cols + j]
+    return out
+
+
+def tr(a, rows, cols):
+    return [a[i * cols + j] for j in range(cols) for i in range(rows)]
+
+
+def mgs2(x, rows, cols):
+    """Orthonormal columns spanning range(x): modified Gram-Schmidt, twice (f64)."""
+    c = [[x[i * cols + j] for i in range(rows)] for j in range(cols)]
+    for _ in range(2):
+        for j in range(cols):
+            for p_ in range(j):
+                d = sum(c[p_][i] * c[j][i] for i in range(rows))
+                c[j] = [c[j][i] - d * c[p_][i] for i in range(rows)]
+            nrm = math.sqrt(sum(v * v for v in c[j]))
+            c[j] = [v / nrm for v in c[j]]
+    return [c[j][i] for i in range(rows) for j in range(cols)]
+
+
+def jacobi_cols(x, rows, cols):
+    """cpu.rs jacobi_svd on a rows x cols f64 matrix (rows >= cols): (s, u, v) descending."""
+    w = [[x[i * cols + j] for i in range(rows)] for j in range(cols)]
+    v = [[1.0 if i == j else 0.0 for i in range(cols)] for j in range(cols)]
+    for _ in range(60):
+        rot = False
+        for p_ in range(cols):
+            for q_ in range(p_ + 1, cols):
+                a = sum(t * t for t in w[p_])
+                b = sum(t * t for t in w[q_])
+                g = sum(t * u for t, u in zip(w[p_], w[q_]))
+                if g == 0.0 or abs(g) <= 1e-15 * math.sqrt(a * b):
+                    continue
+                rot = True
+                z = (b - a) / (2.0 * g)
+                t = math.copysign(1.0, z) / (abs(z) + math.sqrt(1.0 + z * z))
+                c = 1.0 / math.sqrt(1.0 + t * t)
+                sn = c * t
+                for cols_ in (w, v):
+                    xp, xq = cols_[p_], cols_[q_]
+                    cols_[p_] = [c * e - sn * f for e, f in zip(xp, xq)]
+                    cols_[q_] = [sn * e + c * f for e, f in zip(xp, xq)]
+        if not rot:
+            break
+    sig = [math.sqrt(sum(t * t for t in col)) for col in w]
+    order = sorted(range(cols), key=lambda j: (-sig[j], j))
+    s_ = [sig[j] for j in order]
+    u = [w[j][i] / sig[j] if sig[j] > 1e-300 else 0.0 for i in range(rows) for j in order]
+    vv = [v[j][i] for i in range(cols) for j in order]
+    return s_, u, vv
+
+
+def min_cos(x, y, rows, k):
+    c = mm(tr(x, rows, k), y, k, rows, k)
+    return min(jacobi_cols(c, k, k)[0])
+
+
+def gapped(rng, m, n, k):
+    r = min(m, n)
+    u0 = mgs2([rng.gauss(0, 1) for _ in range(m * r)], m, r)
+    v0 = mgs2([rng.gauss(0, 1) for _ in range(n * r)], n, r)
+    us = [u0[i * r + j] * 0.8 ** j * (1.0 if j < k else 0.05) for i in range(m) for j in range(r)]
+    return [f32(x) for x in mm(us, tr(v0, n, r), m, r, n)]
+
+
+def gpu_qr(mod, y, rows, l):
+    """cholesky_qr2_f32: (q [f32], r2, r1, statuses), every piece through the interpreter."""
+    mem = pi.Global()
+    splits, rps = gram_splits(rows, l)
+    tiles = (l * l + 255) // 256
+    ya = mem.alloc(fbuf(y))
+    bufs = {}
+    for name, data in [('p', nan_f64(splits * l * l)), ('g1', nan_f64(l * l)), ('g2', nan_f64(l * l)),
+                       ('r1', nan_f64(l * l)), ('r2', nan_f64(l * l)), ('q1', nan_f32(rows * l)),
+                       ('q2', nan_f32(rows * l)), ('s1', bytes(4)), ('s2', bytes(4))]:
+        bufs[name] = mem.alloc(data)
+    b = bufs
+    for src, g, r, st, limit, dst in [(ya, b['g1'], b['r1'], b['s1'], 1e6, b['q1']),
+                                      (b['q1'], b['g2'], b['r2'], b['s2'], math.inf, b['q2'])]:
+        pi.run(mod, 'rsvd_gram_partial_f64', (splits, tiles), 256, [src, b['p'], rows, l, rps], mem)
+        pi.run(mod, 'rsvd_sum_f64', (1, 1), 256, [b['p'], g, l * l, splits], mem)
+        pi.run(mod, 'rsvd_cholesky_f64', (1, 1), 256, [g, r, st, l, d2b(limit)], mem)
+        pi.run(mod, 'rsvd_trsm_f64', ((rows + 127) // 128, 1), 128, [src, r, dst, rows, l], mem)
+    return (rd_f32(mem, b['q2'], rows * l), rd_f64(mem, b['r2'], l * l), rd_f64(mem, b['r1'], l * l),
+            (rd_u32(mem, b['s1'], 1)[0], rd_u32(mem, b['s2'], 1)[0]))
+
+
+def driver_case(mod, rng, m, n, k, p, q):
+    """rsvd/cuda.rs rsvd_f32 step by step (the f32 GEMMs as f64 products rounded to f32) against an
+    f64 reference of cpu.rs rsvd with the same Omega (QR by Gram-Schmidt: the same subspaces)."""
+    r = min(m, n)
+    k = min(k, r)
+    l = min(k + p, r)
+    a = gapped(rng, m, n, k)
+    at = tr(a, m, n)
+    omega = [f32(rng.gauss(0, 1)) for _ in range(n * l)]
+    g32 = lambda x, y, rows, inner, cols: [f32(v) for v in mm(x, y, rows, inner, cols)]  # noqa: E731
+    statuses = []
+
+    def qr(y, rows):
+        out = gpu_qr(mod, y, rows, l)
+        statuses.append(out[3])
+        return out
+    qm = qr(g32(a, omega, m, n, l), m)[0]
+    for _ in range(q):
+        z = qr(g32(at, qm, n, m, l), n)[0]
+        qm = qr(g32(a, z, m, n, l), m)[0]
+    qb, r2, r1, _ = qr(g32(at, qm, n, m, l), n)
+    mem = pi.Global()
+    r2a, r1a = mem.alloc(dbuf(r2)), mem.alloc(dbuf(r1))
+    wa, va = mem.alloc(nan_f64(l * l)), mem.alloc(nan_f64(l * l))
+    sa, ua, vra = mem.alloc(nan_f32(l)), mem.alloc(nan_f32(l * l)), mem.alloc(nan_f32(l * l))
+    ia = mem.alloc(bytes(4))
+    pi.run(mod, 'rsvd_jacobi_f64', (1, 1), 128, [r2a, r1a, wa, va, sa, ua, vra, ia, l, 60], mem)
+    s = rd_f32(mem, sa, l)[:k]
+    u_r, v_r = rd_f32(mem, ua, l * l), rd_f32(mem, vra, l * l)
+    first_k = lambda x: [x[i * l + j] for i in range(l) for j in range(k)]  # noqa: E731
+    u = g32(qm, first_k(v_r), m, l, k)
+    v = g32(qb, first_k(u_r), n, l, k)
+    # reference (f64, the same Omega)
+    rq = mgs2(mm(a, omega, m, n, l), m, l)
+    for _ in range(q):
+        rz = mgs2(mm(at, rq, n, m, l), n, l)
+        rq = mgs2(mm(a, rz, m, n, l), m, l)
+    bt = mm(at, rq, n, m, l)  # B^T, n x l
+    ws, wv, wu_b = jacobi_cols(bt, n, l)  # B^T = V S U_B^T
+    wu = mm(rq, wu_b, m, l, l)
+    wu_k = [wu[i * l + j] for i in range(m) for j in range(k)]
+    wv_k = [wv[i * l + j] for i in range(n) for j in range(k)]
+    e_s = max(abs(x - y) for x, y in zip(s, ws[:k])) / ws[0]
+    cu, cv = min_cos(u, wu_k, m, k), min_cos(v, wv_k, n, k)
+    good = (all(st == (0, 0) for st in statuses) and e_s < 1e-6 and cu > 1 - 1e-6 and cv > 1 - 1e-6
+            and rd_u32(mem, ia, 1)[0] < 0x80000000)
+    print(f'{"ok  " if good else "FAIL"} driver m={m} n={n} k={k} p={p} q={q} (l={l}): sigma '
+          f'{e_s:.1e} of sigma_1, min cos U {cu:.9f}, V {cv:.9f}, QR statuses {statuses}')
+    return good
+
+
 def main():
     mod = pi.Module(open(os.path.join(KERNELS, 'rsvd', 'rsvd.ptx')).read())
     rng = random.Random(6)
@@ -506,6 +662,11 @@ def main():
         ok &= jacobi_case(mod, rng, l)
     ok &= jacobi_case(mod, rng, 6, max_sweeps=1, upper=False)
     ok &= cast_case(mod, rng, 300)
+    # the driver's composition: tall, wide, l = min(m, n)
+    ok &= driver_case(mod, rng, 24, 17, 3, 2, 1)
+    if not quick:
+        ok &= driver_case(mod, rng, 13, 30, 4, 3, 2)
+        ok &= driver_case(mod, rng, 9, 11, 9, 4, 0)
     print('ALL OK' if ok else 'FAILURES')
     sys.exit(0 if ok else 1)
 
