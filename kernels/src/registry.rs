@@ -25,11 +25,12 @@ pub enum ModuleId {
     Nf4 = 13,
     MoeLora = 14,
     MoeGate = 15,
+    Rsvd = 16,
 }
 
 impl ModuleId {
     /// Number of modules (the length of [`ALL`]).
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 17;
 
     /// Index into [`ALL`] and into per-context module caches.
     pub const fn index(self) -> usize {
@@ -354,6 +355,37 @@ pub const MOE_GATE_BWD_ROWS_F32: EntrySpec = EntrySpec {
     params: 10,
 };
 
+/// Entry `rsvd_gram_partial_f64(y, partial, m, l, rps)` (grid (splits, ceil(l l / 256)) of 256).
+pub const RSVD_GRAM_PARTIAL_F64: EntrySpec = EntrySpec {
+    name: "rsvd_gram_partial_f64",
+    params: 5,
+};
+/// Entry `rsvd_sum_f64(partial, out, n, splits)`.
+pub const RSVD_SUM_F64: EntrySpec = EntrySpec {
+    name: "rsvd_sum_f64",
+    params: 4,
+};
+/// Entry `rsvd_cholesky_f64(g, r, status, l, ratio_limit)` (one block of 256).
+pub const RSVD_CHOLESKY_F64: EntrySpec = EntrySpec {
+    name: "rsvd_cholesky_f64",
+    params: 5,
+};
+/// Entry `rsvd_trsm_f64(y, r, q, m, l)` (blocks of 128, one thread per row).
+pub const RSVD_TRSM_F64: EntrySpec = EntrySpec {
+    name: "rsvd_trsm_f64",
+    params: 5,
+};
+/// Entry `rsvd_jacobi_f64(a2, a1, w, v, s, u, vr, info, l, max_sweeps)` (one block of 128).
+pub const RSVD_JACOBI_F64: EntrySpec = EntrySpec {
+    name: "rsvd_jacobi_f64",
+    params: 10,
+};
+/// Entry `rsvd_cast_f64_f32(src, dst, n)`.
+pub const RSVD_CAST_F64_F32: EntrySpec = EntrySpec {
+    name: "rsvd_cast_f64_f32",
+    params: 3,
+};
+
 /// Every embedded PTX module, in `ModuleId` order (`ALL[id.index()].id == id`).
 pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
     ModuleSpec {
@@ -492,6 +524,19 @@ pub const ALL: [ModuleSpec; ModuleId::COUNT] = [
         name: "moe_lora/moe_gate.ptx",
         ptx: crate::moe_lora::GATE_PTX,
         entries: &[MOE_GATE_FWD_F32, MOE_GATE_BWD_ROWS_F32],
+    },
+    ModuleSpec {
+        id: ModuleId::Rsvd,
+        name: "rsvd/rsvd.ptx",
+        ptx: crate::rsvd::PTX,
+        entries: &[
+            RSVD_GRAM_PARTIAL_F64,
+            RSVD_SUM_F64,
+            RSVD_CHOLESKY_F64,
+            RSVD_TRSM_F64,
+            RSVD_JACOBI_F64,
+            RSVD_CAST_F64_F32,
+        ],
     },
 ];
 

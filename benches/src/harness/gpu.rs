@@ -26,6 +26,7 @@ use brainstacks_kernels::philox::cuda as philox;
 use brainstacks_kernels::reduce::{ReduceOp, cuda as reduce};
 use brainstacks_kernels::rms_norm::cuda as rms_norm;
 use brainstacks_kernels::rope::cuda::{self as rope, RopeShape};
+use brainstacks_kernels::rsvd::cuda as rsvd;
 use brainstacks_kernels::softmax::cuda as softmax;
 use brainstacks_kernels::topk::cuda as topk;
 use brainstacks_kernels::yardstick::{Cublas, EventTimer, copy_d2d};
@@ -220,6 +221,20 @@ pub fn registry() -> Vec<Bench> {
             v.push(bench(sp, move |c| {
                 moe_gate_op(c, 4096, 2048, experts, 2, bwd)
             }));
+        }
+    }
+    // Randomized SVD (p = 8) at the shapes, q = 0, 2, 4; the torch.svd_lowrank anchor is
+    // 5.77 ms at 2048x8192, k = 64, q = 2.
+    for (m, n, k) in [
+        (2048usize, 8192usize, 64usize),
+        (5632, 16384, 64),
+        (2048, 65536, 128),
+    ] {
+        for q in [0usize, 2, 4] {
+            v.push(bench(
+                spec::rsvd_f32(m as u64, n as u64, k as u64, q as u64),
+                move |c| rsvd_op(c, m, n, k, q),
+            ));
         }
     }
     v
@@ -746,6 +761,15 @@ fn moe_lora_op(c: &Ctx, s: spec::MoeShape, bwd: bool, route: bool) -> Result<Op,
         moe::dispatch_backward_f32(
             &c.gpu, &routing, &x, &g, &a, &b, scale, &d, &mid, &dy, grads,
         )
+    }))
+}
+
+/// The randomized SVD of a random m x n f32 matrix, p = 8 (the whole driver, its host
+/// synchronisations included).
+fn rsvd_op(c: &Ctx, m: usize, n: usize, k: usize, q: usize) -> Result<Op, SetupError> {
+    let a = random_f32(&c.gpu, m * n, 70)?;
+    Ok(Box::new(move |c: &Ctx| {
+        rsvd::rsvd_f32(&c.gpu, &a, m, n, k, 8, q, 71).map(|_| ())
     }))
 }
 

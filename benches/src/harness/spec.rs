@@ -521,6 +521,24 @@ pub fn moe_gate_bwd(t: u64, d_in: u64, experts: u64, k: u64) -> Spec {
     }
 }
 
+/// Randomized SVD, f32 (`rsvd::cuda::rsvd_f32` with oversampling p = 8, so l = k + 8): the
+/// Philox sketch, 2q + 2 GEMM passes over A (m x n) at 2·m·n·l FLOPs each, 2q + 2 CholeskyQR2s,
+/// the Jacobi SVD of the l x l factor and the two output GEMMs. Counted: the passes over A (A read
+/// 2q + 2 times, the m x l / n x l products written once each) and their FLOPs; the small work is
+/// not. Label `MxN_k<k>_q<q>`. Anchor: torch.svd_lowrank takes 5.77 ms at 2048x8192_k64_q2.
+pub fn rsvd_f32(m: u64, n: u64, k: u64, q: u64) -> Spec {
+    let l = k + 8;
+    let passes = 2 * q + 2;
+    Spec {
+        kernel: "rsvd",
+        variant: "f32",
+        shape: format!("{m}x{n}_k{k}_q{q}"),
+        bytes: 4 * (passes * m * n + (q + 1) * (m + n) * l),
+        flops: passes * 2 * m * n * l,
+        role: Role::Kernel,
+    }
+}
+
 /// How many copies of a `bytes`-sized operand a benchmark cycles through so that consecutive
 /// calls never find it in L2: enough for [`ROTATE_BYTES`] in all (several times the 50 MiB L2 of
 /// an H100, and the H200's), at most 64. An operand already that large needs one copy.
@@ -796,6 +814,10 @@ mod tests {
             ibf(moe_lora_group(4096, 2, 64)),
             ("moe_lora/group/4096x2_E64".into(), 16 * 8192 + 4 * 65, 0)
         );
+        let r = rsvd_f32(2048, 8192, 64, 2);
+        assert_eq!(r.id(), "rsvd/f32/2048x8192_k64_q2");
+        assert_eq!(r.flops, 6 * 2 * 2048 * 8192 * 72);
+        assert_eq!(r.bytes, 4 * (6 * 2048 * 8192 + 3 * (2048 + 8192) * 72));
         let g = moe_gate_fwd(4096, 2048, 4, 2);
         assert_eq!(
             ibf(g),
