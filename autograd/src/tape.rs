@@ -235,7 +235,8 @@ fn accumulate(grads: &mut HashMap<VarId, Tensor>, id: VarId, g: Tensor) -> Resul
             grads.insert(id, g);
         }
         Some(prev) => {
-            grads.insert(id, prev.add(&g)?);
+            // In place when `prev` owns its buffer alone (the usual case): same bits as `add`.
+            grads.insert(id, prev.add_owned(&g)?);
         }
     }
     Ok(())

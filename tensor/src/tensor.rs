@@ -439,6 +439,32 @@ impl Tensor {
         Tensor::from_cpu_storage(storage, self.shape())
     }
 
+    /// `self + rhs` for tensors of the same shape and dtype, written into `self`'s buffer when
+    /// this handle is its only owner, both are contiguous f32/f64 CPU tensors; otherwise exactly
+    /// [`Tensor::add`]. Same bits either way (each element is `self + rhs`, rounded once), so
+    /// accumulating gradients this way saves an allocation without changing a result.
+    pub fn add_owned(mut self, rhs: &Tensor) -> Result<Tensor> {
+        let same = self.shape() == rhs.shape() && self.dtype() == rhs.dtype();
+        if let (true, Some((a, b)), Some((ra, _))) = (same, self.layout.contiguous_range(), rhs.layout.contiguous_range()) {
+            let src = &*rhs.storage;
+            let done = match Arc::get_mut(&mut self.storage) {
+                Some(Storage::Cpu(CpuStorage::F32(dst))) => match src {
+                    Storage::Cpu(CpuStorage::F32(src)) => add_assign(&mut dst[a..b], &src[ra..]),
+                    _ => false,
+                },
+                Some(Storage::Cpu(CpuStorage::F64(dst))) => match src {
+                    Storage::Cpu(CpuStorage::F64(src)) => add_assign(&mut dst[a..b], &src[ra..]),
+                    _ => false,
+                },
+                _ => false,
+            };
+            if done {
+                return Ok(self);
+            }
+        }
+        self.add(rhs)
+    }
+
     /// The elements of a contiguous view as a typed slice; `None` when not contiguous or another dtype.
     pub fn as_contiguous_slice<T: WithDType>(&self) -> Option<&[T]> {
         let (a, b) = self.layout.contiguous_range()?;
@@ -493,3 +519,14 @@ impl std::fmt::Debug for Tensor {
         Ok(())
     }
 }
+
+/// `dst[i] += src[i]` for every `i < dst.len()` (in parallel chunks when large); returns true.
+fn add_assign<T: Copy + Send + Sync + std::ops::AddAssign>(dst: &mut [T], src: &[T]) -> bool {
+    crate::cpu::parallel::fill_chunks(dst, |start, chunk| {
+        for (o, &x) in chunk.iter_mut().zip(&src[start..]) {
+            *o += x;
+        }
+    });
+    true
+}
+

@@ -10,13 +10,14 @@ impl Var {
     /// `idx` an i64 constant `[T, k]`; `gates` `[T, k]`; `a` `[E, r, d_in]`; `b` `[E, d_out, r]`).
     pub fn moe_lora(&self, idx: &Tensor, gates: &Var, a: &Var, b: &Var, scale: f64) -> Result<Var> {
         let (x, g, at, bt) = (self.tensor().clone(), gates.tensor().clone(), a.tensor().clone(), b.tensor().clone());
-        let out = Tensor::moe_lora(&x, idx, &g, &at, &bt, scale)?;
+        // The forward keeps its expert activations so the backward does not recompute them.
+        let (out, saved) = Tensor::moe_lora_keeping(&x, idx, &g, &at, &bt, scale)?;
         let idx = idx.clone();
         record("moe_lora", &[self, gates, a, b], out, move |dy, needs| {
             if !needs.iter().any(|&n| n) {
                 return Ok(vec![None, None, None, None]);
             }
-            let grads = Tensor::moe_lora_backward(&x, &idx, &g, &at, &bt, scale, dy)?;
+            let grads = Tensor::moe_lora_backward_kept(&x, &idx, &g, &at, &bt, scale, dy, &saved)?;
             Ok(vec![
                 needs[0].then_some(grads.dx),
                 needs[1].then_some(grads.dgates),

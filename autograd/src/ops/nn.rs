@@ -65,6 +65,9 @@ impl Var {
     /// With `r = 1 / sqrt(mean(x^2) + eps)` and `xhat = x r` (recomputed from the saved `x`):
     /// `dweight = sum over rows of g * xhat`, `dx = r * (g w - xhat * mean(g w * xhat))`.
     pub fn rms_norm(&self, weight: &Var, eps: f64) -> Result<Var> {
+        if !weight.requires_grad() && self.tensor().device() == Device::Cpu && weight.tensor().device() == Device::Cpu {
+            return self.rms_norm_input_only(weight, eps);
+        }
         let (x, w) = (self.tensor().clone(), weight.tensor().clone());
         let out = x.rms_norm(&w, eps)?;
         record("rms_norm", &[self, weight], out, move |g, needs| {
@@ -83,6 +86,17 @@ impl Var {
             };
             let dw = if needs[1] { Some(gc.mul(&xhat)?.sum_to_shape(w.shape())?.to_dtype(w.dtype())?) } else { None };
             Ok(vec![dx, dw])
+        })
+    }
+
+    /// [`Var::rms_norm`] when only the input can need a gradient, on the CPU: the input gradient
+    /// in one fused pass per row ([`Tensor::rms_norm_input_grad`], f64 inside).
+    fn rms_norm_input_only(&self, weight: &Var, eps: f64) -> Result<Var> {
+        let (x, w) = (self.tensor().clone(), weight.tensor().clone());
+        let out = x.rms_norm(&w, eps)?;
+        record("rms_norm", &[self, weight], out, move |g, needs| {
+            let dx = if needs[0] { Some(x.rms_norm_input_grad(&w, g, eps)?) } else { None };
+            Ok(vec![dx, None])
         })
     }
 
@@ -142,6 +156,11 @@ impl Var {
         let t = targets.clone();
         record("cross_entropy", &[self], out, move |g, _| {
             let grad = logits.cross_entropy_grad(&t, ignore_index)?;
+            // The usual case, a loss that is (part of) the final sum, has g = 1 exactly: skip a
+            // full pass over [N, C] that would multiply by one.
+            if g.device() == Device::Cpu && g.to_scalar_f64()? == 1.0 {
+                return Ok(vec![Some(grad)]);
+            }
             // `g` is rank 0; broadcasting keeps it on the device (no host read of its value).
             Ok(vec![Some(grad.mul(g)?)])
         })
@@ -158,6 +177,10 @@ impl Var {
     /// copying it, and matmul's backward sums the shared gradient back. Masked scores are
     /// `-inf`; softmax gives exactly 0 there and its backward 0, not NaN. A query row that sees
     /// no key at all (only possible when `T > S`) is rejected, since its softmax is undefined.
+    ///
+    /// On f32 CPU tensors with non-empty head dims it runs as one op instead
+    /// ([`Tensor::causal_attention_f32`] and its backward, same math in f32 through per-head
+    /// GEMMs; checked against this composition and the f64 textbook form in the tests).
     pub fn causal_attention(&self, k: &Var, v: &Var, scale: f64) -> Result<Var> {
         let (qs, ks, vs) = (self.shape(), k.shape(), v.shape());
         let invalid = |msg: &str| Error::Invalid {
@@ -185,6 +208,28 @@ impl Var {
         if t > s {
             return Err(invalid("more queries than keys: the first query rows would see no key"));
         }
+        let fused = [self, k, v].iter().all(|x| x.dtype() == DType::F32 && x.tensor().device() == Device::Cpu);
+        if fused && d > 0 && dv > 0 && hkv > 0 {
+            return self.causal_attention_fused(k, v, scale);
+        }
+        self.causal_attention_composed(k, v, scale)
+    }
+
+    /// The fused f32 form of [`Var::causal_attention`] (shapes already checked).
+    fn causal_attention_fused(&self, k: &Var, v: &Var, scale: f64) -> Result<Var> {
+        let (q, kt, vt) = (self.tensor().clone(), k.tensor().clone(), v.tensor().clone());
+        let out = q.causal_attention_f32(&kt, &vt, scale)?;
+        record("causal_attention", &[self, k, v], out, move |g, needs| {
+            let grads = Tensor::causal_attention_f32_backward(&q, &kt, &vt, g, scale)?;
+            Ok(vec![needs[0].then_some(grads.dq), needs[1].then_some(grads.dk), needs[2].then_some(grads.dv)])
+        })
+    }
+
+    /// [`Var::causal_attention`] composed from differentiable ops (shapes already checked).
+    pub(crate) fn causal_attention_composed(&self, k: &Var, v: &Var, scale: f64) -> Result<Var> {
+        let (qs, ks, vs) = (self.shape(), k.shape(), v.shape());
+        let (b, hq, t, d) = (qs[0], qs[1], qs[2], qs[3]);
+        let (hkv, s, dv) = (ks[1], ks[2], vs[3]);
         let rep = hq.checked_div(hkv).unwrap_or(1);
         let q5 = self.reshape(&[b, hkv, rep, t, d])?;
         let k5 = k.unsqueeze(2)?; // [B, Hkv, 1, S, D]

@@ -500,6 +500,46 @@ fn norm_gradients_in_low_precision_match_f64() {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// On f32 the attention runs as one fused op: its output and gradients (through strided head
+    /// views, as the model passes them) match the composed, gradchecked f64 form.
+    #[test]
+    fn fused_f32_attention_matches_composed_f64(
+        b in 1usize..3, hkv in 1usize..3, rep in 1usize..4, t in 1usize..9, extra in 0usize..3,
+        d in 1usize..9, seed in any::<u64>(),
+    ) {
+        let (hq, s) = (hkv * rep, t + extra);
+        // Stored as [B, T, H, D] like a projection's output; the op sees [B, H, T, D] views.
+        let base = [randn(seed, &[b, t, hq, d]), randn(seed ^ 1, &[b, s, hkv, d]), randn(seed ^ 2, &[b, s, hkv, d])];
+        let dout = randn(seed ^ 3, &[b, hq, t, d]);
+        let scale = 1.0 / (d as f64).sqrt();
+        let run = |dt: DType| {
+            let tape = Tape::new();
+            let leaves: Vec<Var> = base.iter().map(|x| tape.param(x.to_dtype(dt).unwrap())).collect();
+            let views: Vec<Var> = leaves.iter().map(|x| x.transpose(1usize, 2usize).unwrap()).collect();
+            let out = if dt == DType::F32 {
+                views[0].causal_attention(&views[1], &views[2], scale).unwrap()
+            } else {
+                views[0].causal_attention_composed(&views[1], &views[2], scale).unwrap()
+            };
+            let loss = out.mul(&Var::constant(dout.to_dtype(dt).unwrap())).unwrap().sum_all().unwrap();
+            let grads = tape.backward(&loss).unwrap();
+            let mut all = vec![out.tensor().to_vec_f64().unwrap()];
+            all.extend(leaves.iter().map(|x| grads.get(x).unwrap().to_vec_f64().unwrap()));
+            (all, tape.to_string())
+        };
+        let ((fused, fused_tape), (composed, _)) = (run(DType::F32), run(DType::F64));
+        prop_assert!(fused_tape.contains("causal_attention") && !fused_tape.contains("softmax"), "{}", fused_tape);
+        for (f, c) in fused.iter().zip(&composed) {
+            for (x, y) in f.iter().zip(c) {
+                prop_assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "fused {x} vs composed {y}");
+            }
+        }
+    }
+}
+
 #[test]
 fn causal_attention_rejects_bad_shapes() {
     let c = |s: &[usize]| Var::constant(Tensor::zeros(s, DType::F64, &Device::Cpu).unwrap());

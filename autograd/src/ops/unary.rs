@@ -1,7 +1,7 @@
 //! Elementwise functions. Each rule is the textbook derivative, written with tensor ops on the
 //! saved input `x` or output `y`, whichever is cheaper.
 
-use brainstacks_tensor::{Tensor, ops::unary::UnaryOp};
+use brainstacks_tensor::{Device, Tensor, ops::unary::UnaryOp};
 
 use crate::{Result, Var, record};
 
@@ -32,6 +32,11 @@ impl Var {
             UnaryOp::Tanh => rule(name, self, out, |_, y| y.square()?.affine(-1.0, 1.0)),
             UnaryOp::Sigmoid => rule(name, self, out, |_, y| y.mul(&y.affine(-1.0, 1.0)?)),
             // silu = x s(x): d = s (1 + x (1 - s)).
+            // One fused pass on the CPU; the composed form elsewhere.
+            UnaryOp::Silu if self.tensor().device() == Device::Cpu => {
+                let x = self.tensor().clone();
+                record(name, &[self], out, move |g, _| Ok(vec![Some(x.silu_backward(g)?)]))
+            }
             UnaryOp::Silu => rule(name, self, out, |x, _| {
                 let s = x.sigmoid()?;
                 s.mul(&x.mul(&s.affine(-1.0, 1.0)?)?.add_scalar(1.0)?)

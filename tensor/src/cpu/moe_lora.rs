@@ -169,10 +169,13 @@ fn gate_matrix<T: MoeFloat>(idx: &[i64], gates: &[T], scale: f64, t: usize, k: u
 /// scale of each token's expert broadcast over its `r` columns; zero for unselected experts),
 /// `out = GM B_cat` with `B_cat[(e, i), o] = B_e[o, i]`. Two GEMMs, no gathers; adding the exact
 /// zeros of unselected experts changes no bit of the result.
-pub(crate) fn forward_dense<T: MoeFloat>(x: &[T], idx: &[i64], gates: &[T], a: &[T], b: &[T], scale: f64, t: usize, experts: usize, d: &MoeDims, out: &mut [T]) {
+/// Returns `MID` (before the gates are applied), which [`backward_dense`] can take instead of
+/// recomputing it.
+pub(crate) fn forward_dense<T: MoeFloat>(x: &[T], idx: &[i64], gates: &[T], a: &[T], b: &[T], scale: f64, t: usize, experts: usize, d: &MoeDims, out: &mut [T]) -> Vec<T> {
     let er = experts * d.r;
     let mut gm = vec![T::default(); t * er];
     T::gemm(MatRef::row_major(x, t, d.d_in), MatRef::row_major(a, er, d.d_in).t(), &mut gm);
+    let mid = gm.clone();
     let c = gate_matrix(idx, gates, scale, t, d.k, experts);
     for (row, crow) in gm.chunks_exact_mut(er).zip(c.chunks_exact(experts)) {
         for (chunk, &ce) in row.chunks_exact_mut(d.r).zip(crow) {
@@ -181,6 +184,7 @@ pub(crate) fn forward_dense<T: MoeFloat>(x: &[T], idx: &[i64], gates: &[T], a: &
     }
     let bcat = b_cat(b, experts, d);
     T::gemm(MatRef::row_major(&gm, t, er), MatRef::row_major(&bcat, er, d.d_out), out);
+    mid
 }
 
 /// `b` (`[E, d_out, r]`) rearranged as the `[E r, d_out]` matrix `B_cat[(e, i), o] = B_e[o, i]`
@@ -201,7 +205,9 @@ fn b_cat<T: MoeFloat>(b: &[T], experts: usize, d: &MoeDims) -> Vec<T> {
 /// Gradients of [`forward_dense`], as five GEMMs over all tokens:
 /// `dGM = dY B_catᵀ`, `dg = s * sum_i dGM ⊙ MID` (selected entries), `dMID = c ⊙ dGM`,
 /// `dB_e[o, i] = sum_t dY[t, o] GM[t, (e, i)]`, `dA_all = dMIDᵀ X`, `dX = dMID A_all`.
+/// `saved_mid` is the forward's `MID` (the same bits this would recompute), when kept.
 pub(crate) fn backward_dense<T: MoeFloat>(
+    saved_mid: Option<&[T]>,
     x: &[T],
     idx: &[i64],
     gates: &[T],
@@ -215,8 +221,14 @@ pub(crate) fn backward_dense<T: MoeFloat>(
     (dx, dg, da, db): (&mut [T], &mut [T], &mut [T], &mut [T]),
 ) {
     let er = experts * d.r;
-    let mut mid = vec![T::default(); t * er];
-    T::gemm(MatRef::row_major(x, t, d.d_in), MatRef::row_major(a, er, d.d_in).t(), &mut mid);
+    let mut mid = match saved_mid {
+        Some(m) if m.len() == t * er => m.to_vec(),
+        _ => {
+            let mut mid = vec![T::default(); t * er];
+            T::gemm(MatRef::row_major(x, t, d.d_in), MatRef::row_major(a, er, d.d_in).t(), &mut mid);
+            mid
+        }
+    };
     let c = gate_matrix(idx, gates, scale, t, d.k, experts);
     let bcat = b_cat(b, experts, d);
     let mut dgm = vec![T::default(); t * er];

@@ -91,11 +91,14 @@ impl Tensor {
         dispatch_float!(self.dtype(), OP, T => {
             map_rows::<T>(OP, self, c, 3 * c, |r, row, g| {
                 let Some(t) = picks[r] else { return };
-                let lse = log_sum_exp(row);
-                for (j, (o, &v)) in g.iter_mut().zip(row).enumerate() {
-                    let p = (v.to_f64() - lse).exp();
+                // One exponential per element: e_j = exp(x_j - max), softmax = e_j / sum(e).
+                let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v.to_f64()));
+                let mut e = Vec::with_capacity(row.len());
+                e.extend(row.iter().map(|&v| (v.to_f64() - m).exp()));
+                let inv = 1.0 / e.iter().sum::<f64>();
+                for (j, (o, &ej)) in g.iter_mut().zip(&e).enumerate() {
                     let onehot = if j == t { 1.0 } else { 0.0 };
-                    *o = T::from_f64((p - onehot) * scale);
+                    *o = T::from_f64((ej * inv - onehot) * scale);
                 }
             })
         })

@@ -75,7 +75,25 @@ fn batched<T: WithDType, O: Default + Clone>(
     // Broadcast (stride-0) operands can describe far more entries than any buffer holds.
     let len = checked_alloc_len("matmul", &out_shape, std::mem::size_of::<O>())?;
     let mut out = vec![O::default(); len];
-    if m * n == 0 {
+    if len == 0 {
+        return Ok(out);
+    }
+    // A broadcast right operand (a weight shared by every batch entry) and a left operand whose
+    // batch rows are evenly spaced: one GEMM over all `batch * m` rows, so the weight is packed
+    // once instead of once per entry. Each entry of C is computed the same way whatever the row
+    // count of a call (threads and blocks split rows, never k), so the bits do not change.
+    let shared_rhs = lb.strides()[..rank - 2].iter().zip(batch_shape).all(|(&s, &d)| s == 0 || d == 1);
+    if let (true, Some(row_stride)) = (shared_rhs, folded_row_stride(la, m)) {
+        let rows = len / n;
+        let a_ref = MatRef { data: &a[la.offset()..], rows, cols: k, row_stride, col_stride: la.strides()[rank - 1] };
+        let b_ref = MatRef {
+            data: &b[lb.offset()..],
+            rows: k,
+            cols: n,
+            row_stride: lb.strides()[rank - 2],
+            col_stride: lb.strides()[rank - 1],
+        };
+        gemm_fn(a_ref, b_ref, &mut out, false);
         return Ok(out);
     }
     // Offsets of each batch entry: walk the batch dims of both layouts in step.
@@ -101,4 +119,79 @@ fn batched<T: WithDType, O: Default + Clone>(
         gemm_fn(a_ref, b_ref, c, false);
     }
     Ok(out)
+}
+
+/// The row stride of `l` (`[..., m, k]`) seen as one `[batch * m, k]` matrix, when its batch and
+/// row dims step through storage evenly (each dim's stride is the next one's stride times its
+/// size; size-1 dims are skipped); `None` otherwise.
+fn folded_row_stride(l: &crate::Layout, m: usize) -> Option<usize> {
+    let rank = l.rank();
+    let row_stride = l.strides()[rank - 2];
+    let (mut size, mut stride) = (m, row_stride);
+    for d in (0..rank - 2).rev() {
+        let (sd, st) = (l.shape()[d], l.strides()[d]);
+        if sd == 1 {
+            continue;
+        }
+        if st != stride * size {
+            return None;
+        }
+        (size, stride) = (sd, st);
+    }
+    Some(row_stride)
+}
+
+
+#[cfg(test)]
+mod tests {
+    use crate::{DType, Device, Rng, Tensor};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// A batched left operand times a shared (broadcast) weight, which takes the folded
+        /// single-GEMM path, gives the same bits as one 2-d product per batch entry, for dense
+        /// operands, a transposed weight and a narrowed (still evenly spaced) left operand.
+        #[test]
+        fn folded_batch_matches_per_entry_products(b0 in 1usize..4, b1 in 1usize..3, m in 1usize..40, k in 1usize..50, n in 1usize..40, wt in any::<bool>(), narrow in any::<bool>(), seed in any::<u64>()) {
+            let mut rng = Rng::new(seed);
+            let rows = if narrow { m + 3 } else { m };
+            let x = Tensor::randn(&mut rng, 0.0, 1.0, &[b0, b1, rows, k], DType::F32, &Device::Cpu).unwrap();
+            let x = x.narrow(2usize, rows - m, m).unwrap();
+            let w = if wt {
+                Tensor::randn(&mut rng, 0.0, 1.0, &[n, k], DType::F32, &Device::Cpu).unwrap().t().unwrap()
+            } else {
+                Tensor::randn(&mut rng, 0.0, 1.0, &[k, n], DType::F32, &Device::Cpu).unwrap()
+            };
+            let got = x.matmul(&w).unwrap();
+            prop_assert_eq!(got.shape(), &[b0, b1, m, n]);
+            let got = got.to_vec::<f32>().unwrap();
+            let mut want = Vec::new();
+            for i in 0..b0 {
+                for j in 0..b1 {
+                    let xe = x.narrow(0usize, i, 1).unwrap().narrow(1usize, j, 1).unwrap().reshape(&[m, k]).unwrap();
+                    want.extend(xe.matmul(&w).unwrap().to_vec::<f32>().unwrap());
+                }
+            }
+            prop_assert_eq!(got, want);
+        }
+
+        /// A left operand whose batch rows are not evenly spaced (batch dims permuted) still
+        /// matches the f64 product.
+        #[test]
+        fn unevenly_spaced_batches_match_f64(b0 in 1usize..4, b1 in 2usize..4, m in 2usize..9, k in 1usize..9, n in 1usize..9, seed in any::<u64>()) {
+            let mut rng = Rng::new(seed);
+            let x = Tensor::randn(&mut rng, 0.0, 1.0, &[b1, b0, m, k], DType::F64, &Device::Cpu).unwrap().transpose(0usize, 1usize).unwrap();
+            let w = Tensor::randn(&mut rng, 0.0, 1.0, &[k, n], DType::F64, &Device::Cpu).unwrap();
+            let got = x.matmul(&w).unwrap().to_vec::<f64>().unwrap();
+            let (xv, wv) = (x.to_vec::<f64>().unwrap(), w.to_vec::<f64>().unwrap());
+            for r in 0..b0 * b1 * m {
+                for c in 0..n {
+                    let want: f64 = (0..k).map(|p| xv[r * k + p] * wv[p * n + c]).sum();
+                    prop_assert!((got[r * n + c] - want).abs() <= 1e-12 * (1.0 + want.abs()));
+                }
+            }
+        }
+    }
 }

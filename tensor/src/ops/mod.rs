@@ -3,6 +3,7 @@
 //! user can get wrong.
 
 pub mod attention;
+pub mod attention_train;
 pub mod binary;
 pub mod compare;
 pub mod concat;

@@ -29,6 +29,13 @@ pub struct MoeLoraGrads {
     pub db: Tensor,
 }
 
+/// What a forward kept for its backward: the expert activations `X A_allᵀ` of the dense
+/// formulation (`None` when the grouped path ran), so the backward need not recompute them.
+#[derive(Clone, Debug, Default)]
+pub struct MoeLoraSaved {
+    mid: Option<Tensor>,
+}
+
 struct Checked {
     dims: MoeDims,
     t: usize,
@@ -83,6 +90,12 @@ impl Tensor {
     /// (i64, distinct experts per token), `gates` `[T, k]`, `a` `[E, r, d_in]`, `b` `[E, d_out, r]`;
     /// f32 or f64 (bf16 and f16 compute in f32 and round once). Returns `[T, d_out]`.
     pub fn moe_lora(x: &Tensor, idx: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64) -> Result<Tensor> {
+        Ok(Self::moe_lora_keeping(x, idx, gates, a, b, scale)?.0)
+    }
+
+    /// [`Tensor::moe_lora`], also returning what [`Tensor::moe_lora_backward_kept`] can reuse
+    /// (the dense path's expert activations, `T x E r` values) instead of recomputing it.
+    pub fn moe_lora_keeping(x: &Tensor, idx: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64) -> Result<(Tensor, MoeLoraSaved)> {
         const OP: &str = "moe_lora";
         let c = check(OP, x, idx, gates, a, b)?;
         let shape = [c.t, c.dims.d_out];
@@ -91,7 +104,8 @@ impl Tensor {
             DType::F32 => run_forward::<f32>(x, gates, a, b, scale, &c, &shape),
             DType::BF16 | DType::F16 => {
                 let f = |v: &Tensor| v.to_dtype(DType::F32);
-                run_forward::<f32>(&f(x)?, &f(gates)?, &f(a)?, &f(b)?, scale, &c, &shape)?.to_dtype(x.dtype())
+                let (out, saved) = run_forward::<f32>(&f(x)?, &f(gates)?, &f(a)?, &f(b)?, scale, &c, &shape)?;
+                Ok((out.to_dtype(x.dtype())?, saved))
             }
             dt => Err(Error::dtype(OP, dt, "MoE-LoRA takes float inputs")),
         }
@@ -99,16 +113,22 @@ impl Tensor {
 
     /// Gradients of [`Tensor::moe_lora`] for the output gradient `dy` (`[T, d_out]`).
     pub fn moe_lora_backward(x: &Tensor, idx: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64, dy: &Tensor) -> Result<MoeLoraGrads> {
+        Self::moe_lora_backward_kept(x, idx, gates, a, b, scale, dy, &MoeLoraSaved::default())
+    }
+
+    /// [`Tensor::moe_lora_backward`] reusing what [`Tensor::moe_lora_keeping`] kept for the same
+    /// inputs (the same bits as recomputing it).
+    pub fn moe_lora_backward_kept(x: &Tensor, idx: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64, dy: &Tensor, saved: &MoeLoraSaved) -> Result<MoeLoraGrads> {
         const OP: &str = "moe_lora_backward";
         let c = check(OP, x, idx, gates, a, b)?;
         if dy.shape() != [c.t, c.dims.d_out] {
             return Err(Error::shape(OP, dy.shape(), &[c.t, c.dims.d_out], "dy must match the output"));
         }
         match x.dtype() {
-            DType::F64 => run_backward::<f64>(x, gates, a, b, scale, &dy.to_dtype(DType::F64)?, &c),
+            DType::F64 => run_backward::<f64>(x, gates, a, b, scale, &dy.to_dtype(DType::F64)?, &c, saved),
             DType::F32 | DType::BF16 | DType::F16 => {
                 let f = |v: &Tensor| v.to_dtype(DType::F32);
-                let g = run_backward::<f32>(&f(x)?, &f(gates)?, &f(a)?, &f(b)?, scale, &f(dy)?, &c)?;
+                let g = run_backward::<f32>(&f(x)?, &f(gates)?, &f(a)?, &f(b)?, scale, &f(dy)?, &c, saved)?;
                 let back = |v: Tensor| v.to_dtype(x.dtype());
                 Ok(MoeLoraGrads { dx: back(g.dx)?, dgates: back(g.dgates)?, da: back(g.da)?, db: back(g.db)? })
             }
@@ -117,24 +137,28 @@ impl Tensor {
     }
 }
 
-fn run_forward<T: MoeFloat + crate::WithDType>(x: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64, c: &Checked, shape: &[usize]) -> Result<Tensor> {
+fn run_forward<T: MoeFloat + crate::WithDType>(x: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64, c: &Checked, shape: &[usize]) -> Result<(Tensor, MoeLoraSaved)> {
     let mut out = vec![T::default(); c.t * c.dims.d_out];
     let (xv, gv, av, bv) = (contiguous_vec::<T>(x)?, contiguous_vec::<T>(gates)?, contiguous_vec::<T>(a)?, contiguous_vec::<T>(b)?);
+    let mut saved = MoeLoraSaved::default();
     if fast::prefer_dense(c.experts, c.dims.k) {
-        fast::forward_dense(&xv, &c.idx, &gv, &av, &bv, scale, c.t, c.experts, &c.dims, &mut out);
+        let mid = fast::forward_dense(&xv, &c.idx, &gv, &av, &bv, scale, c.t, c.experts, &c.dims, &mut out);
+        saved.mid = Some(Tensor::from_vec(mid, &[c.t, c.experts * c.dims.r], &Device::Cpu)?);
     } else {
         fast::forward(&xv, &gv, &av, &bv, scale, &c.groups, &c.dims, &mut out);
     }
-    Tensor::from_vec(out, shape, &Device::Cpu)
+    Ok((Tensor::from_vec(out, shape, &Device::Cpu)?, saved))
 }
 
-fn run_backward<T: MoeFloat + crate::WithDType>(x: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64, dy: &Tensor, c: &Checked) -> Result<MoeLoraGrads> {
+fn run_backward<T: MoeFloat + crate::WithDType>(x: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64, dy: &Tensor, c: &Checked, saved: &MoeLoraSaved) -> Result<MoeLoraGrads> {
+    // Kept activations of another dtype or shape (not from this forward) are ignored.
+    let mid = saved.mid.as_ref().filter(|m| m.shape() == [c.t, c.experts * c.dims.r]).and_then(|m| m.as_contiguous_slice::<T>());
     let (xv, gv, av, bv) = (contiguous_vec::<T>(x)?, contiguous_vec::<T>(gates)?, contiguous_vec::<T>(a)?, contiguous_vec::<T>(b)?);
     let (mut dx, mut dg, mut da, mut db) =
         (vec![T::default(); xv.len()], vec![T::default(); gv.len()], vec![T::default(); av.len()], vec![T::default(); bv.len()]);
     let dyv = contiguous_vec::<T>(dy)?;
     if fast::prefer_dense(c.experts, c.dims.k) {
-        fast::backward_dense(&xv, &c.idx, &gv, &av, &bv, scale, &dyv, c.t, c.experts, &c.dims, (&mut dx, &mut dg, &mut da, &mut db));
+        fast::backward_dense(mid, &xv, &c.idx, &gv, &av, &bv, scale, &dyv, c.t, c.experts, &c.dims, (&mut dx, &mut dg, &mut da, &mut db));
     } else {
         fast::backward(&xv, &gv, &av, &bv, scale, &dyv, &c.groups, &c.dims, (&mut dx, &mut dg, &mut da, &mut db));
     }
@@ -145,4 +169,38 @@ fn run_backward<T: MoeFloat + crate::WithDType>(x: &Tensor, gates: &Tensor, a: &
         da: Tensor::from_vec(da, a.shape(), &cpu)?,
         db: Tensor::from_vec(db, b.shape(), &cpu)?,
     })
+}
+
+#[cfg(test)]
+mod kept_tests {
+    use super::*;
+    use crate::Rng;
+
+    /// Reusing the forward's activations gives exactly the gradients of recomputing them, for
+    /// f32, f64 and bf16 on the dense path; activations kept for other inputs' shapes are ignored.
+    #[test]
+    fn kept_activations_give_the_same_bits() {
+        let cpu = Device::Cpu;
+        for dtype in [DType::F32, DType::F64, DType::BF16] {
+            let (t, d_in, d_out, e, r) = (37, 24, 19, 4, 3);
+            let mut rng = Rng::new(5);
+            let mut rand = |shape: &[usize]| Tensor::randn(&mut rng, 0.0, 1.0, shape, dtype, &cpu).unwrap();
+            let (x, a, b, dy) = (rand(&[t, d_in]), rand(&[e, r, d_in]), rand(&[e, d_out, r]), rand(&[t, d_out]));
+            let idx: Vec<i64> = (0..t).flat_map(|i| [(i % e) as i64, ((i + 1 + i / e % (e - 1)) % e) as i64]).collect();
+            let idx = Tensor::from_vec(idx, &[t, 2], &cpu).unwrap();
+            let gates = Tensor::full(0.25, &[t, 2], dtype, &cpu).unwrap();
+            let (out, saved) = Tensor::moe_lora_keeping(&x, &idx, &gates, &a, &b, 2.0).unwrap();
+            assert!(saved.mid.is_some());
+            assert_eq!(out.to_vec_f64().unwrap(), Tensor::moe_lora(&x, &idx, &gates, &a, &b, 2.0).unwrap().to_vec_f64().unwrap());
+            let fresh = Tensor::moe_lora_backward(&x, &idx, &gates, &a, &b, 2.0, &dy).unwrap();
+            let kept = Tensor::moe_lora_backward_kept(&x, &idx, &gates, &a, &b, 2.0, &dy, &saved).unwrap();
+            let other = MoeLoraSaved { mid: Some(Tensor::zeros(&[t + 1, e * r], DType::F32, &cpu).unwrap()) };
+            let ignored = Tensor::moe_lora_backward_kept(&x, &idx, &gates, &a, &b, 2.0, &dy, &other).unwrap();
+            for g in [&kept, &ignored] {
+                for (p, q) in [(&fresh.dx, &g.dx), (&fresh.dgates, &g.dgates), (&fresh.da, &g.da), (&fresh.db, &g.db)] {
+                    assert_eq!(p.to_vec_f64().unwrap(), q.to_vec_f64().unwrap(), "{dtype:?}");
+                }
+            }
+        }
+    }
 }
