@@ -457,10 +457,12 @@ fn fused_gate_noise_is_the_cpu_stream() {
     let eps = gate_noise(key, t, e);
     let (nscale, logits) = (fwd.nscale.to_vec::<f32>().unwrap(), fwd.logits.to_vec::<f32>().unwrap());
     for i in 0..t * e {
+        // sigmoid and softplus come from ex2 / lg2 approximations: 16 f32 ulps, as the kernels'
+        // gate test allows (a different noise stream would be off by O(1))
         let ulp = f64::from(eps[i].abs()) * f32::EPSILON as f64;
-        assert!((f64::from(nscale[i]) - 0.5 * f64::from(eps[i])).abs() <= ulp, "nscale {i}: {} vs eps {}", nscale[i], eps[i]);
+        assert!((f64::from(nscale[i]) - 0.5 * f64::from(eps[i])).abs() <= 16.0 * ulp, "nscale {i}: {} vs eps {}", nscale[i], eps[i]);
         let want = std::f64::consts::LN_2 * f64::from(eps[i]);
-        assert!((f64::from(logits[i]) - want).abs() <= 8.0 * ulp, "logit {i}: {} vs {want}", logits[i]);
+        assert!((f64::from(logits[i]) - want).abs() <= 32.0 * ulp, "logit {i}: {} vs {want}", logits[i]);
     }
     // without noise: the clean gate, zeros here, and nscale zero
     let clean = moe_gate(&x, &w, &w, 2, None).unwrap();
