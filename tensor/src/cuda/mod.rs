@@ -16,9 +16,12 @@ pub use brainstacks_kernels::launch::{CudaSlice, GpuContext, GpuError};
 
 use crate::{Device, Error, Result};
 
+mod moe_gate;
+pub(crate) mod moe_lora;
 pub(crate) mod ops;
 mod storage;
 
+pub use moe_gate::{MoeGateForward, MoeGateGrads, moe_gate, moe_gate_backward};
 pub use storage::{CudaBuf, CudaStorage};
 
 type Contexts = Mutex<Vec<Option<Arc<GpuContext>>>>;

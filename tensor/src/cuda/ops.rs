@@ -29,7 +29,7 @@ fn storage_of(t: &Tensor) -> Option<&CudaStorage> {
 }
 
 /// The CUDA storage of `t`, which must be on `device` (the device of the op's first operand).
-fn on<'a>(op: &'static str, t: &'a Tensor, device: Device) -> Result<&'a CudaStorage> {
+pub(super) fn on<'a>(op: &'static str, t: &'a Tensor, device: Device) -> Result<&'a CudaStorage> {
     match storage_of(t) {
         Some(c) if c.device() == device => Ok(c),
         _ => Err(Error::Device {
@@ -40,7 +40,7 @@ fn on<'a>(op: &'static str, t: &'a Tensor, device: Device) -> Result<&'a CudaSto
     }
 }
 
-fn first<'a>(op: &'static str, t: &'a Tensor) -> Result<&'a CudaStorage> {
+pub(super) fn first<'a>(op: &'static str, t: &'a Tensor) -> Result<&'a CudaStorage> {
     on(op, t, t.device())
 }
 
@@ -51,17 +51,17 @@ fn ordinal(device: &Device) -> usize {
     }
 }
 
-fn wrap(gpu: &Arc<GpuContext>, buf: CudaBuf, shape: &[usize]) -> Tensor {
+pub(super) fn wrap(gpu: &Arc<GpuContext>, buf: CudaBuf, shape: &[usize]) -> Tensor {
     Tensor::from_parts(Arc::new(Storage::Cuda(CudaStorage::new(buf, gpu.clone()))), Layout::contiguous(shape))
 }
 
 /// Maps a kernel error to the tensor error of `op` on `c`'s device.
-fn ge<'a>(op: &'static str, c: &'a CudaStorage) -> impl Fn(GpuError) -> Error + 'a {
+pub(super) fn ge<'a>(op: &'static str, c: &'a CudaStorage) -> impl Fn(GpuError) -> Error + 'a {
     move |e| gpu_error(op, c.device(), e)
 }
 
 /// The error for a dtype the op supports on the CPU but not (yet) on CUDA, or does not support.
-fn dtype_error(op: &'static str, dtype: DType, device: Device, float_op: bool) -> Error {
+pub(super) fn dtype_error(op: &'static str, dtype: DType, device: Device, float_op: bool) -> Error {
     if float_op && !dtype.is_float() {
         return Error::dtype(op, dtype, "a floating-point dtype is required");
     }
@@ -72,14 +72,14 @@ fn isize_strides(l: &Layout) -> Vec<isize> {
     l.strides().iter().map(|&s| s as isize).collect()
 }
 
-fn f32_of<'a>(op: &'static str, c: &'a CudaStorage) -> Result<&'a CudaSlice<f32>> {
+pub(super) fn f32_of<'a>(op: &'static str, c: &'a CudaStorage) -> Result<&'a CudaSlice<f32>> {
     match c.buf() {
         CudaBuf::F32(v) => Ok(v),
         b => Err(dtype_error(op, b.dtype(), c.device(), false)),
     }
 }
 
-fn i64_of<'a>(op: &'static str, c: &'a CudaStorage) -> Result<&'a CudaSlice<i64>> {
+pub(super) fn i64_of<'a>(op: &'static str, c: &'a CudaStorage) -> Result<&'a CudaSlice<i64>> {
     match c.buf() {
         CudaBuf::I64(v) => Ok(v),
         b => Err(Error::Device { op, device: c.device(), msg: format!("indices must be i64 on CUDA, not {}", b.dtype()) }),
@@ -771,7 +771,7 @@ fn bf16_layout(
 }
 
 /// Copies `src` into `dst` at element `at` (same dtype).
-fn copy_into(gpu: &GpuContext, src: &CudaBuf, dst: &mut CudaBuf, at: usize) -> std::result::Result<(), GpuError> {
+pub(super) fn copy_into(gpu: &GpuContext, src: &CudaBuf, dst: &mut CudaBuf, at: usize) -> std::result::Result<(), GpuError> {
     let len = src.len();
     if len == 0 {
         return Ok(());

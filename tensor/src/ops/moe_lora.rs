@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+use brainstacks_kernels::moe_lora::cpu::Dims;
 use brainstacks_kernels::moe_lora::{ExpertGroups, group_by_expert};
 
 use crate::cpu::moe_lora::{self as fast, MoeDims, MoeFloat};
@@ -44,7 +45,8 @@ struct Checked {
     groups: ExpertGroups,
 }
 
-fn check(op: &'static str, x: &Tensor, idx: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor) -> Result<Checked> {
+/// Shape, dtype and device-agreement checks shared by every device: the dispatch's dims.
+fn check_shapes(op: &'static str, x: &Tensor, idx: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor) -> Result<Dims> {
     let (&[t, d_in], &[e, r, a_in], &[eb, d_out, rb]) = (x.shape(), a.shape(), b.shape()) else {
         return Err(Error::invalid(op, x.shape(), "expected x [T, d_in], a [E, r, d_in], b [E, d_out, r]"));
     };
@@ -60,20 +62,35 @@ fn check(op: &'static str, x: &Tensor, idx: &Tensor, gates: &Tensor, a: &Tensor,
     if idx.dtype() != DType::I64 {
         return Err(Error::dtype(op, idx.dtype(), "idx must be i64"));
     }
+    for v in [idx, gates, a, b] {
+        if v.device() != x.device() {
+            return Err(Error::Device {
+                op,
+                device: v.device(),
+                msg: format!("every operand must be on {} (move it with `to_device`)", x.device()),
+            });
+        }
+    }
     for v in [x, gates, a, b] {
         if v.dtype() != x.dtype() {
             return Err(Error::DTypeMismatch { op, lhs: x.dtype(), rhs: v.dtype() });
-        }
-        if v.device() != Device::Cpu {
-            return Err(Error::Device { op, device: v.device(), msg: "MoE-LoRA dispatch on this device is not available yet".into() });
         }
     }
     if k == 0 || k > e {
         return Err(Error::invalid(op, idx.shape(), format!("k = {k} must be in 1..={e} (the number of experts)")));
     }
+    Ok(Dims { t, k, experts: e, d_in, r, d_out })
+}
+
+/// [`check_shapes`] plus the host grouping of the routing (CPU operands only).
+fn check(op: &'static str, x: &Tensor, idx: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor) -> Result<Checked> {
+    let d = check_shapes(op, x, idx, gates, a, b)?;
+    if x.device() != Device::Cpu {
+        return Err(Error::Device { op, device: x.device(), msg: "MoE-LoRA dispatch on this device is not available yet".into() });
+    }
     let ids = idx.to_vec::<i64>()?;
-    let groups = group_by_expert(&ids, k, e).map_err(|m| Error::invalid(op, idx.shape(), m))?;
-    Ok(Checked { dims: MoeDims { k, d_in, r, d_out }, t, experts: e, idx: ids, groups })
+    let groups = group_by_expert(&ids, d.k, d.experts).map_err(|m| Error::invalid(op, idx.shape(), m))?;
+    Ok(Checked { dims: MoeDims { k: d.k, d_in: d.d_in, r: d.r, d_out: d.d_out }, t: d.t, experts: d.experts, idx: ids, groups })
 }
 
 /// The elements in row-major order: borrowed when the tensor is contiguous (no copy of a large
@@ -89,6 +106,10 @@ impl Tensor {
     /// The dispatch of one MoE-LoRA stack (see the module docs). `x` `[T, d_in]`, `idx` `[T, k]`
     /// (i64, distinct experts per token), `gates` `[T, k]`, `a` `[E, r, d_in]`, `b` `[E, d_out, r]`;
     /// f32 or f64 (bf16 and f16 compute in f32 and round once). Returns `[T, d_out]`.
+    ///
+    /// On CUDA (feature `cuda`, every operand on one device) it runs the PTX dispatch kernels:
+    /// f32, and bf16 computed in f32 and rounded once; `E <= 64`, `r <= 64`; the routing is
+    /// grouped on the device (see `cuda::moe_lora`).
     pub fn moe_lora(x: &Tensor, idx: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64) -> Result<Tensor> {
         Ok(Self::moe_lora_keeping(x, idx, gates, a, b, scale)?.0)
     }
@@ -97,6 +118,11 @@ impl Tensor {
     /// (the dense path's expert activations, `T x E r` values) instead of recomputing it.
     pub fn moe_lora_keeping(x: &Tensor, idx: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64) -> Result<(Tensor, MoeLoraSaved)> {
         const OP: &str = "moe_lora";
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            let d = check_shapes(OP, x, idx, gates, a, b)?;
+            return crate::cuda::moe_lora::forward(x, idx, gates, a, b, scale, &d);
+        }
         let c = check(OP, x, idx, gates, a, b)?;
         let shape = [c.t, c.dims.d_out];
         match x.dtype() {
@@ -120,6 +146,14 @@ impl Tensor {
     /// inputs (the same bits as recomputing it).
     pub fn moe_lora_backward_kept(x: &Tensor, idx: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64, dy: &Tensor, saved: &MoeLoraSaved) -> Result<MoeLoraGrads> {
         const OP: &str = "moe_lora_backward";
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            let d = check_shapes(OP, x, idx, gates, a, b)?;
+            if dy.shape() != [d.t, d.d_out] {
+                return Err(Error::shape(OP, dy.shape(), &[d.t, d.d_out], "dy must match the output"));
+            }
+            return crate::cuda::moe_lora::backward(x, idx, gates, a, b, scale, dy, &d);
+        }
         let c = check(OP, x, idx, gates, a, b)?;
         if dy.shape() != [c.t, c.dims.d_out] {
             return Err(Error::shape(OP, dy.shape(), &[c.t, c.dims.d_out], "dy must match the output"));
