@@ -2,7 +2,7 @@
 # scripts/gpu-bundle.sh: build the GPU test bundle here (no GPU needed), to run on a GPU machine.
 #
 #   scripts/gpu-bundle.sh            -> gpu-bundle/ (git-ignored), < 64 MiB:
-#       bin/<test>       the test executables of brainstacks-kernels built with --features cuda
+#       bin/<test>       the GPU test executables (kernels, tensor, autograd) built with --features cuda
 #                        (cargo's test profile: opt-level 2, debug assertions on, so every kernel
 #                        launch is synchronised and checked); debug info stripped to fit the limit
 #       gpu-bench        the benchmark harness (release profile, --features cuda; see
@@ -16,7 +16,7 @@
 # Then on the GPU machine: gpu-bundle/run.sh   (logs under ${OUT:-./gpu-out}).
 #
 # Environment: CARGO_TARGET_DIR is honoured; GPU_BUNDLE_PACKAGES="-p a -p b" overrides the test
-# packages (default: -p brainstacks-kernels -p brainstacks-tensor --test gpu_*, the GPU test
+# packages (default: -p brainstacks-kernels -p brainstacks-tensor -p brainstacks-autograd --test gpu_*, the GPU test
 # binaries only: the CPU ones would push the bundle past 64 MiB); GPU_BUNDLE_BENCH=0 leaves gpu-bench out;
 # GPU_BUNDLE_ANCHORS=FILE names the anchors script (default: shared/anchors/gpu_kernel_anchors.py
 # inside the checkout, else ../shared/anchors/ beside it; GPU_BUNDLE_ANCHORS= (empty) leaves it
@@ -28,7 +28,7 @@ ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd -- "$ROOT"
 BUNDLE="$ROOT/gpu-bundle"
 MAX_MIB="${GPU_BUNDLE_MAX_MIB:-64}"
-read -r -a PACKAGES <<<"${GPU_BUNDLE_PACKAGES:--p brainstacks-kernels -p brainstacks-tensor --test gpu_*}"
+read -r -a PACKAGES <<<"${GPU_BUNDLE_PACKAGES:--p brainstacks-kernels -p brainstacks-tensor -p brainstacks-autograd --test gpu_*}"
 
 say() { printf 'gpu-bundle: %s\n' "$*"; }
 die() {

@@ -121,7 +121,8 @@ impl Tensor {
         #[cfg(feature = "cuda")]
         if x.device().is_cuda() {
             let d = check_shapes(OP, x, idx, gates, a, b)?;
-            return crate::cuda::moe_lora::forward(x, idx, gates, a, b, scale, &d);
+            // The CUDA backward recomputes what it needs: nothing is kept.
+            return Ok((crate::cuda::moe_lora::forward(x, idx, gates, a, b, scale, &d)?, MoeLoraSaved::default()));
         }
         let c = check(OP, x, idx, gates, a, b)?;
         let shape = [c.t, c.dims.d_out];
