@@ -16,12 +16,12 @@
 //! optimizer milliseconds.
 
 use std::hint::black_box;
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use brainstacks_autograd::{Gradients, Tape, Var};
-use brainstacks_model::llama::{LlamaConfig, LlamaModel, Proj, ProjectionAdapter, RandomInit};
-use brainstacks_model::moe_lora::{GateNoise, GateOutput, MoeLora, MoeLoraConfig};
+use brainstacks_model::llama::{LlamaConfig, LlamaModel, Proj, RandomInit};
+use brainstacks_model::moe_lora::MoeLoraConfig;
+use brainstacks_model::stacks::StackSet;
 use brainstacks_tensor::{DType, Device, Rng, Tensor};
 use brainstacks_train::optim::{AdamW, AdamWConfig};
 use criterion::{Criterion, Throughput, criterion_group};
@@ -37,38 +37,14 @@ const SEQ: usize = 128;
 const AUX_WEIGHT: f64 = 0.01;
 const NOISE_SEED: u64 = 7;
 
-/// What the adapters share with the training loop: the optimiser step (for the gate noise) and
-/// the gate decisions of the current forward (for the load-balancing loss).
-#[derive(Default)]
-struct StepState {
-    step: u64,
-    gates: Vec<GateOutput>,
-}
-
-/// A MoE-LoRA stack attached to one projection: noisy routing keyed by (seed, step, module
-/// index), its delta added to the frozen base output by the model.
-struct StackAdapter {
-    stack: Arc<Mutex<MoeLora>>,
-    module: u32,
-    state: Arc<Mutex<StepState>>,
-}
-
-impl ProjectionAdapter for StackAdapter {
-    fn forward(&self, x: &Var) -> brainstacks_model::Result<Var> {
-        let step = self.state.lock().expect("state lock").step;
-        let noise = GateNoise { seed: NOISE_SEED, step, layer: self.module };
-        let out = self.stack.lock().expect("stack lock").forward(x, Some(noise))?;
-        self.state.lock().expect("state lock").gates.push(out.gate);
-        Ok(out.delta)
-    }
-}
-
-/// The model, its 28 stacks (shared with the adapters) and the optimiser.
+/// The model with the method's `StackSet` on all seven projections (the trainer's own code
+/// path: noisy gates keyed by (seed, step, module), aux losses collected by the control), one
+/// active stack, and the optimiser.
 struct Trainer {
     tape: Tape,
     model: LlamaModel,
-    stacks: Vec<Arc<Mutex<MoeLora>>>,
-    state: Arc<Mutex<StepState>>,
+    stacks: StackSet,
+    step: u64,
     opt: AdamW,
     inputs: Tensor,
     targets: Tensor,
@@ -79,25 +55,18 @@ impl Trainer {
         let config = LlamaConfig::small(HIDDEN, FFN, LAYERS, HEADS, KV_HEADS, VOCAB);
         let mut model = LlamaModel::random(config, &RandomInit::default()).expect("random model");
         let tape = Tape::new();
-        let state = Arc::new(Mutex::new(StepState::default()));
+        let stacks = StackSet::attach(&mut model, &Proj::ALL).expect("attach");
         let cfg = MoeLoraConfig { experts: 4, top_k: 2, rank: 8, alpha: 16.0 };
+        stacks.add_active(&tape, &cfg, 1).expect("stack");
+        // B starts at zero (an exact no-op); give it small values so that the timed steps do the
+        // work of a stack mid-training (no zero shortcuts anywhere).
         let mut rng = Rng::new(1);
-        let mut stacks = Vec::new();
-        for layer in 0..LAYERS {
-            for p in Proj::ALL {
-                let [d_out, d_in] = model.proj(layer, p).expect("layer exists").shape();
-                let mut stack = MoeLora::new(&tape, d_in, d_out, &cfg, &mut rng, DType::F32).expect("stack");
-                // B starts at zero (an exact no-op); give it small values so that the timed steps
-                // do the work of a stack mid-training (no zero shortcuts anywhere).
-                let b = Tensor::randn(&mut rng, 0.0, 0.02, stack.b.shape(), DType::F32, &Device::Cpu).expect("randn");
-                stack.b.replace_value(b).expect("same shape");
-                let stack = Arc::new(Mutex::new(stack));
-                let module = (layer * Proj::ALL.len() + p as usize) as u32;
-                let adapter = StackAdapter { stack: stack.clone(), module, state: state.clone() };
-                model.set_adapter(layer, p, Some(Box::new(adapter))).expect("attach");
-                stacks.push(stack);
+        stacks.update_active(|params| {
+            for b in params.iter_mut().skip(1).step_by(4) {
+                let v = Tensor::randn(&mut rng, 0.0, 0.02, b.shape(), DType::F32, &Device::Cpu).expect("randn");
+                b.replace_value(v).expect("same shape");
             }
-        }
+        });
         let ids: Vec<i64> = {
             let u = Tensor::rand_uniform(&mut Rng::new(2), 0.0, VOCAB as f64, &[BATCH, SEQ + 1], DType::F32, &Device::Cpu).expect("ids");
             u.to_vec::<f32>().expect("f32").into_iter().map(|v| (v as i64).min(VOCAB as i64 - 1)).collect()
@@ -106,26 +75,19 @@ impl Trainer {
         let inputs = ids.narrow(1usize, 0, SEQ).expect("narrow").contiguous().expect("contiguous");
         let targets = ids.narrow(1usize, 1, SEQ).expect("narrow").contiguous().expect("contiguous").reshape(&[BATCH * SEQ]).expect("flat");
         let opt = AdamW::new(AdamWConfig { lr: 2e-4, weight_decay: 0.01, ..AdamWConfig::default() });
-        Trainer { tape, model, stacks, state, opt, inputs, targets }
+        Trainer { tape, model, stacks, step: 0, opt, inputs, targets }
     }
 
     /// Task loss plus the weighted mean load-balancing loss, recorded on the tape.
     fn forward(&self) -> Var {
         self.tape.clear();
-        self.state.lock().expect("state lock").gates.clear();
+        self.stacks.control().set_training(NOISE_SEED, self.step);
         let logits = self.model.forward(&self.inputs, None).expect("forward");
         let task = logits.reshape(&[BATCH * SEQ, VOCAB]).expect("flat").cross_entropy(&self.targets, None).expect("ce");
-        let gates = std::mem::take(&mut self.state.lock().expect("state lock").gates);
-        let mut aux: Option<Var> = None;
-        for g in &gates {
-            let l = g.load_balance_loss().expect("aux");
-            aux = Some(match aux {
-                None => l,
-                Some(a) => a.add(&l).expect("add"),
-            });
-        }
-        let aux = aux.expect("28 stacks").mul_scalar(AUX_WEIGHT / gates.len() as f64).expect("scale");
-        task.add(&aux).expect("total")
+        let aux_losses = self.stacks.control().take_aux_losses();
+        let n = aux_losses.len() as f64;
+        let aux = aux_losses.into_iter().reduce(|a, l| a.add(&l).expect("add")).expect("28 stacks");
+        task.add(&aux.mul_scalar(AUX_WEIGHT / n).expect("scale")).expect("total")
     }
 
     fn backward(&self, loss: &Var) -> Gradients {
@@ -133,11 +95,9 @@ impl Trainer {
     }
 
     fn optimize(&mut self, grads: &Gradients) {
-        let mut guards: Vec<MutexGuard<'_, MoeLora>> = self.stacks.iter().map(|s| s.lock().expect("stack lock")).collect();
-        let mut params: Vec<&mut Var> =
-            guards.iter_mut().flat_map(|g| { let g = &mut **g; [&mut g.a, &mut g.b, &mut g.w_router, &mut g.w_noise] }).collect();
-        self.opt.step(&mut params, grads).expect("adamw");
-        self.state.lock().expect("state lock").step += 1;
+        let opt = &mut self.opt;
+        self.stacks.update_active(|params| opt.step(params, grads)).expect("adamw");
+        self.step += 1;
     }
 
     fn step(&mut self) -> f64 {
