@@ -19,26 +19,15 @@ use brainstacks_kernels::moe_lora::noise_seed;
 use brainstacks_tensor::cuda::{moe_gate, moe_gate_backward};
 use brainstacks_tensor::{DType, Device, Error, Rng, Tensor};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 
-/// Device 0, or `None` (skipped) without a usable GPU; panics when `REQUIRE_CUDA=1`.
+mod common;
+
 fn gpu() -> Option<Device> {
-    let d = Device::Cuda(0);
-    match d.check_available("gpu_moe_lora") {
-        Ok(()) => Some(d),
-        Err(e) => {
-            if std::env::var("REQUIRE_CUDA").as_deref() == Ok("1") {
-                panic!("REQUIRE_CUDA=1 but the GPU is unusable: {e}");
-            }
-            println!("skipped: {e}");
-            None
-        }
-    }
+    common::gpu("gpu_moe_lora")
 }
 
-fn runner(cases: u32) -> TestRunner {
-    TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() })
-}
+use common::runner;
 
 /// A small xorshift stream for bulk test data (proptest picks the seed and the shapes).
 struct Xs(u64);

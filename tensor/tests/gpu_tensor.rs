@@ -16,26 +16,15 @@ use brainstacks_tensor::ops::binary::BinaryOp;
 use brainstacks_tensor::ops::unary::UnaryOp;
 use brainstacks_tensor::{DType, Device, Error, Rng, Tensor};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 
-/// Device 0, or `None` (skipped) without a usable GPU; panics when `REQUIRE_CUDA=1`.
+mod common;
+
 fn gpu() -> Option<Device> {
-    let d = Device::Cuda(0);
-    match d.check_available("gpu_tensor") {
-        Ok(()) => Some(d),
-        Err(e) => {
-            if std::env::var("REQUIRE_CUDA").as_deref() == Ok("1") {
-                panic!("REQUIRE_CUDA=1 but the GPU is unusable: {e}");
-            }
-            println!("skipped: {e}");
-            None
-        }
-    }
+    common::gpu("gpu_tensor")
 }
 
-fn runner(cases: u32) -> TestRunner {
-    TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() })
-}
+use common::runner;
 
 /// Deterministic values in [-scale, scale).
 fn values(n: usize, seed: u64, scale: f64) -> Vec<f64> {
