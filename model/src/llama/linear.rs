@@ -23,6 +23,9 @@ pub enum BaseLinear {
     Dense(Tensor),
     /// A 4-bit weight (pre-quantized in the checkpoint, or quantized at load).
     Nf4(Arc<Nf4Weight>),
+    /// A dense weight that is a leaf of a tape: only while the base itself is being trained
+    /// (pretraining a toy model, see [`LlamaModel::unfreeze`](super::LlamaModel::unfreeze)).
+    Trainable(Var),
 }
 
 impl BaseLinear {
@@ -31,6 +34,7 @@ impl BaseLinear {
         match self {
             BaseLinear::Dense(w) => [w.shape()[0], w.shape()[1]],
             BaseLinear::Nf4(w) => w.shape(),
+            BaseLinear::Trainable(w) => [w.shape()[0], w.shape()[1]],
         }
     }
 
@@ -38,12 +42,14 @@ impl BaseLinear {
         matches!(self, BaseLinear::Nf4(_))
     }
 
-    /// `x [..., in] -> [..., out]`. The weight is a constant: only `x` can get a gradient.
+    /// `x [..., in] -> [..., out]`. The weight is a constant (only `x` can get a gradient) unless
+    /// it is `Trainable`.
     pub fn forward(&self, x: &Var) -> Result<Var> {
         Ok(match self {
             // The transpose is a strided view: no copy of the weight.
             BaseLinear::Dense(w) => x.matmul(&Var::constant(w.t()?))?,
             BaseLinear::Nf4(w) => x.nf4_linear(w)?,
+            BaseLinear::Trainable(w) => x.matmul(&w.t()?)?,
         })
     }
 
@@ -52,6 +58,7 @@ impl BaseLinear {
         Ok(match self {
             BaseLinear::Dense(w) => w.to_dtype(dtype)?,
             BaseLinear::Nf4(w) => w.dequantize()?.to_dtype(dtype)?,
+            BaseLinear::Trainable(w) => w.tensor().to_dtype(dtype)?,
         })
     }
 }

@@ -6,6 +6,7 @@
 //! - [`init`]: small configs and randomly initialised models.
 //! - [`load`]: checkpoint loading with shape/dtype checks, NF4 (pre-quantized or at load).
 //! - [`model`]: the forward pass; [`cache`]: the KV cache for incremental decoding.
+//! - [`pretrain`]: training the base itself (toy models) and saving Hugging Face checkpoints.
 //! - [`generate`]: greedy and sampled decoding with the cache.
 //! - [`lora`]: PEFT LoRA adapters (load, attach, save).
 //! - [`tokenizer`]: tokenizer.json / tokenizer_config.json and the Alpaca template.
@@ -35,6 +36,7 @@ pub mod linear;
 pub mod load;
 pub mod lora;
 pub mod model;
+pub mod pretrain;
 pub mod tokenizer;
 
 pub use cache::KvCache;
