@@ -2,5 +2,6 @@
 //! itself. The starter spiral job lives on in [`spirals`].
 
 pub mod spirals;
+pub mod tokenizer;
 
 pub use spirals::*;
