@@ -3,5 +3,6 @@
 
 pub mod results;
 pub mod spirals;
+pub mod tokenizer;
 
 pub use spirals::*;
