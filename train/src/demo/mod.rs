@@ -1,6 +1,7 @@
 //! `brainstacks demo`: the whole method on data, a tokenizer and a base model that the demo makes
 //! itself. The starter spiral job lives on in [`spirals`].
 
+pub mod report;
 pub mod results;
 pub mod spirals;
 
