@@ -2,6 +2,7 @@
 //! itself. The starter spiral job lives on in [`spirals`].
 
 pub mod generators;
+pub mod report;
 pub mod results;
 pub mod spirals;
 pub mod tokenizer;
