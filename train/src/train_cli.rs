@@ -14,7 +14,7 @@ use crate::boost::round::{EvalReport, StepReport};
 use crate::boost::{Run, RunConfig, RunObserver};
 
 /// Draws one bar per round on stderr (plain lines when stderr is not a terminal).
-struct Progress {
+pub struct Progress {
     bar: Option<ProgressBar>,
     tty: bool,
     domain: String,
@@ -23,11 +23,21 @@ struct Progress {
 }
 
 impl Progress {
+    pub fn new() -> Self {
+        Self { bar: None, tty: std::io::stderr().is_terminal(), domain: String::new(), round: 0, tokens_per_s: 0.0 }
+    }
+
     fn say(&self, line: &str) {
         match &self.bar {
             Some(b) if self.tty => b.println(line),
             _ => eprintln!("{line}"),
         }
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -140,7 +150,7 @@ pub fn train(config: &Path) -> anyhow::Result<Manifest> {
         );
     }
     eprintln!("trainable parameters per stack: {}", run.manifest.trainable_params_per_stack);
-    let mut progress = Progress { bar: None, tty: std::io::stderr().is_terminal(), domain: String::new(), round: 0, tokens_per_s: 0.0 };
+    let mut progress = Progress::new();
     let manifest = run.run(&mut progress)?.clone();
     println!("{}", summary(&manifest));
     println!("run directory: {} ({:.1} s)", run.config.out_dir.display(), start.elapsed().as_secs_f64());

@@ -12,7 +12,7 @@ use crate::Result;
 use crate::optim::{AdamW, AdamWConfig};
 
 #[derive(Clone, Copy, Debug)]
-pub struct DemoConfig {
+pub struct SpiralsConfig {
     pub points_per_class: usize,
     pub hidden: usize,
     pub steps: usize,
@@ -21,7 +21,7 @@ pub struct DemoConfig {
     pub log_every: usize,
 }
 
-impl Default for DemoConfig {
+impl Default for SpiralsConfig {
     fn default() -> Self {
         Self { points_per_class: 256, hidden: 64, steps: 600, lr: 0.02, seed: 0, log_every: 50 }
     }
@@ -29,7 +29,7 @@ impl Default for DemoConfig {
 
 /// One logged point of the run.
 #[derive(Clone, Copy, Debug)]
-pub struct DemoLog {
+pub struct SpiralsLog {
     pub step: usize,
     pub loss: f64,
     pub accuracy: f64,
@@ -62,7 +62,7 @@ fn accuracy(logits: &Tensor, labels: &Tensor) -> Result<f64> {
 }
 
 /// Trains the MLP, calling `on_log` every `log_every` steps and after the last one.
-pub fn run(cfg: &DemoConfig, mut on_log: impl FnMut(&DemoLog)) -> Result<Vec<DemoLog>> {
+pub fn run(cfg: &SpiralsConfig, mut on_log: impl FnMut(&SpiralsLog)) -> Result<Vec<SpiralsLog>> {
     let (x, labels) = spirals(cfg.points_per_class, cfg.seed)?;
     let tape = Tape::new();
     let mut rng = Rng::new(cfg.seed.wrapping_add(1));
@@ -78,7 +78,7 @@ pub fn run(cfg: &DemoConfig, mut on_log: impl FnMut(&DemoLog)) -> Result<Vec<Dem
         opt.step(&mut mlp.params_mut(), &grads)?;
         if step % cfg.log_every.max(1) == 0 || step == cfg.steps || step == 1 {
             let eval = no_grad(|| mlp.forward(&x))?;
-            let log = DemoLog { step, loss: loss.tensor().to_scalar_f64()?, accuracy: accuracy(eval.tensor(), &labels)? };
+            let log = SpiralsLog { step, loss: loss.tensor().to_scalar_f64()?, accuracy: accuracy(eval.tensor(), &labels)? };
             on_log(&log);
             logs.push(log);
         }
@@ -94,7 +94,7 @@ mod tests {
     /// with the same seed are bit-identical.
     #[test]
     fn the_demo_learns_and_is_reproducible() -> Result<()> {
-        let cfg = DemoConfig { log_every: 600, ..Default::default() };
+        let cfg = SpiralsConfig { log_every: 600, ..Default::default() };
         let a = run(&cfg, |_| {})?;
         let b = run(&cfg, |_| {})?;
         let (first, last) = (a.first().unwrap(), a.last().unwrap());

@@ -80,6 +80,9 @@ pub struct RouterSummary {
     pub report_lines: Vec<String>,
     pub best_epoch: usize,
     pub oracle: Vec<(String, f64, f64)>,
+    /// Every domain's oracle results in full.
+    #[serde(skip)]
+    pub discoveries: Vec<DomainDiscovery>,
 }
 
 fn router_dir(dir: &Path) -> PathBuf {
@@ -163,6 +166,7 @@ pub fn train_run_router(dir: &Path, opts: &RouterOptions, progress: &mut dyn Rou
         report_lines: report.lines(),
         best_epoch: report.best_epoch,
         oracle: found.iter().map(|f| (f.domain.clone(), f.share_excluding_own(), f.mean_gain())).collect(),
+        discoveries: found,
     };
     write_json(&out.join("report.json"), &summary)?;
     Ok(summary)
