@@ -80,8 +80,8 @@ fn prepare_out_dir(out: &Path) -> Result<()> {
 pub struct DemoPlan {
     /// Instruction examples per domain (split into train and validation by the run).
     pub sft_examples: usize,
-    /// Plain-text documents per domain for pretraining (a different draw from the same
-    /// generators, without the instruction template).
+    /// Pretraining documents per domain (a different draw from the same generators, so the
+    /// instruction examples the stacks train and are evaluated on are new to the base).
     pub pretrain_docs: usize,
     pub vocab_size: usize,
     pub pretrain: PretrainConfig,
@@ -141,17 +141,17 @@ impl DemoPlan {
                 experts: 4,
                 top_k: 2,
                 rank: 8,
-                steps_per_round: 40,
+                steps_per_round: 30,
                 rounds: 2,
                 lr: 2e-3,
                 micro_batch: 8,
                 seq_len: 128,
                 eval_every: 10,
-                eval_samples: 48,
-                null_space_k: 16,
+                eval_samples: 32,
+                null_space_k: 32,
                 null_space_samples: 32,
-                oracle_samples: 32,
-                label_samples: 200,
+                oracle_samples: 24,
+                label_samples: 150,
                 router_hidden: 128,
                 router_epochs: 8,
                 generations_per_domain: 2,
@@ -177,12 +177,12 @@ fn rel(out: &Path, p: &Path) -> String {
     p.strip_prefix(out).unwrap_or(p).display().to_string()
 }
 
-/// A plain-text document for pretraining: the example's text without the instruction template.
+/// A pretraining document: the example rendered in the instruction template. The base then
+/// knows the template and every domain's language, so no domain's stacks have to teach the format
+/// to the others: each stack specialises, and the stacks of one domain do not depend on another
+/// domain's being switched on (which routing relies on).
 fn document(e: &Example) -> String {
-    match &e.input {
-        Some(input) => format!("{}\n{}\n{}", e.instruction, input, e.response),
-        None => format!("{}\n{}", e.instruction, e.response),
-    }
+    format!("{}{}", brainstacks_model::llama::alpaca_prompt(&e.instruction, e.input.as_deref()), e.response)
 }
 
 /// `BOS? + text + EOS` as an encoded example whose every token is trained on.
@@ -275,8 +275,8 @@ fn make_data(out: &Path, plan: &DemoPlan, seed: u64, progress: &mut dyn DemoProg
         let examples = generators::generate(domain, plan.sft_examples, seed)?;
         let path = dir.join(format!("{domain}.jsonl"));
         generators::write_alpaca_jsonl(&path, &examples)?;
-        // A different draw for pretraining, so the base has seen the domains' language but not
-        // the instruction examples the stacks train and are evaluated on.
+        // A different draw for pretraining: the base learns the domains' language and format,
+        // but not the instruction examples the stacks train and are evaluated on.
         let pre = generators::generate(domain, plan.pretrain_docs, seed.wrapping_add(1_000_003))?;
         docs.extend(pre.iter().map(document));
         summaries.push(DomainDataSummary {
@@ -307,9 +307,7 @@ fn make_tokenizer(
     progress.begin("tokenizer", None);
     let mut texts: Vec<String> = docs.to_vec();
     for (_, examples) in sft {
-        texts.extend(examples.iter().map(|e| {
-            format!("{}{}", brainstacks_model::llama::alpaca_prompt(&e.instruction, e.input.as_deref()), e.response)
-        }));
+        texts.extend(examples.iter().map(document));
     }
     let stats = train_tokenizer(&texts, &TokenizerTraining { vocab_size: plan.vocab_size, model_max_length: 4 * plan.seq_len.max(512), ..TokenizerTraining::default() }, &out.join("base"))?;
     progress.end(&format!(
@@ -399,7 +397,15 @@ fn run_config(plan: &DemoPlan, seed: u64, model: &Path, data: &[DomainDataSummar
         "eval_batch": 16,
         "val_fraction": 0.2,
         "split_seed": seed,
-        "null_space": {"enabled": true, "k": plan.null_space_k, "samples": plan.null_space_samples, "max_tokens": plan.seq_len},
+        "null_space": {
+            "enabled": true,
+            "k": plan.null_space_k,
+            "samples": plan.null_space_samples,
+            "max_tokens": plan.seq_len,
+            // Keep each new stack's B orthogonal to the projector after every Adam step, so the
+            // protection holds at inference too (spec 4.3; without it Adam lets B drift back).
+            "persist_projection": true,
+        },
     })
 }
 
@@ -416,12 +422,16 @@ fn train_run(
     cfg["out_dir"] = json!(dir);
     cfg["null_space"]["enabled"] = json!(null_space);
     if let Some(rank) = single_lora_rank {
-        // One expert always chosen: a plain LoRA of rank 4r, one round per domain.
+        // One expert always chosen: a plain LoRA of rank 4r, trained on the curriculum's first
+        // domain for one round, the same steps as the method's first round there. On the first
+        // domain both start from the bare base with no projector, so the two curves differ only
+        // in the adapter (the convergence ablation).
         cfg["experts"] = json!(1);
         cfg["top_k"] = json!(1);
         cfg["rank"] = json!(rank);
         cfg["alpha"] = json!(rank as f64);
         cfg["max_rounds"] = json!(1);
+        cfg["domains"] = json!([cfg["domains"][0].clone()]);
     }
     let config: RunConfig = serde_json::from_value(cfg).map_err(|e| invalid(format!("run config: {e}")))?;
     progress.begin(&format!("stacks: {label}"), None);

@@ -45,7 +45,7 @@ impl PretrainConfig {
             kv_heads: 2,
             seq_len: 128,
             batch: 16,
-            steps: 300,
+            steps: 220,
             lr: 3e-3,
             warmup: 20,
             weight_decay: 0.1,

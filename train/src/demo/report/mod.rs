@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use brainstacks_tensor::io::write_atomic_bytes;
 
-use crate::demo::results::{DemoResults, DomainRunSummary, ForgettingMatrix, RoundSummary};
+use crate::demo::results::{DemoResults, DomainRunSummary, ForgettingMatrix, RoundSummary, RunSummary};
 use crate::{Error, Result};
 
 /// The report's file name inside the demo directory.
@@ -66,8 +66,8 @@ pub fn write_report(results: &DemoResults, dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// The short terminal summary printed at the end of the demo: one line per domain (after a header
-/// and a rule) with the method's and the single LoRA's best validation loss and the three
-/// compositions' losses. Plain text, columns aligned; `-` where a number is absent.
+/// and a rule) with the method's best validation loss, the loss at the end of the curriculum with
+/// and without null space, and the three compositions' losses. Plain text, columns aligned; `-` where a number is absent.
 ///
 /// ```
 /// # fn show(results: &brainstacks_train::demo::results::DemoResults) {
@@ -76,17 +76,22 @@ pub fn write_report(results: &DemoResults, dir: &Path) -> Result<Vec<PathBuf>> {
 /// ```
 pub fn summary_table(results: &DemoResults) -> String {
     use markdown::opt_num;
-    let header = ["domain", "rounds", "MoE best val", "single LoRA best val", "base", "ungated", "routed"];
+    let header = ["domain", "rounds", "best val", "end (null space)", "end (without)", "base", "ungated", "routed"];
+    // A domain's loss once the whole curriculum is trained: the last forgetting row.
+    let end = |run: &RunSummary, d: &str| -> Option<f64> {
+        let j = run.forgetting.domains.iter().position(|x| x == d)?;
+        run.forgetting.rows.last().and_then(|row| row.get(j)).copied()
+    };
     let mut rows: Vec<Vec<String>> = Vec::new();
     for d in domain_order(results) {
         let run = results.main_run.domains.iter().find(|x| x.domain == d);
-        let single = results.single_lora.domains.iter().find(|x| x.domain == d);
         let mode = results.modes.iter().find(|m| m.domain == d);
         rows.push(vec![
             d.clone(),
             run.map(|x| x.rounds.len().to_string()).unwrap_or_else(|| "-".into()),
             opt_num(run.and_then(best_val)),
-            opt_num(single.and_then(best_val)),
+            opt_num(end(&results.main_run, &d)),
+            opt_num(end(&results.no_null_space, &d)),
             opt_num(mode.map(|m| m.base)),
             opt_num(mode.map(|m| m.ungated)),
             opt_num(mode.map(|m| m.routed)),

@@ -252,7 +252,9 @@ pub(super) fn pretrain_curve(r: &DemoResults) -> Result<Option<String>> {
 /// Plot 2: round-1 validation curves of the MoE stacks and of the single LoRA, per domain.
 pub(super) fn moe_vs_single(r: &DemoResults) -> Result<Option<String>> {
     let mut series = Vec::new();
-    for (i, d) in domain_order(r).iter().enumerate() {
+    // Only domains both runs trained: the ablation may cover fewer than the method.
+    let both = |d: &String| [&r.main_run, &r.single_lora].iter().all(|run| run.domains.iter().any(|x| &x.domain == d));
+    for (i, d) in domain_order(r).iter().enumerate().filter(|(_, d)| both(d)) {
         for (run, dashed, tag) in [(&r.main_run, false, "MoE"), (&r.single_lora, true, "single LoRA")] {
             if let Some(round) = run.domains.iter().find(|x| &x.domain == d).and_then(round_one) {
                 series.push(LineSpec {
