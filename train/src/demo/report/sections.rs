@@ -66,8 +66,8 @@ fn header(out: &mut String, r: &DemoResults) {
         "The pipeline: generate instruction data for each domain, train a tokenizer, pretrain a small \
          Llama, quantize it to NF4, then train MoE-LoRA stacks domain by domain in curriculum order \
          (residual boosting rounds, each stack frozen once trained, a null-space projector against \
-         earlier domains); two ablations rerun the curriculum \
-         without the null space and with a single LoRA instead of MoE experts. An oracle finds which \
+         earlier domains); two ablations: the curriculum \
+         rerun without the null space, and the first round redone with a single LoRA instead of MoE experts. An oracle finds which \
          stacks help each held-out prompt, a meta-router learns to predict that, and the three \
          compositions (base, every stack ungated, routed) are compared.\n"
     );
