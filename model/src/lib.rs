@@ -4,6 +4,7 @@
 
 mod error;
 pub mod formats;
+pub mod fuzz_support;
 pub mod llama;
 pub mod moe_lora;
 pub mod nn;

@@ -4,6 +4,7 @@ pub mod boost;
 pub mod data;
 pub mod demo;
 mod error;
+pub mod fuzz_support;
 pub mod llama_cli;
 pub mod optim;
 pub mod quantize_cli;

@@ -55,6 +55,20 @@ impl LoraConfig {
         if self.use_rslora { self.lora_alpha / (self.r as f64).sqrt() } else { self.lora_alpha / self.r as f64 }
     }
 
+    /// Parses the text of an `adapter_config.json` (as [`PeftLora::load`] reads it); options
+    /// that change the math are refused by name.
+    ///
+    /// ```
+    /// use brainstacks_model::llama::LoraConfig;
+    /// let c = LoraConfig::from_json(r#"{"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj"]}"#).unwrap();
+    /// assert_eq!((c.r, c.scale()), (8, 2.0));
+    /// assert!(LoraConfig::from_json(r#"{"r": 8, "lora_alpha": 16, "target_modules": "q_proj", "use_dora": true}"#).is_err());
+    /// ```
+    pub fn from_json(text: &str) -> Result<Self> {
+        let v: Value = serde_json::from_str(text).map_err(|e| lora_err(format!("adapter_config.json: {e}")))?;
+        Self::parse(&v)
+    }
+
     fn parse(v: &Value) -> Result<Self> {
         let obj = v.as_object().ok_or_else(|| lora_err("adapter_config.json is not a JSON object"))?;
         let get = |k: &str| obj.get(k).filter(|v| !v.is_null());
@@ -110,7 +124,7 @@ impl LoraConfig {
         Ok(Self { r: r as usize, lora_alpha, use_rslora, target_modules })
     }
 
-    fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let targets: Vec<&str> = self.target_modules.iter().map(|p| p.short_name()).collect();
         json!({
             "peft_type": "LORA",

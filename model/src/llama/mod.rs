@@ -47,4 +47,4 @@ pub use linear::{BaseLinear, Proj, Projection, ProjectionAdapter};
 pub use load::{LoadOptions, LoadReport, Nf4AtLoad};
 pub use lora::{LoraAdapter, LoraConfig, PeftLora};
 pub use model::{LlamaLayer, LlamaModel, next_token_cross_entropy};
-pub use tokenizer::{LlamaTokenizer, TextStream, alpaca_prompt};
+pub use tokenizer::{LlamaTokenizer, SpecialTokens, TextStream, alpaca_prompt};

@@ -79,6 +79,56 @@ fn flag(cfg: &serde_json::Map<String, Value>, key: &str) -> Result<Option<bool>>
     }
 }
 
+/// The special-token settings of a `tokenizer_config.json`: which ids BOS and EOS are, and
+/// whether `add_bos_token` / `add_eos_token` are stated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpecialTokens {
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<u32>,
+    pub add_bos_token: Option<bool>,
+    pub add_eos_token: Option<bool>,
+}
+
+impl SpecialTokens {
+    /// Reads `bos_token` / `eos_token` (a string or an AddedToken object, looked up with
+    /// `token_to_id`) and the two flags from a parsed tokenizer_config.json. A flag that is true
+    /// while its token is unset is an error.
+    pub fn from_config(cfg: &serde_json::Map<String, Value>, token_to_id: impl Fn(&str) -> Option<u32>) -> Result<Self> {
+        let id_of = |key: &str| -> Result<Option<u32>> {
+            match special_token(cfg, key)? {
+                None => Ok(None),
+                Some(t) => {
+                    token_to_id(&t).map(Some).ok_or_else(|| tok_err(format!("tokenizer_config.json: {key} {t:?} is not in the vocabulary")))
+                }
+            }
+        };
+        let (bos_token_id, eos_token_id) = (id_of("bos_token")?, id_of("eos_token")?);
+        let (add_bos_token, add_eos_token) = (flag(cfg, "add_bos_token")?, flag(cfg, "add_eos_token")?);
+        for (name, on, id) in [("add_bos_token", add_bos_token, bos_token_id), ("add_eos_token", add_eos_token, eos_token_id)] {
+            if on == Some(true) && id.is_none() {
+                return Err(tok_err(format!("tokenizer_config.json: {name} is true but its token is not set")));
+            }
+        }
+        Ok(Self { bos_token_id, eos_token_id, add_bos_token, add_eos_token })
+    }
+
+    /// [`from_config`](Self::from_config) on the text of a tokenizer_config.json.
+    ///
+    /// ```
+    /// use brainstacks_model::llama::SpecialTokens;
+    /// let vocab = |t: &str| match t { "<s>" => Some(1), "</s>" => Some(2), _ => None };
+    /// let s = SpecialTokens::from_config_json(r#"{"bos_token": "<s>", "eos_token": {"content": "</s>"}, "add_bos_token": true}"#, vocab).unwrap();
+    /// assert_eq!((s.bos_token_id, s.eos_token_id, s.add_bos_token, s.add_eos_token), (Some(1), Some(2), Some(true), None));
+    /// assert!(SpecialTokens::from_config_json(r#"{"add_eos_token": true}"#, vocab).is_err());
+    /// ```
+    pub fn from_config_json(text: &str, token_to_id: impl Fn(&str) -> Option<u32>) -> Result<Self> {
+        match serde_json::from_str(text).map_err(|e| tok_err(format!("tokenizer_config.json: {e}")))? {
+            Value::Object(o) => Self::from_config(&o, token_to_id),
+            _ => Err(tok_err("tokenizer_config.json: expected a JSON object")),
+        }
+    }
+}
+
 impl LlamaTokenizer {
     /// `dir/tokenizer.json` and, when present, `dir/tokenizer_config.json`.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
@@ -99,22 +149,8 @@ impl LlamaTokenizer {
                 }
             }
         };
-        let id_of = |key: &str| -> Result<Option<u32>> {
-            match special_token(&cfg, key)? {
-                None => Ok(None),
-                Some(t) => inner
-                    .token_to_id(&t)
-                    .map(Some)
-                    .ok_or_else(|| tok_err(format!("tokenizer_config.json: {key} {t:?} is not in the vocabulary"))),
-            }
-        };
-        let (bos_token_id, eos_token_id) = (id_of("bos_token")?, id_of("eos_token")?);
-        let (add_bos_token, add_eos_token) = (flag(&cfg, "add_bos_token")?, flag(&cfg, "add_eos_token")?);
-        for (name, on, id) in [("add_bos_token", add_bos_token, bos_token_id), ("add_eos_token", add_eos_token, eos_token_id)] {
-            if on == Some(true) && id.is_none() {
-                return Err(tok_err(format!("tokenizer_config.json: {name} is true but its token is not set")));
-            }
-        }
+        let SpecialTokens { bos_token_id, eos_token_id, add_bos_token, add_eos_token } =
+            SpecialTokens::from_config(&cfg, |t| inner.token_to_id(t))?;
         Ok(Self { inner, bos_token_id, eos_token_id, add_bos_token, add_eos_token })
     }
 

@@ -326,6 +326,22 @@ impl RunConfig {
         Ok(cfg)
     }
 
+    /// Parses and checks the text of a `run.json`, paths left as written (unlike
+    /// [`from_file`](Self::from_file), which resolves relative ones against the file's
+    /// directory).
+    ///
+    /// ```
+    /// use brainstacks_train::boost::config::RunConfig;
+    /// let c = RunConfig::from_json_str(r#"{"out_dir": "runs/x", "model": {}, "domains": [{"name": "chat", "train": "chat.jsonl"}]}"#).unwrap();
+    /// assert_eq!((c.domains.len(), c.top_k), (1, 2));
+    /// assert!(RunConfig::from_json_str(r#"{"out_dir": "x", "model": {}, "domains": []}"#).is_err());
+    /// ```
+    pub fn from_json_str(text: &str) -> Result<Self> {
+        let cfg: RunConfig = serde_json::from_str(text).map_err(|e| invalid(format!("run.json: {e}")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
     /// Checks ranges and names; every message names the key.
     pub fn validate(&self) -> Result<()> {
         if self.domains.is_empty() {
@@ -378,6 +394,8 @@ impl RunConfig {
     /// The round's seed, as the released code derives it: `seed + m + 7 * (stacks already trained
     /// in this domain)`.
     pub fn round_seed(&self, round: usize) -> u64 {
-        self.seed + round as u64 + 7 * (round as u64 - 1)
+        // Wrapping: a seed near u64::MAX (any u64 is a valid seed) must not overflow.
+        let round = round as u64;
+        self.seed.wrapping_add(round).wrapping_add(7u64.wrapping_mul(round.wrapping_sub(1)))
     }
 }

@@ -87,8 +87,8 @@ pub struct Manifest {
     pub forgetting: Forgetting,
 }
 
-fn invalid(path: &Path, msg: impl std::fmt::Display) -> Error {
-    Error::Invalid { what: path.display().to_string(), msg: msg.to_string() }
+fn invalid(what: impl std::fmt::Display, msg: impl std::fmt::Display) -> Error {
+    Error::Invalid { what: what.to_string(), msg: msg.to_string() }
 }
 
 impl Manifest {
@@ -106,11 +106,30 @@ impl Manifest {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| invalid(path, format!("cannot read: {e}")))?;
-        let m: Manifest = serde_json::from_str(&text).map_err(|e| invalid(path, format!("not a run manifest: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| invalid(path.display(), format!("cannot read: {e}")))?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses the text of a `manifest.json` (what [`load`](Self::load) reads), checking its
+    /// format and version; errors name it "manifest.json".
+    ///
+    /// ```
+    /// use brainstacks_train::boost::manifest::Manifest;
+    /// let m = Manifest::new("abc".into(), vec!["chat".into()], 10);
+    /// let text = serde_json::to_string(&m).unwrap();
+    /// assert_eq!(Manifest::from_json_str(&text).unwrap(), m);
+    /// assert!(Manifest::from_json_str(&text.replace("brainstacks-run", "other")).is_err());
+    /// ```
+    pub fn from_json_str(text: &str) -> Result<Self> {
+        Self::parse(text, "manifest.json")
+    }
+
+    /// `what` names the source in errors.
+    fn parse(text: &str, what: &str) -> Result<Self> {
+        let m: Manifest = serde_json::from_str(text).map_err(|e| invalid(what, format!("not a run manifest: {e}")))?;
         if m.format != FORMAT || m.version != VERSION {
             return Err(invalid(
-                path,
+                what,
                 format!("format {:?} version {}; this build writes {FORMAT:?} version {VERSION}", m.format, m.version),
             ));
         }
@@ -119,7 +138,7 @@ impl Manifest {
 
     /// Writes atomically: a crash leaves the previous manifest or this one, never a torn file.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| invalid(path, e))?;
+        let text = serde_json::to_string_pretty(self).map_err(|e| invalid(path.display(), e))?;
         write_atomic_bytes(path, text.as_bytes())?;
         Ok(())
     }

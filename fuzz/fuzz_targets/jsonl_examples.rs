@@ -1,0 +1,6 @@
+#![no_main]
+//! See `brainstacks_train::fuzz_support::jsonl_examples` for what this target checks.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| brainstacks_train::fuzz_support::jsonl_examples(data));
