@@ -46,6 +46,7 @@
 //! calling thread only.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 use bytemuck::{Pod, Zeroable};
 use half::bf16;
@@ -131,6 +132,24 @@ pub fn gemm_f32(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: &mut [f32], accumulat
 /// output. Same contract as [`gemm_f32`].
 pub fn gemm_bf16(a: MatRef<'_, bf16>, b: MatRef<'_, bf16>, c: &mut [f32], accumulate: bool) {
     gemm_with(&f32_kernel(b.cols), a, b, c, accumulate);
+}
+
+/// [`gemm_f32`] with `accumulate = false` into uninitialised memory: every element of `c` is
+/// written, so a fresh output buffer needs no zero-fill first.
+pub(crate) fn gemm_f32_uninit(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: &mut [MaybeUninit<f32>]) {
+    let direct = reads_a_in_place(&a, b.cols);
+    gemm_out(&f32_kernel(b.cols), direct, a, b, Out::Uninit(c));
+}
+
+/// [`gemm_bf16`] with `accumulate = false` into uninitialised memory (see [`gemm_f32_uninit`]).
+pub(crate) fn gemm_bf16_uninit(a: MatRef<'_, bf16>, b: MatRef<'_, bf16>, c: &mut [MaybeUninit<f32>]) {
+    gemm_out(&f32_kernel(b.cols), false, a, b, Out::Uninit(c));
+}
+
+/// [`gemm_f64`] with `accumulate = false` into uninitialised memory (see [`gemm_f32_uninit`]).
+pub(crate) fn gemm_f64_uninit(a: MatRef<'_, f64>, b: MatRef<'_, f64>, c: &mut [MaybeUninit<f64>]) {
+    let direct = reads_a_in_place(&a, b.cols);
+    gemm_out(&f64_kernel(), direct, a, b, Out::Uninit(c));
 }
 
 /// [`gemm_f32`] with any B operand that packs itself (e.g. NF4 weights decoded while packing).
@@ -1017,16 +1036,37 @@ fn gemm_run<T: Widen<E>, E: Acc, B: PackB<E>>(
     c: &mut [E],
     accumulate: bool,
 ) {
+    gemm_out(kernel, direct, a, b, Out::Init(c, accumulate));
+}
+
+/// Where a product goes: an initialised C, overwritten or (`true`) added to, or uninitialised
+/// memory, which is only ever written.
+enum Out<'c, E> {
+    Init(&'c mut [E], bool),
+    Uninit(&'c mut [MaybeUninit<E>]),
+}
+
+/// [`gemm_run`] into either kind of [`Out`].
+fn gemm_out<T: Widen<E>, E: Acc, B: PackB<E>>(
+    kernel: &MicroKernel<E>,
+    direct: bool,
+    a: MatRef<'_, T>,
+    b: B,
+    out: Out<'_, E>,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols());
+    let c_len = match &out {
+        Out::Init(c, _) => c.len(),
+        Out::Uninit(c) => c.len(),
+    };
     assert!(
         b.rows() == k,
         "gemm: inner dimensions differ: a is {m} x {k}, b is {} x {n}",
         b.rows()
     );
     assert!(
-        m.checked_mul(n) == Some(c.len()),
-        "gemm: c has length {}, expected {m} x {n}",
-        c.len()
+        m.checked_mul(n) == Some(c_len),
+        "gemm: c has length {c_len}, expected {m} x {n}",
     );
     a.assert_fits("a");
     b.assert_fits();
@@ -1034,11 +1074,19 @@ fn gemm_run<T: Widen<E>, E: Acc, B: PackB<E>>(
         return;
     }
     if k == 0 {
-        if !accumulate {
-            c.fill(E::zeroed());
+        match out {
+            Out::Init(c, false) => c.fill(E::zeroed()),
+            Out::Init(_, true) => {}
+            Out::Uninit(c) => c.fill(MaybeUninit::new(E::zeroed())),
         }
         return;
     }
+    // Without accumulation no element of C is read before the task computing it has written it
+    // (see `Blocks::tile`), so uninitialised memory is fine behind the raw pointer.
+    let (c, accumulate) = match out {
+        Out::Init(c, accumulate) => (c.as_mut_ptr(), accumulate),
+        Out::Uninit(c) => (c.as_mut_ptr().cast::<E>(), false),
+    };
 
     let threads = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS {
         rayon::current_num_threads()
@@ -1046,7 +1094,7 @@ fn gemm_run<T: Widen<E>, E: Acc, B: PackB<E>>(
         1
     };
     let plan = plan(m, n, kernel.mr, kernel.nr, threads);
-    let c = CPtr(c.as_mut_ptr());
+    let c = CPtr(c);
     let a_in_place = if direct && (a.col_stride == 1 || k == 1) {
         T::in_place(a.data)
     } else {
@@ -1277,13 +1325,15 @@ impl Blocks {
         };
         for i in 0..rows {
             for j in 0..cols {
-                // SAFETY: (i, j) with i < rows, j < cols is the valid part of this tile, inside C
-                // and inside this task's rectangle.
-                let dst = unsafe { &mut *c_tile.add(i * self.ldc + j) };
+                // Raw reads and writes, no reference: C may be uninitialised memory, read only
+                // when `load_c` says an earlier store (or the caller) initialised it.
+                let dst = c_tile.wrapping_add(i * self.ldc + j);
                 let partial = scratch[i * kn.nr + j];
                 // The same single addition the kernel does on a full tile, so results do not
                 // depend on whether a tile happened to be full.
-                *dst = if self.load_c { *dst + partial } else { partial };
+                // SAFETY: (i, j) with i < rows, j < cols is the valid part of this tile, inside C
+                // and inside this task's rectangle.
+                unsafe { dst.write(if self.load_c { dst.read() + partial } else { partial }) };
             }
         }
     }
@@ -1682,6 +1732,44 @@ mod tests {
                 };
                 prop_assert!(run(true) == run(false), "{}: m={m} n={n} k={k}", kernel.name);
             }
+        }
+    }
+
+    /// Writing into uninitialised memory gives the bits of overwriting an initialised C, for
+    /// every entry point, including k = 0 (zeros) and edge tiles.
+    #[test]
+    fn uninit_output_matches_overwriting() {
+        for (m, n, k) in [(37, 45, 600), (50, 16, 300), (5, 70, 257), (13, 9, 0), (0, 4, 3), (30, 100, 40)] {
+            let mut noise = Noise::new(3);
+            let a = operand(m, k, Layout::RowMajor, &mut noise, |x| x as f32);
+            let b = operand(k, n, Layout::Transposed, &mut noise, |x| x as f32);
+            let mut want = vec![f32::NAN; m * n];
+            gemm_f32(a.view(), b.view(), &mut want, false);
+            let mut got = vec![MaybeUninit::<f32>::uninit(); m * n];
+            gemm_f32_uninit(a.view(), b.view(), &mut got);
+            // SAFETY: the GEMM wrote every element.
+            let got: Vec<f32> = got.into_iter().map(|v| unsafe { v.assume_init() }).collect();
+            assert_eq!(got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+
+            let a16 = operand(m, k, Layout::PaddedRows, &mut noise, bf16::from_f64);
+            let b16 = operand(k, n, Layout::RowMajor, &mut noise, bf16::from_f64);
+            let mut want = vec![f32::NAN; m * n];
+            gemm_bf16(a16.view(), b16.view(), &mut want, false);
+            let mut got = vec![MaybeUninit::<f32>::uninit(); m * n];
+            gemm_bf16_uninit(a16.view(), b16.view(), &mut got);
+            // SAFETY: as above.
+            let got: Vec<f32> = got.into_iter().map(|v| unsafe { v.assume_init() }).collect();
+            assert_eq!(got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+
+            let a64 = operand(m, k, Layout::Strided, &mut noise, |x| x);
+            let b64 = operand(k, n, Layout::PaddedTransposed, &mut noise, |x| x);
+            let mut want = vec![f64::NAN; m * n];
+            gemm_f64(a64.view(), b64.view(), &mut want, false);
+            let mut got = vec![MaybeUninit::<f64>::uninit(); m * n];
+            gemm_f64_uninit(a64.view(), b64.view(), &mut got);
+            // SAFETY: as above.
+            let got: Vec<f64> = got.into_iter().map(|v| unsafe { v.assume_init() }).collect();
+            assert_eq!(got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
         }
     }
 
