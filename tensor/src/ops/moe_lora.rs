@@ -183,38 +183,41 @@ impl Tensor {
     }
 }
 
-/// `(dx, dgates, Some((da, db)))`, or `(dx, dgates, None)` when `weights` is false.
+/// `(dx, dgates, Some((da, db)))`, or `(dx, dgates, None)` when the weight gradients are not wanted.
+type SelectedGrads = (Tensor, Tensor, Option<(Tensor, Tensor)>);
+
+/// The CPU or CUDA backward, with the expert-weight gradients only when `weights` is set.
 #[allow(clippy::too_many_arguments)]
-fn backward_selected(x: &Tensor, idx: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64, dy: &Tensor, saved: &MoeLoraSaved, weights: bool) -> Result<(Tensor, Tensor, Option<(Tensor, Tensor)>)> {
-        const OP: &str = "moe_lora_backward";
-        #[cfg(feature = "cuda")]
-        if x.device().is_cuda() {
-            let d = check_shapes(OP, x, idx, gates, a, b)?;
-            if dy.shape() != [d.t, d.d_out] {
-                return Err(Error::shape(OP, dy.shape(), &[d.t, d.d_out], "dy must match the output"));
-            }
-            // The device dispatch computes every gradient in one pass; unwanted ones are dropped.
-            let g = crate::cuda::moe_lora::backward(x, idx, gates, a, b, scale, dy, &d)?;
-            return Ok((g.dx, g.dgates, weights.then_some((g.da, g.db))));
+fn backward_selected(x: &Tensor, idx: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64, dy: &Tensor, saved: &MoeLoraSaved, weights: bool) -> Result<SelectedGrads> {
+    const OP: &str = "moe_lora_backward";
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() {
+        let d = check_shapes(OP, x, idx, gates, a, b)?;
+        if dy.shape() != [d.t, d.d_out] {
+            return Err(Error::shape(OP, dy.shape(), &[d.t, d.d_out], "dy must match the output"));
         }
-        let c = check(OP, x, idx, gates, a, b)?;
-        if dy.shape() != [c.t, c.dims.d_out] {
-            return Err(Error::shape(OP, dy.shape(), &[c.t, c.dims.d_out], "dy must match the output"));
+        // The device dispatch computes every gradient in one pass; unwanted ones are dropped.
+        let g = crate::cuda::moe_lora::backward(x, idx, gates, a, b, scale, dy, &d)?;
+        return Ok((g.dx, g.dgates, weights.then_some((g.da, g.db))));
+    }
+    let c = check(OP, x, idx, gates, a, b)?;
+    if dy.shape() != [c.t, c.dims.d_out] {
+        return Err(Error::shape(OP, dy.shape(), &[c.t, c.dims.d_out], "dy must match the output"));
+    }
+    match x.dtype() {
+        DType::F64 => run_backward::<f64>(x, gates, a, b, scale, &dy.to_dtype(DType::F64)?, &c, saved, weights),
+        DType::F32 | DType::BF16 | DType::F16 => {
+            let f = |v: &Tensor| v.to_dtype(DType::F32);
+            let (dx, dg, w) = run_backward::<f32>(&f(x)?, &f(gates)?, &f(a)?, &f(b)?, scale, &f(dy)?, &c, saved, weights)?;
+            let back = |v: Tensor| v.to_dtype(x.dtype());
+            let w = match w {
+                Some((da, db)) => Some((back(da)?, back(db)?)),
+                None => None,
+            };
+            Ok((back(dx)?, back(dg)?, w))
         }
-        match x.dtype() {
-            DType::F64 => run_backward::<f64>(x, gates, a, b, scale, &dy.to_dtype(DType::F64)?, &c, saved, weights),
-            DType::F32 | DType::BF16 | DType::F16 => {
-                let f = |v: &Tensor| v.to_dtype(DType::F32);
-                let (dx, dg, w) = run_backward::<f32>(&f(x)?, &f(gates)?, &f(a)?, &f(b)?, scale, &f(dy)?, &c, saved, weights)?;
-                let back = |v: Tensor| v.to_dtype(x.dtype());
-                let w = match w {
-                    Some((da, db)) => Some((back(da)?, back(db)?)),
-                    None => None,
-                };
-                Ok((back(dx)?, back(dg)?, w))
-            }
-            dt => Err(Error::dtype(OP, dt, "MoE-LoRA takes float inputs")),
-        }
+        dt => Err(Error::dtype(OP, dt, "MoE-LoRA takes float inputs")),
+    }
 }
 
 fn run_forward<T: MoeFloat + crate::WithDType>(x: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64, c: &Checked, shape: &[usize]) -> Result<(Tensor, MoeLoraSaved)> {
@@ -231,7 +234,7 @@ fn run_forward<T: MoeFloat + crate::WithDType>(x: &Tensor, gates: &Tensor, a: &T
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_backward<T: MoeFloat + crate::WithDType>(x: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64, dy: &Tensor, c: &Checked, saved: &MoeLoraSaved, weights: bool) -> Result<(Tensor, Tensor, Option<(Tensor, Tensor)>)> {
+fn run_backward<T: MoeFloat + crate::WithDType>(x: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64, dy: &Tensor, c: &Checked, saved: &MoeLoraSaved, weights: bool) -> Result<SelectedGrads> {
     // Kept activations of another dtype or shape (not from this forward) are ignored.
     let mid = saved.mid.as_ref().filter(|m| m.shape() == [c.t, c.experts * c.dims.r]).and_then(|m| m.as_contiguous_slice::<T>());
     let (xv, gv, av, bv) = (contiguous_vec::<T>(x)?, contiguous_vec::<T>(gates)?, contiguous_vec::<T>(a)?, contiguous_vec::<T>(b)?);
