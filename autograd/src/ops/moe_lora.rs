@@ -17,6 +17,11 @@ impl Var {
             if !needs.iter().any(|&n| n) {
                 return Ok(vec![None, None, None, None]);
             }
+            if !needs[2] && !needs[3] {
+                // Constant expert weights (a frozen stack): skip their gradients' GEMMs.
+                let g = Tensor::moe_lora_input_backward_kept(&x, &idx, &g, &at, &bt, scale, dy, &saved)?;
+                return Ok(vec![needs[0].then_some(g.dx), needs[1].then_some(g.dgates), None, None]);
+            }
             let grads = Tensor::moe_lora_backward_kept(&x, &idx, &g, &at, &bt, scale, dy, &saved)?;
             Ok(vec![
                 needs[0].then_some(grads.dx),

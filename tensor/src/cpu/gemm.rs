@@ -46,6 +46,7 @@
 //! calling thread only.
 
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 use bytemuck::{Pod, Zeroable};
 use half::bf16;
@@ -133,6 +134,24 @@ pub fn gemm_bf16(a: MatRef<'_, bf16>, b: MatRef<'_, bf16>, c: &mut [f32], accumu
     gemm_with(&f32_kernel(b.cols), a, b, c, accumulate);
 }
 
+/// [`gemm_f32`] with `accumulate = false` into uninitialised memory: every element of `c` is
+/// written, so a fresh output buffer needs no zero-fill first.
+pub(crate) fn gemm_f32_uninit(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: &mut [MaybeUninit<f32>]) {
+    let direct = reads_a_in_place(&a, b.cols);
+    gemm_out(&f32_kernel(b.cols), direct, a, b, Out::Uninit(c));
+}
+
+/// [`gemm_bf16`] with `accumulate = false` into uninitialised memory (see [`gemm_f32_uninit`]).
+pub(crate) fn gemm_bf16_uninit(a: MatRef<'_, bf16>, b: MatRef<'_, bf16>, c: &mut [MaybeUninit<f32>]) {
+    gemm_out(&f32_kernel(b.cols), false, a, b, Out::Uninit(c));
+}
+
+/// [`gemm_f64`] with `accumulate = false` into uninitialised memory (see [`gemm_f32_uninit`]).
+pub(crate) fn gemm_f64_uninit(a: MatRef<'_, f64>, b: MatRef<'_, f64>, c: &mut [MaybeUninit<f64>]) {
+    let direct = reads_a_in_place(&a, b.cols);
+    gemm_out(&f64_kernel(), direct, a, b, Out::Uninit(c));
+}
+
 /// [`gemm_f32`] with any B operand that packs itself (e.g. NF4 weights decoded while packing).
 pub(crate) fn gemm_f32_packed<B: PackB<f32>>(a: MatRef<'_, f32>, b: B, c: &mut [f32], accumulate: bool) {
     gemm_with(&f32_kernel(b.cols()), a, b, c, accumulate);
@@ -169,15 +188,35 @@ pub(crate) trait Acc: Pod + Send + Sync + std::ops::Add<Output = Self> {}
 impl Acc for f32 {}
 impl Acc for f64 {}
 
-/// Computes one `mr` x `nr` tile: `acc[i][j] = sum_{p < kc} a[p * mr + i] * b[p * nr + j]` (in
+/// Computes one `mr` x `nr` tile: `acc[i][j] = sum_{p < kc} A(i, p) * b[p * nr + j]` (in
 /// increasing `p`, one accumulator per entry, starting from zero), then stores
 /// `c[i * ldc + j] = acc[i][j]`, or `c[i * ldc + j] += acc[i][j]` when `load_c` is set.
 ///
+/// `A(i, p)` is `a[p * mr + i]` for a packed micro-panel ([`MicroKernel::run`], `lda` unused), or
+/// `a[i * lda + p]` for rows read in place from a matrix contiguous along k
+/// ([`MicroKernel::run_direct`]). Both read the same values in the same order, so they agree to the
+/// bit.
+///
 /// # Safety
-/// `a` must be valid for `kc * mr` reads, `b` for `kc * nr` reads, and `c` for reads and writes of
-/// the `mr` x `nr` tile at row stride `ldc`; the CPU must have the kernel's target features.
-type KernelFn<E> =
-    unsafe fn(kc: usize, a: *const E, b: *const E, c: *mut E, ldc: usize, load_c: bool);
+/// `a` must be valid for the `mr` x `kc` reads above, `b` for `kc * nr` reads, and `c` for reads
+/// and writes of the `mr` x `nr` tile at row stride `ldc`; the CPU must have the kernel's target
+/// features.
+type KernelFn<E> = unsafe fn(
+    kc: usize,
+    a: *const E,
+    lda: usize,
+    b: *const E,
+    c: *mut E,
+    ldc: usize,
+    load_c: bool,
+);
+
+/// Where element `(i, p)` of an A micro-panel is: packed (`a[p * MR + i]`) or in place
+/// (`a[i * lda + p]`). A constant, so each kernel compiles once per layout.
+#[inline(always)]
+const fn a_index<const MR: usize, const DIRECT: bool>(i: usize, p: usize, lda: usize) -> usize {
+    if DIRECT { i * lda + p } else { p * MR + i }
+}
 
 /// A micro-kernel with the tile shape it computes and the cache blocking tuned for it.
 #[derive(Clone, Copy)]
@@ -197,6 +236,9 @@ struct MicroKernel<E> {
     /// should stay in L2.
     nc: usize,
     run: KernelFn<E>,
+    /// The same tile reading A in place (see [`KernelFn`]): for products whose A is contiguous
+    /// along k and whose B is narrow, where packing A would cost about as much as the product.
+    run_direct: KernelFn<E>,
 }
 
 /// Largest `mr * nr` of any kernel: the size of the stack tile used for edge tiles.
@@ -275,7 +317,8 @@ const F32_PORTABLE: MicroKernel<f32> = MicroKernel {
     kc: 256,
     mc: 256,
     nc: 1024,
-    run: kernel_portable::<f32, PORTABLE_MR, PORTABLE_NR>,
+    run: kernel_portable::<f32, PORTABLE_MR, PORTABLE_NR, false>,
+    run_direct: kernel_portable::<f32, PORTABLE_MR, PORTABLE_NR, true>,
 };
 
 /// Portable f64 fallback.
@@ -286,7 +329,8 @@ const F64_PORTABLE: MicroKernel<f64> = MicroKernel {
     kc: 256,
     mc: 256,
     nc: 512,
-    run: kernel_portable::<f64, PORTABLE_MR, PORTABLE_NR>,
+    run: kernel_portable::<f64, PORTABLE_MR, PORTABLE_NR, false>,
+    run_direct: kernel_portable::<f64, PORTABLE_MR, PORTABLE_NR, true>,
 };
 
 /// The tile loop written once for any element type and tile shape; `fmadd(a, b, acc)` decides
@@ -296,9 +340,10 @@ const F64_PORTABLE: MicroKernel<f64> = MicroKernel {
 /// # Safety
 /// As [`KernelFn`], with tile shape `MR` x `NR`.
 #[inline(always)]
-unsafe fn tile_generic<E: Acc, const MR: usize, const NR: usize>(
+unsafe fn tile_generic<E: Acc, const MR: usize, const NR: usize, const DIRECT: bool>(
     kc: usize,
     a: *const E,
+    lda: usize,
     b: *const E,
     c: *mut E,
     ldc: usize,
@@ -307,17 +352,14 @@ unsafe fn tile_generic<E: Acc, const MR: usize, const NR: usize>(
 ) {
     let mut acc = [[E::zeroed(); NR]; MR];
     for p in 0..kc {
-        // SAFETY: p < kc, so rows p of the packed panels are inside the kc * MR and kc * NR reads
-        // the caller guarantees.
-        let (ap, bp) = unsafe {
-            (
-                &*a.add(p * MR).cast::<[E; MR]>(),
-                &*b.add(p * NR).cast::<[E; NR]>(),
-            )
-        };
+        // SAFETY: p < kc, so row p of the B panel is inside the kc * NR reads and every A(i, p)
+        // inside the A reads the caller guarantees.
+        let bp = unsafe { &*b.add(p * NR).cast::<[E; NR]>() };
         for i in 0..MR {
+            // SAFETY: as above.
+            let ai = unsafe { *a.add(a_index::<MR, DIRECT>(i, p, lda)) };
             for j in 0..NR {
-                acc[i][j] = fmadd(ap[i], bp[j], acc[i][j]);
+                acc[i][j] = fmadd(ai, bp[j], acc[i][j]);
             }
         }
     }
@@ -335,16 +377,24 @@ unsafe fn tile_generic<E: Acc, const MR: usize, const NR: usize>(
 ///
 /// # Safety
 /// As [`KernelFn`].
-unsafe fn kernel_portable<E: Acc + std::ops::Mul<Output = E>, const MR: usize, const NR: usize>(
+unsafe fn kernel_portable<
+    E: Acc + std::ops::Mul<Output = E>,
+    const MR: usize,
+    const NR: usize,
+    const DIRECT: bool,
+>(
     kc: usize,
     a: *const E,
+    lda: usize,
     b: *const E,
     c: *mut E,
     ldc: usize,
     load_c: bool,
 ) {
     // SAFETY: forwarded contract.
-    unsafe { tile_generic::<E, MR, NR>(kc, a, b, c, ldc, load_c, |x, y, acc| acc + x * y) }
+    unsafe {
+        tile_generic::<E, MR, NR, DIRECT>(kc, a, lda, b, c, ldc, load_c, |x, y, acc| acc + x * y)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -374,7 +424,8 @@ mod x86 {
         kc: 256,
         mc: 240,
         nc: 1024,
-        run: kernel_f32_avx512::<12, 2>,
+        run: kernel_f32_avx512::<12, 2, false>,
+        run_direct: kernel_f32_avx512::<12, 2, true>,
     };
 
     /// 24 x 16 tile for narrow products (n <= 16, e.g. a rank-16 LoRA projection), where the
@@ -387,7 +438,8 @@ mod x86 {
         kc: 256,
         mc: 240,
         nc: 1024,
-        run: kernel_f32_avx512::<24, 1>,
+        run: kernel_f32_avx512::<24, 1, false>,
+        run_direct: kernel_f32_avx512::<24, 1, true>,
     };
 
     const AVX2_MR: usize = 6;
@@ -402,7 +454,8 @@ mod x86 {
         kc: 256,
         mc: 240,
         nc: 1024,
-        run: kernel_f32_avx2,
+        run: kernel_f32_avx2::<false>,
+        run_direct: kernel_f32_avx2::<true>,
     };
 
     /// f64, 4 x 8 tile through the generic loop compiled for AVX2+FMA (the compiler turns each
@@ -415,7 +468,8 @@ mod x86 {
         kc: 256,
         mc: 256,
         nc: 512,
-        run: kernel_f64_avx2,
+        run: kernel_f64_avx2::<false>,
+        run_direct: kernel_f64_avx2::<true>,
     };
 
     /// The AVX-512 tile loop for an `MR` x `16 * NV` tile: `MR * NV` zmm accumulators.
@@ -423,9 +477,10 @@ mod x86 {
     /// # Safety
     /// As [`super::KernelFn`] with `mr = MR`, `nr = 16 * NV`; the CPU must support AVX-512F.
     #[target_feature(enable = "avx512f")]
-    unsafe fn kernel_f32_avx512<const MR: usize, const NV: usize>(
+    unsafe fn kernel_f32_avx512<const MR: usize, const NV: usize, const DIRECT: bool>(
         kc: usize,
         a: *const f32,
+        lda: usize,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -434,18 +489,16 @@ mod x86 {
         let nr = 16 * NV;
         let mut acc = [[_mm512_setzero_ps(); NV]; MR];
         for p in 0..kc {
-            // SAFETY: p < kc: row p of the packed panels is inside the caller's kc * MR and
-            // kc * nr reads. Unaligned loads, so no alignment is assumed.
-            let (bv, ap): ([__m512; NV], _) = unsafe {
+            // SAFETY: p < kc: row p of the packed B panel is inside the caller's kc * nr reads.
+            // Unaligned loads, so no alignment is assumed.
+            let bv: [__m512; NV] = unsafe {
                 let bp = b.add(p * nr);
-                (
-                    std::array::from_fn(|v| _mm512_loadu_ps(bp.add(16 * v))),
-                    a.add(p * MR),
-                )
+                std::array::from_fn(|v| _mm512_loadu_ps(bp.add(16 * v)))
             };
             for i in 0..MR {
-                // SAFETY: i < MR, inside row p of the A micro-panel.
-                let ai = _mm512_set1_ps(unsafe { *ap.add(i) });
+                // SAFETY: i < MR, p < kc: A(i, p) is inside the caller's A reads.
+                let ai =
+                    _mm512_set1_ps(unsafe { *a.add(super::a_index::<MR, DIRECT>(i, p, lda)) });
                 for v in 0..NV {
                     acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
                 }
@@ -471,9 +524,10 @@ mod x86 {
     /// # Safety
     /// As [`super::KernelFn`]; the CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn kernel_f32_avx2(
+    unsafe fn kernel_f32_avx2<const DIRECT: bool>(
         kc: usize,
         a: *const f32,
+        lda: usize,
         b: *const f32,
         c: *mut f32,
         ldc: usize,
@@ -484,17 +538,14 @@ mod x86 {
         let mut acc = [[_mm256_setzero_ps(); 2]; MR];
         for p in 0..kc {
             // SAFETY: as in the AVX-512 kernel.
-            let (b0, b1, ap) = unsafe {
+            let (b0, b1) = unsafe {
                 let bp = b.add(p * NR);
-                (
-                    _mm256_loadu_ps(bp),
-                    _mm256_loadu_ps(bp.add(8)),
-                    a.add(p * MR),
-                )
+                (_mm256_loadu_ps(bp), _mm256_loadu_ps(bp.add(8)))
             };
             for i in 0..MR {
-                // SAFETY: i < MR, inside row p of the A micro-panel.
-                let ai = _mm256_set1_ps(unsafe { *ap.add(i) });
+                // SAFETY: i < MR, p < kc: A(i, p) is inside the caller's A reads.
+                let ai =
+                    _mm256_set1_ps(unsafe { *a.add(super::a_index::<MR, DIRECT>(i, p, lda)) });
                 acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
                 acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
             }
@@ -517,9 +568,10 @@ mod x86 {
     /// # Safety
     /// As [`super::KernelFn`]; the CPU must support AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn kernel_f64_avx2(
+    unsafe fn kernel_f64_avx2<const DIRECT: bool>(
         kc: usize,
         a: *const f64,
+        lda: usize,
         b: *const f64,
         c: *mut f64,
         ldc: usize,
@@ -527,7 +579,9 @@ mod x86 {
     ) {
         // SAFETY: forwarded contract; `mul_add` compiles to a single FMA with the fma feature on.
         unsafe {
-            tile_generic::<f64, 4, 8>(kc, a, b, c, ldc, load_c, |x, y, acc| x.mul_add(y, acc))
+            tile_generic::<f64, 4, 8, DIRECT>(kc, a, lda, b, c, ldc, load_c, |x, y, acc| {
+                x.mul_add(y, acc)
+            })
         }
     }
 
@@ -623,6 +677,13 @@ mod x86 {
 pub(crate) trait Widen<E: Acc>: Copy + Sync {
     fn widen(self) -> E;
 
+    /// `src` as accumulation-type elements when no widening is needed (`Self == E`), so that A
+    /// can be read in place by [`MicroKernel::run_direct`].
+    #[inline(always)]
+    fn in_place(_src: &[Self]) -> Option<&[E]> {
+        None
+    }
+
     /// Packs a panel whose lanes are each contiguous along k (`lanes.depth_stride == 1`): row-major
     /// A, or a transposed B. The panel is the transpose of the source, so this is the slow case.
     /// The default reads each lane in one sequential pass and scatters it into the panel, which
@@ -637,6 +698,11 @@ impl Widen<f32> for f32 {
     #[inline(always)]
     fn widen(self) -> f32 {
         self
+    }
+
+    #[inline(always)]
+    fn in_place(src: &[f32]) -> Option<&[f32]> {
+        Some(src)
     }
 
     #[inline(always)]
@@ -670,6 +736,11 @@ impl Widen<f64> for f64 {
     #[inline(always)]
     fn widen(self) -> f64 {
         self
+    }
+
+    #[inline(always)]
+    fn in_place(src: &[f64]) -> Option<&[f64]> {
+        Some(src)
     }
 }
 
@@ -927,6 +998,22 @@ fn plan(m: usize, n: usize, mr: usize, nr: usize, threads: usize) -> Plan {
         .expect("at least one candidate")
 }
 
+/// Products with at most this many columns read a row-major A in place rather than pack it.
+///
+/// Packing a row-major A is a transpose (see [`Widen::pack_lanes_along_depth`]) costing a few
+/// cycles per element, amortised over the `n / nr` B micro-panels each A panel meets. For a
+/// narrow product (a LoRA down-projection `X Aᵀ` with `n = E r`, a router with `n = E`) that is
+/// one or two panels, so packing took about as long as the multiply-adds. Reading A in place
+/// costs one scalar broadcast per row and depth step either way; beyond a few B panels the packed
+/// A micro-panel's L1 locality pays off again.
+const DIRECT_A_MAX_N: usize = 64;
+
+/// Whether [`gemm_with`] reads A in place: A needs no widening, is contiguous along k, and the
+/// product is narrow ([`DIRECT_A_MAX_N`]). Either way every entry gets the same bits.
+fn reads_a_in_place<T: Widen<E>, E: Acc>(a: &MatRef<'_, T>, n: usize) -> bool {
+    n <= DIRECT_A_MAX_N && (a.col_stride == 1 || a.cols == 1) && T::in_place(a.data).is_some()
+}
+
 /// The whole product with one micro-kernel; inputs are widened to `E` while packing.
 fn gemm_with<T: Widen<E>, E: Acc, B: PackB<E>>(
     kernel: &MicroKernel<E>,
@@ -935,16 +1022,51 @@ fn gemm_with<T: Widen<E>, E: Acc, B: PackB<E>>(
     c: &mut [E],
     accumulate: bool,
 ) {
+    let direct = reads_a_in_place(&a, b.cols());
+    gemm_run(kernel, direct, a, b, c, accumulate);
+}
+
+/// [`gemm_with`] with the choice of reading A in place made by the caller (`direct`; ignored
+/// unless A is contiguous along k and needs no widening).
+fn gemm_run<T: Widen<E>, E: Acc, B: PackB<E>>(
+    kernel: &MicroKernel<E>,
+    direct: bool,
+    a: MatRef<'_, T>,
+    b: B,
+    c: &mut [E],
+    accumulate: bool,
+) {
+    gemm_out(kernel, direct, a, b, Out::Init(c, accumulate));
+}
+
+/// Where a product goes: an initialised C, overwritten or (`true`) added to, or uninitialised
+/// memory, which is only ever written.
+enum Out<'c, E> {
+    Init(&'c mut [E], bool),
+    Uninit(&'c mut [MaybeUninit<E>]),
+}
+
+/// [`gemm_run`] into either kind of [`Out`].
+fn gemm_out<T: Widen<E>, E: Acc, B: PackB<E>>(
+    kernel: &MicroKernel<E>,
+    direct: bool,
+    a: MatRef<'_, T>,
+    b: B,
+    out: Out<'_, E>,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols());
+    let c_len = match &out {
+        Out::Init(c, _) => c.len(),
+        Out::Uninit(c) => c.len(),
+    };
     assert!(
         b.rows() == k,
         "gemm: inner dimensions differ: a is {m} x {k}, b is {} x {n}",
         b.rows()
     );
     assert!(
-        m.checked_mul(n) == Some(c.len()),
-        "gemm: c has length {}, expected {m} x {n}",
-        c.len()
+        m.checked_mul(n) == Some(c_len),
+        "gemm: c has length {c_len}, expected {m} x {n}",
     );
     a.assert_fits("a");
     b.assert_fits();
@@ -952,11 +1074,19 @@ fn gemm_with<T: Widen<E>, E: Acc, B: PackB<E>>(
         return;
     }
     if k == 0 {
-        if !accumulate {
-            c.fill(E::zeroed());
+        match out {
+            Out::Init(c, false) => c.fill(E::zeroed()),
+            Out::Init(_, true) => {}
+            Out::Uninit(c) => c.fill(MaybeUninit::new(E::zeroed())),
         }
         return;
     }
+    // Without accumulation no element of C is read before the task computing it has written it
+    // (see `Blocks::tile`), so uninitialised memory is fine behind the raw pointer.
+    let (c, accumulate) = match out {
+        Out::Init(c, accumulate) => (c.as_mut_ptr(), accumulate),
+        Out::Uninit(c) => (c.as_mut_ptr().cast::<E>(), false),
+    };
 
     let threads = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS {
         rayon::current_num_threads()
@@ -964,10 +1094,16 @@ fn gemm_with<T: Widen<E>, E: Acc, B: PackB<E>>(
         1
     };
     let plan = plan(m, n, kernel.mr, kernel.nr, threads);
-    let c = CPtr(c.as_mut_ptr());
+    let c = CPtr(c);
+    let a_in_place = if direct && (a.col_stride == 1 || k == 1) {
+        T::in_place(a.data)
+    } else {
+        None
+    };
     let job = Job {
         kernel,
         a,
+        a_in_place,
         b,
         c,
         ldc: n,
@@ -1002,6 +1138,9 @@ fn gemm_with<T: Widen<E>, E: Acc, B: PackB<E>>(
 struct Job<'k, 'a, T, E, B> {
     kernel: &'k MicroKernel<E>,
     a: MatRef<'a, T>,
+    /// `a.data` when A is read in place (contiguous along k, no widening), so only a partial
+    /// last row panel is packed.
+    a_in_place: Option<&'a [E]>,
     b: B,
     /// C's first element; row-major with row stride `ldc`.
     c: CPtr<E>,
@@ -1016,7 +1155,11 @@ impl<T: Widen<E>, E: Acc, B: PackB<E>> Job<'_, '_, T, E, B> {
         let (mr, nr) = (kn.mr, kn.nr);
         let k = self.a.cols;
         let kc_max = kn.kc.min(k);
-        let a_len = kn.mc.min(rows).div_ceil(mr) * mr * kc_max;
+        let a_len = if self.a_in_place.is_some() {
+            mr * kc_max
+        } else {
+            kn.mc.min(rows).div_ceil(mr) * mr * kc_max
+        };
         let b_len = kn.nc.min(cols).div_ceil(nr) * nr * kc_max;
         with_scratch::<E, _>(a_len, b_len, |a_buf, b_buf| {
             for j0 in (c0..c0 + cols).step_by(kn.nc) {
@@ -1029,8 +1172,29 @@ impl<T: Widen<E>, E: Acc, B: PackB<E>> Job<'_, '_, T, E, B> {
                     let load_c = self.accumulate || p0 > 0;
                     for i0 in (r0..r0 + rows).step_by(kn.mc) {
                         let mc = kn.mc.min(r0 + rows - i0);
-                        let a_block = &mut a_buf[..mc.div_ceil(mr) * mr * kc];
-                        pack_a(self.a, (i0, mc), (p0, kc), mr, a_block);
+                        let a_panels = match self.a_in_place {
+                            Some(data) => {
+                                // Full panels are read in place; a partial last one is packed
+                                // (zero-padded) so the kernel never reads past A's rows.
+                                let full = mc / mr;
+                                let edge = &mut a_buf[..mr * kc];
+                                if full * mr < mc {
+                                    let rows = (i0 + full * mr, mc - full * mr);
+                                    pack_a(self.a, rows, (p0, kc), mr, edge);
+                                }
+                                APanels::InPlace {
+                                    data,
+                                    first: i0 * self.a.row_stride + p0,
+                                    lda: self.a.row_stride,
+                                    edge,
+                                }
+                            }
+                            None => {
+                                let a_block = &mut a_buf[..mc.div_ceil(mr) * mr * kc];
+                                pack_a(self.a, (i0, mc), (p0, kc), mr, a_block);
+                                APanels::Packed(a_block)
+                            }
+                        };
                         // Address arithmetic only; dereferenced in `tile`.
                         let c_block = self.c.0.wrapping_add(i0 * self.ldc + j0);
                         let blocks = Blocks {
@@ -1038,12 +1202,30 @@ impl<T: Widen<E>, E: Acc, B: PackB<E>> Job<'_, '_, T, E, B> {
                             load_c,
                             ldc: self.ldc,
                         };
-                        blocks.macro_kernel(kn, (a_block, mc), (b_block, nc), c_block);
+                        blocks.macro_kernel(kn, (a_panels, mc), (b_block, nc), c_block);
                     }
                 }
             }
         });
     }
+}
+
+/// The A side of one macro-kernel call: `rows` rows from row `i0`, depths `p0..p0 + kc`.
+#[derive(Clone, Copy)]
+enum APanels<'s, E> {
+    /// Packed MR-row micro-panels (see [`pack_a`]).
+    Packed(&'s [E]),
+    /// Read in place: row `i0 + i`, depth `p0 + p` is `data[first + i * lda + p]`; `edge` is the
+    /// packed, zero-padded last panel when `rows` is not a multiple of MR.
+    InPlace { data: &'s [E], first: usize, lda: usize, edge: &'s [E] },
+}
+
+/// One A micro-panel as a kernel reads it: packed (`kc * mr` values), or `mr` rows read in place
+/// (`lda` apart, each `kc` long; the slice runs from the first row's start to the last row's end).
+#[derive(Clone, Copy)]
+enum APanel<'s, E> {
+    Packed(&'s [E]),
+    InPlace(&'s [E], usize),
 }
 
 /// The shape shared by the tiles of one packed A block x packed B block.
@@ -1059,19 +1241,29 @@ impl Blocks {
     fn macro_kernel<E: Acc>(
         &self,
         kn: &MicroKernel<E>,
-        (a_block, rows): (&[E], usize),
+        (a_panels, rows): (APanels<'_, E>, usize),
         (b_block, cols): (&[E], usize),
         c_block: *mut E,
     ) {
         let (mr, nr, kc) = (kn.mr, kn.nr, self.kc);
         // The A micro-panel stays in L1 while every B micro-panel of the block streams past it
         // from L2.
-        for (q, a_panel) in a_block.chunks_exact(kc * mr).enumerate() {
+        for q in 0..rows.div_ceil(mr) {
             let tile_rows = mr.min(rows - q * mr);
+            let a = match a_panels {
+                APanels::Packed(block) => APanel::Packed(&block[q * kc * mr..(q + 1) * kc * mr]),
+                APanels::InPlace { data, first, lda, .. } if tile_rows == mr => {
+                    // From the tile's first element to its last (row mr - 1, depth kc - 1):
+                    // inside A, whose extent the caller checked.
+                    let start = first + q * mr * lda;
+                    APanel::InPlace(&data[start..start + (mr - 1) * lda + kc], lda)
+                }
+                APanels::InPlace { edge, .. } => APanel::Packed(edge),
+            };
             for (jq, b_panel) in b_block.chunks_exact(kc * nr).enumerate() {
                 let tile_cols = nr.min(cols - jq * nr);
                 let c_tile = c_block.wrapping_add(q * mr * self.ldc + jq * nr);
-                self.tile(kn, a_panel, b_panel, c_tile, tile_rows, tile_cols);
+                self.tile(kn, a, b_panel, c_tile, tile_rows, tile_cols);
             }
         }
     }
@@ -1080,22 +1272,35 @@ impl Blocks {
     fn tile<E: Acc>(
         &self,
         kn: &MicroKernel<E>,
-        a_panel: &[E],
+        a: APanel<'_, E>,
         b_panel: &[E],
         c_tile: *mut E,
         rows: usize,
         cols: usize,
     ) {
-        debug_assert!(a_panel.len() == self.kc * kn.mr && b_panel.len() == self.kc * kn.nr);
+        assert!(b_panel.len() == self.kc * kn.nr);
+        // The A reads a kernel makes: `kc * mr` packed values, or rows `lda` apart whose last
+        // element ends the slice (`APanel::InPlace` is cut that way).
+        let (run, a_ptr, lda) = match a {
+            APanel::Packed(panel) => {
+                assert!(panel.len() == self.kc * kn.mr);
+                (kn.run, panel.as_ptr(), 0)
+            }
+            APanel::InPlace(rows_slice, lda) => {
+                assert!(rows_slice.len() == (kn.mr - 1) * lda + self.kc);
+                (kn.run_direct, rows_slice.as_ptr(), lda)
+            }
+        };
         if rows == kn.mr && cols == kn.nr {
-            // SAFETY: the panels hold exactly kc * mr and kc * nr elements (`chunks_exact`); the
-            // full mr x nr tile at c_tile lies inside C (its rows and columns are within m and n)
+            // SAFETY: the B panel holds kc * nr elements and A the reads the kernel makes (both
+            // asserted above); the full mr x nr tile at c_tile lies inside C (its rows and columns are within m and n)
             // and inside this task's rectangle, which no other task touches (see `CPtr`); the
             // kernel was chosen for features this CPU has.
             unsafe {
-                (kn.run)(
+                run(
                     self.kc,
-                    a_panel.as_ptr(),
+                    a_ptr,
+                    lda,
                     b_panel.as_ptr(),
                     c_tile,
                     self.ldc,
@@ -1108,9 +1313,10 @@ impl Blocks {
         let mut scratch = [E::zeroed(); MAX_TILE];
         // SAFETY: the panels as above; the scratch tile holds mr x nr at row stride nr.
         unsafe {
-            (kn.run)(
+            run(
                 self.kc,
-                a_panel.as_ptr(),
+                a_ptr,
+                lda,
                 b_panel.as_ptr(),
                 scratch.as_mut_ptr(),
                 kn.nr,
@@ -1119,13 +1325,15 @@ impl Blocks {
         };
         for i in 0..rows {
             for j in 0..cols {
-                // SAFETY: (i, j) with i < rows, j < cols is the valid part of this tile, inside C
-                // and inside this task's rectangle.
-                let dst = unsafe { &mut *c_tile.add(i * self.ldc + j) };
+                // Raw reads and writes, no reference: C may be uninitialised memory, read only
+                // when `load_c` says an earlier store (or the caller) initialised it.
+                let dst = c_tile.wrapping_add(i * self.ldc + j);
                 let partial = scratch[i * kn.nr + j];
                 // The same single addition the kernel does on a full tile, so results do not
                 // depend on whether a tile happened to be full.
-                *dst = if self.load_c { *dst + partial } else { partial };
+                // SAFETY: (i, j) with i < rows, j < cols is the valid part of this tile, inside C
+                // and inside this task's rectangle.
+                unsafe { dst.write(if self.load_c { dst.read() + partial } else { partial }) };
             }
         }
     }
@@ -1482,6 +1690,86 @@ mod tests {
                     fused[0].name
                 );
             }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Reading A in place gives every entry the bits packing A gives, with every kernel: the
+        /// same values meet in the same order. Shapes cross the row-panel edge (m not a multiple
+        /// of MR), several KC blocks (k > 256) and both sides of `DIRECT_A_MAX_N`; padded and
+        /// broadcast rows, f32 on a two-thread pool and f64.
+        #[test]
+        fn reading_a_in_place_matches_packing_bitwise(
+            m in 0usize..100, n in 0usize..100, k in prop_oneof![0usize..20, 250usize..530],
+            la in prop_oneof![
+                Just(Layout::RowMajor), Just(Layout::PaddedRows), Just(Layout::BroadcastRows)
+            ],
+            lb in layouts(), accumulate in any::<bool>(), seed in any::<u64>(),
+        ) {
+            let mut noise = Noise::new(seed);
+            let a = operand(m, k, la, &mut noise, |x| x as f32);
+            let b = operand(k, n, lb, &mut noise, |x| x as f32);
+            let c0: Vec<f32> = (0..m * n).map(|_| noise.next() as f32).collect();
+            for kernel in f32_kernels_available() {
+                let run = |direct: bool| {
+                    let mut c = if accumulate { c0.clone() } else { vec![f32::NAN; m * n] };
+                    pool(2).install(|| {
+                        gemm_run(&kernel, direct, a.view(), b.view(), &mut c, accumulate)
+                    });
+                    c.into_iter().map(f32::to_bits).collect::<Vec<_>>()
+                };
+                prop_assert!(run(true) == run(false), "{}: m={m} n={n} k={k} a={la:?}", kernel.name);
+            }
+            let a64 = operand(m, k, la, &mut noise, |x| x);
+            let b64 = operand(k, n, lb, &mut noise, |x| x);
+            for kernel in f64_kernels_available() {
+                let run = |direct: bool| {
+                    let mut c = vec![0.5f64; m * n];
+                    gemm_run(&kernel, direct, a64.view(), b64.view(), &mut c, accumulate);
+                    c.into_iter().map(f64::to_bits).collect::<Vec<_>>()
+                };
+                prop_assert!(run(true) == run(false), "{}: m={m} n={n} k={k}", kernel.name);
+            }
+        }
+    }
+
+    /// Writing into uninitialised memory gives the bits of overwriting an initialised C, for
+    /// every entry point, including k = 0 (zeros) and edge tiles.
+    #[test]
+    fn uninit_output_matches_overwriting() {
+        for (m, n, k) in [(37, 45, 600), (50, 16, 300), (5, 70, 257), (13, 9, 0), (0, 4, 3), (30, 100, 40)] {
+            let mut noise = Noise::new(3);
+            let a = operand(m, k, Layout::RowMajor, &mut noise, |x| x as f32);
+            let b = operand(k, n, Layout::Transposed, &mut noise, |x| x as f32);
+            let mut want = vec![f32::NAN; m * n];
+            gemm_f32(a.view(), b.view(), &mut want, false);
+            let mut got = vec![MaybeUninit::<f32>::uninit(); m * n];
+            gemm_f32_uninit(a.view(), b.view(), &mut got);
+            // SAFETY: the GEMM wrote every element.
+            let got: Vec<f32> = got.into_iter().map(|v| unsafe { v.assume_init() }).collect();
+            assert_eq!(got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+
+            let a16 = operand(m, k, Layout::PaddedRows, &mut noise, bf16::from_f64);
+            let b16 = operand(k, n, Layout::RowMajor, &mut noise, bf16::from_f64);
+            let mut want = vec![f32::NAN; m * n];
+            gemm_bf16(a16.view(), b16.view(), &mut want, false);
+            let mut got = vec![MaybeUninit::<f32>::uninit(); m * n];
+            gemm_bf16_uninit(a16.view(), b16.view(), &mut got);
+            // SAFETY: as above.
+            let got: Vec<f32> = got.into_iter().map(|v| unsafe { v.assume_init() }).collect();
+            assert_eq!(got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+
+            let a64 = operand(m, k, Layout::Strided, &mut noise, |x| x);
+            let b64 = operand(k, n, Layout::PaddedTransposed, &mut noise, |x| x);
+            let mut want = vec![f64::NAN; m * n];
+            gemm_f64(a64.view(), b64.view(), &mut want, false);
+            let mut got = vec![MaybeUninit::<f64>::uninit(); m * n];
+            gemm_f64_uninit(a64.view(), b64.view(), &mut got);
+            // SAFETY: as above.
+            let got: Vec<f64> = got.into_iter().map(|v| unsafe { v.assume_init() }).collect();
+            assert_eq!(got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), want.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
         }
     }
 

@@ -94,8 +94,12 @@ pub(crate) fn forward<T: MoeFloat>(
     }
 }
 
-/// Gradients of [`forward`]: `dx` (`[T, d_in]`), `dg` (`[T, k]`), `da`, `db` (shapes of `a`, `b`), all
-/// zero-initialised by the caller and written in full.
+/// The expert-weight gradients `(da, db)` a backward writes (shapes of `a`, `b`), or `None` when
+/// only the input and gate gradients are wanted (a frozen stack): their GEMMs are then skipped.
+pub(crate) type WeightGrads<'g, T> = Option<(&'g mut [T], &'g mut [T])>;
+
+/// Gradients of [`forward`]: `dx` (`[T, d_in]`), `dg` (`[T, k]`) and, when asked for, `da`, `db`;
+/// all zero-initialised by the caller and written in full.
 pub(crate) fn backward<T: MoeFloat>(
     x: &[T],
     gates: &[T],
@@ -105,7 +109,7 @@ pub(crate) fn backward<T: MoeFloat>(
     dy: &[T],
     groups: &ExpertGroups,
     d: &MoeDims,
-    (dx, dg, da, db): (&mut [T], &mut [T], &mut [T], &mut [T]),
+    (dx, dg, mut weights): (&mut [T], &mut [T], WeightGrads<'_, T>),
 ) {
     let (mut xe, mut ge, mut mid, mut y, mut dmid, mut dxe) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let s = T::from_f64(scale);
@@ -134,10 +138,14 @@ pub(crate) fn backward<T: MoeFloat>(
             }
         }
         // dB_e = Gᵀ mid; dmid = G B_e; dA_e = dmidᵀ X_e; dX_e = dmid A_e.
-        T::gemm(MatRef::row_major(&ge, n, d.d_out).t(), MatRef::row_major(&mid, n, d.r), &mut db[e * d.d_out * d.r..(e + 1) * d.d_out * d.r]);
+        if let Some((_, db)) = weights.as_mut() {
+            T::gemm(MatRef::row_major(&ge, n, d.d_out).t(), MatRef::row_major(&mid, n, d.r), &mut db[e * d.d_out * d.r..(e + 1) * d.d_out * d.r]);
+        }
         dmid.resize(n * d.r, T::default());
         T::gemm(MatRef::row_major(&ge, n, d.d_out), MatRef::row_major(b_e, d.d_out, d.r), &mut dmid);
-        T::gemm(MatRef::row_major(&dmid, n, d.r).t(), MatRef::row_major(&xe, n, d.d_in), &mut da[e * d.r * d.d_in..(e + 1) * d.r * d.d_in]);
+        if let Some((da, _)) = weights.as_mut() {
+            T::gemm(MatRef::row_major(&dmid, n, d.r).t(), MatRef::row_major(&xe, n, d.d_in), &mut da[e * d.r * d.d_in..(e + 1) * d.r * d.d_in]);
+        }
         dxe.resize(n * d.d_in, T::default());
         T::gemm(MatRef::row_major(&dmid, n, d.r), MatRef::row_major(a_e, d.r, d.d_in), &mut dxe);
         for (i, &slot) in slots.iter().enumerate() {
@@ -204,7 +212,8 @@ fn b_cat<T: MoeFloat>(b: &[T], experts: usize, d: &MoeDims) -> Vec<T> {
 
 /// Gradients of [`forward_dense`], as five GEMMs over all tokens:
 /// `dGM = dY B_catᵀ`, `dg = s * sum_i dGM ⊙ MID` (selected entries), `dMID = c ⊙ dGM`,
-/// `dB_e[o, i] = sum_t dY[t, o] GM[t, (e, i)]`, `dA_all = dMIDᵀ X`, `dX = dMID A_all`.
+/// `dB_e[o, i] = sum_t dY[t, o] GM[t, (e, i)]`, `dA_all = dMIDᵀ X`, `dX = dMID A_all`
+/// (three when `weights` is `None`: no `dB`, `dA`).
 /// `saved_mid` is the forward's `MID` (the same bits this would recompute), when kept.
 pub(crate) fn backward_dense<T: MoeFloat>(
     saved_mid: Option<&[T]>,
@@ -218,22 +227,24 @@ pub(crate) fn backward_dense<T: MoeFloat>(
     t: usize,
     experts: usize,
     d: &MoeDims,
-    (dx, dg, da, db): (&mut [T], &mut [T], &mut [T], &mut [T]),
+    (dx, dg, weights): (&mut [T], &mut [T], WeightGrads<'_, T>),
 ) {
     let er = experts * d.r;
-    let mut mid = match saved_mid {
-        Some(m) if m.len() == t * er => m.to_vec(),
+    let recomputed;
+    let mid: &[T] = match saved_mid {
+        Some(m) if m.len() == t * er => m,
         _ => {
             let mut mid = vec![T::default(); t * er];
             T::gemm(MatRef::row_major(x, t, d.d_in), MatRef::row_major(a, er, d.d_in).t(), &mut mid);
-            mid
+            recomputed = mid;
+            &recomputed
         }
     };
     let c = gate_matrix(idx, gates, scale, t, d.k, experts);
     let bcat = b_cat(b, experts, d);
     let mut dgm = vec![T::default(); t * er];
     T::gemm(MatRef::row_major(dy, t, d.d_out), MatRef::row_major(&bcat, er, d.d_out).t(), &mut dgm);
-    // dg from the raw activations; then mid becomes GM (for dB) and dgm becomes dMID (for dA, dX).
+    // dg from the raw activations; then dgm becomes dMID (for dA, dX) and a copy of mid GM (for dB).
     let s = T::from_f64(scale);
     for tt in 0..t {
         for j in 0..d.k {
@@ -246,22 +257,32 @@ pub(crate) fn backward_dense<T: MoeFloat>(
             dg[tt * d.k + j] = s * dot;
         }
     }
-    for ((mrow, grow), crow) in mid.chunks_exact_mut(er).zip(dgm.chunks_exact_mut(er)).zip(c.chunks_exact(experts)) {
-        for ((mc, gc), &ce) in mrow.chunks_exact_mut(d.r).zip(grow.chunks_exact_mut(d.r)).zip(crow) {
-            mc.iter_mut().for_each(|v| *v = *v * ce);
-            gc.iter_mut().for_each(|v| *v = *v * ce);
-        }
-    }
-    // dB_cat^T = dYᵀ GM: [d_out, E r]; rearranged into db [E, d_out, r].
-    let mut dbt = vec![T::default(); d.d_out * er];
-    T::gemm(MatRef::row_major(dy, t, d.d_out).t(), MatRef::row_major(&mid, t, er), &mut dbt);
-    for e in 0..experts {
-        for o in 0..d.d_out {
-            for i in 0..d.r {
-                db[(e * d.d_out + o) * d.r + i] = dbt[o * er + e * d.r + i];
+    scale_expert_blocks(&mut dgm, &c, er, d.r);
+    if let Some((da, db)) = weights {
+        let mut gm = mid.to_vec();
+        scale_expert_blocks(&mut gm, &c, er, d.r);
+        // dB_cat^T = dYᵀ GM: [d_out, E r]; rearranged into db [E, d_out, r].
+        let mut dbt = vec![T::default(); d.d_out * er];
+        T::gemm(MatRef::row_major(dy, t, d.d_out).t(), MatRef::row_major(&gm, t, er), &mut dbt);
+        for e in 0..experts {
+            for o in 0..d.d_out {
+                for i in 0..d.r {
+                    db[(e * d.d_out + o) * d.r + i] = dbt[o * er + e * d.r + i];
+                }
             }
         }
+        T::gemm(MatRef::row_major(&dgm, t, er).t(), MatRef::row_major(x, t, d.d_in), da);
     }
-    T::gemm(MatRef::row_major(&dgm, t, er).t(), MatRef::row_major(x, t, d.d_in), da);
     T::gemm(MatRef::row_major(&dgm, t, er), MatRef::row_major(a, er, d.d_in), dx);
+}
+
+/// Multiplies each token's block of `r` columns for expert `e` (rows of `m`, `[T, E r]`) by
+/// `c[t][e]`: the gate and scale of a selected expert, 0 for the others.
+fn scale_expert_blocks<T: MoeFloat>(m: &mut [T], c: &[T], er: usize, r: usize) {
+    let experts = er / r;
+    for (row, crow) in m.chunks_exact_mut(er).zip(c.chunks_exact(experts)) {
+        for (chunk, &ce) in row.chunks_exact_mut(r).zip(crow) {
+            chunk.iter_mut().for_each(|v| *v = *v * ce);
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! Batched matrix product with broadcasting batch dims. Operands may be any strided view (a
 //! transposed weight is passed to the GEMM as strides, never copied).
 
+use std::mem::MaybeUninit;
+
 use crate::cpu::gemm::{self, MatRef};
 use crate::layout::{broadcast_shape, checked_alloc_len};
 use crate::{DType, Error, Result, Tensor, WithDType};
@@ -39,15 +41,15 @@ impl Tensor {
         }
         match self.dtype() {
             DType::F32 => {
-                let out = batched::<f32, f32>(&lhs, &rhs, m, n, k, gemm::gemm_f32)?;
+                let out = batched::<f32, f32>(&lhs, &rhs, m, n, k, gemm::gemm_f32_uninit)?;
                 Tensor::from_vec(out, &out_shape, &self.device())
             }
             DType::F64 => {
-                let out = batched::<f64, f64>(&lhs, &rhs, m, n, k, gemm::gemm_f64)?;
+                let out = batched::<f64, f64>(&lhs, &rhs, m, n, k, gemm::gemm_f64_uninit)?;
                 Tensor::from_vec(out, &out_shape, &self.device())
             }
             DType::BF16 => {
-                let out = batched::<half::bf16, f32>(&lhs, &rhs, m, n, k, gemm::gemm_bf16)?;
+                let out = batched::<half::bf16, f32>(&lhs, &rhs, m, n, k, gemm::gemm_bf16_uninit)?;
                 Tensor::from_vec(out, &out_shape, &self.device())?.to_dtype(DType::BF16)
             }
             DType::F16 => lhs.to_dtype(DType::F32)?.matmul(&rhs.to_dtype(DType::F32)?)?.to_dtype(DType::F16),
@@ -56,14 +58,15 @@ impl Tensor {
     }
 }
 
-/// Runs one GEMM per batch entry, reading every operand through its strides.
-fn batched<T: WithDType, O: Default + Clone>(
+/// Runs one GEMM per batch entry, reading every operand through its strides. The output is
+/// allocated without a zero-fill: the GEMMs (`C = A·B`) write every element.
+fn batched<T: WithDType, O>(
     lhs: &Tensor,
     rhs: &Tensor,
     m: usize,
     n: usize,
     k: usize,
-    gemm_fn: fn(MatRef<'_, T>, MatRef<'_, T>, &mut [O], bool),
+    gemm_fn: fn(MatRef<'_, T>, MatRef<'_, T>, &mut [MaybeUninit<O>]),
 ) -> Result<Vec<O>> {
     let a = lhs.cpu_slice::<T>("matmul")?;
     let b = rhs.cpu_slice::<T>("matmul")?;
@@ -74,10 +77,11 @@ fn batched<T: WithDType, O: Default + Clone>(
     out_shape.extend([m, n]);
     // Broadcast (stride-0) operands can describe far more entries than any buffer holds.
     let len = checked_alloc_len("matmul", &out_shape, std::mem::size_of::<O>())?;
-    let mut out = vec![O::default(); len];
+    let mut out = Vec::with_capacity(len);
     if len == 0 {
         return Ok(out);
     }
+    let c = &mut out.spare_capacity_mut()[..len];
     // A broadcast right operand (a weight shared by every batch entry) and a left operand whose
     // batch rows are evenly spaced: one GEMM over all `batch * m` rows, so the weight is packed
     // once instead of once per entry. Each entry of C is computed the same way whatever the row
@@ -93,7 +97,9 @@ fn batched<T: WithDType, O: Default + Clone>(
             row_stride: lb.strides()[rank - 2],
             col_stride: lb.strides()[rank - 1],
         };
-        gemm_fn(a_ref, b_ref, &mut out, false);
+        gemm_fn(a_ref, b_ref, c);
+        // SAFETY: the GEMM wrote all `rows * n = len` elements.
+        unsafe { out.set_len(len) };
         return Ok(out);
     }
     // Offsets of each batch entry: walk the batch dims of both layouts in step.
@@ -101,7 +107,8 @@ fn batched<T: WithDType, O: Default + Clone>(
         crate::Layout::new(batch_shape.to_vec(), l.strides()[..rank - 2].to_vec(), l.offset())
     };
     let (ba, bb) = (batch_layout(la), batch_layout(lb));
-    for ((oa, ob), c) in ba.offsets().zip(bb.offsets()).zip(out.chunks_mut(m * n)) {
+    // One entry per batch index: `len / (m * n)` of them, the number of chunks of `c`.
+    for ((oa, ob), c) in ba.offsets().zip(bb.offsets()).zip(c.chunks_mut(m * n)) {
         let a_ref = MatRef {
             data: &a[oa..],
             rows: m,
@@ -116,8 +123,11 @@ fn batched<T: WithDType, O: Default + Clone>(
             row_stride: lb.strides()[rank - 2],
             col_stride: lb.strides()[rank - 1],
         };
-        gemm_fn(a_ref, b_ref, c, false);
+        gemm_fn(a_ref, b_ref, c);
     }
+    // SAFETY: the batch offsets and the chunks of `c` have the same count (`len / (m * n)`), so
+    // the GEMMs above wrote every element.
+    unsafe { out.set_len(len) };
     Ok(out)
 }
 

@@ -30,6 +30,14 @@ pub struct MoeLoraGrads {
     pub db: Tensor,
 }
 
+/// The gradients of [`Tensor::moe_lora`] for its input and gates only: all a frozen stack
+/// (constant expert weights) passes back, without the cost of the weight gradients.
+#[derive(Clone, Debug)]
+pub struct MoeLoraInputGrads {
+    pub dx: Tensor,
+    pub dgates: Tensor,
+}
+
 /// What a forward kept for its backward: the expert activations `X A_allᵀ` of the dense
 /// formulation (`None` when the grouped path ran), so the backward need not recompute them.
 #[derive(Clone, Debug, Default)]
@@ -146,29 +154,69 @@ impl Tensor {
     /// [`Tensor::moe_lora_backward`] reusing what [`Tensor::moe_lora_keeping`] kept for the same
     /// inputs (the same bits as recomputing it).
     pub fn moe_lora_backward_kept(x: &Tensor, idx: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64, dy: &Tensor, saved: &MoeLoraSaved) -> Result<MoeLoraGrads> {
-        const OP: &str = "moe_lora_backward";
-        #[cfg(feature = "cuda")]
-        if x.device().is_cuda() {
-            let d = check_shapes(OP, x, idx, gates, a, b)?;
-            if dy.shape() != [d.t, d.d_out] {
-                return Err(Error::shape(OP, dy.shape(), &[d.t, d.d_out], "dy must match the output"));
-            }
-            return crate::cuda::moe_lora::backward(x, idx, gates, a, b, scale, dy, &d);
+        let (dx, dgates, weights) = backward_selected(x, idx, gates, a, b, scale, dy, saved, true)?;
+        let (da, db) = weights.expect("weight gradients were asked for");
+        Ok(MoeLoraGrads { dx, dgates, da, db })
+    }
+
+    /// The input and gate gradients of [`Tensor::moe_lora_backward_kept`] (the same bits), without
+    /// computing the expert-weight gradients: for a frozen stack, whose weights are constants.
+    ///
+    /// ```
+    /// use brainstacks_tensor::{DType, Device, Tensor};
+    /// # fn main() -> brainstacks_tensor::Result<()> {
+    /// let cpu = Device::Cpu;
+    /// let x = Tensor::ones(&[3, 8], DType::F32, &cpu)?;
+    /// let idx = Tensor::from_vec(vec![0i64, 1, 1, 2, 0, 2], &[3, 2], &cpu)?;
+    /// let gates = Tensor::full(0.5, &[3, 2], DType::F32, &cpu)?;
+    /// let (a, b) = (Tensor::ones(&[3, 4, 8], DType::F32, &cpu)?, Tensor::ones(&[3, 5, 4], DType::F32, &cpu)?);
+    /// let dy = Tensor::ones(&[3, 5], DType::F32, &cpu)?;
+    /// let (_, saved) = Tensor::moe_lora_keeping(&x, &idx, &gates, &a, &b, 1.0)?;
+    /// let g = Tensor::moe_lora_input_backward_kept(&x, &idx, &gates, &a, &b, 1.0, &dy, &saved)?;
+    /// // dx = sum over the 2 kept experts of 0.5 * A_eᵀ B_eᵀ dy: 0.5 * 2 * (5 * 4) per entry.
+    /// assert_eq!(g.dx.to_vec::<f32>()?, vec![20.0; 24]);
+    /// # Ok(()) }
+    /// ```
+    pub fn moe_lora_input_backward_kept(x: &Tensor, idx: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64, dy: &Tensor, saved: &MoeLoraSaved) -> Result<MoeLoraInputGrads> {
+        let (dx, dgates, _) = backward_selected(x, idx, gates, a, b, scale, dy, saved, false)?;
+        Ok(MoeLoraInputGrads { dx, dgates })
+    }
+}
+
+/// `(dx, dgates, Some((da, db)))`, or `(dx, dgates, None)` when the weight gradients are not wanted.
+type SelectedGrads = (Tensor, Tensor, Option<(Tensor, Tensor)>);
+
+/// The CPU or CUDA backward, with the expert-weight gradients only when `weights` is set.
+#[allow(clippy::too_many_arguments)]
+fn backward_selected(x: &Tensor, idx: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64, dy: &Tensor, saved: &MoeLoraSaved, weights: bool) -> Result<SelectedGrads> {
+    const OP: &str = "moe_lora_backward";
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() {
+        let d = check_shapes(OP, x, idx, gates, a, b)?;
+        if dy.shape() != [d.t, d.d_out] {
+            return Err(Error::shape(OP, dy.shape(), &[d.t, d.d_out], "dy must match the output"));
         }
-        let c = check(OP, x, idx, gates, a, b)?;
-        if dy.shape() != [c.t, c.dims.d_out] {
-            return Err(Error::shape(OP, dy.shape(), &[c.t, c.dims.d_out], "dy must match the output"));
+        // The device dispatch computes every gradient in one pass; unwanted ones are dropped.
+        let g = crate::cuda::moe_lora::backward(x, idx, gates, a, b, scale, dy, &d)?;
+        return Ok((g.dx, g.dgates, weights.then_some((g.da, g.db))));
+    }
+    let c = check(OP, x, idx, gates, a, b)?;
+    if dy.shape() != [c.t, c.dims.d_out] {
+        return Err(Error::shape(OP, dy.shape(), &[c.t, c.dims.d_out], "dy must match the output"));
+    }
+    match x.dtype() {
+        DType::F64 => run_backward::<f64>(x, gates, a, b, scale, &dy.to_dtype(DType::F64)?, &c, saved, weights),
+        DType::F32 | DType::BF16 | DType::F16 => {
+            let f = |v: &Tensor| v.to_dtype(DType::F32);
+            let (dx, dg, w) = run_backward::<f32>(&f(x)?, &f(gates)?, &f(a)?, &f(b)?, scale, &f(dy)?, &c, saved, weights)?;
+            let back = |v: Tensor| v.to_dtype(x.dtype());
+            let w = match w {
+                Some((da, db)) => Some((back(da)?, back(db)?)),
+                None => None,
+            };
+            Ok((back(dx)?, back(dg)?, w))
         }
-        match x.dtype() {
-            DType::F64 => run_backward::<f64>(x, gates, a, b, scale, &dy.to_dtype(DType::F64)?, &c, saved),
-            DType::F32 | DType::BF16 | DType::F16 => {
-                let f = |v: &Tensor| v.to_dtype(DType::F32);
-                let g = run_backward::<f32>(&f(x)?, &f(gates)?, &f(a)?, &f(b)?, scale, &f(dy)?, &c, saved)?;
-                let back = |v: Tensor| v.to_dtype(x.dtype());
-                Ok(MoeLoraGrads { dx: back(g.dx)?, dgates: back(g.dgates)?, da: back(g.da)?, db: back(g.db)? })
-            }
-            dt => Err(Error::dtype(OP, dt, "MoE-LoRA takes float inputs")),
-        }
+        dt => Err(Error::dtype(OP, dt, "MoE-LoRA takes float inputs")),
     }
 }
 
@@ -185,25 +233,26 @@ fn run_forward<T: MoeFloat + crate::WithDType>(x: &Tensor, gates: &Tensor, a: &T
     Ok((Tensor::from_vec(out, shape, &Device::Cpu)?, saved))
 }
 
-fn run_backward<T: MoeFloat + crate::WithDType>(x: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64, dy: &Tensor, c: &Checked, saved: &MoeLoraSaved) -> Result<MoeLoraGrads> {
+#[allow(clippy::too_many_arguments)]
+fn run_backward<T: MoeFloat + crate::WithDType>(x: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64, dy: &Tensor, c: &Checked, saved: &MoeLoraSaved, weights: bool) -> Result<SelectedGrads> {
     // Kept activations of another dtype or shape (not from this forward) are ignored.
     let mid = saved.mid.as_ref().filter(|m| m.shape() == [c.t, c.experts * c.dims.r]).and_then(|m| m.as_contiguous_slice::<T>());
     let (xv, gv, av, bv) = (contiguous_vec::<T>(x)?, contiguous_vec::<T>(gates)?, contiguous_vec::<T>(a)?, contiguous_vec::<T>(b)?);
-    let (mut dx, mut dg, mut da, mut db) =
-        (vec![T::default(); xv.len()], vec![T::default(); gv.len()], vec![T::default(); av.len()], vec![T::default(); bv.len()]);
+    let (mut dx, mut dg) = (vec![T::default(); xv.len()], vec![T::default(); gv.len()]);
+    let mut w = weights.then(|| (vec![T::default(); av.len()], vec![T::default(); bv.len()]));
+    let w_slices = w.as_mut().map(|(da, db)| (&mut da[..], &mut db[..]));
     let dyv = contiguous_vec::<T>(dy)?;
     if fast::prefer_dense(c.experts, c.dims.k) {
-        fast::backward_dense(mid, &xv, &c.idx, &gv, &av, &bv, scale, &dyv, c.t, c.experts, &c.dims, (&mut dx, &mut dg, &mut da, &mut db));
+        fast::backward_dense(mid, &xv, &c.idx, &gv, &av, &bv, scale, &dyv, c.t, c.experts, &c.dims, (&mut dx, &mut dg, w_slices));
     } else {
-        fast::backward(&xv, &gv, &av, &bv, scale, &dyv, &c.groups, &c.dims, (&mut dx, &mut dg, &mut da, &mut db));
+        fast::backward(&xv, &gv, &av, &bv, scale, &dyv, &c.groups, &c.dims, (&mut dx, &mut dg, w_slices));
     }
     let cpu = Device::Cpu;
-    Ok(MoeLoraGrads {
-        dx: Tensor::from_vec(dx, x.shape(), &cpu)?,
-        dgates: Tensor::from_vec(dg, gates.shape(), &cpu)?,
-        da: Tensor::from_vec(da, a.shape(), &cpu)?,
-        db: Tensor::from_vec(db, b.shape(), &cpu)?,
-    })
+    let w = match w {
+        Some((da, db)) => Some((Tensor::from_vec(da, a.shape(), &cpu)?, Tensor::from_vec(db, b.shape(), &cpu)?)),
+        None => None,
+    };
+    Ok((Tensor::from_vec(dx, x.shape(), &cpu)?, Tensor::from_vec(dg, gates.shape(), &cpu)?, w))
 }
 
 #[cfg(test)]
@@ -235,6 +284,12 @@ mod kept_tests {
                 for (p, q) in [(&fresh.dx, &g.dx), (&fresh.dgates, &g.dgates), (&fresh.da, &g.da), (&fresh.db, &g.db)] {
                     assert_eq!(p.to_vec_f64().unwrap(), q.to_vec_f64().unwrap(), "{dtype:?}");
                 }
+            }
+            // Input gradients alone: the same bits, with or without kept activations.
+            for s in [&saved, &other, &MoeLoraSaved::default()] {
+                let inputs = Tensor::moe_lora_input_backward_kept(&x, &idx, &gates, &a, &b, 2.0, &dy, s).unwrap();
+                assert_eq!(fresh.dx.to_vec_f64().unwrap(), inputs.dx.to_vec_f64().unwrap(), "{dtype:?}");
+                assert_eq!(fresh.dgates.to_vec_f64().unwrap(), inputs.dgates.to_vec_f64().unwrap(), "{dtype:?}");
             }
         }
     }
