@@ -11,20 +11,7 @@ fn utf8(bytes: &[u8]) -> &str {
 }
 
 fn replay(target: &str, run: fn(&[u8]), accepts: fn(&[u8]) -> bool) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-    let mut count = 0;
-    for dir in [root.join("corpus").join(target), root.join("artifacts").join(target)] {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries {
-            let path = entry.expect("readable dir entry").path();
-            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-            run(&bytes);
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            assert!(!name.starts_with("valid_") || accepts(&bytes), "{} is named valid_ but rejected", path.display());
-            count += 1;
-        }
-    }
-    assert!(count > 0, "no corpus for fuzz target {target}");
+    brainstacks_tensor::fuzz_support::replay_corpus(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz"), target, run, accepts);
 }
 
 #[test]

@@ -110,3 +110,25 @@ pub fn nf4_parts(data: &[u8]) {
     let dy = crate::Tensor::ones(&[2, out_features], crate::DType::F32, &crate::Device::Cpu).expect("small");
     assert_eq!(w.linear_input_grad(&dy).expect("transposed product").shape(), &[2, in_features]);
 }
+
+/// Replays a fuzz target's committed corpus (`fuzz_root/corpus/<target>/*`) and every crash input
+/// a run saved (`fuzz_root/artifacts/<target>/*`) through `run`; a file named `valid_*` must also
+/// satisfy `accepts`, so the seeds keep reaching past the parser's first error. Returns how many
+/// files were replayed and panics (the test's failure) when there are none. Used by each crate's
+/// `tests/fuzz_corpus.rs`.
+pub fn replay_corpus(fuzz_root: &std::path::Path, target: &str, run: fn(&[u8]), accepts: fn(&[u8]) -> bool) -> usize {
+    let mut count = 0;
+    for dir in [fuzz_root.join("corpus").join(target), fuzz_root.join("artifacts").join(target)] {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries {
+            let path = entry.expect("readable dir entry").path();
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+            run(&bytes);
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            assert!(!name.starts_with("valid_") || accepts(&bytes), "{} is named valid_ but rejected", path.display());
+            count += 1;
+        }
+    }
+    assert!(count > 0, "no corpus for fuzz target {target}");
+    count
+}
