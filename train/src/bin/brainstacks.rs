@@ -27,10 +27,10 @@ enum Command {
     /// scratch and quantized to NF4; MoE-LoRA stacks with residual boosting and null-space
     /// projection, two ablations, the meta-router; a report (report.md + SVG plots).
     ///
-    /// About 10 minutes on 2 CPU cores (--quick: about 2). Everything lands under --out, which
+    /// About 8 minutes on 2 CPU cores (--quick: under a minute). Everything lands under --out, which
     /// `brainstacks generate --run OUT/runs/brainstacks` and `brainstacks eval --run ...` accept.
     Demo {
-        /// Smaller everything: an end-to-end check in about two minutes.
+        /// Smaller everything: an end-to-end check in under a minute.
         #[arg(long)]
         quick: bool,
         /// Seeds data, initialisation, batching and noise: the same seed gives the same numbers.

@@ -36,7 +36,7 @@ use crate::{Error, Result};
 pub struct DemoOptions {
     pub out: PathBuf,
     pub seed: u64,
-    /// Smaller everything: an end-to-end check in about two minutes.
+    /// Smaller everything: an end-to-end check in under a minute.
     pub quick: bool,
     /// Replaces the sizes `quick` picks (tests shrink the pipeline further).
     pub plan: Option<DemoPlan>,
