@@ -32,7 +32,8 @@ BENCH_THREADS="$threads" TRAIN_STEP_BREAKDOWN="${TRAIN_STEP_BREAKDOWN:-5}" \
     cargo bench -p brainstacks-benches --bench train_step --locked -- train_step/ 2>&1 | tee "$log"
 
 # criterion prints `thrpt:  [low mid high]` with a unit (elem/s, Kelem/s, Melem/s); take the middle.
-ours="$(awk '/thrpt:/ {
+# With a saved baseline it also prints a `thrpt:` line of percentage changes: skip that one.
+ours="$(awk '/thrpt:/ && /elem\/s/ {
     v = $4; u = $5;
     m = (u ~ /^Kelem/) ? 1e3 : (u ~ /^Melem/) ? 1e6 : 1;
     printf "%.0f\n", v * m }' "$log" | tail -n 1)"
