@@ -77,6 +77,10 @@ impl Gradients {
     pub fn iter(&self) -> impl Iterator<Item = (&VarId, &Tensor)> {
         self.map.iter()
     }
+    /// Every gradient, to rewrite in place (clipping, surgery, injected faults in tests).
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&VarId, &mut Tensor)> {
+        self.map.iter_mut()
+    }
     /// The most gradients (leaves' and intermediates') alive at once during the backward walk.
     /// Intermediate gradients are dropped as soon as their node consumes them, so for a chain
     /// of ops this stays small however long the chain is; memory profiling can rely on it.

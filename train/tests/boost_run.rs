@@ -197,3 +197,63 @@ fn config_errors_name_the_key() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Rewrites every gradient of the chosen steps (1-based, per round) to NaN or infinity.
+struct Poison {
+    steps: Vec<usize>,
+    skipped_seen: Vec<usize>,
+}
+
+impl RunObserver for Poison {
+    fn on_gradients(&mut self, step: usize, grads: &mut brainstacks_autograd::Gradients) -> brainstacks_train::Result<()> {
+        if self.steps.contains(&step) {
+            let value = if step.is_multiple_of(2) { f64::NAN } else { f64::INFINITY };
+            for (_, g) in grads.iter_mut() {
+                *g = g.mul_scalar(0.0)?.add_scalar(value)?;
+            }
+        }
+        Ok(())
+    }
+    fn on_step(&mut self, r: &brainstacks_train::boost::round::StepReport) {
+        if r.skipped {
+            self.skipped_seen.push(r.step);
+        }
+    }
+}
+
+#[test]
+fn non_finite_steps_are_skipped_counted_and_end_the_round_when_they_persist() -> R {
+    // Two isolated bad steps: skipped (no update), counted, the round runs to its end, and the
+    // stack is as good as a clean run's would be allowed to be (finite, recorded).
+    let dir = temp_dir("nonfinite");
+    let mut cfg = config(&dir, 1);
+    cfg.domains.truncate(1);
+    let mut run = Run::prepare(cfg.clone())?;
+    let mut poison = Poison { steps: vec![3, 6], skipped_seen: Vec::new() };
+    let m = run.run(&mut poison)?.clone();
+    let r = &m.domains[0].rounds[0];
+    assert_eq!(poison.skipped_seen, vec![3, 6]);
+    assert_eq!((r.skipped_steps, r.steps_run), (2, 12));
+    assert!(r.best_val.is_finite() && r.val_history.iter().all(|(_, v)| v.is_finite()));
+
+    // Three in a row (the limit): the round ends there with the spike rule, and the restored
+    // stack is the best one seen before (its loss is the recorded best, which is finite).
+    let dir = temp_dir("nonfinite-stop");
+    let mut cfg = config(&dir, 1);
+    cfg.domains.truncate(1);
+    let mut run = Run::prepare(cfg.clone())?;
+    let mut poison = Poison { steps: vec![5, 6, 7], skipped_seen: Vec::new() };
+    let m = run.run(&mut poison)?.clone();
+    let r = &m.domains[0].rounds[0];
+    assert_eq!((r.skipped_steps, r.steps_run), (3, 7));
+    assert_eq!(r.stop, brainstacks_train::boost::manifest::RoundStop::Spike);
+    assert_eq!(r.val_history.len(), 1, "{:?}", r.val_history); // only the step-4 evaluation ran
+    let (best_step, best) = r.val_history[0];
+    assert_eq!((r.best_step, r.best_val), (best_step, best));
+    // The frozen stack on disk is that snapshot: evaluating the run again gives the same loss.
+    let (prefix, _) = run.prefix_record(0, brainstacks_model::stacks::FrozenSelection::All)?;
+    assert_eq!(prefix, m.domains[0].prefix_val.unwrap());
+    let metrics = std::fs::read_to_string(dir.join("run/metrics.jsonl"))?;
+    assert_eq!(metrics.matches("\"skipped\":true").count(), 3);
+    Ok(())
+}

@@ -43,6 +43,10 @@ pub struct RoundRecord {
     /// Largest training-time leakage ||δV||/||δ|| of the projected delta (with
     /// `null_space.monitor_leakage` and a projector).
     pub max_leakage: Option<f64>,
+    /// Optimizer steps skipped because the loss or a gradient was NaN or infinite (absent in
+    /// manifests written before it was recorded).
+    #[serde(default)]
+    pub skipped_steps: usize,
 }
 
 /// One domain.

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use brainstacks_autograd::{Tape, Var};
+use brainstacks_autograd::{Gradients, Tape, Var};
 use brainstacks_model::llama::LlamaModel;
 use brainstacks_model::stacks::StackSet;
 
@@ -34,7 +34,13 @@ pub struct RoundSettings {
     /// Key of the gate noise; micro-batch `i` of step `s` draws with step `s * accum + i`.
     pub noise_seed: u64,
     pub persist_projection: bool,
+    /// Steps in a row whose loss or gradient is NaN or infinite (each skipped, no update) that
+    /// end the round, with the best snapshot restored (the spike rule).
+    pub max_nonfinite_in_a_row: usize,
 }
+
+/// How many non-finite steps in a row end a round in a run.
+pub const MAX_NONFINITE_IN_A_ROW: usize = 3;
 
 /// What one optimizer step did.
 #[derive(Clone, Copy, Debug)]
@@ -46,6 +52,8 @@ pub struct StepReport {
     pub grad_norm: f64,
     pub tokens: u64,
     pub seconds: f64,
+    /// The loss or the gradient was not finite: the optimizer step was skipped.
+    pub skipped: bool,
 }
 
 /// What happened at one evaluation.
@@ -61,6 +69,11 @@ pub struct EvalReport {
 pub trait RoundObserver {
     fn on_step(&mut self, _report: &StepReport) {}
     fn on_eval(&mut self, _report: &EvalReport) {}
+    /// The step's accumulated gradients, before clipping and the non-finite check: a place to
+    /// inspect or rewrite them (gradient surgery, fault injection in tests).
+    fn on_gradients(&mut self, _step: usize, _grads: &mut Gradients) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Ignores everything.
@@ -78,6 +91,8 @@ pub struct RoundOutcome {
     pub train_loss_last: f64,
     pub tokens: u64,
     pub seconds: f64,
+    /// Steps skipped because their loss or gradient was not finite.
+    pub skipped_steps: usize,
 }
 
 /// The BestStack rule: improve → snapshot and reset the count; rise above best by more than the
@@ -150,6 +165,7 @@ pub fn train_round(
     let start = Instant::now();
     let (mut tokens, mut history, mut last_loss, mut stop) = (0u64, Vec::new(), f64::NAN, RoundStop::Steps);
     let mut steps_run = 0;
+    let (mut skipped_steps, mut nonfinite_in_a_row) = (0usize, 0usize);
     for step in 0..s.steps {
         let t0 = Instant::now();
         let mut acc = GradAccumulator::new();
@@ -180,15 +196,26 @@ pub fn train_round(
         }
         tape.clear();
         let mut grads = acc.finish(&param_refs, s.grad_accum as f64)?;
-        let grad_norm = if s.grad_clip > 0.0 { clip_grad_norm(&mut grads, &param_refs, s.grad_clip)? } else { f64::NAN };
-        if !grad_norm.is_nan() && !grad_norm.is_finite() {
-            return Err(invalid(format!("step {step}: the gradient norm is {grad_norm}; lower the learning rate")));
-        }
+        observer.on_gradients(step + 1, &mut grads)?;
+        // The norm is always measured (an infinite bound clips nothing): a NaN or infinite
+        // gradient anywhere makes it non-finite, and clip_grad_norm then leaves the gradients as
+        // they are.
+        let bound = if s.grad_clip > 0.0 { s.grad_clip } else { f64::INFINITY };
+        let grad_norm = clip_grad_norm(&mut grads, &param_refs, bound)?;
         let lr = schedule.lr_at(step as u64);
-        opt.set_lr(lr);
-        stacks.update_active(|ps| opt.step(ps, &grads))?;
-        if s.persist_projection {
-            stacks.project_active_b()?;
+        let skipped = !(loss_sum.is_finite() && aux_sum.is_finite() && grad_norm.is_finite());
+        if skipped {
+            // One bad batch must not poison the stack: no update, counted, and the round ends
+            // once too many come in a row.
+            skipped_steps += 1;
+            nonfinite_in_a_row += 1;
+        } else {
+            nonfinite_in_a_row = 0;
+            opt.set_lr(lr);
+            stacks.update_active(|ps| opt.step(ps, &grads))?;
+            if s.persist_projection {
+                stacks.project_active_b()?;
+            }
         }
         tokens += step_tokens;
         last_loss = loss_sum / s.grad_accum as f64;
@@ -201,8 +228,13 @@ pub fn train_round(
             grad_norm,
             tokens: step_tokens,
             seconds: t0.elapsed().as_secs_f64(),
+            skipped,
         };
         observer.on_step(&report);
+        if nonfinite_in_a_row >= s.max_nonfinite_in_a_row.max(1) {
+            stop = RoundStop::Spike;
+            break;
+        }
         if steps_run.is_multiple_of(s.eval_every) || steps_run == s.steps {
             let v = evaluate(model, stacks, val)?;
             history.push((steps_run, v));
@@ -228,6 +260,7 @@ pub fn train_round(
         train_loss_last: last_loss,
         tokens,
         seconds: start.elapsed().as_secs_f64(),
+        skipped_steps,
     })
 }
 

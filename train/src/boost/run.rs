@@ -18,7 +18,7 @@ use super::config::{NsData, RunConfig, StopRule};
 use super::eval::{evaluate, evaluate_with};
 use super::manifest::{DomainRecord, Manifest, RoundRecord, fnv1a_hex};
 use super::prepare::{PreparedDomain, attach_stacks, load_model, prepare_domain, run_loss_mask};
-use super::round::{EvalReport, RoundObserver, RoundSettings, StepReport, train_round};
+use super::round::{EvalReport, MAX_NONFINITE_IN_A_ROW, RoundObserver, RoundSettings, StepReport, train_round};
 use crate::data::{MicroBatches, TextEncoder};
 use crate::optim::AdamWConfig;
 use crate::{Error, Result};
@@ -34,6 +34,10 @@ pub trait RunObserver {
     fn on_step(&mut self, _report: &StepReport) {}
     fn on_eval(&mut self, _report: &EvalReport) {}
     fn on_round_end(&mut self, _domain: &str, _record: &RoundRecord) {}
+    /// See [`RoundObserver::on_gradients`](super::round::RoundObserver::on_gradients).
+    fn on_gradients(&mut self, _step: usize, _grads: &mut brainstacks_autograd::Gradients) -> Result<()> {
+        Ok(())
+    }
     /// Checked after every round: `true` stops the run there (resumable from the manifest).
     fn should_stop(&mut self) -> bool {
         false
@@ -319,6 +323,7 @@ impl Run {
             aux_mean: c.aux == AuxReduction::Mean,
             noise_seed: seed,
             persist_projection: c.null_space.persist_projection,
+            max_nonfinite_in_a_row: MAX_NONFINITE_IN_A_ROW,
         };
         let out_dir = c.out_dir.clone();
         let discard_flat = c.stop_rule.0 == StopRule::FromRound2Discard;
@@ -366,6 +371,7 @@ impl Run {
             train_loss_last: outcome.train_loss_last,
             tokens: outcome.tokens,
             seconds: outcome.seconds,
+            skipped_steps: outcome.skipped_steps,
             max_leakage: (self.config.null_space.monitor_leakage && !self.stacks.null_space_ranks().iter().all(|&r| r == 0))
                 .then_some(leakage),
         };
@@ -387,7 +393,11 @@ impl RoundObserver for Relay<'_> {
     fn on_step(&mut self, r: &StepReport) {
         self.observer.on_step(r);
         self.metrics.push(json!({"event": "step", "domain": self.domain, "round": self.round, "step": r.step, "loss": r.loss,
-            "aux": r.aux, "lr": r.lr, "grad_norm": r.grad_norm, "tokens_per_s": r.tokens as f64 / r.seconds.max(1e-9)}));
+            "aux": r.aux, "lr": r.lr, "grad_norm": r.grad_norm, "skipped": r.skipped,
+            "tokens_per_s": r.tokens as f64 / r.seconds.max(1e-9)}));
+    }
+    fn on_gradients(&mut self, step: usize, grads: &mut brainstacks_autograd::Gradients) -> Result<()> {
+        self.observer.on_gradients(step, grads)
     }
     fn on_eval(&mut self, r: &EvalReport) {
         self.observer.on_eval(r);
