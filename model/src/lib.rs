@@ -3,6 +3,7 @@
 //! null-space projection (`null_space`) and the Brainstacks stacks on every projection (`stacks`).
 
 mod error;
+mod file_meta;
 pub mod formats;
 pub mod fuzz_support;
 pub mod llama;

@@ -12,37 +12,25 @@ use brainstacks_autograd::Tape;
 use brainstacks_tensor::io::{SafeTensors, TensorToWrite, write_safetensors};
 
 use super::net::{MetaRouter, MetaRouterConfig};
-use crate::{Error, Result};
+use crate::Result;
+use crate::file_meta::{FileMeta, file_err};
 
 pub const FORMAT: &str = "brainstacks-router";
 pub const VERSION: &str = "1";
 
-fn file_err(path: &Path, msg: impl Into<String>) -> Error {
-    Error::Checkpoint { path: path.to_path_buf(), msg: msg.into() }
-}
-
 /// Reads and checks a router file's metadata.
 pub fn read_config(st: &SafeTensors) -> Result<MetaRouterConfig> {
-    let path = st.path();
-    let meta = st.metadata();
-    let get = |k: &str| meta.get(k).ok_or_else(|| file_err(path, format!("metadata key {k:?} is missing")));
-    if get("format")? != FORMAT {
-        return Err(file_err(path, format!("metadata format is {:?}, not {FORMAT:?}", meta["format"])));
-    }
-    if get("version")? != VERSION {
-        return Err(file_err(path, format!("router file version {:?}; this build reads {VERSION:?}", meta["version"])));
-    }
-    let usize_of = |k: &str| -> Result<usize> { get(k)?.parse().map_err(|e| file_err(path, format!("metadata {k:?}: {e}"))) };
-    let f64_of = |k: &str| -> Result<f64> { get(k)?.parse().map_err(|e| file_err(path, format!("metadata {k:?}: {e}"))) };
-    let domains: Vec<String> = serde_json::from_str(get("domains")?)
+    let meta = FileMeta::check(st, FORMAT, VERSION, "router file")?;
+    let path = meta.path();
+    let domains: Vec<String> = serde_json::from_str(meta.get("domains")?)
         .map_err(|e| file_err(path, format!("metadata \"domains\" is not a JSON list of names: {e}")))?;
     let config = MetaRouterConfig {
-        d_model: usize_of("d_model")?,
-        hidden: usize_of("hidden")?,
+        d_model: meta.parse("d_model")?,
+        hidden: meta.parse("hidden")?,
         domains,
-        dropout: f64_of("dropout")?,
-        tau_min: f64_of("tau_min")?,
-        tau_max: f64_of("tau_max")?,
+        dropout: meta.parse("dropout")?,
+        tau_min: meta.parse("tau_min")?,
+        tau_max: meta.parse("tau_max")?,
     };
     config.validate().map_err(|e| file_err(path, e.to_string()))?;
     Ok(config)

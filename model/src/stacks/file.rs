@@ -20,9 +20,10 @@ use brainstacks_tensor::io::{SafeTensors, TensorToWrite, write_safetensors};
 
 use super::StackId;
 use super::set::StackSet;
+use crate::Result;
+use crate::file_meta::{FileMeta, file_err};
 use crate::moe_lora::{MoeLora, MoeLoraConfig};
 use crate::null_space::NullSpace;
-use crate::{Error, Result};
 
 pub const FORMAT: &str = "brainstacks-stack";
 pub const VERSION: &str = "1";
@@ -34,26 +35,17 @@ pub struct StackFileInfo {
     pub config: MoeLoraConfig,
 }
 
-fn file_err(path: &Path, msg: impl Into<String>) -> Error {
-    Error::Checkpoint { path: path.to_path_buf(), msg: msg.into() }
-}
-
 /// Reads and checks a stack file's metadata.
 pub fn read_info(st: &SafeTensors) -> Result<StackFileInfo> {
-    let path = st.path();
-    let meta = st.metadata();
-    let get = |k: &str| meta.get(k).ok_or_else(|| file_err(path, format!("metadata key {k:?} is missing")));
-    if get("format")? != FORMAT {
-        return Err(file_err(path, format!("metadata format is {:?}, not {FORMAT:?}", meta["format"])));
-    }
-    if get("version")? != VERSION {
-        return Err(file_err(path, format!("stack file version {:?}; this build reads {VERSION:?}", meta["version"])));
-    }
-    let num = |k: &str| -> Result<usize> { get(k)?.parse().map_err(|e| file_err(path, format!("metadata {k:?}: {e}"))) };
-    let alpha: f64 = get("alpha")?.parse().map_err(|e| file_err(path, format!("metadata \"alpha\": {e}")))?;
+    let meta = FileMeta::check(st, FORMAT, VERSION, "stack file")?;
     Ok(StackFileInfo {
-        id: StackId::new(get("domain")?.clone(), num("round")? as u32),
-        config: MoeLoraConfig { experts: num("experts")?, top_k: num("top_k")?, rank: num("rank")?, alpha },
+        id: StackId::new(meta.get("domain")?.clone(), meta.parse::<usize>("round")? as u32),
+        config: MoeLoraConfig {
+            experts: meta.parse("experts")?,
+            top_k: meta.parse("top_k")?,
+            rank: meta.parse("rank")?,
+            alpha: meta.parse("alpha")?,
+        },
     })
 }
 
