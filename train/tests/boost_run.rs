@@ -161,6 +161,70 @@ fn a_stopped_run_resumes_to_the_same_results() -> R {
     Ok(())
 }
 
+/// Every file under `dir`, relative.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p).into_iter().map(|f| p.strip_prefix(dir).unwrap().join(f)));
+        } else {
+            out.push(p.strip_prefix(dir).unwrap().to_path_buf());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every file under `dir` with its bytes, but the metrics log (which grows).
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    files_under(dir)
+        .into_iter()
+        .filter(|f| !f.ends_with("metrics.jsonl"))
+        .map(|f| (f.clone(), std::fs::read(dir.join(&f)).unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_failing_write_stops_the_run_naming_the_file_and_keeps_what_was_written() -> R {
+    use brainstacks_tensor::io::{WriteFault, inject_write_failure};
+    let dir = temp_dir("write-fault");
+    let cfg = config(&dir, 1);
+    let reference = timeless(Run::prepare(cfg.clone())?.run(&mut Quiet)?);
+    let out = &cfg.out_dir;
+    let no_temporaries = |files: Vec<PathBuf>| assert!(files.iter().all(|f| !f.to_string_lossy().contains(".tmp.")), "{files:?}");
+
+    // Disk full when the second domain's first stack is saved: the first domain stays complete.
+    std::fs::remove_dir_all(out)?;
+    let stack = out.join("reverse/stack_1.safetensors");
+    let full = inject_write_failure(&stack.to_string_lossy(), WriteFault::DiskFull);
+    let err = Run::prepare(cfg.clone())?.run(&mut Quiet).expect_err("the stack write fails").to_string();
+    drop(full);
+    assert!(err.contains("No space left on device") && err.contains("stack_1.safetensors"), "{err}");
+    assert!(!stack.exists());
+    no_temporaries(files_under(out));
+    let m = Manifest::load(&out.join("manifest.json"))?;
+    assert!(m.domains[0].done && m.domains[1].rounds.is_empty(), "{m:?}");
+    brainstacks_tensor::io::SafeTensors::open(out.join(m.domains[0].rounds[0].file.as_ref().expect("kept")))?;
+    assert_eq!(timeless(Run::prepare(cfg.clone())?.run(&mut Quiet)?), reference, "resumed after the disk-full error");
+
+    // A read-only directory when the manifest is next rewritten: every file keeps its bytes.
+    std::fs::remove_dir_all(out)?;
+    let err = Run::prepare(cfg.clone())?.run(&mut StopAfter(1)).expect_err("stopped after one round");
+    assert!(matches!(err, Error::Interrupted(_)), "{err}");
+    let before = snapshot(out);
+    let read_only = inject_write_failure(&out.join("manifest.json").to_string_lossy(), WriteFault::ReadOnly);
+    let err = Run::prepare(cfg.clone())?.run(&mut Quiet).expect_err("the manifest write fails").to_string();
+    drop(read_only);
+    assert!(err.contains("Read-only file system") && err.contains("manifest.json"), "{err}");
+    // run.json is rewritten by every start, with the same bytes.
+    assert_eq!(snapshot(out), before);
+    no_temporaries(files_under(out));
+    assert_eq!(timeless(Run::prepare(cfg.clone())?.run(&mut Quiet)?), reference, "resumed after the read-only error");
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
 #[test]
 fn boosting_lowers_validation_loss_where_one_stack_cannot_fit() -> R {
     let dir = temp_dir("boost");

@@ -161,8 +161,8 @@ mod gpu {
         eprint!("\n{}", targets::render(&t, &r));
         if let Some(p) = &o.targets {
             let text: String = t.iter().chain(&r).map(|j| j.to_json() + "\n").collect();
-            if let Err(e) = std::fs::write(p, text) {
-                write_failed.get_or_insert(e);
+            if let Err(e) = brainstacks_tensor::io::write_atomic_bytes(p, text.as_bytes()) {
+                write_failed.get_or_insert(std::io::Error::other(e.to_string()));
             }
         }
         if let Some(e) = write_failed {

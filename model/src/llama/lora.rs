@@ -220,7 +220,7 @@ impl PeftLora {
         write_safetensors(&dir.join("adapter_model.safetensors"), &tensors, &meta)?;
         let text = serde_json::to_string_pretty(&self.config.to_json()).expect("JSON values serialize");
         let path = dir.join("adapter_config.json");
-        std::fs::write(&path, text).map_err(|e| lora_err(format!("{}: {e}", path.display())))?;
+        brainstacks_tensor::io::write_atomic_bytes(&path, text.as_bytes())?;
         Ok(())
     }
 }

@@ -5,6 +5,6 @@ pub mod atomic;
 pub mod checkpoint;
 pub mod safetensors;
 
-pub use atomic::{write_atomic, write_atomic_bytes};
+pub use atomic::{InjectedWriteFailure, WriteFault, inject_write_failure, remove_stale_temporaries, write_atomic, write_atomic_bytes};
 pub use checkpoint::Checkpoint;
 pub use safetensors::{SafeTensors, StDtype, TensorEntry, TensorToWrite, write_safetensors};

@@ -26,6 +26,28 @@ use crate::{Error, Result};
 /// The copy of the run config kept in the run directory.
 pub const RUN_CONFIG_FILE: &str = "run.json";
 
+/// The JSON-lines log of a run. The one file a run appends to rather than replaces atomically
+/// (a log that grows every step); each line is written whole with one `write`, and a resumed run
+/// cuts a torn last line (see [`repair_torn_tail`]).
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// Cuts `path` back to its last newline, so a line torn by a killed writer is dropped and the
+/// next append starts a fresh line. A missing file is fine.
+fn repair_torn_tail(path: &Path) -> Result<()> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(invalid(format!("reading {}: {e}", path.display()))),
+    };
+    if bytes.last().is_none_or(|&b| b == b'\n') {
+        return Ok(());
+    }
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let file = OpenOptions::new().write(true).open(path).map_err(|e| invalid(format!("opening {}: {e}", path.display())))?;
+    file.set_len(keep as u64).map_err(|e| invalid(format!("truncating the torn last line of {}: {e}", path.display())))?;
+    file.sync_all().map_err(|e| invalid(format!("syncing {}: {e}", path.display())))
+}
+
 /// Progress callbacks for a whole run (the CLI draws bars from them).
 pub trait RunObserver {
     fn on_domain_start(&mut self, _domain: &str, _index: usize, _of: usize) {}
@@ -84,6 +106,10 @@ impl Run {
         // directory alone (`brainstacks route --run DIR`).
         let text = serde_json::to_string_pretty(&config).map_err(|e| invalid(e.to_string()))?;
         brainstacks_tensor::io::write_atomic_bytes(&config.out_dir.join(RUN_CONFIG_FILE), text.as_bytes())?;
+        // A run killed mid-write leaves temporaries (never torn files) and perhaps a torn last
+        // metrics line; both are cleared before anything else is written.
+        brainstacks_tensor::io::remove_stale_temporaries(&config.out_dir, 1)?;
+        repair_torn_tail(&config.out_dir.join(METRICS_FILE))?;
         let path = config.out_dir.join("manifest.json");
         let manifest = if path.exists() {
             let m = Manifest::load(&path)?;
@@ -114,9 +140,10 @@ impl Run {
     }
 
     fn metrics(&self, line: serde_json::Value) -> Result<()> {
-        let path = self.config.out_dir.join("metrics.jsonl");
+        let path = self.config.out_dir.join(METRICS_FILE);
         let mut f = OpenOptions::new().create(true).append(true).open(&path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
-        writeln!(f, "{line}").map_err(|e| invalid(format!("{}: {e}", path.display())))
+        // One write of the whole line (writeln! may split it), so a kill tears at most this line.
+        f.write_all(format!("{line}\n").as_bytes()).map_err(|e| invalid(format!("{}: {e}", path.display())))
     }
 
     /// Runs (or resumes) every domain not yet done. Returns the final manifest.
