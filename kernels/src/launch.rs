@@ -11,6 +11,7 @@
 //! asynchronous fault is reported at the guilty kernel.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{
@@ -68,6 +69,25 @@ pub enum GpuError {
         module: &'static str,
         entry: &'static str,
     },
+    /// The device has no room for an allocation (`CUDA_ERROR_OUT_OF_MEMORY`, or one injected by
+    /// [`GpuContext::inject_out_of_memory_after`]). Nothing was allocated; earlier buffers and
+    /// files are untouched.
+    #[error(
+        "CUDA device {ordinal} ({device}): out of memory {what} ({}; the device has {} free){}. \
+         Lower micro_batch or seq_len, or free the memory other processes hold",
+        mib(*.requested_bytes as u64),
+        memory_info(*.free_bytes, *.total_bytes),
+        if *.injected { " [injected by a test]" } else { "" }
+    )]
+    OutOfMemory {
+        ordinal: usize,
+        device: String,
+        what: String,
+        requested_bytes: usize,
+        free_bytes: Option<usize>,
+        total_bytes: Option<usize>,
+        injected: bool,
+    },
     /// Invalid arguments to a GPU op (lengths, ranges).
     #[error("{op}: {msg}")]
     Invalid { op: &'static str, msg: String },
@@ -79,6 +99,17 @@ pub enum GpuError {
         what: String,
         msg: String,
     },
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+}
+
+fn memory_info(free: Option<usize>, total: Option<usize>) -> String {
+    match (free, total) {
+        (Some(f), Some(t)) => format!("{} of {}", mib(f as u64), mib(t as u64)),
+        _ => "an unknown amount".into(),
+    }
 }
 
 /// What a device says about itself.
@@ -115,7 +146,12 @@ pub struct GpuContext {
     name: String,
     modules: Mutex<[Option<Arc<CudaModule>>; ModuleId::COUNT]>,
     check_launches: bool,
+    /// Allocations left before an injected out-of-memory ([`NO_INJECTED_OOM`]: none injected).
+    oom_countdown: AtomicU64,
 }
+
+/// [`GpuContext::oom_countdown`] when no out-of-memory is injected.
+const NO_INJECTED_OOM: u64 = u64::MAX;
 
 impl std::fmt::Debug for GpuContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -201,6 +237,7 @@ impl GpuContext {
             name,
             modules: Mutex::new([const { None }; ModuleId::COUNT]),
             check_launches: cfg!(debug_assertions),
+            oom_countdown: AtomicU64::new(NO_INJECTED_OOM),
         })
     }
 
@@ -350,9 +387,59 @@ impl GpuContext {
         )
     }
 
+    /// Makes the allocation after the next `n` ones on this context fail with
+    /// [`GpuError::OutOfMemory`] (`None`: no injected failure). One-shot: the allocations after
+    /// the failing one succeed again. For tests of what callers do when the device is full.
+    pub fn inject_out_of_memory_after(&self, n: Option<u64>) {
+        self.oom_countdown
+            .store(n.unwrap_or(NO_INJECTED_OOM), Ordering::SeqCst);
+    }
+
+    /// Runs the allocating driver call `f` of `bytes` bytes, turning an out-of-memory result (real
+    /// or injected) into [`GpuError::OutOfMemory`] with the device's free memory.
+    fn allocating<T>(
+        &self,
+        bytes: usize,
+        what: impl Fn() -> String,
+        f: impl FnOnce() -> Result<T, DriverError>,
+    ) -> Result<T, GpuError> {
+        let oom = |injected| {
+            let info = self.ctx.mem_get_info().ok();
+            GpuError::OutOfMemory {
+                ordinal: self.ordinal,
+                device: self.name.clone(),
+                what: what(),
+                requested_bytes: bytes,
+                free_bytes: info.map(|i| i.0),
+                total_bytes: info.map(|i| i.1),
+                injected,
+            }
+        };
+        if bytes > 0 {
+            let left = self.oom_countdown.load(Ordering::SeqCst);
+            if left != NO_INJECTED_OOM {
+                // Counts down to 0, fails there, then switches the injection off.
+                let next = if left == 0 { NO_INJECTED_OOM } else { left - 1 };
+                self.oom_countdown.store(next, Ordering::SeqCst);
+                if left == 0 {
+                    return Err(oom(true));
+                }
+            }
+        }
+        match self.driver(&what, f) {
+            Err(GpuError::Driver { source, .. })
+                if source.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY =>
+            {
+                Err(oom(false))
+            }
+            other => other,
+        }
+    }
+
     /// Copies a host slice to a new device buffer.
     pub fn htod<T: DeviceRepr>(&self, src: &[T]) -> Result<CudaSlice<T>, GpuError> {
-        self.driver(
+        self.allocating(
+            std::mem::size_of_val(src),
             || format!("copying {} elements to the device", src.len()),
             || {
                 // Zero-length buffers through `null()`: cuMemAlloc rejects a size of 0.
@@ -384,7 +471,8 @@ impl GpuContext {
         &self,
         len: usize,
     ) -> Result<CudaSlice<T>, GpuError> {
-        self.driver(
+        self.allocating(
+            len.saturating_mul(std::mem::size_of::<T>()),
             || format!("allocating {len} elements"),
             || {
                 if len == 0 {

@@ -19,6 +19,7 @@ pub fn gpu(test: &'static str) -> Option<Device> {
 }
 
 /// A proptest runner with `cases` cases and no failure files.
+#[allow(dead_code)] // not every test file that includes this module draws proptest cases
 pub fn runner(cases: u32) -> TestRunner {
     TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() })
 }
