@@ -65,10 +65,12 @@ fn trains_resumes_and_reports_config_errors() {
     let r = bin()
         .args(["router", "--run"])
         .arg(root.join("run"))
-        .args(["--label-samples", "10", "--oracle-samples", "2", "--epochs", "1", "--hidden", "8"])
+        .args(["--label-samples", "10", "--oracle-samples", "2", "--epochs", "1", "--hidden", "8", "--accept", "0.005"])
         .output()
         .unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let bad = bin().args(["router", "--run"]).arg(root.join("run")).arg("--accept=-1").output().unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--accept must be"), "{bad:?}");
     let route = bin().args(["route", "--run"]).arg(root.join("run")).args(["--prompt", "please count up to 5"]).output().unwrap();
     let table = String::from_utf8_lossy(&route.stdout);
     assert!(route.status.success() && table.contains("sigmoid") && table.contains("count"), "{table}");

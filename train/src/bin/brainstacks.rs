@@ -148,6 +148,10 @@ enum Command {
         /// The released code's greedy rule (first improving domain) instead of the best one.
         #[arg(long)]
         first_improvement: bool,
+        /// Least loss drop for the oracle's greedy growth to accept a domain (the spec's 0.01 is
+        /// tuned for losses of billion-parameter models; a small model's gains are smaller).
+        #[arg(long, default_value_t = 0.01)]
+        accept: f64,
     },
     /// Prints the router's domain weights for a prompt.
     Route {
@@ -253,7 +257,7 @@ fn main() -> anyhow::Result<()> {
         Command::Train { config } => {
             brainstacks_train::train_cli::train(&config)?;
         }
-        Command::Router { run, label_samples, oracle_samples, epochs, hidden, lr, recompute, first_improvement } => {
+        Command::Router { run, label_samples, oracle_samples, epochs, hidden, lr, recompute, first_improvement, accept } => {
             use brainstacks_train::router::{oracle::Greedy, pipeline};
             let mut opts = pipeline::RouterOptions { label_samples, oracle_samples, hidden, recompute, ..Default::default() };
             opts.train.epochs = epochs;
@@ -261,6 +265,10 @@ fn main() -> anyhow::Result<()> {
             if first_improvement {
                 opts.oracle.greedy = Greedy::First;
             }
+            if !(accept.is_finite() && accept >= 0.0) {
+                anyhow::bail!("--accept must be a finite loss drop >= 0, got {accept}");
+            }
+            opts.oracle.accept = accept;
             let summary = pipeline::train_run_router(&run, &opts, &mut brainstacks_train::run_cli::PhaseBars::new())?;
             println!(
                 "router: {} training / {} validation prompts, best epoch {}; saved in {}",
