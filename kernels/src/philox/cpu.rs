@@ -56,47 +56,53 @@ pub fn normals_of_block(w: [u32; 4]) -> [f64; 4] {
     [n0, n1, n2, n3]
 }
 
+/// Calls `f(out_slot, lane_value)` for elements `offset .. offset + out.len()`, computing each
+/// Philox block (and whatever `per_block` derives from it, e.g. four normals) once for the up to
+/// four elements it holds rather than once per element.
+fn fill_by_block<T, V: Copy>(
+    seed: u64,
+    offset: u64,
+    out: &mut [T],
+    per_block: impl Fn([u32; 4]) -> [V; 4],
+    mut f: impl FnMut(&mut T, V),
+) {
+    let mut i = 0;
+    while i < out.len() {
+        let g = offset + i as u64;
+        let lanes = per_block(block_for(seed, g));
+        // From lane g % 4 to the end of the block or of `out`.
+        let first = (g & 3) as usize;
+        let take = (4 - first).min(out.len() - i);
+        for (o, &v) in out[i..i + take].iter_mut().zip(&lanes[first..first + take]) {
+            f(o, v);
+        }
+        i += take;
+    }
+}
+
 /// Raw 32-bit words for elements `offset .. offset + out.len()`.
 pub fn fill_u32(seed: u64, offset: u64, out: &mut [u32]) {
-    for (i, o) in out.iter_mut().enumerate() {
-        let g = offset + i as u64;
-        *o = block_for(seed, g)[(g & 3) as usize];
-    }
+    fill_by_block(seed, offset, out, |w| w, |o, w| *o = w);
 }
 
 /// Uniform f32 in (low, high) for elements `offset .. offset + out.len()`.
 pub fn fill_uniform_f32(seed: u64, offset: u64, low: f32, high: f32, out: &mut [f32]) {
-    for (i, o) in out.iter_mut().enumerate() {
-        let g = offset + i as u64;
-        let u = u32_to_unit_f32(block_for(seed, g)[(g & 3) as usize]);
-        *o = low + (high - low) * u;
-    }
+    fill_by_block(seed, offset, out, |w| w, |o, w| *o = low + (high - low) * u32_to_unit_f32(w));
 }
 
 /// Uniform f64 in (low, high) for elements `offset .. offset + out.len()`.
 pub fn fill_uniform_f64(seed: u64, offset: u64, low: f64, high: f64, out: &mut [f64]) {
-    for (i, o) in out.iter_mut().enumerate() {
-        let g = offset + i as u64;
-        let u = u32_to_unit_f64(block_for(seed, g)[(g & 3) as usize]);
-        *o = low + (high - low) * u;
-    }
+    fill_by_block(seed, offset, out, |w| w, |o, w| *o = low + (high - low) * u32_to_unit_f64(w));
 }
 
 /// Normal(mean, std) as f64 for elements `offset .. offset + out.len()`.
 pub fn fill_normal_f64(seed: u64, offset: u64, mean: f64, std: f64, out: &mut [f64]) {
-    for (i, o) in out.iter_mut().enumerate() {
-        let g = offset + i as u64;
-        *o = mean + std * normals_of_block(block_for(seed, g))[(g & 3) as usize];
-    }
+    fill_by_block(seed, offset, out, normals_of_block, |o, n| *o = mean + std * n);
 }
 
 /// Normal(mean, std) rounded once to f32, for elements `offset .. offset + out.len()`.
 pub fn fill_normal_f32(seed: u64, offset: u64, mean: f32, std: f32, out: &mut [f32]) {
-    for (i, o) in out.iter_mut().enumerate() {
-        let g = offset + i as u64;
-        let n = normals_of_block(block_for(seed, g))[(g & 3) as usize];
-        *o = (mean as f64 + std as f64 * n) as f32;
-    }
+    fill_by_block(seed, offset, out, normals_of_block, |o, n| *o = (mean as f64 + std as f64 * n) as f32);
 }
 
 #[cfg(test)]
@@ -118,6 +124,33 @@ mod tests {
             philox4x32_10([0x243f_6a88, 0x85a3_08d3, 0x1319_8a2e, 0x0370_7344], [0xa409_3822, 0x299f_31d0]),
             [0xd16c_fe09, 0x94fd_cceb, 0x5001_e420, 0x2412_6ea1]
         );
+    }
+
+    /// The block-wise fills give, for every element, the lane of its own block: the same values
+    /// as computing each element's block alone, for every offset and length around block edges.
+    #[test]
+    fn block_wise_fills_match_per_element_blocks() {
+        for offset in 0..9u64 {
+            for len in 0..11usize {
+                let mut n32 = vec![0f32; len];
+                let mut n64 = vec![0f64; len];
+                let mut u = vec![0u32; len];
+                let mut uf = vec![0f32; len];
+                fill_normal_f32(5, offset, 0.5, 2.0, &mut n32);
+                fill_normal_f64(5, offset, 0.5, 2.0, &mut n64);
+                fill_u32(5, offset, &mut u);
+                fill_uniform_f32(5, offset, -1.0, 3.0, &mut uf);
+                for i in 0..len {
+                    let g = offset + i as u64;
+                    let (w, lane) = (block_for(5, g), (g & 3) as usize);
+                    let n = normals_of_block(w)[lane];
+                    assert_eq!(n32[i].to_bits(), ((0.5f64 + 2.0 * n) as f32).to_bits());
+                    assert_eq!(n64[i].to_bits(), (0.5 + 2.0 * n).to_bits());
+                    assert_eq!(u[i], w[lane]);
+                    assert_eq!(uf[i].to_bits(), (-1.0 + 4.0 * u32_to_unit_f32(w[lane])).to_bits());
+                }
+            }
+        }
     }
 
     #[test]
