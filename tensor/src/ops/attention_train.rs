@@ -29,6 +29,7 @@
 use rayon::prelude::*;
 
 use crate::cpu::gemm::{MatRef, gemm_f32};
+use crate::ops::unary::exp_f32;
 use crate::{DType, Device, Error, Result, Tensor};
 
 /// Gradients of [`Tensor::causal_attention_f32`] with respect to `q`, `k` and `v` (contiguous, in
@@ -148,26 +149,35 @@ fn check(op: &'static str, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Dims> {
 }
 
 /// `p` (`[t, s]`) = the masked softmax of `scale * q kᵀ`: query `i` sees keys `0..=i + s - t`,
-/// the rest is exactly 0. Max, exponentials and the sum run in index order, in f32.
+/// the rest is exactly 0. Max, exponentials ([`exp_f32`]) and the sum run in index order, in f32.
 fn probabilities(q: MatRef<'_, f32>, k: MatRef<'_, f32>, dims: &Dims, scale: f32, p: &mut [f32]) {
     let (t, s) = (dims.t, dims.s);
     gemm_f32(q, k.t(), p, false);
     for (i, row) in p.chunks_exact_mut(s).enumerate() {
         let (seen, hidden) = row.split_at_mut(i + s - t + 1);
-        let mut m = f32::NEG_INFINITY;
-        for x in seen.iter_mut() {
-            *x *= scale;
-            m = m.max(*x);
-        }
-        let mut total = 0f32;
-        for x in seen.iter_mut() {
-            *x = (*x - m).exp();
-            total += *x;
-        }
+        seen.iter_mut().for_each(|x| *x *= scale);
+        let m = max_f32(seen);
+        // The exponentials in one vectorised pass, then the sum in index order.
+        seen.iter_mut().for_each(|x| *x = exp_f32(*x - m));
+        let total: f32 = seen.iter().fold(0.0, |acc, &x| acc + x);
         let inv = 1.0 / total;
         seen.iter_mut().for_each(|x| *x *= inv);
         hidden.fill(0.0);
     }
+}
+
+/// The largest value of `xs` (`-inf` when empty; NaN is ignored, as `f32::max` does), in eight
+/// independent lanes so the loop vectorises. Exact, so the order does not matter.
+fn max_f32(xs: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = xs.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l = if x > *l { x } else { *l };
+        }
+    }
+    tail.iter().chain(&lanes).fold(f32::NEG_INFINITY, |m, &x| m.max(x))
 }
 
 impl Tensor {

@@ -250,45 +250,29 @@ pub(crate) fn zip_map<T: WithDType, U: Send + Default + Clone>(
     let a = lhs.cpu_slice::<T>(op)?;
     let b = rhs.cpu_slice::<T>(op)?;
     let n = checked_alloc_len(op, &shape, std::mem::size_of::<U>())?;
-    let mut out = vec![U::default(); n];
     let (ra, rb) = (lhs.layout().contiguous_range(), rhs.layout().contiguous_range());
     let full_a = lhs.shape() == shape.as_slice();
     let full_b = rhs.shape() == shape.as_slice();
-    match (ra, rb) {
-        (Some((a0, _)), Some((b0, _))) if full_a && full_b => {
-            parallel::fill_chunks(&mut out, |start, chunk| {
-                let (xa, xb) = (&a[a0 + start..a0 + start + chunk.len()], &b[b0 + start..b0 + start + chunk.len()]);
-                for ((o, &x), &y) in chunk.iter_mut().zip(xa).zip(xb) {
-                    *o = f(x, y);
-                }
-            });
-        }
+    let out = match (ra, rb) {
+        (Some((a0, _)), Some((b0, _))) if full_a && full_b => parallel::zip_with(&a[a0..a0 + n], &b[b0..b0 + n], f),
         (Some((a0, _)), _) if full_a && rhs.elem_count() == 1 => {
             let y = b[rhs.layout().offset()];
-            parallel::fill_chunks(&mut out, |start, chunk| {
-                let len = chunk.len();
-                for (o, &x) in chunk.iter_mut().zip(&a[a0 + start..a0 + start + len]) {
-                    *o = f(x, y);
-                }
-            });
+            parallel::map(&a[a0..a0 + n], |x| f(x, y))
         }
         (_, Some((b0, _))) if full_b && lhs.elem_count() == 1 => {
             let x = a[lhs.layout().offset()];
-            parallel::fill_chunks(&mut out, |start, chunk| {
-                let len = chunk.len();
-                for (o, &y) in chunk.iter_mut().zip(&b[b0 + start..b0 + start + len]) {
-                    *o = f(x, y);
-                }
-            });
+            parallel::map(&b[b0..b0 + n], |y| f(x, y))
         }
         _ => {
             let la = lhs.layout().broadcast_as(op, &shape)?;
             let lb = rhs.layout().broadcast_as(op, &shape)?;
+            let mut out = vec![U::default(); n];
             parallel::fill_chunks(&mut out, |start, chunk| {
                 for_offsets2_in(&la, &lb, start, chunk.len(), |j, oa, ob| chunk[j] = f(a[oa], b[ob]))
             });
+            out
         }
-    }
+    };
     Ok((out, shape))
 }
 

@@ -166,14 +166,51 @@ pub fn sigmoid_f64(x: f64) -> f64 {
     }
 }
 
-/// f32 form of [`sigmoid_f64`].
-#[inline]
+/// f32 form of [`sigmoid_f64`], without branches (the two cases are both computed and one is
+/// selected) and through [`exp_f32`], so loops over it vectorise: silu and its gradient are a
+/// large share of a training step.
+#[inline(always)]
 pub fn sigmoid_f32(x: f32) -> f32 {
-    if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
+    let e = exp_f32(-x.abs());
+    let r = 1.0 / (1.0 + e);
+    if x >= 0.0 { r } else { e * r }
+}
+
+/// `e^x` in f32, within 2 ulp of the exact value (tested over the whole normal range), written
+/// without calls or data-dependent branches so that loops over it vectorise (libm's `expf` is a
+/// call per element). The scheme is the classic one: `x = n ln 2 + r` with `|r| <= ln(2) / 2`
+/// (`ln 2` split in two parts so `n ln 2` is exact), a degree-7 polynomial for `e^r`, and `2^n`
+/// built from its exponent bits.
+///
+/// Differences from `f32::exp`: results below `2^-125` (`x < -86.9`) are 0 rather than tiny or
+/// subnormal; `x > ln(f32::MAX)` is `+inf` as usual; NaN propagates.
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const OVERFLOW: f32 = 88.722_84; // ln(f32::MAX), rounded up
+    const UNDERFLOW: f32 = -86.9; // n >= -125 below, so the two-step scale stays normal
+    const LN2_HI: f32 = 0.693_359_4; // 0.693359375: few bits, so n * LN2_HI is exact
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // 1.5 * 2^23: adding and subtracting it rounds to the nearest integer (|v| < 2^22).
+    const ROUND: f32 = 12_582_912.0;
+    // Clamped so that n stays in [-125, 128]; NaN fails both tests and passes through.
+    let xc = x.clamp(UNDERFLOW, OVERFLOW);
+    let n = (xc * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = (xc - n * LN2_HI) - n * LN2_LO;
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 1.666_666_5e-1) * r + 0.5;
+    let e = p * (r * r) + r + 1.0;
+    // 2^n as 2^(n-1) * 2, so that n = 128 (just below the overflow) still has a normal factor.
+    // The biased exponent n + 126 (in 1..=254) is read off the bits of n + 126 + 2^23, which
+    // holds that integer in its low mantissa bits: integer ops that vectorise, where `n as i32`
+    // (a saturating conversion) does not.
+    let biased = (n + (126.0 + 8_388_608.0)).to_bits().wrapping_sub(8_388_608.0f32.to_bits());
+    let half_scale = f32::from_bits(biased << 23);
+    let y = e * half_scale * 2.0;
+    if x > OVERFLOW {
+        f32::INFINITY
+    } else if x < UNDERFLOW {
+        0.0
     } else {
-        let e = x.exp();
-        e / (1.0 + e)
+        y
     }
 }
 
@@ -393,14 +430,7 @@ impl Tensor {
         fn zip<T: WithDType>(x: &Tensor, g: &Tensor, f: impl Fn(T, T) -> T + Sync + Send) -> Result<Vec<T>> {
             // Errors (rather than a CPU loop over nothing) for tensors on another device.
             let (xs, gs) = (super::norm::dense::<T>(x, OP)?, super::norm::dense::<T>(g, OP)?);
-            let mut out = vec![T::default(); xs.len()];
-            parallel::fill_chunks(&mut out, |start, chunk| {
-                let n = chunk.len();
-                for ((o, &a), &b) in chunk.iter_mut().zip(&xs[start..start + n]).zip(&gs[start..start + n]) {
-                    *o = f(a, b);
-                }
-            });
-            Ok(out)
+            Ok(parallel::zip_with(xs, gs, f))
         }
         let f32_rule = |x: f32, g: f32| {
             let s = sigmoid_f32(x);
@@ -552,6 +582,51 @@ impl Tensor {
 
 #[cfg(test)]
 mod tests {
+    /// Distance of `got` from the exact `want` in f32 units in the last place of `want`.
+    fn f32_ulps(got: f32, want: f64) -> f64 {
+        let w = want as f32;
+        let ulp = (f32::from_bits(w.abs().to_bits() + 1) - w.abs()) as f64;
+        (got as f64 - want).abs() / ulp
+    }
+
+    #[test]
+    fn exp_f32_is_within_two_ulp_over_the_normal_range() {
+        // Every 61st f32 bit pattern in [-86.9, 88.72]: about 35 million values, both signs.
+        let mut worst = (0.0, 0.0f32);
+        for bits in (0..0x42b1_7218u32).step_by(61) {
+            for x in [f32::from_bits(bits), -f32::from_bits(bits)] {
+                if !(-86.9..=88.72).contains(&x) {
+                    continue;
+                }
+                let e = f32_ulps(super::exp_f32(x), (x as f64).exp());
+                if e > worst.0 {
+                    worst = (e, x);
+                }
+            }
+        }
+        assert!(worst.0 <= 2.0, "{} ulp at x = {}", worst.0, worst.1);
+        assert_eq!(super::exp_f32(0.0), 1.0);
+        assert_eq!(super::exp_f32(f32::INFINITY), f32::INFINITY);
+        assert_eq!(super::exp_f32(88.8), f32::INFINITY);
+        assert_eq!(super::exp_f32(f32::NEG_INFINITY), 0.0);
+        assert_eq!(super::exp_f32(-87.0), 0.0);
+        assert!(super::exp_f32(f32::NAN).is_nan());
+    }
+
+    #[test]
+    fn sigmoid_f32_matches_f64_and_saturates() {
+        for i in -20_000..=20_000 {
+            let x = i as f32 * 0.004; // [-80, 80]
+            let want = super::sigmoid_f64(x as f64);
+            let got = super::sigmoid_f32(x);
+            // Tails: relative accuracy down to the flush of exp_f32 (e^-86.9).
+            assert!(f32_ulps(got, want) <= 4.0, "x = {x}: {got} vs {want}");
+        }
+        assert_eq!(super::sigmoid_f32(100.0), 1.0);
+        assert_eq!(super::sigmoid_f32(-100.0), 0.0);
+        assert_eq!(super::sigmoid_f32(0.0), 0.5);
+        assert!(super::sigmoid_f32(f32::NAN).is_nan());
+    }
 
     /// `silu_backward` against `g * d/dx silu(x)` in f64, for strided inputs and every float
     /// dtype, with the f32 rule's bits for f32 and bf16.
