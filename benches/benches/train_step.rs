@@ -165,10 +165,14 @@ criterion_group!(benches, bench);
 
 fn main() {
     let threads = brainstacks_benches::install_bench_threads();
-    if let Some(n) = std::env::var("TRAIN_STEP_BREAKDOWN").ok().and_then(|s| s.parse::<usize>().ok()) {
-        println!("threads {threads}");
-        breakdown(n.max(1));
-    }
-    benches();
+    let run = || {
+        if let Some(n) = std::env::var("TRAIN_STEP_BREAKDOWN").ok().and_then(|s| s.parse::<usize>().ok()) {
+            println!("threads {threads}");
+            breakdown(n.max(1));
+        }
+        benches();
+    };
+    // As the CLI runs its commands: on a worker of the pool.
+    brainstacks_tensor::cpu::parallel::on_pool(run);
     criterion::Criterion::default().configure_from_args().final_summary();
 }

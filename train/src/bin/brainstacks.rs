@@ -195,11 +195,23 @@ enum Command {
     },
 }
 
+/// Stack of each worker thread: commands run on a worker (see `main`), so it gets the main
+/// thread's usual size rather than the 2 MiB of a spawned thread.
+const WORKER_STACK_BYTES: usize = 8 << 20;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let mut pool = rayon::ThreadPoolBuilder::new().stack_size(WORKER_STACK_BYTES);
     if let Some(n) = cli.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting the thread count")?;
+        pool = pool.num_threads(n);
     }
+    pool.build_global().context("setting up the thread pool")?;
+    // The whole command on a worker of the pool, so the tensor ops it runs do not each pay a
+    // hand-off from the main thread to the pool.
+    brainstacks_tensor::cpu::parallel::on_pool(|| run_command(cli))
+}
+
+fn run_command(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo { quick, seed, out, device } => {
             anyhow::ensure!(
