@@ -88,6 +88,23 @@ fn required_usize(obj: &Map<String, Value>, key: &str) -> Result<usize> {
     Ok(v)
 }
 
+/// Upper bounds on the sizes a config may claim: far above any real Llama (the largest have a
+/// width of 16384, an FFN of 53248, 128 heads, 126 layers, vocabularies of 256k), low enough that
+/// nothing derived from them (RoPE tables, weight shapes, their products) overflows or asks for an
+/// impossible allocation before the weights are even opened.
+const MAX_WIDTH: usize = 1 << 20;
+const MAX_HEADS: usize = 1 << 14;
+const MAX_LAYERS: usize = 1 << 14;
+const MAX_VOCAB: usize = 1 << 26;
+
+/// `value` of `key`, or an error when it is above `max`.
+fn at_most(key: &str, value: usize, max: usize) -> Result<usize> {
+    if value > max {
+        return Err(cfg_err(key, format!("{value} is implausibly large (at most {max} is accepted)")));
+    }
+    Ok(value)
+}
+
 fn token_ids(obj: &Map<String, Value>, key: &str) -> Result<Vec<u32>> {
     let one = |v: &Value| v.as_u64().and_then(|x| u32::try_from(x).ok());
     match get(obj, key) {
@@ -192,11 +209,11 @@ impl LlamaConfig {
                 Some(v) => return Err(cfg_err(key, format!("expected a boolean, found {v}"))),
             }
         }
-        let hidden_size = required_usize(obj, "hidden_size")?;
-        let intermediate_size = required_usize(obj, "intermediate_size")?;
-        let num_hidden_layers = required_usize(obj, "num_hidden_layers")?;
-        let num_attention_heads = required_usize(obj, "num_attention_heads")?;
-        let vocab_size = required_usize(obj, "vocab_size")?;
+        let hidden_size = at_most("hidden_size", required_usize(obj, "hidden_size")?, MAX_WIDTH)?;
+        let intermediate_size = at_most("intermediate_size", required_usize(obj, "intermediate_size")?, MAX_WIDTH)?;
+        let num_hidden_layers = at_most("num_hidden_layers", required_usize(obj, "num_hidden_layers")?, MAX_LAYERS)?;
+        let num_attention_heads = at_most("num_attention_heads", required_usize(obj, "num_attention_heads")?, MAX_HEADS)?;
+        let vocab_size = at_most("vocab_size", required_usize(obj, "vocab_size")?, MAX_VOCAB)?;
         let num_key_value_heads = usize_at(obj, "num_key_value_heads", "num_key_value_heads")?.unwrap_or(num_attention_heads);
         if num_key_value_heads == 0 || !num_attention_heads.is_multiple_of(num_key_value_heads) {
             return Err(cfg_err(
@@ -214,6 +231,9 @@ impl LlamaConfig {
         if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(cfg_err("head_dim", format!("{head_dim} must be positive and even (RoPE rotates pairs)")));
         }
+        at_most("head_dim", head_dim, MAX_WIDTH)?;
+        // The query projection's width: heads times head_dim, both bounded, so no overflow.
+        at_most("num_attention_heads * head_dim", num_attention_heads * head_dim, MAX_WIDTH)?;
         let rms_norm_eps = f64_at(obj, "rms_norm_eps", "rms_norm_eps")?.unwrap_or(1e-6);
         if !(rms_norm_eps.is_finite() && rms_norm_eps >= 0.0) {
             return Err(cfg_err("rms_norm_eps", format!("{rms_norm_eps} must be finite and non-negative")));
@@ -351,6 +371,8 @@ mod tests {
             (r#""rope_scaling": {"rope_type": "linear"}"#, "rope_scaling.factor"),
             (r#""rope_parameters": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}"#, "rope_parameters.original_max_position_embeddings"),
             (r#""head_dim": 15"#, "head_dim"),
+            (r#""head_dim": 6666666666664"#, "head_dim"),
+            (r#""num_hidden_layers": 100000"#, "num_hidden_layers"),
             (r#""eos_token_id": "x""#, "eos_token_id"),
             (r#""hidden_act": "gelu""#, "hidden_act"),
             (r#""attention_bias": true"#, "attention_bias"),
