@@ -199,7 +199,8 @@ impl Nf4Weight {
         if x.device() != Device::Cpu {
             return Err(Error::Device { op, device: x.device(), msg: "NF4 products on this device are not available yet".into() });
         }
-        let m = x.elem_count() / k.max(1);
+        // Rows from the leading dims (not elem_count / k, which is 0 for every m when k is 0).
+        let m: usize = x.shape()[..x.rank() - 1].iter().product();
         let mut out_shape = x.shape().to_vec();
         *out_shape.last_mut().expect("rank >= 1") = n;
         let x = x.contiguous()?;

@@ -98,6 +98,20 @@ fn leading_dims_and_views() {
     assert_eq!(q.linear(&xt).unwrap().to_vec::<f32>().unwrap(), q.linear(&xt.contiguous().unwrap()).unwrap().to_vec::<f32>().unwrap());
 }
 
+/// Empty weights multiply like empty matrices: `[n, 0]` gives zeros of the right shape (found by
+/// the `nf4_parts` fuzz target: the row count was taken as `elements / 0`), `[0, k]` gives an
+/// empty output.
+#[test]
+fn empty_weights_give_products_of_the_right_shape() {
+    let zero_in = Nf4Weight::from_parts(3, 0, 64, Vec::new(), Some(Vec::new()), None, DType::F32).unwrap();
+    let y = zero_in.linear(&Tensor::ones(&[2, 4, 0], DType::F32, &Device::Cpu).unwrap()).unwrap();
+    assert_eq!((y.shape(), y.to_vec::<f32>().unwrap()), (&[2usize, 4, 3][..], vec![0.0; 24]));
+    let dx = zero_in.linear_input_grad(&Tensor::ones(&[5, 3], DType::F32, &Device::Cpu).unwrap()).unwrap();
+    assert_eq!(dx.shape(), &[5, 0]);
+    let zero_out = Nf4Weight::quantize(&Tensor::zeros(&[0, 64], DType::F32, &Device::Cpu).unwrap(), 64, false).unwrap();
+    assert_eq!(zero_out.linear(&randn(4, &[2, 64], DType::F32)).unwrap().shape(), &[2, 0]);
+}
+
 #[test]
 fn user_errors_are_reported() {
     let w = randn(1, &[4, 96], DType::F32);
