@@ -8,6 +8,9 @@ use brainstacks_train::Error;
 use brainstacks_train::boost::config::{DomainConfig, ModelSource, NullSpaceConfig, RunConfig};
 use brainstacks_train::boost::manifest::Manifest;
 use brainstacks_train::boost::{Quiet, Run, RunObserver};
+use common::{files_under, timeless};
+
+mod common;
 
 type R = Result<(), Box<dyn std::error::Error>>;
 
@@ -68,18 +71,6 @@ fn config(dir: &Path, rounds: usize) -> RunConfig {
     cfg.val_fraction = 0.1;
     cfg.null_space = NullSpaceConfig { k: 4, samples: 8, monitor_leakage: true, ..Default::default() };
     cfg
-}
-
-/// Everything in a manifest except wall-clock times.
-fn timeless(m: &Manifest) -> Manifest {
-    let mut m = m.clone();
-    for d in &mut m.domains {
-        d.seconds = 0.0;
-        for r in &mut d.rounds {
-            r.seconds = 0.0;
-        }
-    }
-    m
 }
 
 #[test]
@@ -159,21 +150,6 @@ fn a_stopped_run_resumes_to_the_same_results() -> R {
     assert!(m.domains.iter().all(|d| d.rounds.len() == 2 && d.stopped.as_deref() == Some("min_delta")));
     std::fs::remove_dir_all(&dir)?;
     Ok(())
-}
-
-/// Every file under `dir`, relative.
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files_under(&p).into_iter().map(|f| p.strip_prefix(dir).unwrap().join(f)));
-        } else {
-            out.push(p.strip_prefix(dir).unwrap().to_path_buf());
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Every file under `dir` with its bytes, but the metrics log (which grows).

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use brainstacks_tensor::io::SafeTensors;
 use brainstacks_train::boost::manifest::Manifest;
+use common::{files_under, timeless};
+
+mod common;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_brainstacks"))
@@ -48,33 +51,15 @@ fn write_config(root: &Path, name: &str) -> PathBuf {
     path
 }
 
-/// Every file of the run directory, relative, sorted (temporaries included, so they show up).
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).unwrap().to_path_buf());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// How far a run directory got: the number of rounds its manifest records (`None`: no manifest).
 fn progress(dir: &Path) -> Option<usize> {
     let m = Manifest::load(&dir.join("manifest.json")).ok()?;
     Some(m.domains.iter().map(|d| d.rounds.len()).sum())
 }
 
-/// Checks that every file a killed run left is whole; returns how many files it checked.
-fn assert_whole(dir: &Path, after_kill: usize) -> usize {
+/// Checks that every file a killed run left is whole; returns how many files it checked and how
+/// many of them were temporaries of interrupted writes.
+fn assert_whole(dir: &Path, after_kill: usize) -> (usize, usize) {
     let files = files_under(dir);
     for rel in &files {
         let path = dir.join(rel);
@@ -109,19 +94,8 @@ fn assert_whole(dir: &Path, after_kill: usize) -> usize {
             panic!("{ctx}: a file the run is not expected to write");
         }
     }
-    files.len()
-}
-
-/// The manifest without wall-clock times.
-fn timeless(path: &Path) -> Manifest {
-    let mut m = Manifest::load(path).unwrap();
-    for d in &mut m.domains {
-        d.seconds = 0.0;
-        for r in &mut d.rounds {
-            r.seconds = 0.0;
-        }
-    }
-    m
+    let temporaries = files.iter().filter(|f| f.to_string_lossy().contains(".tmp.")).count();
+    (files.len(), temporaries)
 }
 
 /// What one kill campaign saw.
@@ -175,8 +149,9 @@ fn kill_until_done(root: &Path, name: &str, seed: u64, full: Duration) -> Killed
                 child.kill().unwrap(); // SIGKILL on Unix
                 child.wait().unwrap();
                 kills += 1;
-                checked += assert_whole(&dir, kills);
-                temporaries_seen += files_under(&dir).iter().filter(|f| f.to_string_lossy().contains(".tmp.")).count();
+                let (files, temporaries) = assert_whole(&dir, kills);
+                checked += files;
+                temporaries_seen += temporaries;
                 progress_at_kills.push(progress(&dir));
             }
         }
@@ -187,7 +162,8 @@ fn kill_until_done(root: &Path, name: &str, seed: u64, full: Duration) -> Killed
     let reference = root.join("reference");
     let want = files_under(&reference);
     assert_eq!(files_under(&dir), want, "{name}: the same files");
-    assert_eq!(timeless(&dir.join("manifest.json")), timeless(&reference.join("manifest.json")), "{name}");
+    let load = |d: &Path| timeless(&Manifest::load(&d.join("manifest.json")).unwrap());
+    assert_eq!(load(&dir), load(&reference), "{name}");
     let mut compared = 0;
     for rel in want.iter().filter(|p| p.extension().is_some_and(|e| e == "safetensors")) {
         let (a, b) = (std::fs::read(reference.join(rel)).unwrap(), std::fs::read(dir.join(rel)).unwrap());

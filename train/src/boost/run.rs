@@ -32,20 +32,26 @@ pub const RUN_CONFIG_FILE: &str = "run.json";
 pub const METRICS_FILE: &str = "metrics.jsonl";
 
 /// Cuts `path` back to its last newline, so a line torn by a killed writer is dropped and the
-/// next append starts a fresh line. A missing file is fine.
+/// next append starts a fresh line. A missing file is fine. Only the last byte is read unless the
+/// tail is torn (the log grows with every step, and this runs at every start).
 fn repair_torn_tail(path: &Path) -> Result<()> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
+    use std::io::{Read, Seek, SeekFrom};
+    let io_err = |what: &str, e: std::io::Error| invalid(format!("{what} {}: {e}", path.display()));
+    let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(invalid(format!("reading {}: {e}", path.display()))),
+        Err(e) => return Err(io_err("opening", e)),
     };
-    if bytes.last().is_none_or(|&b| b == b'\n') {
+    let len = file.metadata().map_err(|e| io_err("reading the size of", e))?.len();
+    let mut last = [0u8];
+    if len == 0 || file.seek(SeekFrom::End(-1)).and_then(|_| file.read_exact(&mut last)).is_ok_and(|_| last[0] == b'\n') {
         return Ok(());
     }
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(0)).and_then(|_| file.read_to_end(&mut bytes)).map_err(|e| io_err("reading", e))?;
     let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let file = OpenOptions::new().write(true).open(path).map_err(|e| invalid(format!("opening {}: {e}", path.display())))?;
-    file.set_len(keep as u64).map_err(|e| invalid(format!("truncating the torn last line of {}: {e}", path.display())))?;
-    file.sync_all().map_err(|e| invalid(format!("syncing {}: {e}", path.display())))
+    file.set_len(keep as u64).map_err(|e| io_err("truncating the torn last line of", e))?;
+    file.sync_all().map_err(|e| io_err("syncing", e))
 }
 
 /// Progress callbacks for a whole run (the CLI draws bars from them).
@@ -430,5 +436,24 @@ impl RoundObserver for Relay<'_> {
         self.observer.on_eval(r);
         self.metrics.push(json!({"event": "eval", "domain": self.domain, "round": self.round, "step": r.step, "val": r.val,
             "best": r.best, "improved": r.improved}));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::repair_torn_tail;
+
+    #[test]
+    fn a_torn_last_line_is_cut_and_a_whole_log_is_kept() {
+        let dir = std::env::temp_dir().join(format!("bs-torn-tail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("metrics.jsonl");
+        repair_torn_tail(&path).unwrap(); // missing: nothing to do
+        for (before, after) in [("", ""), ("{\"a\":1}\n", "{\"a\":1}\n"), ("{\"a\":1}\n{\"b\"", "{\"a\":1}\n"), ("{\"b\"", "")] {
+            std::fs::write(&path, before).unwrap();
+            repair_torn_tail(&path).unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), after, "from {before:?}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
