@@ -11,6 +11,8 @@
 #
 # Environment:
 #   BENCH_THREADS   threads for both sides (default 2)
+#   BENCH_BASE_MATMUL  our frozen base products: f32 (default) or bf16 (AMX tiles where the CPU
+#                   has them); the anchor always computes in f32
 #   BENCH_PYTHON    python with torch for the anchor (unset: the PyTorch side is skipped)
 #   BENCH_ANCHOR    path of the anchor script (default ../shared/anchors/cpu_moe_lora_step.py,
 #                   relative to the repository root; it is not part of this repository)
@@ -27,7 +29,7 @@ log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 
 echo "== machine: $(nproc) cpus, load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-echo "== ours (BENCH_THREADS=$threads)"
+echo "== ours (BENCH_THREADS=$threads, BENCH_BASE_MATMUL=${BENCH_BASE_MATMUL:-f32})"
 BENCH_THREADS="$threads" TRAIN_STEP_BREAKDOWN="${TRAIN_STEP_BREAKDOWN:-5}" \
     cargo bench -p brainstacks-benches --bench train_step --locked -- train_step/ 2>&1 | tee "$log"
 

@@ -1,5 +1,7 @@
 //! CPU f32 GEMM: ours (`brainstacks_tensor::cpu::gemm`) side by side with the `matrixmultiply`
-//! crate, square n x n x n at n = 256, 512, 1024, plus our bf16 path at 512.
+//! crate, square n x n x n at n = 256, 512, 1024, plus our bf16 path at 512 and our f32 product
+//! with operands rounded to bf16 (`gemm_f32_as_bf16`: AMX tiles where the CPU has them) at every
+//! size, beside `gemm_f32` in the same run.
 //!
 //! # Thread count, honestly on both sides
 //!
@@ -21,7 +23,8 @@
 //!
 //! # Ids and units
 //!
-//! `gemm_f32/ours/<t>t/<n>`, `gemm_f32/matrixmultiply/<t>t/<n>`, `gemm_bf16/ours/<t>t/512`, where
+//! `gemm_f32/ours/<t>t/<n>`, `gemm_f32/matrixmultiply/<t>t/<n>`, `gemm_bf16/ours/<t>t/512`,
+//! `gemm_f32_as_bf16/ours/<t>t/<n>` (the kernel it used is printed first), where
 //! `<t>` is the thread count actually used. Throughput is `Elements(2 n^3)`, so criterion's
 //! "elem/s" reads as FLOP/s. Both sides compute `C = A·B` into an existing C (no accumulation),
 //! with row-major A, B and C.
@@ -29,7 +32,9 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use brainstacks_tensor::cpu::gemm::{MatRef, f32_kernel_name, gemm_bf16, gemm_f32};
+use brainstacks_tensor::cpu::gemm::{
+    MatRef, bf16_operands_kernel_name, f32_kernel_name, gemm_bf16, gemm_f32, gemm_f32_as_bf16,
+};
 use brainstacks_tensor::{DType, Device, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
@@ -159,14 +164,37 @@ fn bench_bf16(c: &mut Criterion, threads: usize) {
     group.finish();
 }
 
+fn bench_f32_as_bf16(c: &mut Criterion, threads: usize) {
+    let mut group = c.benchmark_group("gemm_f32_as_bf16");
+    for n in SIZES {
+        let a = values(n * n, 1);
+        let b = values(n * n, 2);
+        let mut out = vec![0.0f32; n * n];
+        group.throughput(Throughput::Elements(2 * (n as u64).pow(3)));
+        group.bench_function(BenchmarkId::new(format!("ours/{threads}t"), n), |bench| {
+            bench.iter(|| {
+                gemm_f32_as_bf16(
+                    MatRef::row_major(black_box(&a), n, n),
+                    MatRef::row_major(black_box(&b), n, n),
+                    black_box(&mut out),
+                    false,
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
 fn gemm(c: &mut Criterion) {
     let threads = configure_threads();
     eprintln!(
         "gemm bench: {threads} thread(s) for both ours and matrixmultiply; our f32 kernel: {}",
         f32_kernel_name(1024)
     );
+    eprintln!("gemm bench: f32 with bf16 operands on {}", bf16_operands_kernel_name(1024));
     bench_f32(c, threads);
     bench_bf16(c, threads);
+    bench_f32_as_bf16(c, threads);
 }
 
 criterion_group! {

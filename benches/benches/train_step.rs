@@ -11,7 +11,10 @@
 //! loss), is `shared/anchors/cpu_moe_lora_step.py`; `scripts/bench-train-step.sh` runs both.
 //!
 //! Id: `train_step/llama4x256_moe_e4r8_top2/b8x128`, throughput in tokens (elements) per second.
-//! Threads: `BENCH_THREADS` (default 1; the comparison uses 2). With `TRAIN_STEP_BREAKDOWN=<n>`
+//! Threads: `BENCH_THREADS` (default 1; the comparison uses 2). `BENCH_BASE_MATMUL=bf16` runs the
+//! frozen base products with bf16 operands (`LlamaModel::base_matmul`; AMX tiles where the CPU has
+//! them), `BENCH_DTYPE=bf16` the whole model in bf16 tensors (both default to f32, the anchor's
+//! precision). With `TRAIN_STEP_BREAKDOWN=<n>`
 //! the suite first times `n` steps phase by phase and prints the median forward, backward and
 //! optimizer milliseconds.
 
@@ -22,7 +25,7 @@ use brainstacks_autograd::{Gradients, Tape, Var};
 use brainstacks_model::llama::{LlamaConfig, LlamaModel, Proj, RandomInit};
 use brainstacks_model::moe_lora::MoeLoraConfig;
 use brainstacks_model::stacks::StackSet;
-use brainstacks_tensor::{DType, Device, Rng, Tensor};
+use brainstacks_tensor::{DType, Device, MatmulPrecision, Rng, Tensor};
 use brainstacks_train::optim::{AdamW, AdamWConfig};
 use criterion::{Criterion, Throughput, criterion_group};
 
@@ -53,7 +56,9 @@ struct Trainer {
 impl Trainer {
     fn new() -> Trainer {
         let config = LlamaConfig::small(HIDDEN, FFN, LAYERS, HEADS, KV_HEADS, VOCAB);
-        let mut model = LlamaModel::random(config, &RandomInit::default()).expect("random model");
+        let init = RandomInit { dtype: bench_dtype(), ..RandomInit::default() };
+        let mut model = LlamaModel::random(config, &init).expect("random model");
+        model.base_matmul = bench_base_matmul();
         let tape = Tape::new();
         let stacks = StackSet::attach(&mut model, &Proj::ALL).expect("attach");
         let cfg = MoeLoraConfig { experts: 4, top_k: 2, rank: 8, alpha: 16.0 };
@@ -105,6 +110,25 @@ impl Trainer {
         let grads = self.backward(&loss);
         self.optimize(&grads);
         loss.tensor().to_scalar_f64().expect("scalar")
+    }
+}
+
+/// The compute dtype: `BENCH_DTYPE` (`f32`, the default, or `bf16`).
+fn bench_dtype() -> DType {
+    match std::env::var("BENCH_DTYPE").as_deref() {
+        Ok("bf16") => DType::BF16,
+        Ok("f32") | Err(_) => DType::F32,
+        Ok(other) => panic!("BENCH_DTYPE={other:?}: expected f32 or bf16"),
+    }
+}
+
+/// The frozen base products' precision: `BENCH_BASE_MATMUL` (`f32`, the default, or `bf16`:
+/// operands rounded to bf16, on AMX tiles where the CPU has them).
+fn bench_base_matmul() -> MatmulPrecision {
+    match std::env::var("BENCH_BASE_MATMUL").as_deref() {
+        Ok("bf16") => MatmulPrecision::Bf16,
+        Ok("f32") | Err(_) => MatmulPrecision::F32,
+        Ok(other) => panic!("BENCH_BASE_MATMUL={other:?}: expected f32 or bf16"),
     }
 }
 

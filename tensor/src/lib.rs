@@ -31,5 +31,6 @@ pub use device::Device;
 pub use dtype::{DType, WithDType};
 pub use error::{Error, Result};
 pub use layout::Layout;
+pub use ops::matmul::MatmulPrecision;
 pub use storage::{CpuStorage, CudaStorage, Storage};
 pub use tensor::{Dim, Rng, Tensor};

@@ -23,9 +23,9 @@ use brainstacks_kernels::nf4::{self as fmt, Nf4Error};
 /// The format's building blocks, for readers and writers of checkpoints.
 pub use brainstacks_kernels::nf4::{DoubleQuant, NESTED_BLOCKSIZE, NF4_CODE, NF4_DEFAULT_BLOCKSIZE, check_blocksize};
 
-use crate::cpu::gemm::{MatRef, gemm_bf16_packed, gemm_f32_packed, gemm_f64_packed};
+use crate::cpu::gemm::{MatRef, gemm_bf16_packed, gemm_f32_as_bf16_packed, gemm_f32_packed, gemm_f64_packed};
 use crate::cpu::nf4::{Nf4Plain, Nf4Ref, Nf4Transposed};
-use crate::{DType, Device, Error, Result, Tensor};
+use crate::{DType, Device, Error, MatmulPrecision, Result, Tensor};
 
 fn nf4_err(op: &'static str, shape: &[usize], e: Nf4Error) -> Error {
     Error::invalid(op, shape, e.to_string())
@@ -183,16 +183,28 @@ impl Nf4Weight {
 
     /// `y = x · Wᵀ`: `x` is `[..., in]`, `y` is `[..., out]`.
     pub fn linear(&self, x: &Tensor) -> Result<Tensor> {
-        self.product("nf4_linear", x, self.in_features, self.out_features, true)
+        self.linear_with(x, MatmulPrecision::F32)
+    }
+
+    /// [`Nf4Weight::linear`] with an f32 `x` multiplied at `precision` (with
+    /// [`MatmulPrecision::Bf16`] the dequantized weight is rounded to bf16 too, as bitsandbytes
+    /// does with a bf16 compute dtype).
+    pub fn linear_with(&self, x: &Tensor, precision: MatmulPrecision) -> Result<Tensor> {
+        self.product("nf4_linear", x, self.in_features, self.out_features, true, precision)
     }
 
     /// `dx = dy · W`: `dy` is `[..., out]`, `dx` is `[..., in]` (the input gradient of
     /// [`Nf4Weight::linear`]; the weight itself gets none).
     pub fn linear_input_grad(&self, dy: &Tensor) -> Result<Tensor> {
-        self.product("nf4_linear_input_grad", dy, self.out_features, self.in_features, false)
+        self.linear_input_grad_with(dy, MatmulPrecision::F32)
     }
 
-    fn product(&self, op: &'static str, x: &Tensor, k: usize, n: usize, transposed: bool) -> Result<Tensor> {
+    /// [`Nf4Weight::linear_input_grad`] at `precision` (see [`Nf4Weight::linear_with`]).
+    pub fn linear_input_grad_with(&self, dy: &Tensor, precision: MatmulPrecision) -> Result<Tensor> {
+        self.product("nf4_linear_input_grad", dy, self.out_features, self.in_features, false, precision)
+    }
+
+    fn product(&self, op: &'static str, x: &Tensor, k: usize, n: usize, transposed: bool, precision: MatmulPrecision) -> Result<Tensor> {
         if x.rank() == 0 || x.shape()[x.rank() - 1] != k {
             return Err(Error::shape(op, x.shape(), &self.shape(), format!("the last dim of the input must be {k}")));
         }
@@ -221,7 +233,11 @@ impl Nf4Weight {
         match x.dtype() {
             DType::F32 => {
                 let s = &x.cpu_slice::<f32>(op)?[off..off + m * k];
-                Tensor::from_vec(run!(s, gemm_f32_packed, f32), &out_shape, &Device::Cpu)
+                let out = match precision {
+                    MatmulPrecision::F32 => run!(s, gemm_f32_packed, f32),
+                    MatmulPrecision::Bf16 => run!(s, gemm_f32_as_bf16_packed, f32),
+                };
+                Tensor::from_vec(out, &out_shape, &Device::Cpu)
             }
             DType::BF16 => {
                 let s = &x.cpu_slice::<half::bf16>(op)?[off..off + m * k];

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use brainstacks_tensor::MatmulPrecision;
 use brainstacks_tensor::nf4::Nf4Weight;
 
 use crate::{Result, Var, record};
@@ -26,10 +27,16 @@ impl Var {
     /// # Ok(()) }
     /// ```
     pub fn nf4_linear(&self, weight: &Arc<Nf4Weight>) -> Result<Var> {
-        let out = weight.linear(self.tensor())?;
+        self.nf4_linear_with(weight, MatmulPrecision::F32)
+    }
+
+    /// [`Var::nf4_linear`] with an f32 input multiplied at `precision`, in the forward and in the
+    /// input gradient.
+    pub fn nf4_linear_with(&self, weight: &Arc<Nf4Weight>, precision: MatmulPrecision) -> Result<Var> {
+        let out = weight.linear_with(self.tensor(), precision)?;
         let w = weight.clone();
         record("nf4_linear", &[self], out, move |g, needs| {
-            let dx = if needs[0] { Some(w.linear_input_grad(g)?) } else { None };
+            let dx = if needs[0] { Some(w.linear_input_grad_with(g, precision)?) } else { None };
             Ok(vec![dx])
         })
     }

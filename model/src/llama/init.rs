@@ -127,6 +127,7 @@ impl LlamaModel {
             norm: Var::constant(Tensor::ones(&[h], init.dtype, &cpu)?),
             lm_head,
             load_report: report,
+            base_matmul: brainstacks_tensor::MatmulPrecision::F32,
             inv_freq,
         })
     }

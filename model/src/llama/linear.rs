@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use brainstacks_autograd::Var;
 use brainstacks_tensor::nf4::Nf4Weight;
-use brainstacks_tensor::{DType, Tensor};
+use brainstacks_tensor::{DType, MatmulPrecision, Tensor};
 
 use crate::Result;
 
@@ -45,11 +45,16 @@ impl BaseLinear {
     /// `x [..., in] -> [..., out]`. The weight is a constant (only `x` can get a gradient) unless
     /// it is `Trainable`.
     pub fn forward(&self, x: &Var) -> Result<Var> {
+        self.forward_with(x, MatmulPrecision::F32)
+    }
+
+    /// [`BaseLinear::forward`] with f32 products at `precision` (forward and backward).
+    pub fn forward_with(&self, x: &Var, precision: MatmulPrecision) -> Result<Var> {
         Ok(match self {
             // The transpose is a strided view: no copy of the weight.
-            BaseLinear::Dense(w) => x.matmul(&Var::constant(w.t()?))?,
-            BaseLinear::Nf4(w) => x.nf4_linear(w)?,
-            BaseLinear::Trainable(w) => x.matmul(&w.t()?)?,
+            BaseLinear::Dense(w) => x.matmul_with(&Var::constant(w.t()?), precision)?,
+            BaseLinear::Nf4(w) => x.nf4_linear_with(w, precision)?,
+            BaseLinear::Trainable(w) => x.matmul_with(&w.t()?, precision)?,
         })
     }
 
@@ -150,7 +155,13 @@ impl Projection {
 
     /// `base(x)`, plus the adapter's delta when one is attached.
     pub fn forward(&self, x: &Var) -> Result<Var> {
-        let y = self.base.forward(x)?;
+        self.forward_with(x, MatmulPrecision::F32)
+    }
+
+    /// [`Projection::forward`] with the base product at `precision` (the adapter computes as it
+    /// always does).
+    pub fn forward_with(&self, x: &Var, precision: MatmulPrecision) -> Result<Var> {
+        let y = self.base.forward_with(x, precision)?;
         match self.adapter.as_ref().map(|a| a.delta(x)).transpose()?.flatten() {
             Some(delta) => Ok(y.add(&delta)?),
             None => Ok(y),

@@ -196,6 +196,7 @@ impl LlamaModel {
             norm,
             lm_head,
             load_report: ld.report,
+            base_matmul: brainstacks_tensor::MatmulPrecision::F32,
             inv_freq,
         })
     }

@@ -9,7 +9,7 @@
 //! composed differentiable one: same math, one pass.
 
 use brainstacks_autograd::{Var, no_grad_active};
-use brainstacks_tensor::{DType, Device, Tensor};
+use brainstacks_tensor::{DType, Device, MatmulPrecision, Tensor};
 
 use super::cache::KvCache;
 use super::config::LlamaConfig;
@@ -59,6 +59,12 @@ pub struct LlamaModel {
     pub lm_head: BaseLinear,
     /// What the loader did with each weight.
     pub load_report: LoadReport,
+    /// How the frozen base products (the seven projections of every layer and the LM head)
+    /// multiply f32 activations, forward and backward. [`MatmulPrecision::F32`] after loading;
+    /// [`MatmulPrecision::Bf16`] rounds both operands to bf16 (the compute of bitsandbytes with a
+    /// bf16 compute dtype), on AMX tiles where the CPU has them. Adapters and attention always
+    /// compute in the model's dtype.
+    pub base_matmul: MatmulPrecision,
     pub(crate) inv_freq: Vec<f64>,
 }
 
@@ -108,7 +114,7 @@ impl LlamaModel {
     /// `cache.len()`, attention sees the cached keys and values too, and the cache is extended
     /// by these tokens. Without one, positions start at 0.
     pub fn forward(&self, ids: &Tensor, cache: Option<&mut KvCache>) -> Result<Var> {
-        self.lm_head.forward(&self.forward_hidden(ids, cache)?)
+        self.lm_head.forward_with(&self.forward_hidden(ids, cache)?, self.base_matmul)
     }
 
     /// The final hidden states `[B, T, hidden]` (after the last RMSNorm), which the LM head
@@ -189,9 +195,9 @@ impl LlamaModel {
         let c = &self.config;
         let (b, t) = (x.shape()[0], x.shape()[1]);
         let d = c.head_dim;
-        let q = Self::heads(&layer.projection(Proj::Q).forward(x)?, c.num_attention_heads, d)?.rope(cos, sin)?;
-        let k = Self::heads(&layer.projection(Proj::K).forward(x)?, c.num_key_value_heads, d)?.rope(cos, sin)?;
-        let v = Self::heads(&layer.projection(Proj::V).forward(x)?, c.num_key_value_heads, d)?;
+        let q = Self::heads(&layer.projection(Proj::Q).forward_with(x, self.base_matmul)?, c.num_attention_heads, d)?.rope(cos, sin)?;
+        let k = Self::heads(&layer.projection(Proj::K).forward_with(x, self.base_matmul)?, c.num_key_value_heads, d)?.rope(cos, sin)?;
+        let v = Self::heads(&layer.projection(Proj::V).forward_with(x, self.base_matmul)?, c.num_key_value_heads, d)?;
         let (k, v) = match cache {
             Some((cache, i)) => cache.append(i, k, v)?,
             None => (k, v),
@@ -204,13 +210,13 @@ impl LlamaModel {
             Var::constant(q.tensor().causal_attention(k.tensor(), v.tensor(), scale)?)
         };
         let out = out.transpose(1usize, 2usize)?.reshape(&[b, t, c.num_attention_heads * d])?;
-        layer.projection(Proj::O).forward(&out)
+        layer.projection(Proj::O).forward_with(&out, self.base_matmul)
     }
 
     /// SwiGLU: `down(silu(gate(x)) * up(x))`.
     fn mlp(&self, layer: &LlamaLayer, x: &Var) -> Result<Var> {
-        let g = layer.projection(Proj::Gate).forward(x)?.silu()?;
-        let u = layer.projection(Proj::Up).forward(x)?;
-        layer.projection(Proj::Down).forward(&g.mul(&u)?)
+        let g = layer.projection(Proj::Gate).forward_with(x, self.base_matmul)?.silu()?;
+        let u = layer.projection(Proj::Up).forward_with(x, self.base_matmul)?;
+        layer.projection(Proj::Down).forward_with(&g.mul(&u)?, self.base_matmul)
     }
 }

@@ -51,6 +51,9 @@ use std::mem::MaybeUninit;
 use bytemuck::{Pod, Zeroable};
 use half::bf16;
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
+
 /// A read-only strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 ///
 /// A row-major `rows` x `cols` matrix has strides `(cols, 1)`; its transpose is the same data with
@@ -177,6 +180,124 @@ pub fn f32_kernel_name(n: usize) -> &'static str {
 /// Same contract as [`gemm_f32`], accumulating in f64.
 pub fn gemm_f64(a: MatRef<'_, f64>, b: MatRef<'_, f64>, c: &mut [f64], accumulate: bool) {
     gemm_with(&f64_kernel(), a, b, c, accumulate);
+}
+
+/// `c` = `a` · `b` (or `+=` when `accumulate`) with both operands rounded to bf16 first (round to
+/// nearest even): the products of two bf16 values are exact in f32 and are summed in f32. This is
+/// [`MatmulPrecision::Bf16`](crate::MatmulPrecision) on the CPU. Same contract as [`gemm_f32`].
+///
+/// Runs on AMX tiles where the CPU and the system allow it ([`amx_available`]); elsewhere the
+/// operands are rounded while packing for the f32 kernels. Each path is deterministic and
+/// independent of the thread count; the two agree within the f32 tolerance, not bit for bit (the
+/// tiles order their internal sums their own way), so results differ between machines with and
+/// without AMX.
+pub fn gemm_f32_as_bf16(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: &mut [f32], accumulate: bool) {
+    gemm_as_bf16(a, b, Out::Init(c, accumulate));
+}
+
+/// [`gemm_f32_as_bf16`] into uninitialised memory (see [`gemm_f32_uninit`]).
+pub(crate) fn gemm_f32_as_bf16_uninit(a: MatRef<'_, f32>, b: MatRef<'_, f32>, c: &mut [MaybeUninit<f32>]) {
+    gemm_as_bf16(a, b, Out::Uninit(c));
+}
+
+/// [`gemm_f32_as_bf16`] with any B operand that packs itself into f32 panels (NF4 weights).
+pub(crate) fn gemm_f32_as_bf16_packed<B: PackB<f32>>(a: MatRef<'_, f32>, b: B, c: &mut [f32], accumulate: bool) {
+    gemm_as_bf16(a, b, Out::Init(c, accumulate));
+}
+
+/// Whether [`gemm_f32_as_bf16`] runs on AMX tiles in this process (Intel Sapphire Rapids or later,
+/// Linux 5.16 or later, `BRAINSTACKS_NO_AMX` unset).
+pub fn amx_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return amx::available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The kernel [`gemm_f32_as_bf16`] uses for products with `n` columns (for benchmark logs).
+pub fn bf16_operands_kernel_name(n: usize) -> &'static str {
+    if amx_available() {
+        return "bf16-amx-32x32";
+    }
+    match f32_kernel(n).name {
+        "f32-avx512-12x32" => "bf16-rounded-avx512-12x32",
+        "f32-avx512-24x16" => "bf16-rounded-avx512-24x16",
+        "f32-avx2-6x16" => "bf16-rounded-avx2-6x16",
+        _ => "bf16-rounded-portable-4x8",
+    }
+}
+
+fn gemm_as_bf16<B: PackB<f32>>(a: MatRef<'_, f32>, b: B, out: Out<'_, f32>) {
+    #[cfg(target_arch = "x86_64")]
+    if amx::available() {
+        return amx::gemm(a, b, out);
+    }
+    gemm_rounded_for_f32_kernels(a, b, out);
+}
+
+/// The path of [`gemm_f32_as_bf16`] without AMX: operands rounded while packing for the f32
+/// kernels.
+fn gemm_rounded_for_f32_kernels<B: PackB<f32>>(a: MatRef<'_, f32>, b: B, out: Out<'_, f32>) {
+    let a = MatRef {
+        data: bytemuck::cast_slice::<f32, RoundedToBf16>(a.data),
+        rows: a.rows,
+        cols: a.cols,
+        row_stride: a.row_stride,
+        col_stride: a.col_stride,
+    };
+    gemm_out(&f32_kernel(b.cols()), false, a, RoundedPanels(b), out);
+}
+
+/// `x` rounded to bf16 (to nearest, ties to even), as bits. NaN stays NaN (made quiet), infinities
+/// stay infinite, and values past the largest bf16 round to infinity. Branch-free, so loops over
+/// it vectorise.
+#[inline(always)]
+pub(crate) fn round_to_bf16_bits(x: f32) -> u16 {
+    let bits = x.to_bits();
+    let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16;
+    let quiet_nan = (bits >> 16) | 0x0040;
+    let is_nan = (bits & 0x7fff_ffff) > 0x7f80_0000;
+    (if is_nan { quiet_nan } else { rounded }) as u16
+}
+
+/// `x` rounded to bf16 and widened back to f32.
+#[inline(always)]
+pub(crate) fn round_through_bf16(x: f32) -> f32 {
+    f32::from_bits(u32::from(round_to_bf16_bits(x)) << 16)
+}
+
+
+/// An f32 that packing rounds to bf16 (the A operand of the fallback of [`gemm_f32_as_bf16`]).
+#[derive(Clone, Copy, Pod, Zeroable)]
+#[repr(transparent)]
+struct RoundedToBf16(f32);
+
+impl Widen<f32> for RoundedToBf16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        round_through_bf16(self.0)
+    }
+}
+
+/// A B operand whose packed panels are rounded to bf16 (the fallback of [`gemm_f32_as_bf16`]).
+struct RoundedPanels<B>(B);
+
+impl<B: PackB<f32>> PackB<f32> for RoundedPanels<B> {
+    fn rows(&self) -> usize {
+        self.0.rows()
+    }
+    fn cols(&self) -> usize {
+        self.0.cols()
+    }
+    fn assert_fits(&self) {
+        self.0.assert_fits()
+    }
+    fn pack(&self, depth: std::ops::Range<usize>, cols: std::ops::Range<usize>, nr: usize, out: &mut [f32]) {
+        self.0.pack(depth, cols, nr, out);
+        for x in out.iter_mut() {
+            *x = round_through_bf16(*x);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1055,39 +1176,9 @@ fn gemm_out<T: Widen<E>, E: Acc, B: PackB<E>>(
     out: Out<'_, E>,
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols());
-    let c_len = match &out {
-        Out::Init(c, _) => c.len(),
-        Out::Uninit(c) => c.len(),
-    };
-    assert!(
-        b.rows() == k,
-        "gemm: inner dimensions differ: a is {m} x {k}, b is {} x {n}",
-        b.rows()
-    );
-    assert!(
-        m.checked_mul(n) == Some(c_len),
-        "gemm: c has length {c_len}, expected {m} x {n}",
-    );
-    a.assert_fits("a");
-    b.assert_fits();
-    if m == 0 || n == 0 {
+    let Some((c, accumulate)) = prepare_out(m, k, n, &a, &b, out) else {
         return;
-    }
-    if k == 0 {
-        match out {
-            Out::Init(c, false) => c.fill(E::zeroed()),
-            Out::Init(_, true) => {}
-            Out::Uninit(c) => c.fill(MaybeUninit::new(E::zeroed())),
-        }
-        return;
-    }
-    // Without accumulation no element of C is read before the task computing it has written it
-    // (see `Blocks::tile`), so uninitialised memory is fine behind the raw pointer.
-    let (c, accumulate) = match out {
-        Out::Init(c, accumulate) => (c.as_mut_ptr(), accumulate),
-        Out::Uninit(c) => (c.as_mut_ptr().cast::<E>(), false),
     };
-
     let threads = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS {
         rayon::current_num_threads()
     } else {
@@ -1118,11 +1209,60 @@ fn gemm_out<T: Widen<E>, E: Acc, B: PackB<E>>(
             (c0, plan.cols_per_task.min(n - c0)),
         );
     };
-    let tasks = plan.row_tasks * plan.col_tasks;
+    run_tasks(plan.row_tasks * plan.col_tasks, &run);
+}
+
+/// Checks the shapes of `a` (`m` x `k`), `b` (`k` x `n`) and `out`, and handles the products with
+/// nothing to multiply (`m`, `n` or `k` zero). Otherwise returns C's first element and whether to
+/// add to it.
+///
+/// Without accumulation no element of C is read before the task computing it has written it, so
+/// uninitialised memory is fine behind the raw pointer.
+fn prepare_out<T, E: Acc, B: PackB<E>>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &MatRef<'_, T>,
+    b: &B,
+    out: Out<'_, E>,
+) -> Option<(*mut E, bool)> {
+    let c_len = match &out {
+        Out::Init(c, _) => c.len(),
+        Out::Uninit(c) => c.len(),
+    };
+    assert!(
+        b.rows() == k,
+        "gemm: inner dimensions differ: a is {m} x {k}, b is {} x {n}",
+        b.rows()
+    );
+    assert!(
+        m.checked_mul(n) == Some(c_len),
+        "gemm: c has length {c_len}, expected {m} x {n}",
+    );
+    a.assert_fits("a");
+    b.assert_fits();
+    if m == 0 || n == 0 {
+        return None;
+    }
+    if k == 0 {
+        match out {
+            Out::Init(c, false) => c.fill(E::zeroed()),
+            Out::Init(_, true) => {}
+            Out::Uninit(c) => c.fill(MaybeUninit::new(E::zeroed())),
+        }
+        return None;
+    }
+    Some(match out {
+        Out::Init(c, accumulate) => (c.as_mut_ptr(), accumulate),
+        Out::Uninit(c) => (c.as_mut_ptr().cast::<E>(), false),
+    })
+}
+
+/// Runs `run(0..tasks)`, in parallel when there is more than one.
+fn run_tasks(tasks: usize, run: &(dyn Fn(usize) + Sync)) {
     if tasks > 1 {
         // The calling thread computes task 0 itself while the pool takes the rest: one wake-up
         // fewer than handing everything to the pool, which matters for products of ~100 us.
-        let run = &run;
         rayon::in_place_scope(|scope| {
             for t in 1..tasks {
                 scope.spawn(move |_| run(t));
@@ -1342,6 +1482,8 @@ impl Blocks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    mod bf16_operands;
     use brainstacks_kernels::gemm::{
         check_close_f32, check_close_f64, gemm_abs_reference_f32, gemm_abs_reference_f64,
         gemm_reference_f32, gemm_reference_f64,

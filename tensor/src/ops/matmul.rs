@@ -7,11 +7,44 @@ use crate::cpu::gemm::{self, MatRef};
 use crate::layout::{broadcast_shape, checked_alloc_len};
 use crate::{DType, Error, Result, Tensor, WithDType};
 
+/// How a matrix product multiplies f32 operands. Other dtypes ignore it: f64 always computes in
+/// f64, bf16 and f16 operands are already narrow.
+///
+/// ```
+/// use brainstacks_tensor::{Device, MatmulPrecision, Tensor};
+/// # fn main() -> brainstacks_tensor::Result<()> {
+/// // 1 + 2^-10 is not a bf16 value: it rounds to 1 before the product.
+/// let a = Tensor::from_vec(vec![1.0f32 + 1.0 / 1024.0], &[1, 1], &Device::Cpu)?;
+/// let b = Tensor::from_vec(vec![3.0f32], &[1, 1], &Device::Cpu)?;
+/// assert_eq!(a.matmul_with(&b, MatmulPrecision::F32)?.to_vec::<f32>()?, [3.0 + 3.0 / 1024.0]);
+/// assert_eq!(a.matmul_with(&b, MatmulPrecision::Bf16)?.to_vec::<f32>()?, [3.0]);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum MatmulPrecision {
+    /// Products of the f32 values, summed in f32.
+    #[default]
+    F32,
+    /// Both operands rounded to bf16 (to nearest even) first; the products are exact and summed
+    /// in f32, into an f32 result. What bf16 tensor cores and Intel AMX compute, and what
+    /// bitsandbytes does with `bnb_4bit_compute_dtype=bfloat16`. On CPUs with AMX
+    /// (`cpu::gemm::amx_available`) it runs on the tiles, several times faster than f32 on
+    /// large products; elsewhere it costs about what f32 costs. Results differ between machines
+    /// with and without AMX within the f32 GEMM tolerance (the tiles order their sums their own
+    /// way). CUDA tensors compute such products in f32 for now.
+    Bf16,
+}
+
 impl Tensor {
     /// `self [..., m, k] x rhs [..., k, n] -> [..., m, n]`; the batch dims broadcast. Both
     /// operands must have rank >= 2 and the same dtype. f32 and f64 compute in their own
     /// precision; bf16 and f16 accumulate in f32 and round the result once.
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.matmul_with(rhs, MatmulPrecision::F32)
+    }
+
+    /// [`Tensor::matmul`] with f32 operands multiplied at `precision`.
+    pub fn matmul_with(&self, rhs: &Tensor, precision: MatmulPrecision) -> Result<Tensor> {
         const OP: &str = "matmul";
         if self.rank() < 2 || rhs.rank() < 2 {
             return Err(Error::shape(OP, self.shape(), rhs.shape(), "both operands need rank >= 2"));
@@ -41,7 +74,11 @@ impl Tensor {
         }
         match self.dtype() {
             DType::F32 => {
-                let out = batched::<f32, f32>(&lhs, &rhs, m, n, k, gemm::gemm_f32_uninit)?;
+                let product = match precision {
+                    MatmulPrecision::F32 => gemm::gemm_f32_uninit,
+                    MatmulPrecision::Bf16 => gemm::gemm_f32_as_bf16_uninit,
+                };
+                let out = batched::<f32, f32>(&lhs, &rhs, m, n, k, product)?;
                 Tensor::from_vec(out, &out_shape, &self.device())
             }
             DType::F64 => {

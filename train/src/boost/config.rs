@@ -37,6 +37,12 @@ pub struct ModelSource {
     /// Compute dtype: "f32" or "bf16".
     #[serde(default = "default_dtype")]
     pub dtype: String,
+    /// How the frozen base products multiply f32 activations: "f32" (exact f32 products, the
+    /// same bits on every x86-64 CPU with AVX2) or "bf16" (both operands rounded to bf16, f32
+    /// sums: what bitsandbytes computes with a bf16 compute dtype; several times faster on CPUs
+    /// with AMX, and results then differ slightly between machines with and without AMX).
+    #[serde(default = "default_base_matmul")]
+    pub base_matmul: String,
     /// The toy model's sizes when `path` is absent: [hidden, ffn, layers, heads, kv_heads].
     #[serde(default = "default_toy")]
     pub toy: [usize; 5],
@@ -45,6 +51,9 @@ pub struct ModelSource {
 }
 
 fn default_dtype() -> String {
+    "f32".into()
+}
+fn default_base_matmul() -> String {
     "f32".into()
 }
 fn default_toy() -> [usize; 5] {
@@ -333,8 +342,14 @@ impl RunConfig {
     /// ```
     /// use brainstacks_train::boost::config::RunConfig;
     /// let c = RunConfig::from_json_str(r#"{"out_dir": "runs/x", "model": {}, "domains": [{"name": "chat", "train": "chat.jsonl"}]}"#).unwrap();
-    /// assert_eq!((c.domains.len(), c.top_k), (1, 2));
+    /// assert_eq!((c.domains.len(), c.top_k, c.model.base_matmul.as_str()), (1, 2, "f32"));
     /// assert!(RunConfig::from_json_str(r#"{"out_dir": "x", "model": {}, "domains": []}"#).is_err());
+    /// // bf16 base products are a choice; anything else is an error naming the key.
+    /// let d = r#""domains": [{"name": "chat", "train": "chat.jsonl"}]"#;
+    /// let bf16 = RunConfig::from_json_str(&format!(r#"{{"out_dir": "x", "model": {{"base_matmul": "bf16"}}, {d}}}"#));
+    /// assert_eq!(bf16.unwrap().model.base_matmul, "bf16");
+    /// let err = RunConfig::from_json_str(&format!(r#"{{"out_dir": "x", "model": {{"base_matmul": "fp8"}}, {d}}}"#));
+    /// assert!(err.unwrap_err().to_string().contains("model.base_matmul"));
     /// ```
     pub fn from_json_str(text: &str) -> Result<Self> {
         let cfg: RunConfig = serde_json::from_str(text).map_err(|e| invalid(format!("run.json: {e}")))?;
@@ -353,7 +368,7 @@ impl RunConfig {
                 return Err(invalid(format!("domain name {:?} is empty, has a path separator, or repeats", d.name)));
             }
         }
-        let checks: [(&str, bool); 9] = [
+        let checks: [(&str, bool); 10] = [
             ("top_k", self.top_k >= 1 && self.top_k <= self.experts),
             ("rank", self.rank >= 1),
             ("micro_batch", self.micro_batch >= 1),
@@ -363,6 +378,7 @@ impl RunConfig {
             ("eval_batch", self.eval_batch >= 1),
             ("val_fraction", self.val_fraction > 0.0 && self.val_fraction < 1.0),
             ("model.dtype", matches!(self.model.dtype.as_str(), "f32" | "bf16")),
+            ("model.base_matmul", matches!(self.model.base_matmul.as_str(), "f32" | "bf16")),
         ];
         if let Some((key, _)) = checks.iter().find(|(_, ok)| !ok) {
             return Err(invalid(format!("{key:?} is out of range")));

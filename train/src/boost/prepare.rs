@@ -3,7 +3,7 @@
 
 use brainstacks_model::llama::{LlamaConfig, LlamaModel, LlamaTokenizer, LoadOptions, Nf4AtLoad, Proj, RandomInit};
 use brainstacks_model::stacks::StackSet;
-use brainstacks_tensor::{DType, Device};
+use brainstacks_tensor::{DType, Device, MatmulPrecision};
 
 use super::config::{DomainConfig, RunConfig};
 use crate::data::{
@@ -39,19 +39,23 @@ pub fn load_model(cfg: &RunConfig) -> Result<(LlamaModel, Box<dyn TextEncoder>)>
         _ => DType::F32,
     };
     let nf4 = cfg.model.nf4.then(Nf4AtLoad::default);
-    match &cfg.model.path {
+    let (mut model, encoder): (LlamaModel, Box<dyn TextEncoder>) = match &cfg.model.path {
         Some(dir) => {
             let model = LlamaModel::load(dir, &LoadOptions { dtype, quantize: nf4, allow_unused: false })?;
-            let tok = LlamaTokenizer::from_dir(dir)?;
-            Ok((model, Box::new(tok)))
+            (model, Box::new(LlamaTokenizer::from_dir(dir)?))
         }
         None => {
             let [h, ffn, layers, heads, kv] = cfg.model.toy;
             let config = LlamaConfig::small(h, ffn, layers, heads, kv, ByteTokenizer::VOCAB_SIZE);
             let init = RandomInit { seed: cfg.model.toy_seed, std: 0.02, dtype, nf4 };
-            Ok((LlamaModel::random(config, &init)?, Box::new(ByteTokenizer)))
+            (LlamaModel::random(config, &init)?, Box::new(ByteTokenizer))
         }
-    }
+    };
+    model.base_matmul = match cfg.model.base_matmul.as_str() {
+        "bf16" => MatmulPrecision::Bf16,
+        _ => MatmulPrecision::F32,
+    };
+    Ok((model, encoder))
 }
 
 /// The model with a `StackSet` on all seven projections, domains ordered as the curriculum.
