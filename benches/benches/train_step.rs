@@ -188,6 +188,8 @@ fn bench(c: &mut Criterion) {
 criterion_group!(benches, bench);
 
 fn main() {
+    // As the CLI does: keep freed buffers for the next step instead of faulting in fresh pages.
+    brainstacks_tensor::cpu::heap::retain_freed_memory();
     let threads = brainstacks_benches::install_bench_threads();
     let run = || {
         if let Some(n) = std::env::var("TRAIN_STEP_BREAKDOWN").ok().and_then(|s| s.parse::<usize>().ok()) {

@@ -2,6 +2,7 @@
 //! plain sequential form (the oracles in `brainstacks-kernels` where one exists).
 
 pub mod gemm;
+pub mod heap;
 pub(crate) mod moe_lora;
 pub(crate) mod nf4;
 pub mod parallel;

@@ -201,6 +201,8 @@ const WORKER_STACK_BYTES: usize = 8 << 20;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Training and evaluation free and reallocate the same large buffers every step.
+    brainstacks_tensor::cpu::heap::retain_freed_memory();
     let mut pool = rayon::ThreadPoolBuilder::new().stack_size(WORKER_STACK_BYTES);
     if let Some(n) = cli.threads {
         pool = pool.num_threads(n);
