@@ -8,6 +8,7 @@
 use brainstacks_kernels::moe_lora::ExpertGroups;
 
 use super::gemm::{MatRef, gemm_f32, gemm_f64};
+use super::parallel::filled;
 
 /// Element types with a packed GEMM.
 pub(crate) trait MoeFloat: Copy + Default + Send + Sync + std::ops::Mul<Output = Self> + std::ops::AddAssign + 'static {
@@ -166,7 +167,7 @@ pub(crate) fn prefer_dense(experts: usize, k: usize) -> bool {
 
 /// `c[t][e] = scale * gate` for the selected experts of each token, 0 elsewhere (`[T, E]`).
 fn gate_matrix<T: MoeFloat>(idx: &[i64], gates: &[T], scale: f64, t: usize, k: usize, experts: usize) -> Vec<T> {
-    let mut c = vec![T::default(); t * experts];
+    let mut c = filled(t * experts, T::default());
     for (slot, (&e, &g)) in idx.iter().zip(gates).enumerate() {
         c[(slot / k) * experts + e as usize] = g * T::from_f64(scale);
     }
@@ -181,7 +182,7 @@ fn gate_matrix<T: MoeFloat>(idx: &[i64], gates: &[T], scale: f64, t: usize, k: u
 /// recomputing it.
 pub(crate) fn forward_dense<T: MoeFloat>(x: &[T], idx: &[i64], gates: &[T], a: &[T], b: &[T], scale: f64, t: usize, experts: usize, d: &MoeDims, out: &mut [T]) -> Vec<T> {
     let er = experts * d.r;
-    let mut gm = vec![T::default(); t * er];
+    let mut gm = filled(t * er, T::default());
     T::gemm(MatRef::row_major(x, t, d.d_in), MatRef::row_major(a, er, d.d_in).t(), &mut gm);
     let mid = gm.clone();
     let c = gate_matrix(idx, gates, scale, t, d.k, experts);
@@ -199,7 +200,7 @@ pub(crate) fn forward_dense<T: MoeFloat>(x: &[T], idx: &[i64], gates: &[T], a: &
 /// (small: `E r d_out` elements), so the up-projection of every expert is one GEMM.
 fn b_cat<T: MoeFloat>(b: &[T], experts: usize, d: &MoeDims) -> Vec<T> {
     let (o, r) = (d.d_out, d.r);
-    let mut m = vec![T::default(); experts * r * o];
+    let mut m = filled(experts * r * o, T::default());
     for e in 0..experts {
         for oi in 0..o {
             for i in 0..r {
@@ -234,7 +235,7 @@ pub(crate) fn backward_dense<T: MoeFloat>(
     let mid: &[T] = match saved_mid {
         Some(m) if m.len() == t * er => m,
         _ => {
-            let mut mid = vec![T::default(); t * er];
+            let mut mid = filled(t * er, T::default());
             T::gemm(MatRef::row_major(x, t, d.d_in), MatRef::row_major(a, er, d.d_in).t(), &mut mid);
             recomputed = mid;
             &recomputed
@@ -242,7 +243,7 @@ pub(crate) fn backward_dense<T: MoeFloat>(
     };
     let c = gate_matrix(idx, gates, scale, t, d.k, experts);
     let bcat = b_cat(b, experts, d);
-    let mut dgm = vec![T::default(); t * er];
+    let mut dgm = filled(t * er, T::default());
     T::gemm(MatRef::row_major(dy, t, d.d_out), MatRef::row_major(&bcat, er, d.d_out).t(), &mut dgm);
     // dg from the raw activations; then dgm becomes dMID (for dA, dX) and a copy of mid GM (for dB).
     let s = T::from_f64(scale);
@@ -262,7 +263,7 @@ pub(crate) fn backward_dense<T: MoeFloat>(
         let mut gm = mid.to_vec();
         scale_expert_blocks(&mut gm, &c, er, d.r);
         // dB_cat^T = dYᵀ GM: [d_out, E r]; rearranged into db [E, d_out, r].
-        let mut dbt = vec![T::default(); d.d_out * er];
+        let mut dbt = filled(d.d_out * er, T::default());
         T::gemm(MatRef::row_major(dy, t, d.d_out).t(), MatRef::row_major(&gm, t, er), &mut dbt);
         for e in 0..experts {
             for o in 0..d.d_out {

@@ -19,6 +19,7 @@ use brainstacks_kernels::moe_lora::cpu::Dims;
 use brainstacks_kernels::moe_lora::{ExpertGroups, group_by_expert};
 
 use crate::cpu::moe_lora::{self as fast, MoeDims, MoeFloat};
+use crate::cpu::parallel::filled;
 use crate::{DType, Device, Error, Result, Tensor};
 
 /// The four gradients of [`Tensor::moe_lora`].
@@ -221,7 +222,7 @@ fn backward_selected(x: &Tensor, idx: &Tensor, gates: &Tensor, a: &Tensor, b: &T
 }
 
 fn run_forward<T: MoeFloat + crate::WithDType>(x: &Tensor, gates: &Tensor, a: &Tensor, b: &Tensor, scale: f64, c: &Checked, shape: &[usize]) -> Result<(Tensor, MoeLoraSaved)> {
-    let mut out = vec![T::default(); c.t * c.dims.d_out];
+    let mut out = filled(c.t * c.dims.d_out, T::default());
     let (xv, gv, av, bv) = (contiguous_vec::<T>(x)?, contiguous_vec::<T>(gates)?, contiguous_vec::<T>(a)?, contiguous_vec::<T>(b)?);
     let mut saved = MoeLoraSaved::default();
     if fast::prefer_dense(c.experts, c.dims.k) {
@@ -238,8 +239,8 @@ fn run_backward<T: MoeFloat + crate::WithDType>(x: &Tensor, gates: &Tensor, a: &
     // Kept activations of another dtype or shape (not from this forward) are ignored.
     let mid = saved.mid.as_ref().filter(|m| m.shape() == [c.t, c.experts * c.dims.r]).and_then(|m| m.as_contiguous_slice::<T>());
     let (xv, gv, av, bv) = (contiguous_vec::<T>(x)?, contiguous_vec::<T>(gates)?, contiguous_vec::<T>(a)?, contiguous_vec::<T>(b)?);
-    let (mut dx, mut dg) = (vec![T::default(); xv.len()], vec![T::default(); gv.len()]);
-    let mut w = weights.then(|| (vec![T::default(); av.len()], vec![T::default(); bv.len()]));
+    let (mut dx, mut dg) = (filled(xv.len(), T::default()), filled(gv.len(), T::default()));
+    let mut w = weights.then(|| (filled(av.len(), T::default()), filled(bv.len(), T::default())));
     let w_slices = w.as_mut().map(|(da, db)| (&mut da[..], &mut db[..]));
     let dyv = contiguous_vec::<T>(dy)?;
     if fast::prefer_dense(c.experts, c.dims.k) {

@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use crate::cpu::parallel::{CHUNK, PARALLEL_THRESHOLD};
+use crate::cpu::parallel::{CHUNK, PARALLEL_THRESHOLD, filled};
 use crate::{Error, Result, Tensor, WithDType};
 
 // ---- helpers shared by the fused ops ------------------------------------------------------
@@ -49,7 +49,7 @@ pub(crate) fn map_rows<T: WithDType>(
 ) -> Result<Tensor> {
     let xc = x.contiguous()?;
     let xs = dense::<T>(&xc, op)?;
-    let mut out = vec![T::default(); xs.len()];
+    let mut out = filled(xs.len(), T::default());
     for_each_row(&mut out, d, row_work, |r, row| f(r, &xs[r * d..(r + 1) * d], row));
     Tensor::from_vec(out, x.shape(), &x.device())
 }
