@@ -1,4 +1,7 @@
-//! Fast CPU GEMM: `C = A·B` or `C += A·B`, for f32, bf16 (widened to f32) and f64.
+//! Fast CPU GEMM: `C = A·B` or `C += A·B`, for f32, bf16 (widened to f32) and f64, plus f32 with
+//! both operands rounded to bf16 ([`gemm_f32_as_bf16`]), which runs on Intel AMX tiles where the
+//! CPU has them (the `amx` submodule, its own driver with the same task split) and otherwise
+//! through the f32 kernels below.
 //!
 //! The contract (math, layout, tolerance) is in `brainstacks_kernels::gemm`, whose oracle the tests
 //! below check this file against.
