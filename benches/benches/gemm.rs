@@ -36,7 +36,8 @@ use brainstacks_tensor::cpu::gemm::{
     MatRef, bf16_operands_kernel_name, f32_kernel_name, gemm_bf16, gemm_f32, gemm_f32_as_bf16,
 };
 use brainstacks_tensor::{DType, Device, Tensor};
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 const SIZES: [usize; 3] = [256, 512, 1024];
 
@@ -87,16 +88,7 @@ fn bench_f32(c: &mut Criterion, threads: usize) {
         let mut out = vec![0.0f32; n * n];
         group.throughput(Throughput::Elements(2 * (n as u64).pow(3)));
 
-        group.bench_function(BenchmarkId::new(format!("ours/{threads}t"), n), |bench| {
-            bench.iter(|| {
-                gemm_f32(
-                    MatRef::row_major(black_box(&a), n, n),
-                    MatRef::row_major(black_box(&b), n, n),
-                    black_box(&mut out),
-                    false,
-                )
-            })
-        });
+        bench_square(&mut group, format!("ours/{threads}t"), n, (&a, &b), &mut out, gemm_f32);
 
         let id = BenchmarkId::new(format!("matrixmultiply/{threads}t"), n);
         group.bench_function(id, |bench| {
@@ -106,6 +98,28 @@ fn bench_f32(c: &mut Criterion, threads: usize) {
         });
     }
     group.finish();
+}
+
+/// Times `product` on row-major n x n operands `a`, `b` into the existing `out` (no
+/// accumulation), under id `name/n` of `group`.
+fn bench_square<T>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: String,
+    n: usize,
+    (a, b): (&[T], &[T]),
+    out: &mut [f32],
+    product: fn(MatRef<'_, T>, MatRef<'_, T>, &mut [f32], bool),
+) {
+    group.bench_function(BenchmarkId::new(name, n), |bench| {
+        bench.iter(|| {
+            product(
+                MatRef::row_major(black_box(a), n, n),
+                MatRef::row_major(black_box(b), n, n),
+                black_box(&mut *out),
+                false,
+            )
+        })
+    });
 }
 
 /// `c = a · b` for row-major n x n matrices through `matrixmultiply::sgemm`.
@@ -151,16 +165,7 @@ fn bench_bf16(c: &mut Criterion, threads: usize) {
     let b = bf16_values(n * n, 4);
     let mut out = vec![0.0f32; n * n];
     group.throughput(Throughput::Elements(2 * (n as u64).pow(3)));
-    group.bench_function(BenchmarkId::new(format!("ours/{threads}t"), n), |bench| {
-        bench.iter(|| {
-            gemm_bf16(
-                MatRef::row_major(black_box(&a), n, n),
-                MatRef::row_major(black_box(&b), n, n),
-                black_box(&mut out),
-                false,
-            )
-        })
-    });
+    bench_square(&mut group, format!("ours/{threads}t"), n, (&a, &b), &mut out, gemm_bf16);
     group.finish();
 }
 
@@ -171,16 +176,7 @@ fn bench_f32_as_bf16(c: &mut Criterion, threads: usize) {
         let b = values(n * n, 2);
         let mut out = vec![0.0f32; n * n];
         group.throughput(Throughput::Elements(2 * (n as u64).pow(3)));
-        group.bench_function(BenchmarkId::new(format!("ours/{threads}t"), n), |bench| {
-            bench.iter(|| {
-                gemm_f32_as_bf16(
-                    MatRef::row_major(black_box(&a), n, n),
-                    MatRef::row_major(black_box(&b), n, n),
-                    black_box(&mut out),
-                    false,
-                )
-            })
-        });
+        bench_square(&mut group, format!("ours/{threads}t"), n, (&a, &b), &mut out, gemm_f32_as_bf16);
     }
     group.finish();
 }

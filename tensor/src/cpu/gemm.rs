@@ -269,7 +269,6 @@ pub(crate) fn round_through_bf16(x: f32) -> f32 {
     f32::from_bits(u32::from(round_to_bf16_bits(x)) << 16)
 }
 
-
 /// An f32 that packing rounds to bf16 (the A operand of the fallback of [`gemm_f32_as_bf16`]).
 #[derive(Clone, Copy, Pod, Zeroable)]
 #[repr(transparent)]
@@ -1182,12 +1181,6 @@ fn gemm_out<T: Widen<E>, E: Acc, B: PackB<E>>(
     let Some((c, accumulate)) = prepare_out(m, k, n, &a, &b, out) else {
         return;
     };
-    let threads = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS {
-        rayon::current_num_threads()
-    } else {
-        1
-    };
-    let plan = plan(m, n, kernel.mr, kernel.nr, threads);
     let c = CPtr(c);
     let a_in_place = if direct && (a.col_stride == 1 || k == 1) {
         T::in_place(a.data)
@@ -1203,16 +1196,7 @@ fn gemm_out<T: Widen<E>, E: Acc, B: PackB<E>>(
         ldc: n,
         accumulate,
     };
-    let run = |t: usize| {
-        let (tr, tc) = (t / plan.col_tasks, t % plan.col_tasks);
-        let r0 = tr * plan.rows_per_task;
-        let c0 = tc * plan.cols_per_task;
-        job.task(
-            (r0, plan.rows_per_task.min(m - r0)),
-            (c0, plan.cols_per_task.min(n - c0)),
-        );
-    };
-    run_tasks(plan.row_tasks * plan.col_tasks, &run);
+    run_planned((m, n, k), (kernel.mr, kernel.nr), &|rows, cols| job.task(rows, cols));
 }
 
 /// Checks the shapes of `a` (`m` x `k`), `b` (`k` x `n`) and `out`, and handles the products with
@@ -1261,11 +1245,30 @@ fn prepare_out<T, E: Acc, B: PackB<E>>(
     })
 }
 
-/// Runs `run(0..tasks)`, in parallel when there is more than one.
-fn run_tasks(tasks: usize, run: &(dyn Fn(usize) + Sync)) {
+/// Cuts an `m` x `n` x `k` product into tasks of whole `mr` x `nr` micro-panels (see [`plan`]:
+/// one per pool thread when the product is large enough to be worth waking the pool) and runs
+/// `task(rows, cols)` on each rectangle, `rows` and `cols` as `(first, count)`.
+fn run_planned(
+    (m, n, k): (usize, usize, usize),
+    (mr, nr): (usize, usize),
+    task: &(dyn Fn((usize, usize), (usize, usize)) + Sync),
+) {
+    let threads = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let plan = plan(m, n, mr, nr, threads);
+    let run = |t: usize| {
+        let (tr, tc) = (t / plan.col_tasks, t % plan.col_tasks);
+        let (r0, c0) = (tr * plan.rows_per_task, tc * plan.cols_per_task);
+        task((r0, plan.rows_per_task.min(m - r0)), (c0, plan.cols_per_task.min(n - c0)));
+    };
+    let tasks = plan.row_tasks * plan.col_tasks;
     if tasks > 1 {
         // The calling thread computes task 0 itself while the pool takes the rest: one wake-up
         // fewer than handing everything to the pool, which matters for products of ~100 us.
+        let run = &run;
         rayon::in_place_scope(|scope| {
             for t in 1..tasks {
                 scope.spawn(move |_| run(t));

@@ -42,7 +42,7 @@
 
 use std::sync::OnceLock;
 
-use super::{CPtr, MatRef, Out, PARALLEL_MIN_MACS, PackB, plan, round_to_bf16_bits};
+use super::{CPtr, MatRef, Out, PackB, round_to_bf16_bits};
 
 /// Depth of one k block (the f32 kernels' KC): the A micro-panel, 32 x 256 bf16 = 16 KiB, stays in L1.
 pub(super) const KC: usize = 256;
@@ -118,15 +118,8 @@ pub(super) fn gemm<B: PackB<f32>>(a: MatRef<'_, f32>, b: B, out: Out<'_, f32>) {
     let Some((c, accumulate)) = super::prepare_out(m, k, n, &a, &b, out) else {
         return;
     };
-    let threads = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS { rayon::current_num_threads() } else { 1 };
-    let plan = plan(m, n, TILE, TILE, threads);
     let job = Job { a, b, c: CPtr(c), ldc: n, accumulate };
-    let run = |t: usize| {
-        let (tr, tc) = (t / plan.col_tasks, t % plan.col_tasks);
-        let (r0, c0) = (tr * plan.rows_per_task, tc * plan.cols_per_task);
-        job.task((r0, plan.rows_per_task.min(m - r0)), (c0, plan.cols_per_task.min(n - c0)));
-    };
-    super::run_tasks(plan.row_tasks * plan.col_tasks, &run);
+    super::run_planned((m, n, k), (TILE, TILE), &|rows, cols| job.task(rows, cols));
 }
 
 /// Everything a task needs; shared read-only by the tasks of one call.
