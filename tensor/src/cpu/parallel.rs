@@ -119,9 +119,9 @@ pub fn fill_chunks<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync + 
 /// A vector of `n` values that `fill(start, chunk)` writes chunk by chunk, without zero-filling
 /// the memory first (a `memset` of every output was about 5% of a training step).
 ///
-/// Private because of its contract: every call must write every slot of its chunk. The callers
-/// below do so by construction (one write per element of a loop over the chunk).
-fn build<U: Send>(n: usize, fill: impl Fn(usize, &mut [MaybeUninit<U>]) + Sync + Send) -> Vec<U> {
+/// Crate-private because of its contract: every call must write every slot of its chunk. The
+/// callers do so by construction (one write per element of a loop over the chunk).
+pub(crate) fn build<U: Send>(n: usize, fill: impl Fn(usize, &mut [MaybeUninit<U>]) + Sync + Send) -> Vec<U> {
     let mut out: Vec<MaybeUninit<U>> = Vec::with_capacity(n);
     // SAFETY: `MaybeUninit` slots need no initialisation; the capacity is `n`.
     unsafe { out.set_len(n) };

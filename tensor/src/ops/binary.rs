@@ -5,6 +5,8 @@
 //! division by zero is an error, never a panic. The shared broadcasting loop [`zip_map`] also
 //! serves the comparisons in `compare.rs`.
 
+use std::mem::MaybeUninit;
+
 use half::{bf16, f16};
 
 use crate::cpu::parallel;
@@ -183,17 +185,30 @@ int_arith!(u8);
 int_arith!(u32);
 int_arith!(i64);
 
-/// The two-layout twin of `parallel::for_offsets_in`: calls `f(j, off_a, off_b)` for flat
-/// indices `start .. start + len` of two layouts of the same shape, walking runs of the last dim
-/// with plain strided loops (the inner loop is one add per operand).
-fn for_offsets2_in(a: &Layout, b: &Layout, start: usize, len: usize, mut f: impl FnMut(usize, usize, usize)) {
+/// One run of a [`for_runs2_in`] walk: output indices `j .. j + len` of the chunk read the
+/// operands at `a + k * a_step` and `b + k * b_step` for `k` in `0..len`.
+#[derive(Clone, Copy, Debug)]
+struct Run2 {
+    j: usize,
+    len: usize,
+    a: usize,
+    a_step: usize,
+    b: usize,
+    b_step: usize,
+}
+
+/// The two-layout twin of `parallel::for_offsets_in`, a run at a time: calls `f` once per run of
+/// the last dim within flat indices `start .. start + len` of two layouts of the same shape, so
+/// the caller's inner loop can be a plain slice loop when the run is contiguous (step 1) or
+/// broadcast (step 0) in an operand.
+fn for_runs2_in(a: &Layout, b: &Layout, start: usize, len: usize, mut f: impl FnMut(Run2)) {
     if len == 0 {
         return;
     }
     let shape = a.shape();
     let rank = shape.len();
     if rank == 0 {
-        f(0, a.offset(), b.offset());
+        f(Run2 { j: 0, len: 1, a: a.offset(), a_step: 0, b: b.offset(), b_step: 0 });
         return;
     }
     let (sa, sb) = (a.strides(), b.strides());
@@ -209,9 +224,7 @@ fn for_offsets2_in(a: &Layout, b: &Layout, start: usize, len: usize, mut f: impl
     let mut j = 0;
     while j < len {
         let run = (shape[last] - index[last]).min(len - j);
-        for k in 0..run {
-            f(j + k, oa + k * la, ob + k * lb);
-        }
+        f(Run2 { j, len: run, a: oa, a_step: la, b: ob, b_step: lb });
         j += run;
         // Move to the start of the next run: carry through the outer dims.
         oa += run * la;
@@ -226,6 +239,37 @@ fn for_offsets2_in(a: &Layout, b: &Layout, start: usize, len: usize, mut f: impl
             index[d] += 1;
             oa += sa[d];
             ob += sb[d];
+        }
+    }
+}
+
+/// Writes `out[k] = f(a[..], b[..])` for one run, with slice loops for the common steps (both
+/// contiguous; one contiguous against a broadcast value) so they vectorise, and a strided loop
+/// otherwise. Every slot of `out` is written.
+fn zip_run<T: Copy, U>(out: &mut [MaybeUninit<U>], a: &[T], b: &[T], r: Run2, f: &impl Fn(T, T) -> U) {
+    let out = &mut out[r.j..r.j + r.len];
+    match (r.a_step, r.b_step) {
+        (1, 1) => {
+            for ((o, &x), &y) in out.iter_mut().zip(&a[r.a..r.a + r.len]).zip(&b[r.b..r.b + r.len]) {
+                o.write(f(x, y));
+            }
+        }
+        (1, 0) => {
+            let y = b[r.b];
+            for (o, &x) in out.iter_mut().zip(&a[r.a..r.a + r.len]) {
+                o.write(f(x, y));
+            }
+        }
+        (0, 1) => {
+            let x = a[r.a];
+            for (o, &y) in out.iter_mut().zip(&b[r.b..r.b + r.len]) {
+                o.write(f(x, y));
+            }
+        }
+        (sa, sb) => {
+            for (k, o) in out.iter_mut().enumerate() {
+                o.write(f(a[r.a + k * sa], b[r.b + k * sb]));
+            }
         }
     }
 }
@@ -266,11 +310,7 @@ pub(crate) fn zip_map<T: WithDType, U: Send + Default + Clone>(
         _ => {
             let la = lhs.layout().broadcast_as(op, &shape)?;
             let lb = rhs.layout().broadcast_as(op, &shape)?;
-            let mut out = vec![U::default(); n];
-            parallel::fill_chunks(&mut out, |start, chunk| {
-                for_offsets2_in(&la, &lb, start, chunk.len(), |j, oa, ob| chunk[j] = f(a[oa], b[ob]))
-            });
-            out
+            parallel::build(n, |start, chunk| for_runs2_in(&la, &lb, start, chunk.len(), |r| zip_run(chunk, a, b, r, &f)))
         }
     };
     Ok((out, shape))
