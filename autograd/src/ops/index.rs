@@ -1,4 +1,5 @@
-//! Indexed reads and writes: embedding lookup, `index_select`, `gather`, `scatter_add`.
+//! Indexed reads and writes: embedding lookup, `index_select`, `gather`, `scatter_add`,
+//! `index_add`.
 //!
 //! A read at given positions has, as its backward, an add into zeros at the same positions (so a
 //! row read twice gets both gradients); an indexed add has, as its backward, a read. Index
@@ -61,6 +62,20 @@ impl Var {
         record("gather", &[self], out, move |g, _| {
             let zeros = Tensor::zeros(&shape, g.dtype(), &g.device())?;
             Ok(vec![Some(zeros.scatter_add(d, &index, g)?)])
+        })
+    }
+
+    /// `self` plus `src`'s slices added at positions `ids` (1-d) along `dim`: slice `j` of `src`
+    /// goes to position `ids[j]` (repeats accumulate). `src` has `self`'s shape with dim `dim`
+    /// replaced by `ids.len()`. Backward: `dself = g`, `dsrc = g.index_select(dim, ids)`.
+    pub fn index_add<D: Dim>(&self, dim: D, ids: &Tensor, src: &Var) -> Result<Var> {
+        let d = dim.resolve("index_add", self.shape())?;
+        let out = self.tensor().index_add(d, ids, src.tensor())?;
+        let ids = ids.clone();
+        record("index_add", &[self, src], out, move |g, needs| {
+            let dself = if needs[0] { Some(g.clone()) } else { None };
+            let dsrc = if needs[1] { Some(g.index_select(d, &ids)?) } else { None };
+            Ok(vec![dself, dsrc])
         })
     }
 

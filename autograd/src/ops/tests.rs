@@ -570,6 +570,17 @@ proptest! {
         check("index_select", |v| v[0].index_select(dim, &ids), &[x])?;
     }
 
+    /// Ids repeat (drawn with replacement): two slices of `src` added into one position.
+    #[test]
+    fn index_add(shape in prop::collection::vec(small_dim(), 3), dim in 0usize..3, n in 1usize..6, seed in any::<u64>()) {
+        let x = randn(seed, &shape);
+        let ids = int_ids(seed ^ 1, &[n], shape[dim]);
+        let mut src_shape = shape.clone();
+        src_shape[dim] = n;
+        let src = randn(seed ^ 2, &src_shape);
+        check("index_add", |v| v[0].index_add(dim, &ids, &v[1]), &[x, src])?;
+    }
+
     /// The index may be smaller than the input in the other dims, and smaller than `src` in
     /// every dim (the unread part of `src` then gets a zero gradient).
     #[test]
