@@ -72,7 +72,51 @@ fn pooled_rows(delta: &Tensor) -> Result<Vec<f64>> {
     Ok(pooled.to_vec_f64()?)
 }
 
+/// Errors unless a batch of `shape` has one row per weight.
+fn check_rows(rows: &[f64], shape: &[usize], domain: &str) -> Result<()> {
+    if shape.first() == Some(&rows.len()) {
+        return Ok(());
+    }
+    Err(Error::Config {
+        layer: "stacks".into(),
+        msg: format!("{} per-row weights for domain {domain:?} but a batch of shape {shape:?}", rows.len()),
+    })
+}
+
+/// Per-row weights shaped `[rows, 1, ...]` to broadcast over a rank-`rank` batch.
+fn row_weights(rows: &[f64], rank: usize, dtype: DType) -> Result<Tensor> {
+    let mut shape = vec![1; rank];
+    shape[0] = rows.len();
+    Ok(Tensor::from_vec(rows.to_vec(), &shape, &Device::Cpu)?.to_dtype(dtype)?)
+}
+
 impl StackedProjection {
+    /// `total` plus a frozen stack's delta weighted per row, running the stack only on the rows
+    /// whose weight is not 0. The oracle scores every candidate domain set as one row of a batch,
+    /// so each stack is off in about half the rows; skipping them gives the same values as
+    /// weighting the full batch (each row's delta depends on that row alone), up to the sign of
+    /// a zero.
+    fn add_weighted_rows(&self, total: Option<Var>, stack: &MoeLora, x: &Var, rows: &[f64], domain: &str) -> Result<Option<Var>> {
+        check_rows(rows, x.shape(), domain)?;
+        let on: Vec<i64> = rows.iter().enumerate().filter(|(_, w)| **w != 0.0).map(|(i, _)| i as i64).collect();
+        if on.is_empty() {
+            return Ok(total);
+        }
+        let ids = Tensor::from_vec(on.clone(), &[on.len()], &Device::Cpu)?;
+        let d_on = stack.forward(&x.index_select(0usize, &ids)?, None)?.delta;
+        let w_on: Vec<f64> = on.iter().map(|&i| rows[i as usize]).collect();
+        let d_on = d_on.mul(&Var::constant(row_weights(&w_on, d_on.rank(), d_on.dtype())?))?;
+        let base = match total {
+            Some(t) => t,
+            None => {
+                let mut shape = x.shape().to_vec();
+                *shape.last_mut().expect("a batch has a feature dim") = self.d_out;
+                Var::constant(Tensor::zeros(&shape, d_on.dtype(), &x.tensor().device())?)
+            }
+        };
+        Ok(Some(base.index_add(0usize, &ids, &d_on)?))
+    }
+
     fn forward_delta(&self, x: &Var) -> Result<Option<Var>> {
         let settings = self.control.settings();
         let mut st = lock(&self.state);
@@ -91,6 +135,14 @@ impl StackedProjection {
                 }
                 _ => None,
             };
+            if let DomainWeight::Rows(rows) = &weight
+                && training.is_none()
+                && !settings.capture
+                && rows.contains(&0.0)
+            {
+                total = self.add_weighted_rows(total, &f.stack, &x_frozen, rows, &f.id.domain)?;
+                continue;
+            }
             let mut d = f.stack.forward(&x_frozen, noise)?.delta;
             if settings.capture {
                 match captured.last_mut() {
@@ -102,17 +154,8 @@ impl StackedProjection {
                 DomainWeight::Scalar(1.0) => d,
                 DomainWeight::Scalar(w) => d.mul_scalar(w)?,
                 DomainWeight::Rows(rows) => {
-                    let shape = d.shape().to_vec();
-                    if shape.first() != Some(&rows.len()) {
-                        return Err(Error::Config {
-                            layer: "stacks".into(),
-                            msg: format!("{} per-row weights for domain {:?} but a batch of shape {shape:?}", rows.len(), f.id.domain),
-                        });
-                    }
-                    let mut wshape = vec![1; shape.len()];
-                    wshape[0] = rows.len();
-                    let w = Tensor::from_vec(rows, &wshape, &Device::Cpu)?.to_dtype(d.dtype())?;
-                    d.mul(&Var::constant(w))?
+                    check_rows(&rows, d.shape(), &f.id.domain)?;
+                    d.mul(&Var::constant(row_weights(&rows, d.rank(), d.dtype())?))?
                 }
             };
             total = add(total, d)?;
