@@ -1,7 +1,7 @@
 //! The `brainstacks` command-line tool.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use std::path::PathBuf;
 
@@ -18,6 +18,21 @@ struct Cli {
     threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `brainstacks router --oracle-search` (the library's `router::oracle::Search`).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum OracleSearch {
+    Best,
+    First,
+    Exhaustive,
+}
+
+/// `brainstacks router --label-targets` (the library's `router::dataset::LabelTargets`).
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LabelTargetsArg {
+    OneHot,
+    OracleMean,
 }
 
 #[derive(Subcommand)]
@@ -133,6 +148,10 @@ enum Command {
         /// Label prompts per domain.
         #[arg(long, default_value_t = 2000)]
         label_samples: usize,
+        /// What label prompts are trained towards: their domain, one-hot (the spec), or the mean
+        /// of the oracle's targets on their domain's held-out examples.
+        #[arg(long, value_enum, default_value_t = LabelTargetsArg::OneHot)]
+        label_targets: LabelTargetsArg,
         /// Held-out examples per domain scored by the oracle.
         #[arg(long, default_value_t = 200)]
         oracle_samples: usize,
@@ -145,9 +164,11 @@ enum Command {
         /// Recompute this domain's cached oracle results (repeatable).
         #[arg(long)]
         recompute: Vec<String>,
-        /// The released code's greedy rule (first improving domain) instead of the best one.
-        #[arg(long)]
-        first_improvement: bool,
+        /// How the oracle finds each example's best domain set: greedy growth adding the best
+        /// improving domain (`best`), the released code's first improving one (`first`), or every
+        /// set scored at once (`exhaustive`, 2^D forwards per example, for a handful of domains).
+        #[arg(long, value_enum, default_value_t = OracleSearch::Best)]
+        oracle_search: OracleSearch,
         /// Least loss drop for the oracle's greedy growth to accept a domain (the spec's 0.01 is
         /// tuned for losses of billion-parameter models; a small model's gains are smaller).
         #[arg(long, default_value_t = 0.01)]
@@ -271,14 +292,21 @@ fn run_command(cli: Cli) -> anyhow::Result<()> {
         Command::Train { config } => {
             brainstacks_train::train_cli::train(&config)?;
         }
-        Command::Router { run, label_samples, oracle_samples, epochs, hidden, lr, recompute, first_improvement, accept } => {
-            use brainstacks_train::router::{oracle::Greedy, pipeline};
-            let mut opts = pipeline::RouterOptions { label_samples, oracle_samples, hidden, recompute, ..Default::default() };
+        Command::Router { run, label_samples, label_targets, oracle_samples, epochs, hidden, lr, recompute, oracle_search, accept } => {
+            use brainstacks_train::router::{dataset::LabelTargets, oracle::Search, pipeline};
+            let label_targets = match label_targets {
+                LabelTargetsArg::OneHot => LabelTargets::OneHot,
+                LabelTargetsArg::OracleMean => LabelTargets::OracleMean,
+            };
+            let mut opts =
+                pipeline::RouterOptions { label_samples, label_targets, oracle_samples, hidden, recompute, ..Default::default() };
             opts.train.epochs = epochs;
             opts.train.lr = lr;
-            if first_improvement {
-                opts.oracle.greedy = Greedy::First;
-            }
+            opts.oracle.search = match oracle_search {
+                OracleSearch::Best => Search::Best,
+                OracleSearch::First => Search::First,
+                OracleSearch::Exhaustive => Search::Exhaustive,
+            };
             if !(accept.is_finite() && accept >= 0.0) {
                 anyhow::bail!("--accept must be a finite loss drop >= 0, got {accept}");
             }

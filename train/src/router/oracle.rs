@@ -7,7 +7,8 @@
 //!    `b` (no acceptance threshold at this step);
 //! 3. greedy growth: try adding every remaining domain; accept an addition that lowers the loss by
 //!    more than `accept` (the best such addition by default, the first in domain order with
-//!    [`Greedy::First`], the released code's rule), until none is accepted;
+//!    [`Search::First`], the released code's rule), until none is accepted. [`Search::Exhaustive`]
+//!    replaces steps 2 and 3 by scoring every set at once (see [`Search`]);
 //! 4. the soft boost: if the reasoning domain is not in the set and adding it lowers the loss at
 //!    all, it joins with target 0.5;
 //! 5. target = 1 for the set (0.5 soft), chat at least the floor, then
@@ -21,15 +22,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
-/// How greedy growth picks among the additions that clear the threshold.
+/// How the oracle looks for the best set of domains.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Greedy {
-    /// The addition with the lowest loss (spec section 10 item 27: cleaner).
+pub enum Search {
+    /// Greedy growth taking the addition with the lowest loss (spec section 10 item 27: cleaner).
     Best,
-    /// The first addition in domain order (the released code).
+    /// Greedy growth taking the first addition in domain order (the released code).
     First,
+    /// Every one of the `2^D - 1` non-empty sets, scored in one batch. Greedy growth only adds a
+    /// domain that helps on its own, so it misses a set whose members help only together (a
+    /// domain whose stacks were trained on top of all earlier domains' stacks is such a case).
+    /// Walking set sizes upwards from base-only, the lowest-loss set of each size replaces the
+    /// current one when it beats it (a single domain: at all, as in step 2; larger sets: by more
+    /// than `accept`, the bar greedy growth uses), so a larger set is chosen only for a real gain.
+    /// Costs `2^D` forwards per example: meant for small `D` (at most [`MAX_EXHAUSTIVE_DOMAINS`]).
+    Exhaustive,
 }
+
+/// The most domains [`Search::Exhaustive`] accepts (`2^10` sets per example).
+pub const MAX_EXHAUSTIVE_DOMAINS: usize = 10;
 
 /// The oracle's constants (spec sections 5.4 and 6).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -40,14 +52,15 @@ pub struct OracleConfig {
     pub chat_floor: f64,
     /// Weights at or below this are 0 (strict `>` keeps a domain on).
     pub gate: f64,
-    /// Minimum loss drop to accept an addition in greedy growth.
+    /// Minimum loss drop to accept an addition in greedy growth (or a larger set in the
+    /// exhaustive search).
     pub accept: f64,
     /// Index of the reasoning domain (soft boost), if any.
     pub reasoning: Option<usize>,
     pub soft_weight: f64,
     /// Share of the discovered target in the final blend (the label prior gets the rest).
     pub discovered_share: f64,
-    pub greedy: Greedy,
+    pub search: Search,
 }
 
 impl Default for OracleConfig {
@@ -60,7 +73,7 @@ impl Default for OracleConfig {
             reasoning: None,
             soft_weight: 0.5,
             discovered_share: 0.8,
-            greedy: Greedy::Best,
+            search: Search::Best,
         }
     }
 }
@@ -128,18 +141,30 @@ fn one(losses: Vec<f64>, what: &str) -> Result<f64> {
     }
 }
 
-/// Runs the search for one example of domain `label` among `domains` domains.
-pub fn discover(scorer: &mut dyn SetLoss, domains: usize, label: usize, cfg: &OracleConfig) -> Result<Discovery> {
-    if label >= domains || domains == 0 {
-        return Err(Error::Invalid { what: "oracle".into(), msg: format!("label {label} out of {domains} domains") });
+/// What a search found before the soft boost and the targets.
+struct Found {
+    base_loss: f64,
+    single_losses: Vec<f64>,
+    chosen: Vec<usize>,
+    best: f64,
+    /// The loss of `chosen` plus each domain, where the search scored it (the soft boost reuses it).
+    with_added: Vec<Option<f64>>,
+}
+
+fn scored(scorer: &mut dyn SetLoss, candidates: &[Vec<f64>]) -> Result<Vec<f64>> {
+    let scores = scorer.losses(candidates)?;
+    if scores.len() != candidates.len() {
+        return Err(Error::Invalid { what: "oracle".into(), msg: format!("{} losses for {} candidates", scores.len(), candidates.len()) });
     }
+    Ok(scores)
+}
+
+/// Steps 1 to 3 of the spec: base, singles, then greedy growth (best or first improvement).
+fn search_greedy(scorer: &mut dyn SetLoss, domains: usize, cfg: &OracleConfig) -> Result<Found> {
     // Base-only and every single domain, in one batch.
     let mut first: Vec<Vec<f64>> = vec![vec![0.0; domains]];
     first.extend((0..domains).map(|d| cfg.weights(domains, &[d], None)));
-    let scores = scorer.losses(&first)?;
-    if scores.len() != first.len() {
-        return Err(Error::Invalid { what: "oracle".into(), msg: format!("{} losses for {} candidates", scores.len(), first.len()) });
-    }
+    let scores = scored(scorer, &first)?;
     let (base_loss, single_losses) = (scores[0], scores[1..].to_vec());
     let mut chosen = Vec::new();
     let mut best = base_loss;
@@ -148,8 +173,7 @@ pub fn discover(scorer: &mut dyn SetLoss, domains: usize, label: usize, cfg: &Or
         chosen.push(arg);
         best = lowest;
     }
-    // Greedy growth; remember the last loss seen for each candidate addition (soft boost reuses it).
-    let mut last_with: Vec<Option<f64>> = vec![None; domains];
+    let mut with_added: Vec<Option<f64>> = vec![None; domains];
     loop {
         let remaining: Vec<usize> = (0..domains).filter(|d| !chosen.contains(d)).collect();
         if remaining.is_empty() || chosen.is_empty() {
@@ -163,14 +187,14 @@ pub fn discover(scorer: &mut dyn SetLoss, domains: usize, label: usize, cfg: &Or
                 cfg.weights(domains, &set, None)
             })
             .collect();
-        let scores = scorer.losses(&candidates)?;
+        let scores = scored(scorer, &candidates)?;
         for (&r, &l) in remaining.iter().zip(&scores) {
-            last_with[r] = Some(l);
+            with_added[r] = Some(l);
         }
         let improving = remaining.iter().zip(&scores).filter(|(_, l)| best - **l > cfg.accept);
-        let pick = match cfg.greedy {
-            Greedy::First => improving.map(|(&r, &l)| (r, l)).next(),
-            Greedy::Best => improving.map(|(&r, &l)| (r, l)).min_by(|a, b| a.1.total_cmp(&b.1)),
+        let pick = match cfg.search {
+            Search::First => improving.map(|(&r, &l)| (r, l)).next(),
+            _ => improving.map(|(&r, &l)| (r, l)).min_by(|a, b| a.1.total_cmp(&b.1)),
         };
         match pick {
             Some((r, l)) => {
@@ -180,9 +204,54 @@ pub fn discover(scorer: &mut dyn SetLoss, domains: usize, label: usize, cfg: &Or
             None => break,
         }
     }
+    Ok(Found { base_loss, single_losses, chosen, best, with_added })
+}
+
+/// [`Search::Exhaustive`]: every non-empty set in one batch, then the size walk its doc describes.
+fn search_exhaustive(scorer: &mut dyn SetLoss, domains: usize, cfg: &OracleConfig) -> Result<Found> {
+    if domains > MAX_EXHAUSTIVE_DOMAINS {
+        return Err(Error::Invalid {
+            what: "oracle".into(),
+            msg: format!(
+                "the exhaustive search scores 2^D sets; {domains} domains is more than {MAX_EXHAUSTIVE_DOMAINS}, use a greedy search"
+            ),
+        });
+    }
+    let set_of = |mask: usize| (0..domains).filter(|d| mask >> d & 1 == 1).collect::<Vec<usize>>();
+    // Candidate `mask` is the set with those bits; mask 0 is base-only.
+    let candidates: Vec<Vec<f64>> =
+        (0..1usize << domains).map(|mask| if mask == 0 { vec![0.0; domains] } else { cfg.weights(domains, &set_of(mask), None) }).collect();
+    let loss = scored(scorer, &candidates)?;
+    let base_loss = loss[0];
+    let single_losses: Vec<f64> = (0..domains).map(|d| loss[1 << d]).collect();
+    let (mut chosen_mask, mut best) = (0usize, base_loss);
+    for size in 1..=domains {
+        let bar = if size == 1 { 0.0 } else { cfg.accept };
+        let lowest = (1..1usize << domains)
+            .filter(|m| m.count_ones() as usize == size)
+            .min_by(|a, b| loss[*a].total_cmp(&loss[*b]).then(a.cmp(b)))
+            .expect("a set of every size up to D");
+        if best - loss[lowest] > bar {
+            chosen_mask = lowest;
+            best = loss[lowest];
+        }
+    }
+    let with_added = (0..domains).map(|d| (chosen_mask >> d & 1 == 0).then(|| loss[chosen_mask | 1 << d])).collect();
+    Ok(Found { base_loss, single_losses, chosen: set_of(chosen_mask), best, with_added })
+}
+
+/// Runs the search for one example of domain `label` among `domains` domains.
+pub fn discover(scorer: &mut dyn SetLoss, domains: usize, label: usize, cfg: &OracleConfig) -> Result<Discovery> {
+    if label >= domains || domains == 0 {
+        return Err(Error::Invalid { what: "oracle".into(), msg: format!("label {label} out of {domains} domains") });
+    }
+    let Found { base_loss, single_losses, chosen, best, with_added } = match cfg.search {
+        Search::Best | Search::First => search_greedy(scorer, domains, cfg)?,
+        Search::Exhaustive => search_exhaustive(scorer, domains, cfg)?,
+    };
     let mut soft = None;
     if let Some(rsn) = cfg.reasoning.filter(|r| !chosen.contains(r) && *r < domains) {
-        let with = match last_with[rsn] {
+        let with = match with_added[rsn] {
             Some(l) => l,
             None => {
                 let mut set = chosen.clone();
@@ -282,7 +351,7 @@ mod tests {
         let mut t = Table::new(&[(&[0.0, 0.0, 0.0], 2.0), (&[1.0, 0.0, 0.0], 1.9), (&[1.0, 1.0, 0.0], 1.85), (&[1.0, 0.0, 1.0], 1.6)], 5.0);
         let best = discover(&mut t, 3, 0, &OracleConfig::default())?;
         assert_eq!(best.chosen, vec![0, 2]);
-        let first = discover(&mut t, 3, 0, &OracleConfig { greedy: Greedy::First, ..Default::default() })?;
+        let first = discover(&mut t, 3, 0, &OracleConfig { search: Search::First, ..Default::default() })?;
         assert_eq!(first.chosen[..2], [0, 1]);
         // Nothing beats base-only: empty set, target is the label prior alone (no chat domain).
         let mut flat = Table::new(&[(&[0.0, 0.0], 1.0)], 1.5);
@@ -290,6 +359,76 @@ mod tests {
         assert!(d.chosen.is_empty() && d.soft.is_none());
         assert!(d.target[0] == 0.0 && (d.target[1] - 0.2).abs() < 1e-15, "{:?}", d.target);
         Ok(())
+    }
+
+    /// Domains: 0 chat, 1 code, 2 math, 3 medical. Medical's own stacks help; code and math help
+    /// it only together (each alone hurts), the way a last domain's stacks trained on top of every
+    /// earlier stack behave. Greedy growth stops at medical; the exhaustive search finds the triple.
+    #[test]
+    fn exhaustive_search_finds_sets_that_help_only_together() -> Result<()> {
+        let entries: &[(&[f64], f64)] = &[
+            (&[0.0, 0.0, 0.0, 0.0], 1.0),
+            (&[1.0, 0.0, 0.0, 0.0], 0.99),
+            (&[0.2, 1.0, 0.0, 0.0], 1.02),
+            (&[0.2, 0.0, 1.0, 0.0], 1.01),
+            (&[0.2, 0.0, 0.0, 1.0], 0.90),
+            (&[1.0, 0.0, 0.0, 1.0], 0.92),
+            (&[0.2, 1.0, 0.0, 1.0], 0.91),
+            (&[0.2, 0.0, 1.0, 1.0], 0.905),
+            (&[0.2, 1.0, 1.0, 1.0], 0.86),
+            (&[1.0, 1.0, 1.0, 1.0], 0.855), // 0.005 below the triple: not worth a fourth domain
+        ];
+        let cfg = OracleConfig { chat: Some(0), ..Default::default() };
+        let greedy = discover(&mut Table::new(entries, 2.0), 4, 3, &cfg)?;
+        assert_eq!((greedy.chosen.as_slice(), greedy.best_loss), (&[3][..], 0.90));
+        let mut t = Table::new(entries, 2.0);
+        let d = discover(&mut t, 4, 3, &OracleConfig { search: Search::Exhaustive, ..cfg })?;
+        assert_eq!(t.calls, 1, "every set in one batch");
+        assert_eq!((d.chosen.as_slice(), d.best_loss, d.base_loss), (&[1, 2, 3][..], 0.86, 1.0));
+        assert_eq!(d.single_losses, vec![0.99, 1.02, 1.01, 0.90]);
+        assert!(!d.excludes_own_domain());
+        let expect = [0.16, 0.8, 0.8, 1.0];
+        for (g, e) in d.target.iter().zip(expect) {
+            assert!((g - e).abs() < 1e-12, "{:?}", d.target);
+        }
+        Ok(())
+    }
+
+    /// No single domain beats base-only, yet a pair does: the exhaustive search still takes it.
+    /// Reasoning (domain 2) joins softly when the full set is lower at all but not by `accept`.
+    #[test]
+    fn exhaustive_search_takes_pairs_over_base_and_soft_reasoning() -> Result<()> {
+        let cfg = OracleConfig { reasoning: Some(2), search: Search::Exhaustive, ..Default::default() };
+        let mut pair = Table::new(&[(&[0.0, 0.0, 0.0], 1.0), (&[1.0, 1.0, 0.0], 0.95)], 1.05);
+        let d = discover(&mut pair, 3, 0, &cfg)?;
+        assert_eq!((d.chosen.as_slice(), d.soft, d.best_loss), (&[0, 1][..], None, 0.95));
+        let mut soft = Table::new(
+            &[
+                (&[0.0, 0.0, 0.0], 1.0),
+                (&[1.0, 0.0, 0.0], 0.9),
+                (&[0.0, 1.0, 0.0], 1.1),
+                (&[0.0, 0.0, 1.0], 1.2),
+                (&[1.0, 1.0, 0.0], 0.85),
+                (&[1.0, 0.0, 1.0], 0.95),
+                (&[0.0, 1.0, 1.0], 1.3),
+                (&[1.0, 1.0, 1.0], 0.849),
+            ],
+            9.0,
+        );
+        let d = discover(&mut soft, 3, 0, &cfg)?;
+        assert_eq!((d.chosen.as_slice(), d.soft, d.best_loss), (&[0, 1][..], Some(2), 0.85));
+        assert_eq!(d.discovered, vec![1.0, 1.0, 0.5]);
+        assert_eq!(soft.calls, 1, "the soft boost reuses the batch");
+        Ok(())
+    }
+
+    #[test]
+    fn exhaustive_search_refuses_too_many_domains() {
+        let mut t = Table::new(&[], 1.0);
+        let cfg = OracleConfig { search: Search::Exhaustive, ..Default::default() };
+        let err = discover(&mut t, MAX_EXHAUSTIVE_DOMAINS + 1, 0, &cfg).unwrap_err().to_string();
+        assert!(err.contains("greedy"), "{err}");
+        assert_eq!(t.calls, 0);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use brainstacks_model::router::{MetaRouter, MetaRouterConfig, pad_features};
 use brainstacks_tensor::{DType, Rng};
 use serde::{Deserialize, Serialize};
 
-use super::dataset::build_samples;
+use super::dataset::{LabelTargets, build_samples};
 use super::discovery::{DomainDiscovery, discover_domain};
 use super::evaluate::Route;
 use super::features::{ROUTER_SEQ_LEN, router_features, router_text};
@@ -39,6 +39,8 @@ pub struct RoutingRule {
 pub struct RouterOptions {
     /// Single-domain label prompts per domain (from its training examples).
     pub label_samples: usize,
+    /// What those prompts are trained towards.
+    pub label_targets: LabelTargets,
     /// Held-out examples per domain the oracle scores.
     pub oracle_samples: usize,
     pub oracle: OracleConfig,
@@ -52,6 +54,7 @@ impl Default for RouterOptions {
     fn default() -> Self {
         Self {
             label_samples: 2000,
+            label_targets: LabelTargets::OneHot,
             oracle_samples: 200,
             oracle: OracleConfig::default(),
             train: RouterTrainConfig::default(),
@@ -126,7 +129,7 @@ pub fn train_run_router(dir: &Path, opts: &RouterOptions, progress: &mut dyn Rou
     let total = prepared.iter().map(|d| d.train.len().min(opts.label_samples)).sum::<usize>()
         + found.iter().map(|f| f.prompts.len()).sum::<usize>();
     progress.phase("router features", total);
-    let samples = build_samples(&rm, &prepared, &found, opts.label_samples, |n| progress.advance(n))?;
+    let samples = build_samples(&rm, &prepared, &found, opts.label_samples, opts.label_targets, |n| progress.advance(n))?;
     if samples.len() < 2 {
         return Err(invalid(format!(
             "{} usable prompts (prompts under {} characters are skipped); the router needs more",
