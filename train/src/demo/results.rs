@@ -143,6 +143,22 @@ pub struct OracleSummary {
     pub chosen_share: BTreeMap<String, f64>,
 }
 
+/// How the oracle and the router's training data were set up (the demo departs from the spec's
+/// defaults here; the report says how).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouterSettings {
+    /// "exhaustive", "best" or "first" (greedy growth).
+    pub oracle_search: String,
+    /// The least loss drop that adds a domain to a set.
+    pub oracle_accept: f64,
+    /// Held-out examples per domain the oracle scored (at most).
+    pub oracle_samples: usize,
+    /// Label prompts per domain (at most).
+    pub label_samples: usize,
+    /// "one-hot" or "oracle mean".
+    pub label_targets: String,
+}
+
 /// The router's mean gate weights over one domain's held-out prompts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RouterWeights {
@@ -198,6 +214,8 @@ pub struct DemoResults {
     pub no_null_space: RunSummary,
     pub single_lora: RunSummary,
     pub router_train_lines: Vec<String>,
+    #[serde(default)]
+    pub router_settings: RouterSettings,
     pub oracle: Vec<OracleSummary>,
     pub router_weights: Vec<RouterWeights>,
     pub modes: Vec<ModeLossRow>,

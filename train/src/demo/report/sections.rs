@@ -280,12 +280,20 @@ fn forgetting(out: &mut String, r: &DemoResults, drawn: &dyn Fn(&str) -> bool) {
 
 fn oracle(out: &mut String, r: &DemoResults) {
     let _ = writeln!(out, "{}\n", HEADINGS[6]);
+    let settings = &r.router_settings;
+    let search = match settings.oracle_search.as_str() {
+        "exhaustive" => "scored every set of domain stacks".to_string(),
+        "" => "searched".to_string(),
+        greedy => format!("grew a set of domain stacks greedily ({greedy} improvement)"),
+    };
     let _ = writeln!(
         out,
-        "For each held-out prompt the oracle searched (greedily) for the set of domain stacks with the \
-         lowest answer loss. `mean gain` is \
+        "For each held-out prompt (up to {} per domain) the oracle {search} and kept the one with the lowest \
+         answer loss; a larger set had to lower the loss by more than {} to be kept. `mean gain` is \
          base-only loss minus the best set's loss; `excluding own` is the share of prompts whose best set \
-         leaves out the domain's own stack; `chosen` is how often each stack is in the best set.\n"
+         leaves out the domain's own stack; `chosen` is how often each stack is in the best set.\n",
+        settings.oracle_samples,
+        num(settings.oracle_accept),
     );
     let rows: Vec<Vec<String>> = r
         .oracle
@@ -301,6 +309,21 @@ fn oracle(out: &mut String, r: &DemoResults) {
 
 fn router(out: &mut String, r: &DemoResults, drawn: &dyn Fn(&str) -> bool) {
     let _ = writeln!(out, "{}\n", HEADINGS[7]);
+    let settings = &r.router_settings;
+    let labels = match settings.label_targets.as_str() {
+        "oracle mean" => {
+            "towards the mean of the oracle's targets on their domain's held-out prompts (not one-hot, as the \
+             method's spec has it: with one-hot labels the router never learns that a domain's prompts also \
+             gain from other domains' stacks)"
+        }
+        _ => "towards their domain, one-hot",
+    };
+    let _ = writeln!(
+        out,
+        "The router trained on the oracle's prompts with their own targets, and on up to {} training prompts per \
+         domain {labels}.\n",
+        settings.label_samples
+    );
     let _ = writeln!(out, "The meta-router's mean gate weight for each stack over each domain's held-out prompts.\n");
     if !r.router_train_lines.is_empty() {
         let _ = writeln!(out, "Router training log:\n");

@@ -90,6 +90,13 @@ fn sample() -> DemoResults {
         no_null_space: run("no null space", false, 0.05, vec![vec![1.0, 3.0, 3.0], vec![1.5, 1.5, 3.0], vec![1.8, 1.9, 1.4]]),
         single_lora: run("single LoRA", true, 0.2, vec![vec![1.0]]),
         router_train_lines: vec!["epoch 1 loss 0.6931".into(), "epoch 2 loss 0.4000".into()],
+        router_settings: RouterSettings {
+            oracle_search: "exhaustive".into(),
+            oracle_accept: 0.002,
+            oracle_samples: 20,
+            label_samples: 40,
+            label_targets: "oracle mean".into(),
+        },
         oracle: names
             .iter()
             .map(|d| OracleSummary {
@@ -165,6 +172,7 @@ fn empty() -> DemoResults {
         no_null_space: run("no null space"),
         single_lora: run("single LoRA"),
         router_train_lines: Vec::new(),
+        router_settings: RouterSettings::default(),
         oracle: Vec::new(),
         router_weights: Vec::new(),
         modes: Vec::new(),
@@ -218,6 +226,9 @@ fn the_report_has_every_section_and_the_computed_verdicts() -> crate::Result<()>
     assert!(md.contains("On medical prompts the medical stack's mean weight is 0.9000, the largest other stack weight is 0.5000 (chat)"));
     assert!(md.contains("The pretrained model beats the unigram baseline (uses context): yes (3.1000 vs 4.5000)"));
     assert!(md.contains("Stop reasons over all rounds: patience: 3, steps: 3."));
+    assert!(md.contains("(up to 20 per domain) the oracle scored every set of domain stacks"), "{md}");
+    assert!(md.contains("by more than 0.0020 to be kept"), "{md}");
+    assert!(md.contains("up to 40 training prompts per domain towards the mean of the oracle's targets"), "{md}");
     // Table cells escape pipes; generated text with a fence gets a longer one.
     assert!(md.contains("Tell me about chat \\| pipes and lines"));
     assert!(md.contains("````text\nwrite ``` a fence\n````"));
