@@ -150,12 +150,18 @@ impl Var {
     ///
     /// Backward: `g * cross_entropy_grad(targets)`, the tensor op giving the gradient of the
     /// mean loss (`(softmax - onehot) / valid_rows`, zero on ignored rows).
+    ///
+    /// When the gradient will be needed (the logits require one and recording is on), the
+    /// forward computes it too, in the same pass ([`Tensor::cross_entropy_with_grad`], the same
+    /// bits): the backward then only scales it, and the exponentials are computed once.
     pub fn cross_entropy(&self, targets: &Tensor, ignore_index: Option<i64>) -> Result<Var> {
-        let logits = self.tensor().clone();
-        let out = logits.cross_entropy(targets, ignore_index)?;
-        let t = targets.clone();
+        if !(self.requires_grad() && !crate::no_grad::is_active()) {
+            let out = self.tensor().cross_entropy(targets, ignore_index)?;
+            return record("cross_entropy", &[self], out, |_, _| Ok(vec![None]));
+        }
+        let (out, grad) = self.tensor().cross_entropy_with_grad(targets, ignore_index)?;
         record("cross_entropy", &[self], out, move |g, _| {
-            let grad = logits.cross_entropy_grad(&t, ignore_index)?;
+            let grad = grad.clone();
             // The usual case, a loss that is (part of) the final sum, has g = 1 exactly: skip a
             // full pass over [N, C] that would multiply by one.
             if g.device() == Device::Cpu && g.to_scalar_f64()? == 1.0 {

@@ -2,7 +2,8 @@
 //! per row (max, log-sum-exp, pick) in f64. Math and tolerance: `brainstacks_kernels::cross_entropy`.
 
 use super::index::index_values;
-use super::norm::{dense, dispatch_float, for_each_row, map_rows};
+use super::norm::{dense, dispatch_float, for_each_row, for_each_row2, map_rows};
+use crate::cpu::parallel::filled;
 use crate::{Error, Result, Tensor, WithDType};
 
 /// Validated inputs: `(rows, classes, per-row target or None when ignored, kept-row count)`.
@@ -105,6 +106,48 @@ impl Tensor {
     }
 }
 
+impl Tensor {
+    /// [`Tensor::cross_entropy`] and [`Tensor::cross_entropy_grad`] in one pass, with the same
+    /// bits as the two calls: each row's exponentials are computed once and serve both its
+    /// log-sum-exp and its softmax (the two separate passes compute the same values in the same
+    /// order). A training step needs both; the exponentials of a `[tokens, vocab]` row block are
+    /// the most expensive part of either.
+    pub fn cross_entropy_with_grad(&self, targets: &Tensor, ignore_index: Option<i64>) -> Result<(Tensor, Tensor)> {
+        const OP: &str = "cross_entropy_with_grad";
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            return Ok((self.cross_entropy(targets, ignore_index)?, self.cross_entropy_grad(targets, ignore_index)?));
+        }
+        let (n, c, picks, kept) = check(OP, self, targets, ignore_index)?;
+        let scale = 1.0 / kept.max(1) as f64;
+        let x = self.contiguous()?;
+        dispatch_float!(self.dtype(), OP, T => {
+            let xs = dense::<T>(&x, OP)?;
+            let mut grad = filled(n * c, T::default());
+            let mut row_loss = vec![0f64; n];
+            for_each_row2(&mut grad, c, &mut row_loss, 1, 3 * c, |r, g, loss| {
+                let Some(t) = picks[r] else { return };
+                let row = &xs[r * c..(r + 1) * c];
+                let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v.to_f64()));
+                let mut e = Vec::with_capacity(c);
+                e.extend(row.iter().map(|&v| (v.to_f64() - m).exp()));
+                let sum = e.iter().sum::<f64>();
+                // As `log_sum_exp`: a row of -inf has log-sum-exp -inf.
+                let lse = if m == f64::NEG_INFINITY { m } else { m + sum.ln() };
+                loss[0] = lse - row[t].to_f64();
+                let inv = 1.0 / sum;
+                for (j, (o, &ej)) in g.iter_mut().zip(&e).enumerate() {
+                    let onehot = if j == t { 1.0 } else { 0.0 };
+                    *o = T::from_f64((ej * inv - onehot) * scale);
+                }
+            });
+            let total: f64 = row_loss.iter().sum();
+            let loss = if kept == 0 { 0.0 } else { total / kept as f64 };
+            Ok((Tensor::from_vec(vec![T::from_f64(loss)], &[], &self.device())?, Tensor::from_vec(grad, self.shape(), &self.device())?))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::norm::testing::*;
@@ -151,6 +194,12 @@ mod tests {
             for (a, b) in g.to_vec_f64().unwrap().iter().zip(&gw) {
                 prop_assert!((a - b).abs() <= tolerance(c, u, *b, 1.0, tiny(dtype)), "{a} vs {b}");
             }
+            // The fused pass gives the same bits as the two separate ones.
+            let (fused_loss, fused_grad) = z.cross_entropy_with_grad(&targets, ig).unwrap();
+            prop_assert_eq!(fused_loss.to_scalar_f64().unwrap().to_bits(), got.to_bits());
+            prop_assert_eq!(fused_grad.shape(), g.shape());
+            let bits = |t: &Tensor| t.to_vec_f64().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(&fused_grad), bits(&g));
             // Central difference of the f64 loss along a few coordinates.
             if dtype == DType::F64 && n > 0 {
                 let h = 1e-6;
@@ -165,6 +214,18 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Large enough to run on the pool (row groups of several tasks): still the same bits.
+    #[test]
+    fn fused_loss_and_gradient_match_the_separate_passes_on_the_pool() {
+        let (n, c) = (300, 500);
+        let z = Tensor::from_vec(values(n * c, 11, 8.0).iter().map(|&v| v as f32).collect::<Vec<f32>>(), &[n, c], &Device::Cpu).unwrap();
+        let t: Vec<i64> = (0..n as i64).map(|r| if r % 7 == 0 { -100 } else { (r * 37) % c as i64 }).collect();
+        let targets = Tensor::from_vec(t, &[n], &Device::Cpu).unwrap();
+        let (loss, grad) = z.cross_entropy_with_grad(&targets, Some(-100)).unwrap();
+        assert_eq!(loss.to_vec::<f32>().unwrap(), z.cross_entropy(&targets, Some(-100)).unwrap().to_vec::<f32>().unwrap());
+        assert_eq!(grad.to_vec::<f32>().unwrap(), z.cross_entropy_grad(&targets, Some(-100)).unwrap().to_vec::<f32>().unwrap());
     }
 
     #[test]

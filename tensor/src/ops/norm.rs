@@ -36,6 +36,35 @@ pub(crate) fn for_each_row<T: Send>(out: &mut [T], row_len: usize, row_work: usi
     });
 }
 
+/// [`for_each_row`] over two outputs at once: row `r` is `a[r * a_len..]` and `b[r * b_len..]`
+/// (both with the same number of rows), written by `f(r, a_row, b_row)`, grouped into tasks
+/// the same way.
+pub(crate) fn for_each_row2<A: Send, B: Send>(
+    a: &mut [A],
+    a_len: usize,
+    b: &mut [B],
+    b_len: usize,
+    row_work: usize,
+    f: impl Fn(usize, &mut [A], &mut [B]) + Sync + Send,
+) {
+    if a_len == 0 || b_len == 0 || a.is_empty() {
+        return;
+    }
+    let rows = a.len() / a_len;
+    debug_assert_eq!(b.len(), rows * b_len, "for_each_row2: outputs with different row counts");
+    let row_work = row_work.max(1);
+    if rows.saturating_mul(row_work) < PARALLEL_THRESHOLD || rows == 1 {
+        a.chunks_mut(a_len).zip(b.chunks_mut(b_len)).enumerate().for_each(|(r, (ra, rb))| f(r, ra, rb));
+        return;
+    }
+    let rows_per_task = (CHUNK / row_work).max(1);
+    a.par_chunks_mut(rows_per_task * a_len).zip(b.par_chunks_mut(rows_per_task * b_len)).enumerate().for_each(|(task, (ba, bb))| {
+        for (i, (ra, rb)) in ba.chunks_mut(a_len).zip(bb.chunks_mut(b_len)).enumerate() {
+            f(task * rows_per_task + i, ra, rb);
+        }
+    });
+}
+
 /// A new tensor with the shape and dtype `T` of `x`, whose row `r` (the last dim, `d` elements)
 /// is written by `f(r, x_row, out_row)` from the same row of `x` (made contiguous first). Rows go
 /// through [`for_each_row`] with `row_work` units of work each, so the result is thread-count
