@@ -16,7 +16,7 @@
 //! them), `BENCH_DTYPE=bf16` the whole model in bf16 tensors (both default to f32, the anchor's
 //! precision). With `TRAIN_STEP_BREAKDOWN=<n>`
 //! the suite first times `n` steps phase by phase and prints the median forward, backward and
-//! optimizer milliseconds.
+//! optimizer milliseconds, and the last step's loss to the bit.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -144,6 +144,7 @@ fn breakdown(n: usize) {
     tr.step();
     let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     let (mut f, mut b, mut o, mut s) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut last_loss = f64::NAN;
     for _ in 0..n {
         let t0 = Instant::now();
         let loss = tr.forward();
@@ -155,6 +156,7 @@ fn breakdown(n: usize) {
         tr.optimize(&grads);
         o.push(ms(t2));
         s.push(ms(t0));
+        last_loss = loss.tensor().to_scalar_f64().expect("a scalar loss");
     }
     let step = median(s);
     println!(
@@ -165,6 +167,8 @@ fn breakdown(n: usize) {
         step,
         (BATCH * SEQ) as f64 / (step / 1e3)
     );
+    // Bit-level fingerprint of the run, to check that a change to the engine kept the numbers.
+    println!("train_step last loss {last_loss:.17e} (bits {:016x})", last_loss.to_bits());
 }
 
 fn bench(c: &mut Criterion) {
