@@ -155,7 +155,7 @@ impl Var {
     /// forward computes it too, in the same pass ([`Tensor::cross_entropy_with_grad`], the same
     /// bits): the backward then only scales it, and the exponentials are computed once.
     pub fn cross_entropy(&self, targets: &Tensor, ignore_index: Option<i64>) -> Result<Var> {
-        if !(self.requires_grad() && !crate::no_grad::is_active()) {
+        if !self.requires_grad() || crate::no_grad::is_active() {
             let out = self.tensor().cross_entropy(targets, ignore_index)?;
             return record("cross_entropy", &[self], out, |_, _| Ok(vec![None]));
         }
