@@ -62,6 +62,14 @@ if [[ -f $HERE/MANIFEST ]]; then sed 's/^/  | /' -- "$HERE/MANIFEST"; fi
     (ldconfig -p 2>/dev/null | grep -E 'libcuda\.so' | head -3) || true
 } | tee "$OUT/device.txt"
 
+# The binaries are built for x86-64-v3 (.cargo/config.toml): without AVX2 and FMA every one of
+# them would die of SIGILL, so say that once instead.
+if [[ $(uname -m) == x86_64 && -r /proc/cpuinfo ]] && { ! grep -qw avx2 /proc/cpuinfo || ! grep -qw fma /proc/cpuinfo; }; then
+    say "error: this CPU lacks AVX2 or FMA, which the bundle's x86-64-v3 binaries need;"
+    say "       rebuild the bundle with RUSTFLAGS=\"-C target-cpu=x86-64\" scripts/gpu-bundle.sh"
+    exit 2
+fi
+
 shopt -s nullglob
 BINS=("$BIN_DIR"/*)
 shopt -u nullglob
