@@ -46,6 +46,23 @@ fn log_sum_exp<T: WithDType>(row: &[T]) -> f64 {
     m + s.ln()
 }
 
+/// Writes one kept row's gradient `(softmax(row) - onehot(t)) * scale` into `g`, with one
+/// exponential per element (`e_j = exp(x_j - max)`, softmax `= e_j / sum(e)`), and returns the
+/// row max and `sum(e)` (summed in element order, as [`log_sum_exp`] does), from which the fused
+/// op gets the row's loss.
+fn grad_row<T: WithDType>(row: &[T], t: usize, scale: f64, g: &mut [T]) -> (f64, f64) {
+    let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v.to_f64()));
+    let mut e = Vec::with_capacity(row.len());
+    e.extend(row.iter().map(|&v| (v.to_f64() - m).exp()));
+    let sum = e.iter().sum::<f64>();
+    let inv = 1.0 / sum;
+    for (j, (o, &ej)) in g.iter_mut().zip(&e).enumerate() {
+        let onehot = if j == t { 1.0 } else { 0.0 };
+        *o = T::from_f64((ej * inv - onehot) * scale);
+    }
+    (m, sum)
+}
+
 impl Tensor {
     /// Mean cross-entropy of `self = logits [N, C]` (float) against `targets [N]` (u8/u32/i64):
     /// the mean over rows whose target is not `ignore_index` of `-log_softmax(row)[target]`.
@@ -91,15 +108,8 @@ impl Tensor {
         let scale = 1.0 / kept.max(1) as f64;
         dispatch_float!(self.dtype(), OP, T => {
             map_rows::<T>(OP, self, c, 3 * c, |r, row, g| {
-                let Some(t) = picks[r] else { return };
-                // One exponential per element: e_j = exp(x_j - max), softmax = e_j / sum(e).
-                let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v.to_f64()));
-                let mut e = Vec::with_capacity(row.len());
-                e.extend(row.iter().map(|&v| (v.to_f64() - m).exp()));
-                let inv = 1.0 / e.iter().sum::<f64>();
-                for (j, (o, &ej)) in g.iter_mut().zip(&e).enumerate() {
-                    let onehot = if j == t { 1.0 } else { 0.0 };
-                    *o = T::from_f64((ej * inv - onehot) * scale);
+                if let Some(t) = picks[r] {
+                    grad_row(row, t, scale, g);
                 }
             })
         })
@@ -128,18 +138,10 @@ impl Tensor {
             for_each_row2(&mut grad, c, &mut row_loss, 1, 3 * c, |r, g, loss| {
                 let Some(t) = picks[r] else { return };
                 let row = &xs[r * c..(r + 1) * c];
-                let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v.to_f64()));
-                let mut e = Vec::with_capacity(c);
-                e.extend(row.iter().map(|&v| (v.to_f64() - m).exp()));
-                let sum = e.iter().sum::<f64>();
+                let (m, sum) = grad_row(row, t, scale, g);
                 // As `log_sum_exp`: a row of -inf has log-sum-exp -inf.
                 let lse = if m == f64::NEG_INFINITY { m } else { m + sum.ln() };
                 loss[0] = lse - row[t].to_f64();
-                let inv = 1.0 / sum;
-                for (j, (o, &ej)) in g.iter_mut().zip(&e).enumerate() {
-                    let onehot = if j == t { 1.0 } else { 0.0 };
-                    *o = T::from_f64((ej * inv - onehot) * scale);
-                }
             });
             let total: f64 = row_loss.iter().sum();
             let loss = if kept == 0 { 0.0 } else { total / kept as f64 };
