@@ -40,6 +40,30 @@ impl Device {
     }
 }
 
+/// Parses what [`Device`]'s `Display` writes: `cpu`, `cuda` (ordinal 0) or `cuda:N`.
+///
+/// ```
+/// use brainstacks_tensor::Device;
+/// assert_eq!("cuda:1".parse::<Device>(), Ok(Device::Cuda(1)));
+/// assert_eq!("cuda".parse::<Device>(), Ok(Device::Cuda(0)));
+/// assert!("gpu".parse::<Device>().unwrap_err().contains("cpu, cuda or cuda:N"));
+/// ```
+impl std::str::FromStr for Device {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("unknown device {s:?}: expected cpu, cuda or cuda:N");
+        match s.trim() {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda(0)),
+            other => match other.strip_prefix("cuda:") {
+                Some(n) => n.parse().map(Device::Cuda).map_err(|_| bad()),
+                None => Err(bad()),
+            },
+        }
+    }
+}
+
 impl std::fmt::Display for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -25,7 +25,7 @@ pub enum Error {
     #[error("{op}: {msg} (shape {shape:?})")]
     InvalidArgument { op: &'static str, msg: String, shape: Vec<usize> },
 
-    #[error("{op}: the tensor is on {device:?}: {msg}")]
+    #[error("{op}: on {device}: {msg}")]
     Device { op: &'static str, device: crate::Device, msg: String },
 
     /// An operating-system error on a file, naming the file and what was being done.

@@ -43,6 +43,38 @@ pub struct Nf4Weight {
     double_quant: Option<DoubleQuant>,
     /// The dtype the weight had before quantization (recorded in checkpoints).
     orig_dtype: DType,
+    /// Where the products run (the host copy above is always kept).
+    placement: Placement,
+}
+
+/// The device copy of a weight placed on a GPU by [`Nf4Weight::to_device`]; none on the CPU.
+/// Equality ignores it: two weights are equal when their values are.
+#[derive(Clone, Default)]
+struct Placement {
+    #[cfg(feature = "cuda")]
+    gpu: Option<std::sync::Arc<crate::cuda::nf4::DeviceNf4>>,
+}
+
+impl Placement {
+    fn device(&self) -> Device {
+        #[cfg(feature = "cuda")]
+        if let Some(g) = &self.gpu {
+            return g.device();
+        }
+        Device::Cpu
+    }
+}
+
+impl PartialEq for Placement {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.device())
+    }
 }
 
 impl Nf4Weight {
@@ -73,7 +105,16 @@ impl Nf4Weight {
         } else {
             (absmax, None)
         };
-        Ok(Self { out_features, in_features, blocksize, packed, absmax, double_quant: dq, orig_dtype: w.dtype() })
+        Ok(Self {
+            out_features,
+            in_features,
+            blocksize,
+            packed,
+            absmax,
+            double_quant: dq,
+            orig_dtype: w.dtype(),
+            placement: Placement::default(),
+        })
     }
 
     /// Wraps stored data (e.g. from a bitsandbytes checkpoint), checking every length. With
@@ -102,7 +143,16 @@ impl Nf4Weight {
                 let q = fmt::Nf4Quantized::from_parts(packed, a, numel, blocksize)
                     .map_err(|e| nf4_err(OP, &shape, e))?;
                 let (packed, absmax, _, _) = q.into_parts();
-                return Ok(Self { out_features, in_features, blocksize, packed, absmax, double_quant: None, orig_dtype });
+                return Ok(Self {
+                    out_features,
+                    in_features,
+                    blocksize,
+                    packed,
+                    absmax,
+                    double_quant: None,
+                    orig_dtype,
+                    placement: Placement::default(),
+                });
             }
             (None, Some(dq)) => {
                 if dq.quantized().len() != blocks {
@@ -119,7 +169,7 @@ impl Nf4Weight {
         if packed.len() != numel.div_ceil(2) {
             return Err(Error::invalid(OP, &shape, format!("{} packed bytes, expected {}", packed.len(), numel.div_ceil(2))));
         }
-        Ok(Self { out_features, in_features, blocksize, packed, absmax, double_quant, orig_dtype })
+        Ok(Self { out_features, in_features, blocksize, packed, absmax, double_quant, orig_dtype, placement: Placement::default() })
     }
 
     pub fn out_features(&self) -> usize {
@@ -158,6 +208,42 @@ impl Nf4Weight {
                 Some(dq) => dq.quantized().len() + 4 * dq.nested_absmax().len() + 4 * 256 + 4,
                 None => 4 * self.absmax.len(),
             }
+    }
+
+    /// The device the products run on: the CPU, or the GPU given to [`Nf4Weight::to_device`].
+    pub fn device(&self) -> Device {
+        self.placement.device()
+    }
+
+    /// This weight with its products on `device`: for a CUDA device, the packed codes and the
+    /// f32 block scales are uploaded once (the host copy is kept for checkpoints); for the CPU,
+    /// any device copy is dropped. The CUDA kernels need block size 64 (bitsandbytes' default);
+    /// another block size is an error naming it.
+    pub fn to_device(&self, device: &Device) -> Result<Nf4Weight> {
+        let mut out = self.clone();
+        out.placement = match *device {
+            Device::Cpu => Placement::default(),
+            #[cfg(feature = "cuda")]
+            Device::Cuda(ordinal) => {
+                if self.device() == *device {
+                    return Ok(out);
+                }
+                let gpu = crate::cuda::nf4::DeviceNf4::upload(
+                    ordinal,
+                    self.out_features,
+                    self.in_features,
+                    self.blocksize,
+                    &self.packed,
+                    &self.absmax,
+                )?;
+                Placement { gpu: Some(std::sync::Arc::new(gpu)) }
+            }
+            #[cfg(not(feature = "cuda"))]
+            Device::Cuda(_) => {
+                return Err(Error::Device { op: "nf4_to_device", device: *device, msg: Device::cuda_unavailable_reason().to_string() });
+            }
+        };
+        Ok(out)
     }
 
     fn as_ref(&self) -> Nf4Ref<'_> {
@@ -208,8 +294,16 @@ impl Nf4Weight {
         if x.rank() == 0 || x.shape()[x.rank() - 1] != k {
             return Err(Error::shape(op, x.shape(), &self.shape(), format!("the last dim of the input must be {k}")));
         }
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = &self.placement.gpu {
+            return gpu.product(op, x, transposed, precision);
+        }
         if x.device() != Device::Cpu {
-            return Err(Error::Device { op, device: x.device(), msg: "NF4 products on this device are not available yet".into() });
+            return Err(Error::Device {
+                op,
+                device: x.device(),
+                msg: "the NF4 weight is on the CPU; place it with `Nf4Weight::to_device` first".into(),
+            });
         }
         // Rows from the leading dims (not elem_count / k, which is 0 for every m when k is 0).
         let m: usize = x.shape()[..x.rank() - 1].iter().product();

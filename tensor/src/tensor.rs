@@ -332,7 +332,7 @@ impl Tensor {
 
     // ---- views (no copies) --------------------------------------------------------------
 
-    fn view(&self, layout: Layout) -> Tensor {
+    pub(crate) fn view(&self, layout: Layout) -> Tensor {
         Tensor { storage: self.storage.clone(), layout }
     }
 

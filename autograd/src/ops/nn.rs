@@ -20,21 +20,6 @@ fn compute_dtype(dtype: DType) -> DType {
     }
 }
 
-/// The causal mask of an attention block with `t` queries aligned to the end of `s` keys:
-/// 1 where query `i` must not see key `j`, i.e. `j > i + s - t`.
-fn causal_mask(t: usize, s: usize, device: &Device) -> Result<Tensor> {
-    let mut m = vec![0u8; t * s];
-    for i in 0..t {
-        for j in 0..s {
-            // Written without subtraction so T > S (rows that see nothing) cannot underflow.
-            if j + t > i + s {
-                m[i * s + j] = 1;
-            }
-        }
-    }
-    Ok(Tensor::from_vec(m, &[t, s], device)?)
-}
-
 impl Var {
     /// Softmax along `dim`. Backward: `dx = y * (g - sum(g * y, dim))`, with `y` the saved
     /// output. Where the input is `-inf`, `y` is exactly 0, so the gradient there is 0, not NaN.
@@ -241,8 +226,8 @@ impl Var {
         let k5 = k.unsqueeze(2)?; // [B, Hkv, 1, S, D]
         let v5 = v.unsqueeze(2)?; // [B, Hkv, 1, S, Dv]
         let scores = q5.matmul(&k5.t()?)?.mul_scalar(scale)?; // [B, Hkv, rep, T, S]
-        let mask = causal_mask(t, s, &self.tensor().device())?;
-        let probs = scores.masked_fill(&mask, f64::NEG_INFINITY)?.softmax(-1isize)?;
+        let bias = Var::constant(Tensor::causal_bias(t, s, scores.dtype(), &self.tensor().device())?);
+        let probs = scores.add(&bias)?.softmax(-1isize)?;
         probs.matmul(&v5)?.reshape(&[b, hq, t, dv])
     }
 }

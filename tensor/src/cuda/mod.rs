@@ -16,8 +16,10 @@ pub use brainstacks_kernels::launch::{CudaSlice, GpuContext, GpuError};
 
 use crate::{Device, Error, Result};
 
+pub(crate) mod index;
 mod moe_gate;
 pub(crate) mod moe_lora;
+pub(crate) mod nf4;
 pub(crate) mod ops;
 mod storage;
 

@@ -136,6 +136,37 @@ impl CudaBuf {
             driver!(gpu, "copying a device range", gpu.stream().clone_dtod(&view))?
         }))
     }
+
+    /// Copies `len` elements of `src` from `src_at` into `self` at `dst_at` (same dtype; a
+    /// device-to-device copy, no kernel).
+    pub fn copy_block_from(&mut self, gpu: &GpuContext, dst_at: usize, src: &CudaBuf, src_at: usize, len: usize) -> Result<(), GpuError> {
+        let fits = |at: usize, total: usize| at.checked_add(len).is_some_and(|e| e <= total);
+        if !fits(dst_at, self.len()) || !fits(src_at, src.len()) {
+            return Err(GpuError::Invalid {
+                op: "copy_block",
+                msg: format!("{len} elements from {src_at} of {} into {dst_at} of {}", src.len(), self.len()),
+            });
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        macro_rules! copy {
+            ($d:expr, $s:expr) => {{
+                let from = $s.slice(src_at..src_at + len);
+                let mut to = $d.slice_mut(dst_at..dst_at + len);
+                driver!(gpu, "copying a device block", gpu.stream().memcpy_dtod(&from, &mut to))
+            }};
+        }
+        match (self, src) {
+            (CudaBuf::F64(d), CudaBuf::F64(s)) => copy!(d, s),
+            (CudaBuf::F32(d), CudaBuf::F32(s)) => copy!(d, s),
+            (CudaBuf::BF16(d), CudaBuf::BF16(s)) | (CudaBuf::F16(d), CudaBuf::F16(s)) => copy!(d, s),
+            (CudaBuf::U8(d), CudaBuf::U8(s)) => copy!(d, s),
+            (CudaBuf::U32(d), CudaBuf::U32(s)) => copy!(d, s),
+            (CudaBuf::I64(d), CudaBuf::I64(s)) => copy!(d, s),
+            (d, s) => Err(GpuError::Invalid { op: "copy_block", msg: format!("dtype {} into {}", s.dtype(), d.dtype()) }),
+        }
+    }
 }
 
 

@@ -387,9 +387,10 @@ impl<'a> TensorToWrite<'a> {
         Self { name: name.into(), dtype, shape: shape.to_vec(), data: data.into() }
     }
 
-    /// A CPU tensor's elements in row-major order (copied when the tensor is a strided view).
+    /// A tensor's elements in row-major order (copied when the tensor is a strided view or on a GPU).
     pub fn from_tensor(name: impl Into<String>, t: &Tensor) -> Result<TensorToWrite<'static>> {
-        let t = t.contiguous()?;
+        // A GPU tensor is downloaded here, so every writer can save device-resident weights.
+        let t = t.to_device(&crate::Device::Cpu)?.contiguous()?;
         let bytes: Vec<u8> = crate::match_cpu_storage!(t.cpu_storage("write_safetensors")?, v => {
             let start = t.layout().offset();
             bytemuck::cast_slice(&v[start..start + t.elem_count()]).to_vec()

@@ -2,7 +2,7 @@
 //! a masked softmax and the weighted sum of values in one pass, in f64, rounded once.
 
 use super::norm::{dispatch_float, for_each_row};
-use crate::{Error, Result, Tensor, WithDType};
+use crate::{DType, Device, Error, Result, Tensor, WithDType};
 
 /// `sum a[i] * b[i]` with four partial sums in a fixed pattern: deterministic, and it lets the
 /// compiler vectorise the loop (a single running sum would serialise on the add latency).
@@ -23,7 +23,37 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
+/// [`Tensor::causal_attention`] as GEMM, mask and softmax (shapes already checked): the
+/// queries are viewed as `[B, Hkv, rep, T, D]` and each kv head gets a broadcast dim, so the
+/// batched products share a kv head across its query heads without copying it.
+fn composed_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    let (b, hq, t, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+    let (hkv, s, dv) = (k.shape()[1], k.shape()[2], v.shape()[3]);
+    let rep = hq.checked_div(hkv).unwrap_or(1);
+    let scores = q.reshape(&[b, hkv, rep, t, d])?.matmul(&k.unsqueeze(2)?.t()?)?.mul_scalar(scale)?;
+    let probs = scores.add(&Tensor::causal_bias(t, s, q.dtype(), &q.device())?)?.softmax(4)?;
+    probs.matmul(&v.unsqueeze(2)?)?.reshape(&[b, hq, t, dv])
+}
+
 impl Tensor {
+    /// The causal mask of an attention block with `t` queries aligned to the end of `s` keys, as
+    /// an additive `[t, s]` bias of `dtype` on `device`: `-inf` where query `i` must not see key
+    /// `j` (`j > i + s - t`), 0 elsewhere. Adding it to the scores equals masking them:
+    /// `x + 0 = x` exactly and `x + -inf = -inf` for every finite score, and it needs only the
+    /// broadcasting add, which every device has.
+    pub fn causal_bias(t: usize, s: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+        let mut m = vec![0f64; t * s];
+        for i in 0..t {
+            for j in 0..s {
+                // Written without subtraction so T > S (rows that see nothing) cannot underflow.
+                if j + t > i + s {
+                    m[i * s + j] = f64::NEG_INFINITY;
+                }
+            }
+        }
+        Tensor::from_vec(m, &[t, s], &Device::Cpu)?.to_dtype(dtype)?.to_device(device)
+    }
+
     /// Causal attention with grouped KV heads: `self = q [B, Hq, T, D]`, `k [B, Hkv, S, D]`,
     /// `v [B, Hkv, S, Dv]`, `Hq % Hkv == 0`; query head `h` uses KV head `h / (Hq / Hkv)`.
     /// Query `t` attends key `s` when `s <= t + (S - T)`: the mask is aligned to the end, so a KV
@@ -63,11 +93,11 @@ impl Tensor {
             let other = if q.dtype() != k.dtype() { k.dtype() } else { v.dtype() };
             return Err(Error::DTypeMismatch { op: OP, lhs: q.dtype(), rhs: other });
         }
-        // The body reads every operand through `to_vec_f64`, which would silently run a CUDA
-        // tensor on the CPU; there is no attention kernel yet.
-        #[cfg(feature = "cuda")]
-        if let Some(t) = [q, k, v].into_iter().find(|t| t.device().is_cuda()) {
-            return Err(crate::cuda::not_implemented(OP, t.device()));
+        // There is no fused attention kernel yet: on a GPU the same math is composed from the
+        // batched GEMM, the additive causal mask and the softmax kernel (in the input's dtype,
+        // where the CPU body below computes in f64).
+        if q.device().is_cuda() {
+            return composed_attention(q, k, v, scale);
         }
         let group = hq.checked_div(hkv).unwrap_or(1);
         // Widen once: every element is read many times by the row loop.
@@ -177,6 +207,27 @@ mod tests {
                         prop_assert_eq!(o, v0);
                     }
                 }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// The composed form the CUDA path runs (GEMM, additive mask, softmax), run here on the
+        /// CPU in f64 against the naive form: GQA, KV caches, strided inputs.
+        #[test]
+        fn composed_form_matches_naive(b in 1usize..3, hkv in 1usize..3, group in 1usize..3, t in 1usize..6, extra in 0usize..4, d in 1usize..7, dv in 1usize..6, mode in 0u8..3, seed in any::<u64>()) {
+            let (hq, s) = (hkv * group, t + extra);
+            let scale = 1.0 / (d as f64).sqrt();
+            let q = view_of(&values(b * hq * t * d, seed, 2.0), &[b, hq, t, d], DType::F64, mode);
+            let k = view_of(&values(b * hkv * s * d, seed ^ 1, 2.0), &[b, hkv, s, d], DType::F64, mode + 1);
+            let v = view_of(&values(b * hkv * s * dv, seed ^ 2, 2.0), &[b, hkv, s, dv], DType::F64, mode + 2);
+            let got = composed_attention(&q, &k, &v, scale).unwrap();
+            prop_assert_eq!(got.shape(), &[b, hq, t, dv][..]);
+            let want = naive(&q.to_vec_f64().unwrap(), &k.to_vec_f64().unwrap(), &v.to_vec_f64().unwrap(), [b, hq, hkv, t, s, d, dv], scale);
+            for (g, w) in got.to_vec_f64().unwrap().iter().zip(&want) {
+                prop_assert!((g - w).abs() <= 1e-12 * (1.0 + w.abs()), "{g} vs {w}");
             }
         }
     }

@@ -29,6 +29,10 @@ impl Tensor {
         let row: usize = blocks.iter().sum();
         let mut shape = first.shape().to_vec();
         shape[d] = tensors.iter().map(|t| t.shape()[d]).sum();
+        #[cfg(feature = "cuda")]
+        if first.device().is_cuda() {
+            return crate::cuda::index::cat(OP, tensors, outer, &blocks, &shape);
+        }
         let parts = tensors.iter().map(|t| t.contiguous()).collect::<Result<Vec<_>>>()?;
         dispatch_all!(first.dtype(), T => {
             let slices = parts.iter().map(|p| dense::<T>(p, OP)).collect::<Result<Vec<_>>>()?;

@@ -82,6 +82,10 @@ fn select_along(op: &'static str, x: &Tensor, d: usize, ids: &[usize]) -> Result
     let (outer, size, inner) = split_at_dim(x.shape(), d);
     let mut shape = x.shape().to_vec();
     shape[d] = ids.len();
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() {
+        return crate::cuda::index::select_rows(op, x, ids, (outer, size, inner), &shape);
+    }
     let xc = x.contiguous()?;
     let n_ids = ids.len();
     dispatch_all!(x.dtype(), T => {
@@ -175,6 +179,12 @@ impl Tensor {
         walk_strides[d] = 0;
         let dst_walk = Layout::new(index.shape().to_vec(), walk_strides, 0);
         let src_walk = Layout::new(index.shape().to_vec(), src.strides().to_vec(), src.layout().offset());
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            // One-element rows: each index position adds its source element at its destination.
+            let dst: Vec<i64> = dst_walk.offsets().zip(&idx).map(|(o, &i)| (o + i * stride_d) as i64).collect();
+            return crate::cuda::index::add_rows(OP, self, &dst, &src.view(src_walk), 1);
+        }
         let base = self.contiguous()?;
         with_acc!(self.dtype(), T, A => {
             let mut acc: Vec<A> = dense::<T>(&base, OP)?.iter().map(|&v| A::from_t(v)).collect();
@@ -211,6 +221,13 @@ impl Tensor {
         let (_, size, inner) = split_at_dim(self.shape(), d);
         let ids = checked_indices(OP, &index_values(ids, OP)?, size)?;
         let n_ids = ids.len();
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            // Rows of `inner` elements: source row (o, j) goes to destination row (o, ids[j]).
+            let outer: usize = self.shape()[..d].iter().product();
+            let dst: Vec<i64> = (0..outer).flat_map(|o| ids.iter().map(move |&v| (o * size + v) as i64)).collect();
+            return crate::cuda::index::add_rows(OP, self, &dst, src, inner);
+        }
         // hits[starts[v]..starts[v + 1]] lists the j with ids[j] == v, in increasing j.
         let mut starts = vec![0usize; size + 1];
         for &v in &ids {

@@ -195,6 +195,13 @@ impl Tensor {
     /// `(x - max) - ln(sum(exp(x - max)))` along `dim`, same shape and dtype; float dtypes only.
     /// Computed directly, not as `ln(softmax)`, so tiny probabilities keep their log.
     pub fn log_softmax<D: Dim>(&self, dim: D) -> Result<Tensor> {
+        #[cfg(feature = "cuda")]
+        if self.device().is_cuda() {
+            // Composed from the reduction and elementwise kernels, in the same form.
+            let d = dim.resolve("log_softmax", self.shape())?;
+            let shifted = self.sub(&self.max(d, true)?)?;
+            return shifted.sub(&shifted.exp()?.sum(&[d], true)?.log()?);
+        }
         self.softmax_impl("log_softmax", dim, true)
     }
 }
