@@ -63,9 +63,9 @@ pub struct GateNoise {
 impl GateNoise {
     /// `eps[t, e] ~ N(0, 1)`: Philox normals with the key `noise_seed(seed, step, layer)`, element
     /// `t * E + e`.
-    pub fn sample(&self, tokens: usize, experts: usize, dtype: DType) -> Result<Tensor> {
+    pub fn sample(&self, tokens: usize, experts: usize, dtype: DType, device: &Device) -> Result<Tensor> {
         let mut rng = Rng::new(noise_seed(self.seed, self.step, self.layer));
-        Ok(Tensor::randn(&mut rng, 0.0, 1.0, &[tokens, experts], dtype, &Device::Cpu)?)
+        Ok(Tensor::randn(&mut rng, 0.0, 1.0, &[tokens, experts], dtype, device)?)
     }
 }
 
@@ -86,7 +86,7 @@ impl GateOutput {
     /// `[T, E]` gates with zeros for the experts a token does not use (for inspection and tests).
     pub fn dense_gates(&self) -> Result<Tensor> {
         let t = self.idx.shape()[0];
-        let zeros = Tensor::zeros(&[t, self.experts], self.gates.tensor().dtype(), &Device::Cpu)?;
+        let zeros = Tensor::zeros(&[t, self.experts], self.gates.tensor().dtype(), &self.gates.tensor().device())?;
         Ok(zeros.scatter_add(1, &self.idx, self.gates.tensor())?)
     }
 
@@ -106,7 +106,9 @@ impl GateOutput {
     /// (constant). Its minimum, with uniform routing, is `k`.
     pub fn load_balance_loss(&self) -> Result<Var> {
         let p = self.logits.softmax(-1)?.mean(&[0usize], false)?;
-        let f = Tensor::from_vec(self.dispatch_fraction()?, &[self.experts], &Device::Cpu)?.to_dtype(p.tensor().dtype())?;
+        let f = Tensor::from_vec(self.dispatch_fraction()?, &[self.experts], &Device::Cpu)?
+            .to_dtype(p.tensor().dtype())?
+            .to_device(&p.tensor().device())?;
         Ok(p.mul(&Var::constant(f))?.sum_all()?.mul_scalar(self.experts as f64)?)
     }
 
@@ -182,7 +184,7 @@ impl MoeLora {
         let d_in = *shape.last().ok_or_else(|| Error::Config { layer: "moe_lora".into(), msg: "input is a scalar".into() })?;
         let tokens = shape.iter().rev().skip(1).product::<usize>();
         let flat = x.reshape(&[tokens, d_in])?;
-        let eps = noise.map(|n| n.sample(tokens, self.config.experts, x.tensor().dtype())).transpose()?;
+        let eps = noise.map(|n| n.sample(tokens, self.config.experts, x.tensor().dtype(), &x.tensor().device())).transpose()?;
         let gate = noisy_top_k(&flat, &self.w_router, &self.w_noise, self.config.top_k, eps.as_ref())?;
         let delta = flat.moe_lora(&gate.idx, &gate.gates, &self.a, &self.b, self.config.scale())?;
         let mut out_shape = shape;
@@ -191,6 +193,12 @@ impl MoeLora {
     }
 
     /// The trainable parameters, in a fixed order (A, B, router, noise net).
+    /// The same stack with its four tensors on `device` (parameters keep their identity).
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        let m = |v: &Var| crate::llama::device::var_to_device(v, device);
+        Ok(Self { a: m(&self.a)?, b: m(&self.b)?, w_router: m(&self.w_router)?, w_noise: m(&self.w_noise)?, config: self.config.clone() })
+    }
+
     pub fn params(&self) -> [&Var; 4] {
         [&self.a, &self.b, &self.w_router, &self.w_noise]
     }

@@ -102,6 +102,11 @@ impl NullSpace {
         Self::from_basis(Tensor::from_vec(flat, &[d, k], &Device::Cpu)?.to_dtype(first.v.dtype())?)
     }
 
+    /// The same projector with its basis on `device`.
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        Ok(Self { v: self.v.to_device(device)? })
+    }
+
     /// The basis V, [d, k].
     pub fn basis(&self) -> &Tensor {
         &self.v

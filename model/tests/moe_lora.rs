@@ -15,7 +15,7 @@ fn gates_keep_exactly_k_experts_summing_to_one() {
         let x = Var::constant(randn(1, &[33, 16]));
         let wr = Var::constant(randn(2, &[e, 16]));
         let wn = Var::constant(randn(3, &[e, 16]));
-        for noise in [None, Some(GateNoise { seed: 4, step: 7, layer: 1 }.sample(33, e, DType::F64).unwrap())] {
+        for noise in [None, Some(GateNoise { seed: 4, step: 7, layer: 1 }.sample(33, e, DType::F64, &Device::Cpu).unwrap())] {
             let g = noisy_top_k(&x, &wr, &wn, k, noise.as_ref()).unwrap();
             let dense = g.dense_gates().unwrap().to_vec::<f64>().unwrap();
             for row in dense.chunks(e) {
@@ -31,10 +31,10 @@ fn gates_keep_exactly_k_experts_summing_to_one() {
 #[test]
 fn noise_is_reproducible_and_independent_per_step_and_layer() {
     let n = GateNoise { seed: 9, step: 3, layer: 2 };
-    let a = n.sample(100, 4, DType::F32).unwrap().to_vec::<f32>().unwrap();
-    assert_eq!(a, n.sample(100, 4, DType::F32).unwrap().to_vec::<f32>().unwrap());
-    assert_ne!(a, GateNoise { step: 4, ..n }.sample(100, 4, DType::F32).unwrap().to_vec::<f32>().unwrap());
-    assert_ne!(a, GateNoise { layer: 3, ..n }.sample(100, 4, DType::F32).unwrap().to_vec::<f32>().unwrap());
+    let a = n.sample(100, 4, DType::F32, &Device::Cpu).unwrap().to_vec::<f32>().unwrap();
+    assert_eq!(a, n.sample(100, 4, DType::F32, &Device::Cpu).unwrap().to_vec::<f32>().unwrap());
+    assert_ne!(a, GateNoise { step: 4, ..n }.sample(100, 4, DType::F32, &Device::Cpu).unwrap().to_vec::<f32>().unwrap());
+    assert_ne!(a, GateNoise { layer: 3, ..n }.sample(100, 4, DType::F32, &Device::Cpu).unwrap().to_vec::<f32>().unwrap());
     let mean = a.iter().map(|&v| f64::from(v)).sum::<f64>() / a.len() as f64;
     assert!(mean.abs() < 0.3, "{mean}");
 }

@@ -158,7 +158,7 @@ impl LlamaModel {
                 let t = input.len();
                 let ids = Tensor::from_vec(std::mem::take(&mut input), &[1, t], &Device::Cpu)?;
                 let logits = self.forward(&ids, Some(&mut cache))?;
-                let mut last = logits.tensor().narrow(1usize, t - 1, 1)?.to_dtype(DType::F64)?.to_vec_f64()?;
+                let mut last = logits.tensor().narrow(1usize, t - 1, 1)?.to_vec_f64()?;
                 apply_repetition_penalty(&mut last, &seen, opts.repetition_penalty);
                 let next = if opts.temperature == 0.0 {
                     argmax(&last)

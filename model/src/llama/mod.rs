@@ -30,6 +30,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod device;
 pub mod generate;
 pub mod init;
 pub mod linear;

@@ -27,7 +27,13 @@ pub fn next_token_cross_entropy(logits: &Var, ids: &Tensor) -> Result<Var> {
         return Err(invalid(format!("ids {:?} and logits {:?}: need matching [B, T] with T >= 2", ids.shape(), logits.shape())));
     }
     let logits = logits.narrow(1usize, 0, t - 1)?.reshape(&[b * (t - 1), v])?;
-    let targets = ids.narrow(1usize, 1, t - 1)?.to_dtype(DType::I64)?.reshape(&[b * (t - 1)])?;
+    let mut targets = ids.narrow(1usize, 1, t - 1)?.to_dtype(DType::I64)?;
+    if targets.device().is_cuda() {
+        // The GPU has no copy kernel for strided integer views: the ids (a few KB) take a round
+        // trip through the host to become dense.
+        targets = targets.to_device(&Device::Cpu)?.to_device(&ids.device())?;
+    }
+    let targets = targets.reshape(&[b * (t - 1)])?;
     Ok(logits.cross_entropy(&targets, None)?)
 }
 
@@ -103,8 +109,9 @@ impl LlamaModel {
                 sin.push(angle.sin());
             }
         }
-        let cos = Tensor::from_vec(cos, &[t, half], &Device::Cpu)?.to_dtype(self.dtype)?;
-        let sin = Tensor::from_vec(sin, &[t, half], &Device::Cpu)?.to_dtype(self.dtype)?;
+        let device = self.device();
+        let cos = Tensor::from_vec(cos, &[t, half], &Device::Cpu)?.to_dtype(self.dtype)?.to_device(&device)?;
+        let sin = Tensor::from_vec(sin, &[t, half], &Device::Cpu)?.to_dtype(self.dtype)?.to_device(&device)?;
         Ok((cos, sin))
     }
 
@@ -157,7 +164,10 @@ impl LlamaModel {
         };
         let (cos, sin) = self.rope_tables(offset, t)?;
         let eps = self.config.rms_norm_eps;
-        let mut h = self.embed_tokens.embedding(ids)?;
+        // Token ids may come from anywhere (they are built on the host); a few KB move to the
+        // model's device here, and nothing moves when they are there already.
+        let ids = ids.to_device(&self.device())?;
+        let mut h = self.embed_tokens.embedding(&ids)?;
         observe(0, &h);
         for (i, layer) in self.layers.iter().enumerate() {
             let x = h.rms_norm(&layer.input_layernorm, eps)?;

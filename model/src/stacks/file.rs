@@ -123,13 +123,14 @@ impl StackSet {
                 let refs: Vec<&Tensor> = parts.iter().collect();
                 Ok(Var::constant(Tensor::stack(&refs, 0usize)?))
             };
-            stacks.push(MoeLora {
+            let stack = MoeLora {
                 a: stack_of(&a)?,
                 b: stack_of(&b)?,
                 w_router: Var::constant(w_router),
                 w_noise: Var::constant(w_noise),
                 config: c.clone(),
-            });
+            };
+            stacks.push(stack.to_device(&self.device())?);
         }
         if used != st.entries().len() {
             let extra: Vec<&str> =

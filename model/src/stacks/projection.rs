@@ -84,10 +84,10 @@ fn check_rows(rows: &[f64], shape: &[usize], domain: &str) -> Result<()> {
 }
 
 /// Per-row weights shaped `[rows, 1, ...]` to broadcast over a rank-`rank` batch.
-fn row_weights(rows: &[f64], rank: usize, dtype: DType) -> Result<Tensor> {
+fn row_weights(rows: &[f64], rank: usize, dtype: DType, device: &Device) -> Result<Tensor> {
     let mut shape = vec![1; rank];
     shape[0] = rows.len();
-    Ok(Tensor::from_vec(rows.to_vec(), &shape, &Device::Cpu)?.to_dtype(dtype)?)
+    Ok(Tensor::from_vec(rows.to_vec(), &shape, &Device::Cpu)?.to_dtype(dtype)?.to_device(device)?)
 }
 
 impl StackedProjection {
@@ -102,10 +102,10 @@ impl StackedProjection {
         if on.is_empty() {
             return Ok(total);
         }
-        let ids = Tensor::from_vec(on.clone(), &[on.len()], &Device::Cpu)?;
+        let ids = Tensor::from_vec(on.clone(), &[on.len()], &Device::Cpu)?.to_device(&x.tensor().device())?;
         let d_on = stack.forward(&x.index_select(0usize, &ids)?, None)?.delta;
         let w_on: Vec<f64> = on.iter().map(|&i| rows[i as usize]).collect();
-        let d_on = d_on.mul(&Var::constant(row_weights(&w_on, d_on.rank(), d_on.dtype())?))?;
+        let d_on = d_on.mul(&Var::constant(row_weights(&w_on, d_on.rank(), d_on.dtype(), &d_on.tensor().device())?))?;
         let base = match total {
             Some(t) => t,
             None => {
@@ -155,7 +155,7 @@ impl StackedProjection {
                 DomainWeight::Scalar(w) => d.mul_scalar(w)?,
                 DomainWeight::Rows(rows) => {
                     check_rows(&rows, d.shape(), &f.id.domain)?;
-                    d.mul(&Var::constant(row_weights(&rows, d.rank(), d.dtype())?))?
+                    d.mul(&Var::constant(row_weights(&rows, d.rank(), d.dtype(), &d.tensor().device())?))?
                 }
             };
             total = add(total, d)?;
@@ -197,7 +197,7 @@ impl ProjectionAdapter for StackedProjection {
                 if let Some(last) = shape.last_mut() {
                     *last = self.d_out;
                 }
-                Ok(Var::constant(Tensor::zeros(&shape, x.dtype(), &Device::Cpu)?))
+                Ok(Var::constant(Tensor::zeros(&shape, x.dtype(), &x.tensor().device())?))
             }
         }
     }

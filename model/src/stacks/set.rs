@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use brainstacks_autograd::{Tape, Var};
-use brainstacks_tensor::{DType, Rng, Tensor};
+use brainstacks_tensor::{DType, Device, Rng, Tensor};
 
 use super::StackId;
 use super::control::StackControl;
@@ -56,6 +56,8 @@ pub struct StackSet {
     control: Arc<StackControl>,
     modules: Vec<StackedModule>,
     compute_dtype: DType,
+    /// The model's device at attach time: every stack and projector of the set lives there.
+    device: Device,
     /// The run's domain order: frozen stacks are summed by (position here, round).
     domain_order: Mutex<Vec<String>>,
 }
@@ -96,7 +98,7 @@ impl StackSet {
                 modules.push(StackedModule { layer, proj, d_in, d_out, state });
             }
         }
-        Ok(Self { control, modules, compute_dtype: model.dtype, domain_order: Mutex::new(Vec::new()) })
+        Ok(Self { control, modules, compute_dtype: model.dtype, device: model.device(), domain_order: Mutex::new(Vec::new()) })
     }
 
     pub fn control(&self) -> &StackControl {
@@ -109,6 +111,11 @@ impl StackSet {
 
     pub fn compute_dtype(&self) -> DType {
         self.compute_dtype
+    }
+
+    /// The device of every stack and projector (the model's when the set was attached).
+    pub fn device(&self) -> Device {
+        self.device
     }
 
     /// The dtype of the active stack's master weights: f32, or f64 when the model computes in f64.
@@ -143,7 +150,7 @@ impl StackSet {
         let mut rng = Rng::new(seed);
         let mut fresh = Vec::with_capacity(self.modules.len());
         for m in &self.modules {
-            fresh.push(MoeLora::new(tape, m.d_in, m.d_out, cfg, &mut rng, self.master_dtype())?);
+            fresh.push(MoeLora::new(tape, m.d_in, m.d_out, cfg, &mut rng, self.master_dtype())?.to_device(&self.device)?);
         }
         for (m, stack) in self.modules.iter().zip(fresh) {
             m.lock().active = Some(stack);
@@ -303,7 +310,7 @@ impl StackSet {
                 NullSpace::union(&spaces.iter().collect::<Vec<_>>(), dup_tol)?
             };
             ranks.push(ns.rank());
-            st.null_space = Some(ns);
+            st.null_space = Some(ns.to_device(&self.device)?);
         }
         Ok(ranks)
     }
@@ -319,7 +326,7 @@ impl StackSet {
             {
                 return Err(invalid(format!("{}: projector of dim {} for d_out {}", m.path(), ns.dim(), m.d_out)));
             }
-            m.lock().null_space = ns;
+            m.lock().null_space = ns.map(|ns| ns.to_device(&self.device)).transpose()?;
         }
         Ok(())
     }
