@@ -2,11 +2,14 @@
 # scripts/gpu-bundle.sh: build the GPU test bundle here (no GPU needed), to run on a GPU machine.
 #
 #   scripts/gpu-bundle.sh            -> gpu-bundle/ (git-ignored), < 64 MiB:
-#       bin/<test>       the GPU test executables (kernels, tensor, autograd) built with --features cuda
-#                        (cargo's test profile: opt-level 2, debug assertions on, so every kernel
-#                        launch is synchronised and checked); debug info stripped to fit the limit
-#       gpu-bench        the benchmark harness (release profile, --features cuda; see
+#       bin/<crate>.<test>.xz  the GPU test executables (kernels, tensor, autograd, train) built with
+#                        --features cuda (cargo's test profile: opt-level 2, debug assertions on, so
+#                        every kernel launch is synchronised and checked); debug info stripped, then
+#                        xz-compressed to fit the limit (run.sh unpacks them, with xz or python3)
+#       gpu-bench.xz     the benchmark harness (release profile, --features cuda; see
 #                        benches/README.md), debug info stripped
+#       brainstacks.xz   the CLI (release profile, --features cuda): run.sh runs
+#                        `brainstacks demo --quick --device cuda` with it
 #       anchors/gpu_kernel_anchors.py   the PyTorch/bitsandbytes kernel anchors, copied when found
 #                        (never committed: it lives in the shared folder beside the checkout)
 #       wheels/*.whl     only with GPU_BUNDLE_WHEELS=DIR: Python wheels (e.g. bitsandbytes) that
@@ -16,19 +19,20 @@
 # Then on the GPU machine: gpu-bundle/run.sh   (logs under ${OUT:-./gpu-out}).
 #
 # Environment: CARGO_TARGET_DIR is honoured; GPU_BUNDLE_PACKAGES="-p a -p b" overrides the test
-# packages (default: -p brainstacks-kernels -p brainstacks-tensor -p brainstacks-autograd --test gpu_*, the GPU test
-# binaries only: the CPU ones would push the bundle past 64 MiB); GPU_BUNDLE_BENCH=0 leaves gpu-bench out;
+# packages (default: -p brainstacks-kernels -p brainstacks-tensor -p brainstacks-autograd -p brainstacks-train
+# --test gpu_*, the GPU test binaries only: the CPU ones would push the bundle past 64 MiB);
+# GPU_BUNDLE_BENCH=0 leaves gpu-bench out; GPU_BUNDLE_CLI=0 leaves the brainstacks CLI out;
 # GPU_BUNDLE_ANCHORS=FILE names the anchors script (default: shared/anchors/gpu_kernel_anchors.py
 # inside the checkout, else ../shared/anchors/ beside it; GPU_BUNDLE_ANCHORS= (empty) leaves it
 # out); GPU_BUNDLE_WHEELS=DIR adds DIR/*.whl; GPU_BUNDLE_MAX_MIB overrides the size limit (64).
-# Needs python3 (to read cargo's JSON messages) and strip (binutils).
+# Needs python3 (to read cargo's JSON messages), strip (binutils) and xz.
 set -euo pipefail
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
 cd -- "$ROOT"
 BUNDLE="$ROOT/gpu-bundle"
 MAX_MIB="${GPU_BUNDLE_MAX_MIB:-64}"
-read -r -a PACKAGES <<<"${GPU_BUNDLE_PACKAGES:--p brainstacks-kernels -p brainstacks-tensor -p brainstacks-autograd --test gpu_*}"
+read -r -a PACKAGES <<<"${GPU_BUNDLE_PACKAGES:--p brainstacks-kernels -p brainstacks-tensor -p brainstacks-autograd -p brainstacks-train --test gpu_*}"
 
 say() { printf 'gpu-bundle: %s\n' "$*"; }
 die() {
@@ -36,6 +40,15 @@ die() {
     exit 1
 }
 command -v python3 >/dev/null 2>&1 || die "python3 is needed to read cargo's JSON output"
+command -v xz >/dev/null 2>&1 || die "xz is needed to compress the executables"
+
+# strip (when present) and xz-compress one executable into the bundle: DEST gets DEST.xz.
+pack() {
+    local src=$1 dest=$2
+    cp -- "$src" "$dest"
+    if command -v strip >/dev/null 2>&1; then strip --strip-debug -- "$dest"; fi
+    xz -6 -T0 -f -- "$dest"
+}
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/gpu-bundle.XXXXXX")"
 trap 'rm -rf -- "$WORK"' EXIT
@@ -62,40 +75,55 @@ for line in open(sys.argv[1], encoding="utf-8"):
         seen.add(exe)
         kind = ",".join(m["target"]["kind"])
         name = m["target"]["name"] if kind != "lib" else m["target"]["name"] + "-unittests"
-        print(f"{name}\t{exe}")
+        # Crates share test names (gpu_moe_lora in kernels, tensor and autograd): prefix the
+        # crate's folder so no binary overwrites another.
+        crate = m.get("manifest_path", "").replace("\\", "/").split("/")[-2:-1] or ["crate"]
+        print(f"{crate[0]}.{name}\t{exe}")
 PY
 [[ -s $WORK/exes ]] || die "cargo reported no test executables"
 
 rm -rf -- "$BUNDLE"
 mkdir -p -- "$BUNDLE/bin"
 while IFS=$'\t' read -r name exe; do
-    cp -- "$exe" "$BUNDLE/bin/$name"
-    if command -v strip >/dev/null 2>&1; then strip --strip-debug -- "$BUNDLE/bin/$name"; fi
-    say "  bin/$name  <- $(basename -- "$exe") ($(du -h -- "$BUNDLE/bin/$name" | cut -f1))"
+    pack "$exe" "$BUNDLE/bin/$name"
+    say "  bin/$name.xz  <- $(basename -- "$exe") ($(du -h -- "$BUNDLE/bin/$name.xz" | cut -f1))"
 done <"$WORK/exes"
 
-# ---- the benchmark harness (release profile: timings need optimised, unchecked launches) --------
-bench_line="gpu-bench: not built (GPU_BUNDLE_BENCH=0)"
-if [[ ${GPU_BUNDLE_BENCH:-1} != 0 ]]; then
-    say "building: cargo build --release -p brainstacks-benches --features cuda --bin gpu-bench"
-    if ! cargo build --release -p brainstacks-benches --features cuda --bin gpu-bench \
-        --message-format=json-render-diagnostics >"$WORK/bench.json"; then
-        die "cargo build of gpu-bench failed"
+# release_bin PACKAGE BIN: builds BIN of PACKAGE (release profile, --features cuda) and packs it
+# into the bundle as BIN.xz.
+release_bin() {
+    local pkg=$1 bin=$2 exe
+    say "building: cargo build --release -p $pkg --features cuda --bin $bin"
+    if ! cargo build --release -p "$pkg" --features cuda --bin "$bin" \
+        --message-format=json-render-diagnostics >"$WORK/$bin.json"; then
+        die "cargo build of $bin failed"
     fi
-    bench_exe="$(python3 - "$WORK/bench.json" <<'PY'
+    exe="$(python3 - "$WORK/$bin.json" "$bin" <<'PY'
 import json, sys
 for line in open(sys.argv[1], encoding="utf-8"):
     if line.startswith("{"):
         m = json.loads(line)
-        if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "gpu-bench" and m.get("executable"):
+        if m.get("reason") == "compiler-artifact" and m["target"]["name"] == sys.argv[2] and m.get("executable"):
             print(m["executable"])
 PY
 )"
-    [[ -n $bench_exe && -x $bench_exe ]] || die "cargo reported no gpu-bench executable"
-    cp -- "$bench_exe" "$BUNDLE/gpu-bench"
-    if command -v strip >/dev/null 2>&1; then strip --strip-debug -- "$BUNDLE/gpu-bench"; fi
-    say "  gpu-bench  ($(du -h -- "$BUNDLE/gpu-bench" | cut -f1))"
+    [[ -n $exe && -x $exe ]] || die "cargo reported no $bin executable"
+    pack "$exe" "$BUNDLE/$bin"
+    say "  $bin.xz  ($(du -h -- "$BUNDLE/$bin.xz" | cut -f1))"
+}
+
+# ---- the benchmark harness (release profile: timings need optimised, unchecked launches) --------
+bench_line="gpu-bench: not built (GPU_BUNDLE_BENCH=0)"
+if [[ ${GPU_BUNDLE_BENCH:-1} != 0 ]]; then
+    release_bin brainstacks-benches gpu-bench
     bench_line="gpu-bench: release profile, --features cuda (loads libcublas at run time, as a yardstick only)"
+fi
+
+# ---- the CLI, for `brainstacks demo --device cuda` on the GPU machine ---------------------------
+cli_line="brainstacks: not built (GPU_BUNDLE_CLI=0)"
+if [[ ${GPU_BUNDLE_CLI:-1} != 0 ]]; then
+    release_bin brainstacks-train brainstacks
+    cli_line="brainstacks: release profile, --features cuda (run.sh: demo --quick on cuda, then on cpu)"
 fi
 
 # ---- the kernel anchors script (never committed; copied only into the ignored bundle) ----------
@@ -138,6 +166,7 @@ chmod +x -- "$BUNDLE/run.sh"
     echo "glibc:     $(ldd --version 2>&1 | head -1)"
     echo "packages:  ${PACKAGES[*]} --features cuda (cargo test profile)"
     echo "$bench_line"
+    echo "$cli_line"
     echo "$anchors_line"
     echo "cudarc:    dynamic loading of libcuda, built for CUDA 12.8 (needs a driver reporting CUDA >= 12.8)"
 } >"$BUNDLE/MANIFEST"

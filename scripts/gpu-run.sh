@@ -8,9 +8,13 @@
 #   1. prints the device (nvidia-smi: name, driver version, CUDA version, compute capability, memory;
 #      then our own device_info test's line) and the glibc of this machine (the binaries were built
 #      elsewhere; see bundle/MANIFEST);
-#   2. runs every test executable in <bundle>/bin with REQUIRE_CUDA=1, so a missing or unusable GPU
-#      is a failure and never a skip; each run's full output goes to $OUT/logs/<binary>.log;
-#      a pass/fail table goes to $OUT/summary.tsv;
+#   2. unpacks the xz-compressed executables (bin/*.xz, gpu-bench.xz, brainstacks.xz) into a scratch
+#      folder (with xz, or python3's lzma), then runs every test executable with REQUIRE_CUDA=1, so a
+#      missing or unusable GPU is a failure and never a skip; each run's full output goes to
+#      $OUT/logs/<binary>.log; a pass/fail table goes to $OUT/summary.tsv;
+#   2b. if the bundle has the brainstacks CLI: `brainstacks demo --quick --device cuda`, then the
+#      same on the CPU for comparison (logs, report.md and report.json under $OUT/demo-cuda and
+#      $OUT/demo-cpu); a failed GPU demo fails the run;
 #   3. if <bundle>/gpu-bench exists: finds libcublas (system CUDA, or the pip packages nvidia-cublas /
 #      PyTorch ship) for the cuBLAS yardstick, runs `gpu-bench run`, results in $OUT/bench.jsonl
 #      (an unfound libcublas only makes the cuBLAS rows "unavailable") and the issue targets judged on
@@ -25,7 +29,8 @@
 # Exit status: non-zero if any test executable or benchmark failed (the anchors and the targets'
 # verdicts never fail it: the targets are goals, not correctness).
 #
-# Environment: GPU_RUN_BENCH=0 skips the benchmarks, GPU_RUN_ANCHORS=0 the anchors;
+# Environment: GPU_RUN_BENCH=0 skips the benchmarks, GPU_RUN_ANCHORS=0 the anchors, GPU_RUN_DEMO=0
+# the demo runs (GPU_RUN_DEMO_TIMEOUT, seconds per run, default 300);
 # GPU_BENCH_ARGS="--filter cast --reps 20" goes to `gpu-bench run`; GPU_RUN_ANCHORS_TIMEOUT (seconds,
 # default 600); GPU_RUN_PACK_LOGS=1 packs $OUT/logs into $OUT/logs.tar.gz and removes the folder
 # (for hosts that return only a few files from $OUT).
@@ -70,9 +75,35 @@ if [[ $(uname -m) == x86_64 && -r /proc/cpuinfo ]] && { ! grep -qw avx2 /proc/cp
     exit 2
 fi
 
+# ---- unpack ------------------------------------------------------------------------------------
+# unxz SRC DEST: decompresses one executable (xz when installed, else python3's lzma module).
+unxz_to() {
+    if command -v xz >/dev/null 2>&1; then
+        xz -dc -- "$1" >"$2"
+    else
+        python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$1" "$2"
+    fi && chmod +x -- "$2"
+}
+mkdir -p -- "$SCRATCH/bin"
 shopt -s nullglob
-BINS=("$BIN_DIR"/*)
+for f in "$BIN_DIR"/*; do
+    case $f in
+    *.xz) unxz_to "$f" "$SCRATCH/bin/$(basename -- "${f%.xz}")" || { say "error: cannot unpack $f"; exit 2; } ;;
+    *) cp -- "$f" "$SCRATCH/bin/" ;;
+    esac
+done
+BINS=("$SCRATCH/bin"/*)
 shopt -u nullglob
+# unpacked TOOL: the path of gpu-bench or brainstacks (compressed or not), or nothing.
+unpacked() {
+    if [[ -f $HERE/$1.xz ]]; then
+        unxz_to "$HERE/$1.xz" "$SCRATCH/$1" && echo "$SCRATCH/$1"
+    elif [[ -x $HERE/$1 ]]; then
+        echo "$HERE/$1"
+    fi
+}
+BENCH="$(unpacked gpu-bench)"
+CLI="$(unpacked brainstacks)"
 if ((${#BINS[@]} == 0)); then
     say "error: no test executables in $BIN_DIR"
     exit 2
@@ -119,6 +150,33 @@ for b in "${BINS[@]}"; do
     fi
 done
 
+# ---- the demo on the GPU, then on the CPU ---------------------------------------------------------
+demo_status=skipped
+demo_failed=0
+if [[ ${GPU_RUN_DEMO:-1} != 0 && -n $CLI ]]; then
+    tmo=()
+    if command -v timeout >/dev/null 2>&1; then tmo=(timeout "${GPU_RUN_DEMO_TIMEOUT:-300}"); fi
+    demo_status=""
+    for dev in cuda cpu; do
+        say "running brainstacks demo --quick --device $dev"
+        mkdir -p -- "$OUT/demo-$dev"
+        start=$SECONDS
+        "${tmo[@]}" "$CLI" demo --quick --device "$dev" --out "$SCRATCH/demo-$dev" >"$OUT/demo-$dev/demo.log" 2>&1
+        rc=$?
+        for f in report.md report.json; do
+            if [[ -f $SCRATCH/demo-$dev/$f ]]; then cp -- "$SCRATCH/demo-$dev/$f" "$OUT/demo-$dev/"; fi
+        done
+        demo_status="$demo_status $dev: exit $rc in $((SECONDS - start)) s;"
+        if ((rc != 0)); then
+            say "demo on $dev FAILED (exit $rc); last lines of $OUT/demo-$dev/demo.log:"
+            tail -n 30 -- "$OUT/demo-$dev/demo.log" | sed 's/^/    | /'
+            if [[ $dev == cuda ]]; then demo_failed=1; fi
+        fi
+    done
+elif [[ ${GPU_RUN_DEMO:-1} != 0 ]]; then
+    demo_status="skipped (no brainstacks CLI in the bundle)"
+fi
+
 # ---- benchmarks --------------------------------------------------------------------------------
 # cudarc opens libcublas by fixed names (libcublas.so, libcublas.so.12, .so.11, ...). Look for the
 # library where a CUDA machine keeps it, and give gpu-bench a folder with a link named libcublas.so
@@ -157,7 +215,7 @@ PY
 }
 
 bench_rc=skipped
-if [[ ${GPU_RUN_BENCH:-1} != 0 && -x $HERE/gpu-bench ]]; then
+if [[ ${GPU_RUN_BENCH:-1} != 0 && -n $BENCH ]]; then
     bench_env=()
     cublas="$(find_cublas | head -1)"
     if [[ -n $cublas ]]; then
@@ -172,7 +230,7 @@ if [[ ${GPU_RUN_BENCH:-1} != 0 && -x $HERE/gpu-bench ]]; then
     if [[ -n $commit ]] && grep -q '^commit:.*uncommitted' -- "$HERE/MANIFEST"; then commit="$commit-dirty"; fi
     read -r -a extra <<<"${GPU_BENCH_ARGS:-}"
     say "running gpu-bench run ${extra[*]}"
-    "${bench_env[@]}" "$HERE/gpu-bench" run --out "$OUT/bench.jsonl" --targets "$OUT/targets.jsonl" \
+    "${bench_env[@]}" "$BENCH" run --out "$OUT/bench.jsonl" --targets "$OUT/targets.jsonl" \
         ${commit:+--commit "$commit"} "${extra[@]}" \
         >"$OUT/logs/gpu-bench.log" 2>&1
     bench_rc=$?
@@ -226,7 +284,7 @@ if [[ $bench_rc != skipped ]]; then
     say "benchmarks (gpu-bench exit $bench_rc; JSON lines in $OUT/bench.jsonl):"
     if [[ -s $OUT/bench.jsonl ]]; then
         cat -- "$OUT/bench.jsonl"
-        "$HERE/gpu-bench" show "$OUT/bench.jsonl" | sed 's/^/  /'
+        "$BENCH" show "$OUT/bench.jsonl" | sed 's/^/  /'
     else
         echo "  (no results written)"
     fi
@@ -234,6 +292,14 @@ else
     say "benchmarks: skipped"
 fi
 say "anchors: $anchors_status"
+say "demo: $demo_status"
+for dev in cuda cpu; do
+    if [[ -f $OUT/demo-$dev/demo.log ]]; then
+        say "demo --device $dev, summary table:"
+        # The summary table is the block the CLI prints after the progress bars.
+        grep -A40 -m1 -E '^(domain|Domain|[|] *domain)' -- "$OUT/demo-$dev/demo.log" | head -40 | sed 's/^/  /' || true
+    fi
+done
 
 if [[ ${GPU_RUN_PACK_LOGS:-0} == 1 ]]; then
     if tar czf "$OUT/logs.tar.gz" -C "$OUT" logs; then
@@ -249,6 +315,10 @@ if ((n_fail > 0)); then
 else
     say "ok: $n_bins test executable(s) passed"
 fi
+if ((demo_failed)); then
+    say "FAILED: brainstacks demo --device cuda"
+    status=1
+fi
 if [[ $bench_rc != skipped && $bench_rc != 0 ]]; then
     say "FAILED: gpu-bench exited $bench_rc"
     status=1
@@ -257,6 +327,6 @@ fi
 if [[ $bench_rc != skipped && -s $OUT/bench.jsonl ]]; then
     echo
     say "targets (JSON lines in $OUT/targets.jsonl):"
-    "$HERE/gpu-bench" targets "$OUT/bench.jsonl" | sed 's/^/  /'
+    "$BENCH" targets "$OUT/bench.jsonl" | sed 's/^/  /'
 fi
 exit $status

@@ -37,9 +37,10 @@ pub fn eval_table(rows: &[ModeLosses], oracle: &[DomainDiscovery]) -> String {
     out
 }
 
-/// Evaluates every domain of the run in the three compositions (routed with `router`).
-pub fn eval(dir: &Path, router: Option<&dyn Route>) -> Result<String> {
-    let rm = RunModel::open(dir)?;
+/// Evaluates every domain of the run in the three compositions (routed with `router`), on
+/// `device` (default: the run's own).
+pub fn eval(dir: &Path, router: Option<&dyn Route>, device: Option<brainstacks_tensor::Device>) -> Result<String> {
+    let rm = RunModel::open_on(dir, device)?;
     let prepared = rm.config.domains.iter().map(|d| prepare_domain(&rm.config, d, rm.encoder.as_ref())).collect::<Result<Vec<_>>>()?;
     let loaded = match router {
         Some(_) => None,

@@ -232,7 +232,15 @@ fn config_errors_name_the_key() {
     let err = RunConfig::from_file(&path).unwrap_err();
     assert!(err.to_string().contains("learning_rate"), "{err}");
     let _ = (
-        ModelSource { path: None, nf4: false, dtype: "f32".into(), base_matmul: "f32".into(), toy: [8, 8, 1, 1, 1], toy_seed: 0 },
+        ModelSource {
+            path: None,
+            nf4: false,
+            dtype: "f32".into(),
+            base_matmul: "f32".into(),
+            toy: [8, 8, 1, 1, 1],
+            toy_seed: 0,
+            device: "cpu".into(),
+        },
         DomainConfig { name: "a".into(), train: "a".into(), val: None, rounds: None, steps: None },
     );
     std::fs::remove_dir_all(&dir).unwrap();

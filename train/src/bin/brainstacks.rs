@@ -54,7 +54,7 @@ enum Command {
         /// Output directory: created, or a previous demo's directory (its outputs are replaced).
         #[arg(long, default_value = "brainstacks-demo")]
         out: PathBuf,
-        /// Where to compute: cpu (cuda is not wired into the training loop yet).
+        /// Where to compute: cpu, cuda or cuda:N (needs a build with `--features cuda`).
         #[arg(long, default_value = "cpu")]
         device: String,
     },
@@ -132,6 +132,9 @@ enum Command {
         /// Compute dtype: f32, bf16, f16 or f64.
         #[arg(long, default_value = "f32")]
         dtype: String,
+        /// With --run: cpu, cuda or cuda:N (default: the device the run trained on).
+        #[arg(long, requires = "run")]
+        device: Option<String>,
     },
     /// Trains Brainstacks stacks as `run.json` describes: domains in curriculum order, residual
     /// boosting rounds, null-space projection; resumes a stopped run from its manifest.
@@ -180,12 +183,18 @@ enum Command {
         run: PathBuf,
         #[arg(long)]
         prompt: String,
+        /// cpu, cuda or cuda:N (default: the device the run trained on).
+        #[arg(long)]
+        device: Option<String>,
     },
     /// Per-domain validation loss of a finished run: base only, ungated, routed; and the oracle
     /// statistics when they have been computed.
     Eval {
         #[arg(long)]
         run: PathBuf,
+        /// cpu, cuda or cuda:N (default: the device the run trained on).
+        #[arg(long)]
+        device: Option<String>,
     },
     /// Writes the logits [T, vocab] (f32, key `logits`) of one sequence of token ids.
     Logits {
@@ -234,15 +243,17 @@ fn main() -> anyhow::Result<()> {
     brainstacks_tensor::cpu::parallel::on_pool(|| run_command(cli))
 }
 
+/// `--device` (`cpu`, `cuda`, `cuda:N`), when given.
+fn parse_device(device: Option<String>) -> anyhow::Result<Option<brainstacks_tensor::Device>> {
+    device.map(|d| d.parse().map_err(|e: String| anyhow::anyhow!("--device: {e}"))).transpose()
+}
+
 fn run_command(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo { quick, seed, out, device } => {
-            anyhow::ensure!(
-                device == "cpu",
-                "--device {device}: the demo's training loop runs on the CPU only in this build (the CUDA kernels exist, but the trainer does not place models on a GPU yet)"
-            );
+            let device = parse_device(Some(device))?.expect("given");
             let start = std::time::Instant::now();
-            let results = run_demo(&DemoOptions { out: out.clone(), seed, quick, plan: None }, &mut TerminalProgress::new())?;
+            let results = run_demo(&DemoOptions { out: out.clone(), seed, quick, plan: None, device }, &mut TerminalProgress::new())?;
             println!("{}", brainstacks_train::demo::report::summary_table(&results));
             println!("report: {} ({:.1} s)", out.join("report.md").display(), start.elapsed().as_secs_f64());
             println!("try:    brainstacks generate --run {} --prompt \"...\"", out.join("runs").join("brainstacks").display());
@@ -273,11 +284,12 @@ fn run_command(cli: Cli) -> anyhow::Result<()> {
             repetition_penalty,
             seed,
             dtype,
+            device,
         } => {
             let options = GenerateOptions { max_new_tokens: max_tokens, temperature, top_p, repetition_penalty, seed, eos_token_ids: None };
             if let Some(dir) = run {
                 anyhow::ensure!(adapter.is_none(), "--adapter does not combine with --run");
-                let rm = brainstacks_train::router::routed::RunModel::open(&dir)?;
+                let rm = brainstacks_train::router::routed::RunModel::open_on(&dir, parse_device(device)?)?;
                 let composition = brainstacks_train::run_cli::parse_composition(&rm, &mode, &prompt)?;
                 println!("{}", brainstacks_train::run_cli::generate(&rm, &prompt, &composition, &options)?);
                 return Ok(());
@@ -320,12 +332,12 @@ fn run_command(cli: Cli) -> anyhow::Result<()> {
                 run.join("router").display()
             );
         }
-        Command::Route { run, prompt } => {
-            let rm = brainstacks_train::router::routed::RunModel::open(&run)?;
+        Command::Route { run, prompt, device } => {
+            let rm = brainstacks_train::router::routed::RunModel::open_on(&run, parse_device(device)?)?;
             print!("{}", brainstacks_train::run_cli::route(&rm, &prompt)?);
         }
-        Command::Eval { run } => {
-            print!("{}", brainstacks_train::run_cli::eval(&run, None)?);
+        Command::Eval { run, device } => {
+            print!("{}", brainstacks_train::run_cli::eval(&run, None, parse_device(device)?)?);
         }
         Command::Logits { model, adapter, ids, dtype, out } => {
             llama_cli::logits(&model, adapter.as_deref(), &llama_cli::parse_ids(&ids)?, llama_cli::parse_dtype(&dtype)?, &out)?;

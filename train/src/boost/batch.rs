@@ -13,7 +13,7 @@ pub fn batch_loss(model: &LlamaModel, batch: &Batch) -> Result<Var> {
     let &[b, t, v] = logits.shape() else {
         return Err(Error::Invalid { what: "batch_loss".into(), msg: format!("logits {:?} are not [B, T, V]", logits.shape()) });
     };
-    let labels = batch.labels.reshape(&[b * t])?;
+    let labels = batch.labels.reshape(&[b * t])?.to_device(&logits.tensor().device())?;
     Ok(logits.reshape(&[b * t, v])?.cross_entropy(&labels, Some(IGNORE_INDEX))?)
 }
 

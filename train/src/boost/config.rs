@@ -48,10 +48,17 @@ pub struct ModelSource {
     pub toy: [usize; 5],
     #[serde(default)]
     pub toy_seed: u64,
+    /// Where the model, the stacks and every training step live: "cpu", "cuda" or "cuda:N"
+    /// (a build with `--features cuda` and a GPU).
+    #[serde(default = "default_device")]
+    pub device: String,
 }
 
 fn default_dtype() -> String {
     "f32".into()
+}
+fn default_device() -> String {
+    "cpu".into()
 }
 fn default_base_matmul() -> String {
     "f32".into()

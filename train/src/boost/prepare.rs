@@ -55,7 +55,8 @@ pub fn load_model(cfg: &RunConfig) -> Result<(LlamaModel, Box<dyn TextEncoder>)>
         "bf16" => MatmulPrecision::Bf16,
         _ => MatmulPrecision::F32,
     };
-    Ok((model, encoder))
+    let device: Device = cfg.model.device.parse().map_err(|msg| Error::Invalid { what: "model.device".into(), msg })?;
+    Ok((model.to_device(&device)?, encoder))
 }
 
 /// The model with a `StackSet` on all seven projections, domains ordered as the curriculum.

@@ -13,7 +13,7 @@
 //!
 //! ```no_run
 //! use brainstacks_train::demo::{DemoOptions, Silent, run_demo};
-//! let opts = DemoOptions { out: "demo-run".into(), seed: 0, quick: true, plan: None };
+//! let opts = DemoOptions { out: "demo-run".into(), seed: 0, quick: true, plan: None, device: brainstacks_tensor::Device::Cpu };
 //! let results = run_demo(&opts, &mut Silent).unwrap();
 //! println!("{}", brainstacks_train::demo::report::summary_table(&results));
 //! ```

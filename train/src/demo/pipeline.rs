@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use brainstacks_model::formats::quantize::{QuantizeOptions, quantize_checkpoint};
 use brainstacks_model::llama::{GenerateOptions, LlamaModel, LlamaTokenizer, LoadOptions};
+use brainstacks_tensor::Device;
 use serde_json::json;
 
 use super::generators::{self, DOMAINS};
@@ -42,6 +43,8 @@ pub struct DemoOptions {
     pub quick: bool,
     /// Replaces the sizes `quick` picks (tests shrink the pipeline further).
     pub plan: Option<DemoPlan>,
+    /// Where every model trains and evaluates (the meta-router, a small MLP, stays on the CPU).
+    pub device: Device,
 }
 
 /// Marks a directory as written by the demo, so a rerun may replace what it holds.
@@ -228,7 +231,10 @@ impl Timer {
 
 /// Runs every phase and writes the report; returns the results.
 pub fn run_demo(opts: &DemoOptions, progress: &mut dyn DemoProgress) -> Result<DemoResults> {
-    let plan = opts.plan.clone().unwrap_or_else(|| DemoPlan::new(opts.quick, opts.seed));
+    let mut plan = opts.plan.clone().unwrap_or_else(|| DemoPlan::new(opts.quick, opts.seed));
+    plan.pretrain.device = opts.device;
+    // Fails here, before any work, when the device cannot be opened.
+    opts.device.check_available("demo")?;
     let out = &opts.out;
     prepare_out_dir(out)?;
     let out = &out.canonicalize().map_err(|e| invalid(format!("{}: {e}", out.display())))?;
@@ -237,10 +243,11 @@ pub fn run_demo(opts: &DemoOptions, progress: &mut dyn DemoProgress) -> Result<D
     let (data, sft, docs) = timer.time("data", || make_data(out, &plan, opts.seed, progress))?;
     let tokenizer = timer.time("tokenizer", || make_tokenizer(out, &plan, &sft, &docs, progress))?;
     let base = timer.time("pretraining", || make_base(out, &plan, &docs, progress))?;
+    let device = opts.device;
     let runs_dir = out.join("runs");
     let main_dir = runs_dir.join("brainstacks");
     let (main_run, no_ns, single) = {
-        let base_cfg = run_config(&plan, opts.seed, &out.join("base-nf4"), &data, out);
+        let base_cfg = run_config(&plan, opts.seed, &out.join("base-nf4"), &data, out, &device);
         let main = timer.time("stacks: brainstacks", || train_run("brainstacks", &base_cfg, &main_dir, true, None, progress))?;
         let no_ns = timer.time("stacks: no null space", || {
             train_run("no null space", &base_cfg, &runs_dir.join("no-null-space"), false, None, progress)
@@ -257,6 +264,7 @@ pub fn run_demo(opts: &DemoOptions, progress: &mut dyn DemoProgress) -> Result<D
         seed: opts.seed,
         quick: opts.quick,
         engine: format!("brainstacks-rs {}", env!("CARGO_PKG_VERSION")),
+        device: device.to_string(),
         data,
         tokenizer,
         pretrain: base,
@@ -370,7 +378,7 @@ fn make_base(out: &Path, plan: &DemoPlan, docs: &[String], progress: &mut dyn De
     progress.begin("quantize", None);
     let nf4_dir = out.join("base-nf4");
     quantize_checkpoint(&base_dir, &nf4_dir, &QuantizeOptions { double_quant: true, ..QuantizeOptions::default() }, |_| {})?;
-    let nf4 = LlamaModel::load(&nf4_dir, &LoadOptions::default())?;
+    let nf4 = LlamaModel::load(&nf4_dir, &LoadOptions::default())?.to_device(&cfg.device)?;
     let nf4_val = validation_loss(&nf4, &val_batches)?;
     progress.end(&format!("NF4 base: validation loss {nf4_val:.3}"));
     let c = &trained.model.config;
@@ -393,12 +401,12 @@ fn make_base(out: &Path, plan: &DemoPlan, docs: &[String], progress: &mut dyn De
 }
 
 /// The run config shared by the method and its ablations (each then changes what it ablates).
-fn run_config(plan: &DemoPlan, seed: u64, model: &Path, data: &[DomainDataSummary], out: &Path) -> serde_json::Value {
+fn run_config(plan: &DemoPlan, seed: u64, model: &Path, data: &[DomainDataSummary], out: &Path, device: &Device) -> serde_json::Value {
     let domains: Vec<serde_json::Value> =
         data.iter().map(|d| json!({"name": d.domain, "train": out.join(&d.file)})).collect();
     json!({
         "out_dir": "",
-        "model": {"path": model, "nf4": true},
+        "model": {"path": model, "nf4": true, "device": device.to_string()},
         "domains": domains,
         "seed": seed,
         "experts": plan.experts,

@@ -31,6 +31,8 @@ pub struct PretrainConfig {
     pub grad_clip: f64,
     pub eval_every: usize,
     pub seed: u64,
+    /// Where the model trains.
+    pub device: Device,
 }
 
 impl PretrainConfig {
@@ -52,6 +54,7 @@ impl PretrainConfig {
             grad_clip: 1.0,
             eval_every: 50,
             seed,
+            device: Device::Cpu,
         }
     }
 
@@ -141,7 +144,8 @@ pub fn pretrain(
     on_event: &mut dyn FnMut(PretrainEvent),
 ) -> Result<Pretrained> {
     let config = cfg.llama_config(encoder.vocab_size(), encoder.bos(), encoder.eos()?);
-    let mut model = LlamaModel::random(config, &RandomInit { seed: cfg.seed, std: 0.02, dtype: DType::F32, nf4: None })?;
+    let model = LlamaModel::random(config, &RandomInit { seed: cfg.seed, std: 0.02, dtype: DType::F32, nf4: None })?;
+    let mut model = model.to_device(&cfg.device)?;
     let order = shuffled_indices(train.len(), &mut Rng::new(cfg.seed ^ 0x5eed))?;
     let shuffled: Vec<EncodedExample> = order.iter().map(|&i| train[i].clone()).collect();
     let rows = pack(&shuffled, cfg.seq_len, PackTail::Drop)?;

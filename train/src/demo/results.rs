@@ -199,6 +199,10 @@ pub struct PhaseTiming {
     pub seconds: f64,
 }
 
+fn cpu_device() -> String {
+    "cpu".into()
+}
+
 /// The whole demo.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DemoResults {
@@ -206,6 +210,9 @@ pub struct DemoResults {
     pub quick: bool,
     /// "brainstacks-rs <version>".
     pub engine: String,
+    /// Where the models trained: "cpu" or "cuda:N".
+    #[serde(default = "cpu_device")]
+    pub device: String,
     pub data: Vec<DomainDataSummary>,
     pub tokenizer: TokenizerSummary,
     pub pretrain: PretrainSummary,

@@ -53,5 +53,7 @@ pub fn router_features(
     let (mid, last) = (states[0].tensor().to_dtype(DType::F32)?, states[1].tensor().to_dtype(DType::F32)?);
     let h = mid.mul_scalar(0.45)?.add(&last.mul_scalar(0.55)?)?;
     let hidden = h.shape()[2];
-    Ok(h.reshape(&[t, hidden])?)
+    // The meta-router is a small network that trains and runs on the CPU: its inputs come back
+    // from the model's device here.
+    Ok(h.reshape(&[t, hidden])?.to_device(&Device::Cpu)?)
 }

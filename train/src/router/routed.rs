@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use brainstacks_model::llama::LlamaModel;
 use brainstacks_model::stacks::{FrozenSelection, StackId, StackSet};
+use brainstacks_tensor::Device;
 
 use crate::boost::RunConfig;
 use crate::boost::manifest::Manifest;
@@ -41,14 +42,24 @@ fn invalid(msg: impl Into<String>) -> Error {
 }
 
 impl RunModel {
-    /// Opens `dir` (its `run.json` and `manifest.json`); no stack is loaded yet.
+    /// Opens `dir` (its `run.json` and `manifest.json`) with the model on the device the run
+    /// trained on; no stack is loaded yet.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_on(dir, None)
+    }
+
+    /// [`RunModel::open`] with the model (and every stack loaded later) on `device` instead of
+    /// the run's own device, when given: a run trained on a GPU can be evaluated on the CPU.
+    pub fn open_on(dir: &Path, device: Option<Device>) -> Result<Self> {
         let cfg_path = dir.join(RUN_CONFIG_FILE);
         if !cfg_path.exists() {
             return Err(invalid(format!("{} has no {RUN_CONFIG_FILE}: is it a brainstacks run directory?", dir.display())));
         }
         let mut config = RunConfig::from_file(&cfg_path)?;
         config.out_dir = dir.to_path_buf();
+        if let Some(d) = device {
+            config.model.device = d.to_string();
+        }
         let manifest = Manifest::load(&dir.join("manifest.json"))?;
         let (mut model, encoder) = load_model(&config)?;
         let stacks = attach_stacks(&mut model, &config)?;

@@ -55,7 +55,7 @@ impl SetLoss for ExampleLoss<'_> {
             }
         }
         let ids = Tensor::from_vec(self.ids.repeat(rows), &[rows, t], &Device::Cpu)?;
-        let labels = Tensor::from_vec(self.labels.clone(), &[t], &Device::Cpu)?;
+        let labels = Tensor::from_vec(self.labels.clone(), &[t], &Device::Cpu)?.to_device(&self.model.device())?;
         let control = self.stacks.control();
         let previous = control.selection();
         control.set_selection(FrozenSelection::PerRow(per_row));

@@ -53,7 +53,7 @@ fn plot(out: &mut String, drawn: &dyn Fn(&str) -> bool, file: &str, alt: &str) {
 
 fn header(out: &mut String, r: &DemoResults) {
     let _ = writeln!(out, "# Brainstacks demo report\n");
-    let _ = writeln!(out, "Engine: `{}`; seed: {}; quick mode: {}.\n", r.engine, r.seed, yes_no(r.quick));
+    let _ = writeln!(out, "Engine: `{}`; device: {}; seed: {}; quick mode: {}.\n", r.engine, r.device, r.seed, yes_no(r.quick));
     let _ = writeln!(
         out,
         "Everything below was measured by this run and is also in `report.json`. Losses are mean \

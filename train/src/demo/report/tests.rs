@@ -59,6 +59,7 @@ fn sample() -> DemoResults {
         seed: 7,
         quick: true,
         engine: "brainstacks-rs 0.1.0".into(),
+        device: "cpu".into(),
         data: names
             .iter()
             .map(|d| DomainDataSummary {
@@ -150,6 +151,7 @@ fn empty() -> DemoResults {
         seed: 0,
         quick: false,
         engine: String::new(),
+        device: "cpu".into(),
         data: Vec::new(),
         tokenizer: TokenizerSummary { vocab_size: 0, documents: 0, chars: 0, tokens: 0 },
         pretrain: PretrainSummary {
