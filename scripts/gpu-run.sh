@@ -29,8 +29,9 @@
 # Exit status: non-zero if any test executable or benchmark failed (the anchors and the targets'
 # verdicts never fail it: the targets are goals, not correctness).
 #
-# Environment: GPU_RUN_BENCH=0 skips the benchmarks, GPU_RUN_ANCHORS=0 the anchors, GPU_RUN_DEMO=0
-# the demo runs (GPU_RUN_DEMO_TIMEOUT, seconds per run, default 300);
+# Environment: GPU_RUN_TESTS=0 skips the test executables, GPU_RUN_BENCH=0 the benchmarks,
+# GPU_RUN_ANCHORS=0 the anchors, GPU_RUN_DEMO=0 the demo runs (GPU_RUN_DEMO_TIMEOUT, seconds per
+# run, default 300);
 # GPU_BENCH_ARGS="--filter cast --reps 20" goes to `gpu-bench run`; GPU_RUN_ANCHORS_TIMEOUT (seconds,
 # default 600); GPU_RUN_PACK_LOGS=1 packs $OUT/logs into $OUT/logs.tar.gz and removes the folder
 # (for hosts that return only a few files from $OUT).
@@ -124,6 +125,8 @@ done
 printf 'binary\tstatus\texit\tpassed\tfailed\tskipped_lines\tseconds\n' >"$OUT/summary.tsv"
 n_fail=0
 n_bins=0
+# GPU_RUN_TESTS=0 (e.g. a second call that only benchmarks) runs none of them.
+if [[ ${GPU_RUN_TESTS:-1} == 0 ]]; then BINS=(); fi
 for b in "${BINS[@]}"; do
     [[ -f $b && -x $b ]] || continue
     n_bins=$((n_bins + 1))
