@@ -46,7 +46,7 @@ fn quick_demo_runs_end_to_end_and_its_run_is_usable() {
 
     // The run directory works with the other commands.
     let main = out.join("runs/brainstacks");
-    let eval = bin().args(["eval", "--run"]).arg(&main).output().unwrap();
+    let eval = bin().args(["eval", "--device", "cpu", "--run"]).arg(&main).output().unwrap();
     assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
     assert!(String::from_utf8_lossy(&eval.stdout).contains("routed"));
     let gen_ = bin().args(["generate", "--run"]).arg(&main).args(["--prompt", "What is 3 + 4?", "--max-tokens", "8"]).output().unwrap();
@@ -56,5 +56,15 @@ fn quick_demo_runs_end_to_end_and_its_run_is_usable() {
     let bad = bin().args(["demo", "--quick", "--device", "tpu", "--out"]).arg(out.join("never")).output().unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--device"));
+    let bad = bin().args(["route", "--device", "cuda:x", "--prompt", "hi", "--run"]).arg(&main).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected cpu, cuda or cuda:N"));
+    // Without the `cuda` feature a GPU request says how to get one, before writing anything.
+    if !cfg!(feature = "cuda") {
+        let gpu = bin().args(["demo", "--quick", "--device", "cuda", "--out"]).arg(out.join("never")).output().unwrap();
+        assert!(!gpu.status.success());
+        assert!(String::from_utf8_lossy(&gpu.stderr).contains("--features cuda"), "{}", String::from_utf8_lossy(&gpu.stderr));
+        assert!(!out.join("never").exists());
+    }
     std::fs::remove_dir_all(&out).ok();
 }

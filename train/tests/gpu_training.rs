@@ -75,8 +75,9 @@ fn forward_and_generation_match_the_cpu() {
     let opts = GenerateOptions { max_new_tokens: 8, ..GenerateOptions::default() };
     let prompt = [3u32, 14, 15, 92, 65];
     let (tc, tg) = (c.generate(&prompt, &opts, |_| true).unwrap(), g.generate(&prompt, &opts, |_| true).unwrap());
-    assert_eq!(tg.ids.len(), tc.ids.len());
-    // Greedy picks agree unless two logits tie to within the f32 difference; the first must.
+    assert!(!tg.ids.is_empty() && !tc.ids.is_empty());
+    // Greedy picks agree unless two logits tie to within the f32 difference (a later pick may
+    // then differ, and with it where an end-of-sequence token stops); the first must agree.
     assert_eq!(tg.ids.first(), tc.ids.first());
 }
 
