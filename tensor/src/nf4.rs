@@ -296,7 +296,9 @@ impl Nf4Weight {
         }
         #[cfg(feature = "cuda")]
         if let Some(gpu) = &self.placement.gpu {
-            return gpu.product(op, x, transposed, precision);
+            // `transposed` is the CPU GEMM's view of W: transposed for the forward `x · Wᵀ`.
+            let kind = if transposed { crate::cuda::nf4::Nf4Product::Forward } else { crate::cuda::nf4::Nf4Product::InputGrad };
+            return gpu.product(op, x, kind, precision);
         }
         if x.device() != Device::Cpu {
             return Err(Error::Device {

@@ -27,13 +27,15 @@ pub fn next_token_cross_entropy(logits: &Var, ids: &Tensor) -> Result<Var> {
         return Err(invalid(format!("ids {:?} and logits {:?}: need matching [B, T] with T >= 2", ids.shape(), logits.shape())));
     }
     let logits = logits.narrow(1usize, 0, t - 1)?.reshape(&[b * (t - 1), v])?;
-    let mut targets = ids.narrow(1usize, 1, t - 1)?.to_dtype(DType::I64)?;
-    if targets.device().is_cuda() {
-        // The GPU has no copy kernel for strided integer views: the ids (a few KB) take a round
-        // trip through the host to become dense.
-        targets = targets.to_device(&Device::Cpu)?.to_device(&ids.device())?;
-    }
-    let targets = targets.reshape(&[b * (t - 1)])?;
+    // Built on the host (the ids are a few KB; the GPU has no copy kernel for strided integer
+    // views, nor integer casts), then placed beside the logits, wherever the ids came from.
+    let targets = ids
+        .narrow(1usize, 1, t - 1)?
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::I64)?
+        .contiguous()?
+        .reshape(&[b * (t - 1)])?
+        .to_device(&logits.tensor().device())?;
     Ok(logits.cross_entropy(&targets, None)?)
 }
 
@@ -165,8 +167,14 @@ impl LlamaModel {
         let (cos, sin) = self.rope_tables(offset, t)?;
         let eps = self.config.rms_norm_eps;
         // Token ids may come from anywhere (they are built on the host); a few KB move to the
-        // model's device here, and nothing moves when they are there already.
-        let ids = ids.to_device(&self.device())?;
+        // model's device here, and nothing moves when they are there already. The GPU lookup
+        // takes i64 ids, so other index dtypes are widened on the host first.
+        let device = self.device();
+        let ids = if device.is_cuda() && ids.dtype() != DType::I64 {
+            ids.to_device(&Device::Cpu)?.to_dtype(DType::I64)?.to_device(&device)?
+        } else {
+            ids.to_device(&device)?
+        };
         let mut h = self.embed_tokens.embedding(&ids)?;
         observe(0, &h);
         for (i, layer) in self.layers.iter().enumerate() {

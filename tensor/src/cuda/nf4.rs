@@ -20,6 +20,15 @@ use crate::{DType, Device, Error, MatmulPrecision, Result, Tensor};
 /// The GPU kernels read one scale per 64 elements.
 const GPU_BLOCKSIZE: usize = 64;
 
+/// Which of a frozen linear layer's two products to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Nf4Product {
+    /// `y = x · Wᵀ`: `x [.., in]` gives `y [.., out]` (`Nf4Weight::linear`).
+    Forward,
+    /// `dx = dy · W`: `dy [.., out]` gives `dx [.., in]` (`Nf4Weight::linear_input_grad`).
+    InputGrad,
+}
+
 /// An NF4 weight `[n, k]` resident on one CUDA device.
 pub(crate) struct DeviceNf4 {
     gpu: Arc<GpuContext>,
@@ -66,9 +75,9 @@ impl DeviceNf4 {
         nk::Nf4Weight { packed: &self.packed, scales: Nf4Scales::F32(&self.absmax), n: self.n, k: self.k }
     }
 
-    /// `y = x · Wᵀ` (`transposed == false`, `x [.., k]`) or `dx = dy · W` (`transposed == true`,
-    /// `dy [.., n]`), in the input's dtype (f32 or bf16), at `precision` for f32 inputs.
-    pub(crate) fn product(&self, op: &'static str, x: &Tensor, transposed: bool, precision: MatmulPrecision) -> Result<Tensor> {
+    /// The product `kind` of the weight `W [n, k]` (n = out, k = in) with `x`, in the input's
+    /// dtype (f32 or bf16), at `precision` for f32 inputs.
+    pub(crate) fn product(&self, op: &'static str, x: &Tensor, kind: Nf4Product, precision: MatmulPrecision) -> Result<Tensor> {
         let c0 = first(op, x)?;
         if c0.device() != self.device {
             return Err(Error::Device {
@@ -77,13 +86,16 @@ impl DeviceNf4 {
                 msg: format!("the NF4 weight is on {}; move the input there (or the weight with `to_device`)", self.device),
             });
         }
-        let (k_in, n_out) = if transposed { (self.n, self.k) } else { (self.k, self.n) };
+        let (k_in, n_out) = match kind {
+            Nf4Product::Forward => (self.k, self.n),
+            Nf4Product::InputGrad => (self.n, self.k),
+        };
         let m: usize = x.shape()[..x.rank() - 1].iter().product();
         let mut out_shape = x.shape().to_vec();
         *out_shape.last_mut().expect("rank >= 1") = n_out;
         match (x.dtype(), precision) {
-            (DType::F32, MatmulPrecision::F32) => self.product_f32(op, x, m, transposed, &out_shape),
-            (DType::F32 | DType::BF16, _) => self.product_bf16(op, x, m, k_in, n_out, transposed, &out_shape),
+            (DType::F32, MatmulPrecision::F32) => self.product_f32(op, x, m, kind, &out_shape),
+            (DType::F32 | DType::BF16, _) => self.product_bf16(op, x, m, k_in, n_out, kind, &out_shape),
             (dt, _) => {
                 Err(Error::Device { op, device: self.device, msg: format!("NF4 products on CUDA take f32 or bf16 inputs, not {dt}") })
             }
@@ -100,7 +112,7 @@ impl DeviceNf4 {
         m: usize,
         k_in: usize,
         n_out: usize,
-        transposed: bool,
+        kind: Nf4Product,
         out_shape: &[usize],
     ) -> Result<Tensor> {
         let xb = dense(op, &x.to_dtype(DType::BF16)?)?;
@@ -111,25 +123,28 @@ impl DeviceNf4 {
         let w = self.weight();
         let buf = if x.dtype() == DType::F32 {
             let mut y = gpu.alloc_zeros::<f32>(m * n_out).map_err(e)?;
-            run_nf4(gpu, xv, m, k_in, &w, Nf4Out::F32(&mut y), transposed).map_err(e)?;
+            run_nf4(gpu, xv, m, k_in, &w, Nf4Out::F32(&mut y), kind).map_err(e)?;
             CudaBuf::F32(y)
         } else {
             let mut y = gpu.alloc_zeros::<u16>(m * n_out).map_err(e)?;
-            run_nf4(gpu, xv, m, k_in, &w, Nf4Out::Bf16(&mut y), transposed).map_err(e)?;
+            run_nf4(gpu, xv, m, k_in, &w, Nf4Out::Bf16(&mut y), kind).map_err(e)?;
             CudaBuf::BF16(y)
         };
         Ok(wrap(gpu, buf, out_shape))
     }
 
     /// The weight dequantized to f32 for this call, then the f32 GEMM (no bf16 rounding).
-    fn product_f32(&self, op: &'static str, x: &Tensor, m: usize, transposed: bool, out_shape: &[usize]) -> Result<Tensor> {
+    fn product_f32(&self, op: &'static str, x: &Tensor, m: usize, kind: Nf4Product, out_shape: &[usize]) -> Result<Tensor> {
         let gpu = &self.gpu;
         let e = |err| gpu_error(op, self.device, err);
         let mut w = gpu.alloc_zeros::<f32>(self.n * self.k).map_err(e)?;
         nk::nf4_dequantize(gpu, &self.weight(), &mut w).map_err(e)?;
         let w = wrap(gpu, CudaBuf::F32(w), &[self.n, self.k]);
         let rows = x.reshape(&[m, x.shape()[x.rank() - 1]])?;
-        let y = if transposed { rows.matmul(&w)? } else { rows.matmul(&w.t()?)? };
+        let y = match kind {
+            Nf4Product::Forward => rows.matmul(&w.t()?)?,
+            Nf4Product::InputGrad => rows.matmul(&w)?,
+        };
         y.reshape(out_shape)
     }
 }
@@ -141,10 +156,13 @@ fn run_nf4(
     ld: usize,
     w: &nk::Nf4Weight<'_>,
     out: Nf4Out<'_>,
-    transposed: bool,
+    kind: Nf4Product,
 ) -> std::result::Result<(), super::GpuError> {
     if m == 0 {
         return Ok(());
     }
-    if transposed { nk::nf4_matmul_transposed(gpu, x, m, ld, w, out) } else { nk::nf4_matmul(gpu, x, m, ld, w, out) }
+    match kind {
+        Nf4Product::Forward => nk::nf4_matmul(gpu, x, m, ld, w, out),
+        Nf4Product::InputGrad => nk::nf4_matmul_transposed(gpu, x, m, ld, w, out),
+    }
 }

@@ -96,6 +96,13 @@ impl Tensor {
         // There is no fused attention kernel yet: on a GPU the same math is composed from the
         // batched GEMM, the additive causal mask and the softmax kernel (in the input's dtype,
         // where the CPU body below computes in f64).
+        if let Some(t) = [k, v].into_iter().find(|t| t.device() != q.device()) {
+            return Err(Error::Device {
+                op: OP,
+                device: t.device(),
+                msg: format!("q is on {} (move every operand to one device)", q.device()),
+            });
+        }
         if q.device().is_cuda() {
             return composed_attention(q, k, v, scale);
         }

@@ -38,6 +38,14 @@ pub fn load_model(cfg: &RunConfig) -> Result<(LlamaModel, Box<dyn TextEncoder>)>
         "bf16" => DType::BF16,
         _ => DType::F32,
     };
+    let device: Device = cfg.model.device.parse().map_err(|msg| Error::Invalid { what: "model.device".into(), msg })?;
+    if device.is_cuda() && dtype != DType::F32 {
+        // The GPU's norms, softmax, reductions and loss have f32 kernels only.
+        return Err(Error::Invalid {
+            what: "model.dtype".into(),
+            msg: format!("{dtype} on {device}: training on CUDA computes in f32 for now (use \"dtype\": \"f32\")"),
+        });
+    }
     let nf4 = cfg.model.nf4.then(Nf4AtLoad::default);
     let (mut model, encoder): (LlamaModel, Box<dyn TextEncoder>) = match &cfg.model.path {
         Some(dir) => {
@@ -55,7 +63,6 @@ pub fn load_model(cfg: &RunConfig) -> Result<(LlamaModel, Box<dyn TextEncoder>)>
         "bf16" => MatmulPrecision::Bf16,
         _ => MatmulPrecision::F32,
     };
-    let device: Device = cfg.model.device.parse().map_err(|msg| Error::Invalid { what: "model.device".into(), msg })?;
     Ok((model.to_device(&device)?, encoder))
 }
 
