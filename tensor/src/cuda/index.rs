@@ -10,7 +10,7 @@
 
 use brainstacks_kernels::embedding::cuda::embedding_f32_bwd;
 
-use super::ops::{dense, f32_of, first, ge, on, wrap};
+use super::ops::{dense, f32_of, first, ge, lookup_rows, on, wrap};
 use super::storage::CudaBuf;
 use crate::{Error, Result, Tensor};
 
@@ -48,7 +48,6 @@ pub(crate) fn select_rows(
     (outer, size, inner): (usize, usize, usize),
     shape: &[usize],
 ) -> Result<Tensor> {
-    use brainstacks_kernels::embedding::cuda::{embedding_bf16_fwd, embedding_f32_fwd};
     let xd = dense(op, x)?;
     let cx = first(op, &xd)?;
     let gpu = cx.gpu();
@@ -59,27 +58,7 @@ pub(crate) fn select_rows(
     }
     let rows: Vec<i64> = (0..outer).flat_map(|o| ids.iter().map(move |&v| (o * size + v) as i64)).collect();
     let rows = gpu.htod(&rows).map_err(&e)?;
-    let table_rows = outer * size;
-    let buf = match cx.buf() {
-        CudaBuf::F32(w) => {
-            let mut y = gpu.alloc_zeros::<f32>(n).map_err(&e)?;
-            embedding_f32_fwd(gpu, w, table_rows, inner, &rows, &mut y).map_err(&e)?;
-            CudaBuf::F32(y)
-        }
-        CudaBuf::BF16(w) => {
-            let mut y = gpu.alloc_zeros::<u16>(n).map_err(&e)?;
-            embedding_bf16_fwd(gpu, w, table_rows, inner, &rows, &mut y).map_err(&e)?;
-            CudaBuf::BF16(y)
-        }
-        b => {
-            return Err(Error::Device {
-                op,
-                device: cx.device(),
-                msg: format!("{op} of {} is not implemented on CUDA yet (f32 and bf16 are)", b.dtype()),
-            });
-        }
-    };
-    Ok(wrap(gpu, buf, shape))
+    lookup_rows(op, cx, outer * size, inner, &rows, shape)
 }
 
 /// `cat` of dense copies of `parts` along a dim split as `[outer, size_i, inner]`: every outer

@@ -536,33 +536,44 @@ pub(crate) fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 
 /// Embedding rows of `table [V, D]` (f32 or bf16) for i64 `ids` on the same device.
 pub(crate) fn embedding(table: &Tensor, ids: &Tensor) -> Result<Tensor> {
-    use brainstacks_kernels::embedding::cuda as ek;
     const OP: &str = "embedding";
     let c0 = first(OP, table)?;
     i64_of(OP, on(OP, ids, c0.device())?)?;
     let (v, d) = (table.shape()[0], table.shape()[1]);
     let (td, id) = (dense(OP, table)?, dense(OP, ids)?);
-    let (ct, ci) = (first(OP, &td)?, first(OP, &id)?);
-    let gpu = ct.gpu();
-    let e = ge(OP, ct);
-    let ids_buf = i64_of(OP, ci)?;
-    let n = ids.elem_count() * d;
     let mut shape = ids.shape().to_vec();
     shape.push(d);
-    let buf = match ct.buf() {
+    lookup_rows(OP, first(OP, &td)?, v, d, i64_of(OP, first(OP, &id)?)?, &shape)
+}
+
+/// Rows `ids` of a dense `table` of `rows` rows of `row` elements (f32 or bf16), through the
+/// embedding-lookup kernels (which check every id against `rows`), shaped `shape`.
+pub(super) fn lookup_rows(
+    op: &'static str,
+    table: &CudaStorage,
+    rows: usize,
+    row: usize,
+    ids: &CudaSlice<i64>,
+    shape: &[usize],
+) -> Result<Tensor> {
+    use brainstacks_kernels::embedding::cuda as ek;
+    let gpu = table.gpu();
+    let e = ge(op, table);
+    let n = ids.len() * row;
+    let buf = match table.buf() {
         CudaBuf::F32(w) => {
             let mut y = gpu.alloc_zeros::<f32>(n).map_err(&e)?;
-            ek::embedding_f32_fwd(gpu, w, v, d, ids_buf, &mut y).map_err(&e)?;
+            ek::embedding_f32_fwd(gpu, w, rows, row, ids, &mut y).map_err(&e)?;
             CudaBuf::F32(y)
         }
         CudaBuf::BF16(w) => {
             let mut y = gpu.alloc_zeros::<u16>(n).map_err(&e)?;
-            ek::embedding_bf16_fwd(gpu, w, v, d, ids_buf, &mut y).map_err(&e)?;
+            ek::embedding_bf16_fwd(gpu, w, rows, row, ids, &mut y).map_err(&e)?;
             CudaBuf::BF16(y)
         }
-        b => return Err(dtype_error(OP, b.dtype(), ct.device(), false)),
+        b => return Err(dtype_error(op, b.dtype(), table.device(), false)),
     };
-    Ok(wrap(gpu, buf, &shape))
+    Ok(wrap(gpu, buf, shape))
 }
 
 /// Validates cross-entropy operands on CUDA: f32 logits `[N, C]`, i64 targets `[N]`.
