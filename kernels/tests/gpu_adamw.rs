@@ -109,7 +109,7 @@ fn adamw_matches_f32_mirror_bitwise_and_f64_oracle() {
                         );
                         let u = update_f64(&c, t, m64[i], v64[i]);
                         let (tp, tm, tv) =
-                            tolerance(&c, p_old[i], m_old[i], v_old[i], gr[i] as f64, p64[i], u);
+                            tolerance(&c, t, p_old[i], m_old[i], v_old[i], gr[i] as f64, p64[i], u);
                         prop_assert!(
                             (gp[i] as f64 - p64[i]).abs() <= tp,
                             "p vs f64: t={} i={}: {} vs {}",

@@ -31,13 +31,17 @@
 //! it, with `u = 2^-24`, a result is accepted when ([`tolerance`]):
 //! - `|m - m64| <= 3u (|beta1 m_old| + |(1 - beta1) g|)`,
 //! - `|v - v64| <= 4u (|beta2 v_old| + |(1 - beta2) g^2|)`,
-//! - `|p - p64| <= u |p64| + lr (16u |u64| + 3u wd |p_old|) + tiny`,
+//! - `|p - p64| <= u |p64| + lr (16u |u64| + (1 + 32u) e_m / bias1 / (sqrt(v64 / bias2) + eps)
+//!   + 3u wd |p_old|) + tiny`, where `e_m` is the bound on `|m - m64|` above,
 //!
 //! Why: `m` is two products and a sum, each a relative rounding of a term (plus the rounding of
 //! `1 - beta1` to f32): three roundings of the terms' magnitudes; `v` has one more (the square).
-//! `u` inherits `m`'s 3u, `v`'s 4u halved by the square root, `1/bias` scalings (2u), sqrt, `+ eps`
-//! and the division (3u): under 12u, 16u allowed; the decay product, `+`, `* lr` and the final
-//! subtraction add the rest.
+//! `m`'s error is relative to the terms, not to `m`: when `beta1 m_old` and `(1 - beta1) g` nearly
+//! cancel, `m` (and so `u`) carries an error far above a few ulps of itself, which `u` passes on
+//! scaled by `1 / bias1 / (sqrt(v64 / bias2) + eps)` (the `e_m` term; a sum of non-negative terms,
+//! `v` cannot cancel). Past that, `u` has `m`'s own roundings, `v`'s 4u halved by the square root,
+//! the `1/bias` scalings (2u), sqrt, `+ eps` and the division (3u): under 12u, 16u allowed; the
+//! decay product, `+`, `* lr` and the final subtraction add the rest.
 
 pub mod cpu;
 #[cfg(feature = "cuda")]
@@ -75,11 +79,13 @@ pub fn step_scalars(c: &AdamWParams, t: u64) -> [f32; 9] {
     ]
 }
 
-/// Allowed `(|p - p64|, |m - m64|, |v - v64|)` for one element against the f64 oracle, given the
-/// old values, the gradient and the oracle's new `p64` and update `u64` (see the module docs).
+/// Allowed `(|p - p64|, |m - m64|, |v - v64|)` for one element of step `t` against the f64 oracle,
+/// given the old values, the gradient and the oracle's new `p64` and update `u64` (see the module
+/// docs).
 #[allow(clippy::too_many_arguments)]
 pub fn tolerance(
     c: &AdamWParams,
+    t: u64,
     p_old: f64,
     m_old: f64,
     v_old: f64,
@@ -91,8 +97,12 @@ pub fn tolerance(
     let tiny = 2f64.powi(-149);
     let tm = 3.0 * u * ((c.beta1 * m_old).abs() + ((1.0 - c.beta1) * g).abs()) + tiny;
     let tv = 4.0 * u * ((c.beta2 * v_old).abs() + ((1.0 - c.beta2) * g * g).abs()) + tiny;
+    let t = i32::try_from(t).unwrap_or(i32::MAX);
+    let (bias1, bias2) = (1.0 - c.beta1.powi(t), 1.0 - c.beta2.powi(t));
+    let v64 = c.beta2 * v_old + (1.0 - c.beta2) * g * g;
+    let m_error_in_u = (1.0 + 32.0 * u) * tm / bias1 / ((v64 / bias2).sqrt() + c.eps);
     let tp = u * p64.abs()
-        + c.lr * (16.0 * u * u64_.abs() + 3.0 * u * c.weight_decay * p_old.abs())
+        + c.lr * (16.0 * u * u64_.abs() + m_error_in_u + 3.0 * u * c.weight_decay * p_old.abs())
         + tiny;
     (tp, tm, tv)
 }
@@ -147,6 +157,7 @@ mod tests {
                 let upd = update_f64(&C, t, m64[i], v64[i]);
                 let (tp, tm, tv) = tolerance(
                     &C,
+                    t,
                     p0[i] as f64,
                     m0[i] as f64,
                     v0[i] as f64,
@@ -164,5 +175,32 @@ mod tests {
                 assert!((v[i] as f64 - v64[i]).abs() <= tv, "t={t} i={i} v");
             }
         }
+    }
+
+    /// `beta1 m_old` and `(1 - beta1) g` nearly cancel (m drops from 0.08 in its terms to 7e-4):
+    /// the f32 mirror's update is off by 4.6e-6 relative, far above a few ulps of `u`, and the
+    /// tolerance must allow for it. Found by running the GPU test under ptxsim; the numbers are
+    /// that failing case (seed 0, element 1003, step 1).
+    #[test]
+    fn tolerance_allows_for_cancellation_in_m() {
+        let c = AdamWParams {
+            lr: 0.3493330442682931,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        };
+        let (p0, m0, v0, g) = (-0.06863356f32, -0.04442836f32, 0.004894948f32, 0.40723646f32);
+        let (mut p, mut m, mut v) = (vec![p0], vec![m0], vec![v0]);
+        adamw_step_f32(&step_scalars(&c, 1), &mut p, &[g], &mut m, &mut v);
+        let (mut p64, mut m64, mut v64) = (vec![p0 as f64], vec![m0 as f64], vec![v0 as f64]);
+        adamw_step_f64(&c, 1, &mut p64, &[g as f64], &mut m64, &mut v64);
+        let upd = update_f64(&c, 1, m64[0], v64[0]);
+        let (tp, _, _) = tolerance(&c, 1, p0 as f64, m0 as f64, v0 as f64, g as f64, p64[0], upd);
+        let err = (p[0] as f64 - p64[0]).abs();
+        // Without the cancellation term the bound would be u |p64| + 16u lr |u64| = 5.3e-9.
+        let u = 2f64.powi(-24);
+        assert!(err > u * p64[0].abs() + 16.0 * u * c.lr * upd.abs(), "the case cancels: {err}");
+        assert!(err <= tp, "{err} > {tp}");
     }
 }
