@@ -462,7 +462,10 @@ fn gate_case(d: GateDims, seed: u64, noise: bool, with_extra: bool) -> Result<()
         }
     }
     // selection: exactly topk of the GPU's own logits; gates: softmax of those (exp's argument
-    // v_j - v_0 is rounded, a relative error of |v_j - v_0| u in the gate)
+    // v_j - v_0 is rounded, a relative error of |v_j - v_0| u in the gate). A gate below f32's
+    // smallest normal may flush to 0 (ex2.approx.ftz): logits 144 apart give exp(-144) = 4e-63,
+    // which ptxsim showed the relative bound alone rejects.
+    let flush = f32::MIN_POSITIVE as f64;
     let gl = wide(&got.logits);
     let (kept, sel) = topk::topk(&gl, d.t, e_n, d.k);
     prop_assert_eq!(&got.idx, &sel);
@@ -473,7 +476,7 @@ fn gate_case(d: GateDims, seed: u64, noise: bool, with_extra: bool) -> Result<()
         for j in 0..d.k {
             let (g, want) = (got.gates[t * d.k + j] as f64, ex[j] / sum);
             prop_assert!(
-                (g - want).abs() <= (d.k as f64 + 16.0 + (row[j] - row[0]).abs()) * 8.0 * u * want,
+                (g - want).abs() <= (d.k as f64 + 16.0 + (row[j] - row[0]).abs()) * 8.0 * u * want + flush,
                 "gate [{}, {}]: gpu {} want {}",
                 t,
                 j,

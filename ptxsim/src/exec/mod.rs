@@ -1,3 +1,7 @@
+//! Error wording matters to the stand-in driver, which maps a fault to a CUDA error code by it:
+//! a message with "misaligned" is a misaligned address, one with "out of bounds", "runs past" or
+//! "no allocation" an illegal address; anything else a launch failure.
+//!
 //! Running a kernel: the CTAs one after another, and inside a CTA every thread on its own until it
 //! reaches a barrier or a warp-collective instruction. A warp's collective runs once every lane
 //! that takes part has arrived; `bar.sync` releases once every thread still running has arrived.
@@ -188,7 +192,7 @@ impl Cta<'_> {
             let dst = self
                 .shared
                 .get_mut(c.dst as usize..c.dst as usize + c.len)
-                .ok_or_else(|| format!("cp.async of {} bytes to shared {:#x}: the block has {len} bytes", c.len, c.dst))?;
+                .ok_or_else(|| format!("cp.async of {} bytes to shared {:#x} out of bounds: the block has {len} bytes", c.len, c.dst))?;
             dst.copy_from_slice(&c.bytes[..c.len]);
         }
         Ok(())
@@ -263,7 +267,7 @@ impl Cta<'_> {
                 let s = self
                     .shared
                     .get(addr as usize..addr as usize + n)
-                    .ok_or_else(|| format!("shared load of {n} bytes at {addr:#x}: the block has {} bytes", self.shared.len()))?;
+                    .ok_or_else(|| format!("shared load of {n} bytes at {addr:#x} out of bounds: the block has {} bytes", self.shared.len()))?;
                 out.copy_from_slice(s);
                 Ok(())
             }
@@ -272,7 +276,7 @@ impl Cta<'_> {
                     .module
                     .const_bank
                     .get(addr as usize..addr as usize + n)
-                    .ok_or_else(|| format!("constant load of {n} bytes at {addr:#x} past the bank"))?;
+                    .ok_or_else(|| format!("constant load of {n} bytes at {addr:#x} out of bounds of the bank"))?;
                 out.copy_from_slice(s);
                 Ok(())
             }
@@ -281,7 +285,7 @@ impl Cta<'_> {
                 let p = &t.frame().params[slot];
                 let s = p
                     .get(addr as usize..addr as usize + n)
-                    .ok_or_else(|| format!("parameter access of {n} bytes at offset {addr} past the parameter"))?;
+                    .ok_or_else(|| format!("parameter access of {n} bytes at offset {addr} out of bounds of the parameter"))?;
                 out.copy_from_slice(s);
                 Ok(())
             }
@@ -301,7 +305,7 @@ impl Cta<'_> {
                 let s = self
                     .shared
                     .get_mut(addr as usize..addr as usize + n)
-                    .ok_or_else(|| format!("shared store of {n} bytes at {addr:#x}: the block has {len} bytes"))?;
+                    .ok_or_else(|| format!("shared store of {n} bytes at {addr:#x} out of bounds: the block has {len} bytes"))?;
                 s.copy_from_slice(data);
                 Ok(())
             }
@@ -310,7 +314,7 @@ impl Cta<'_> {
                 let p = &mut t.frame_mut().params[slot];
                 let s = p
                     .get_mut(addr as usize..addr as usize + n)
-                    .ok_or_else(|| format!("parameter access of {n} bytes at offset {addr} past the parameter"))?;
+                    .ok_or_else(|| format!("parameter access of {n} bytes at offset {addr} out of bounds of the parameter"))?;
                 s.copy_from_slice(data);
                 Ok(())
             }
@@ -550,9 +554,12 @@ impl Cta<'_> {
                     }
                     self.mem.read(src, &mut bytes[..src_size]).map_err(|e| e.to_string())?;
                 }
-                if !dst.is_multiple_of(size as u64) || dst as usize + size > self.shared.len() {
+                if !dst.is_multiple_of(size as u64) {
+                    return Err(format!("misaligned cp.async of {size} bytes to shared {dst:#x}"));
+                }
+                if dst as usize + size > self.shared.len() {
                     return Err(format!(
-                        "cp.async of {size} bytes to shared {dst:#x}: misaligned or past the block's {} bytes",
+                        "cp.async of {size} bytes to shared {dst:#x} out of bounds: the block has {} bytes",
                         self.shared.len()
                     ));
                 }

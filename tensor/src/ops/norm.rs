@@ -83,8 +83,10 @@ pub(crate) fn map_rows<T: WithDType>(
     Tensor::from_vec(out, x.shape(), &x.device())
 }
 
-/// The elements of a contiguous tensor as a typed slice, or a dtype error naming `op`.
+/// The elements of a contiguous CPU tensor as a typed slice; a CUDA tensor gives the op's
+/// not-implemented-on-CUDA error (not a dtype error), another dtype a dtype error naming `op`.
 pub(crate) fn dense<'a, T: WithDType>(t: &'a Tensor, op: &'static str) -> Result<&'a [T]> {
+    t.cpu_storage(op)?;
     t.as_contiguous_slice::<T>().ok_or(Error::DTypeMismatch { op, lhs: t.dtype(), rhs: T::DTYPE })
 }
 

@@ -53,7 +53,7 @@ pub fn view(vals: &[f64], shape: &[usize], dtype: DType, mode: u8, device: &Devi
             // view reads `vals` in row-major order.
             let (a, b) = (shape[r - 2], shape[r - 1]);
             let mut stored = vec![0.0; vals.len()];
-            for (blk, chunk) in vals.chunks(a * b.max(1)).enumerate() {
+            for (blk, chunk) in vals.chunks((a * b).max(1)).enumerate() {
                 for i in 0..a {
                     for j in 0..b {
                         stored[blk * a * b + j * a + i] = chunk[i * b + j];
