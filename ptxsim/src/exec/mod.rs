@@ -49,20 +49,21 @@ pub fn launch(mem: &mut GlobalMemory, module: &Module, entry: &str, dims: Launch
         return Err(SimError::Launch(format!("{entry}: bad geometry grid {:?} block {:?}", dims.grid, dims.block)));
     }
     let shared_bytes = module.dyn_shared_base() + dims.dynamic_shared as u64;
+    // One set of threads and one shared buffer, reset for every block: a grid of many small
+    // blocks would otherwise spend its time in the allocator.
+    let mut threads = Vec::with_capacity(threads as usize);
+    let mut shared = Vec::with_capacity(shared_bytes as usize);
     for z in 0..dims.grid[2] {
         for y in 0..dims.grid[1] {
             for x in 0..dims.grid[0] {
-                let mut cta = Cta {
-                    module,
-                    mem: &mut *mem,
-                    // Shared memory starts as NaN bit patterns (its contents are undefined on a
-                    // GPU): a read of a never-written element shows in the results.
-                    shared: vec![0xff; shared_bytes as usize],
-                    dims,
-                    ctaid: [x, y, z],
-                };
-                cta.run(fi, params)
-                    .map_err(|msg| SimError::Exec { kernel: entry.to_string(), msg: format!("block ({x},{y},{z}): {msg}") })?;
+                // Shared memory starts as NaN bit patterns (its contents are undefined on a
+                // GPU): a read of a never-written element shows in the results.
+                shared.clear();
+                shared.resize(shared_bytes as usize, 0xff);
+                let mut cta = Cta { module, mem: &mut *mem, shared, dims, ctaid: [x, y, z] };
+                let result = cta.run(fi, params, &mut threads);
+                shared = cta.shared;
+                result.map_err(|msg| SimError::Exec { kernel: entry.to_string(), msg: format!("block ({x},{y},{z}): {msg}") })?;
             }
         }
     }
@@ -78,6 +79,26 @@ struct Frame {
     ret_to: Option<usize>,
 }
 
+impl Frame {
+    fn new(f: &Function, func: usize, ret_to: Option<usize>) -> Frame {
+        Frame { func, pc: 0, regs: vec![0; f.regs], params: f.params.iter().map(|p| vec![0; p.bytes]).collect(), ret_to }
+    }
+
+    /// Makes a finished frame the fresh frame of a call to `f` (its buffers kept).
+    fn reuse(&mut self, f: &Function, func: usize, ret_to: Option<usize>) {
+        self.func = func;
+        self.pc = 0;
+        self.ret_to = ret_to;
+        self.regs.clear();
+        self.regs.resize(f.regs, 0);
+        self.params.resize_with(f.params.len(), Vec::new);
+        for (buf, p) in self.params.iter_mut().zip(&f.params) {
+            buf.clear();
+            buf.resize(p.bytes, 0);
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Status {
     Ready,
@@ -90,6 +111,8 @@ enum Status {
 
 pub(crate) struct Thread {
     frames: Vec<Frame>,
+    /// Frames of finished calls, kept so that a call allocates nothing.
+    spare_frames: Vec<Frame>,
     status: Status,
     tid: [u32; 3],
     linear: u32,
@@ -124,27 +147,41 @@ pub(crate) struct Cta<'a> {
 }
 
 impl Cta<'_> {
-    fn run(&mut self, entry: usize, params: &[&[u8]]) -> Result<(), String> {
+    /// Runs this block on `threads` (created on the first block, reset for the later ones).
+    fn run(&mut self, entry: usize, params: &[&[u8]], threads: &mut Vec<Thread>) -> Result<(), String> {
         let f = &self.module.funcs[entry];
         let [bx, by, bz] = self.dims.block;
-        let mut threads = Vec::with_capacity((bx * by * bz) as usize);
-        for z in 0..bz {
-            for y in 0..by {
-                for x in 0..bx {
-                    let mut slots: Vec<Vec<u8>> = f.params.iter().map(|p| vec![0; p.bytes]).collect();
-                    for (p, &slot) in params.iter().zip(&f.formal_params) {
-                        slots[slot].copy_from_slice(p);
+        if threads.is_empty() {
+            for z in 0..bz {
+                for y in 0..by {
+                    for x in 0..bx {
+                        threads.push(Thread {
+                            frames: vec![Frame::new(f, entry, None)],
+                            spare_frames: Vec::new(),
+                            status: Status::Ready,
+                            tid: [x, y, z],
+                            linear: threads.len() as u32,
+                            open_copies: Vec::new(),
+                            copy_groups: std::collections::VecDeque::new(),
+                        });
                     }
-                    threads.push(Thread {
-                        frames: vec![Frame { func: entry, pc: 0, regs: vec![0; f.regs], params: slots, ret_to: None }],
-                        status: Status::Ready,
-                        tid: [x, y, z],
-                        linear: threads.len() as u32,
-                        open_copies: Vec::new(),
-                        copy_groups: std::collections::VecDeque::new(),
-                    });
                 }
             }
+        }
+        for t in threads.iter_mut() {
+            while t.frames.len() > 1 {
+                let fr = t.frames.pop().expect("frame");
+                t.spare_frames.push(fr);
+            }
+            let fr = &mut t.frames[0];
+            fr.pc = 0;
+            fr.regs.fill(0);
+            for (p, &slot) in params.iter().zip(&f.formal_params) {
+                fr.params[slot].copy_from_slice(p);
+            }
+            t.status = Status::Ready;
+            t.open_copies.clear();
+            t.copy_groups.clear();
         }
         // Warps run in a new random order between barriers (seeded per block, so a run is
         // reproducible): a missing barrier shows as a read of NaN-filled or stale shared memory.
@@ -171,7 +208,7 @@ impl Cta<'_> {
             if waiting == 0 {
                 return Ok(());
             }
-            for t in &mut threads {
+            for t in threads.iter_mut() {
                 if t.status == Status::Barrier {
                     t.status = Status::Ready;
                 }
@@ -264,10 +301,9 @@ impl Cta<'_> {
         match space {
             Space::Global => self.mem.read(addr, out).map_err(|e| e.to_string()),
             Space::Shared => {
-                let s = self
-                    .shared
-                    .get(addr as usize..addr as usize + n)
-                    .ok_or_else(|| format!("shared load of {n} bytes at {addr:#x} out of bounds: the block has {} bytes", self.shared.len()))?;
+                let s = self.shared.get(addr as usize..addr as usize + n).ok_or_else(|| {
+                    format!("shared load of {n} bytes at {addr:#x} out of bounds: the block has {} bytes", self.shared.len())
+                })?;
                 out.copy_from_slice(s);
                 Ok(())
             }
@@ -609,12 +645,13 @@ impl Cta<'_> {
                 if let Some(slot) = done.ret_to {
                     let callee = &module.funcs[done.func];
                     let r = callee.ret_param.expect("ret_to only with a return parameter");
-                    let bytes = done.params[r].clone();
+                    let bytes = &done.params[r];
                     let caller = t.frame_mut();
                     let dst = &mut caller.params[slot];
                     let n = dst.len().min(bytes.len());
                     dst[..n].copy_from_slice(&bytes[..n]);
                 }
+                t.spare_frames.push(done);
                 return Ok(());
             }
             Op::BarSync => {
@@ -643,15 +680,25 @@ impl Cta<'_> {
         if args.len() != callee.formal_params.len() {
             return Err(format!("call of {} with {} arguments, it has {} parameters", callee.name, args.len(), callee.formal_params.len()));
         }
-        let mut params: Vec<Vec<u8>> = callee.params.iter().map(|p| vec![0; p.bytes]).collect();
+        let ret_to_slot = match ret {
+            Some(Operand::Sym(Sym::Param(s))) => Some(*s),
+            _ => None,
+        };
+        let mut frame = match t.spare_frames.pop() {
+            Some(mut fr) => {
+                fr.reuse(callee, fi, ret_to_slot);
+                fr
+            }
+            None => Frame::new(callee, fi, ret_to_slot),
+        };
         let caller = t.frame();
         for (arg, &slot) in args.iter().zip(&callee.formal_params) {
             let src = match arg {
                 Operand::Sym(Sym::Param(s)) => &caller.params[*s],
                 other => return Err(format!("call argument {other:?} is not a .param variable")),
             };
-            let n = params[slot].len().min(src.len());
-            params[slot][..n].copy_from_slice(&src[..n]);
+            let n = frame.params[slot].len().min(src.len());
+            frame.params[slot][..n].copy_from_slice(&src[..n]);
         }
         let ret_to = match ret {
             Some(Operand::Sym(Sym::Param(s))) => Some(*s),
@@ -665,7 +712,8 @@ impl Cta<'_> {
         if t.frames.len() > 64 {
             return Err("call depth above 64".into());
         }
-        t.frames.push(Frame { func: fi, pc: 0, regs: vec![0; callee.regs], params, ret_to });
+        debug_assert_eq!(frame.ret_to, ret_to);
+        t.frames.push(frame);
         Ok(())
     }
 }
