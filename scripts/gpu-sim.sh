@@ -4,6 +4,9 @@
 #
 #   scripts/gpu-sim.sh                      every GPU test target (REQUIRE_CUDA=1: none may skip)
 #   scripts/gpu-sim.sh gpu_gemm gpu_nf4     only these test targets (any crate that has them)
+#   scripts/gpu-sim.sh --quick              the subset the test command runs (about a minute of
+#                                           tests: GEMM, NF4, elementwise, AdamW, the training
+#                                           ops, out-of-memory handling, MoE-LoRA through the tape)
 #   PTXSIM_TRACE=1 scripts/gpu-sim.sh ...   one stderr line per kernel launch
 #
 # What passes here is the kernels' logic and their launch code: results against the CPU oracles,
@@ -45,14 +48,19 @@ ALL=(
     "brainstacks-autograd gpu_moe_lora"
     "brainstacks-train gpu_training"
 )
+QUICK=(gpu_elementwise gpu_adamw gpu_gemm gpu_nf4 gpu_training_ops gpu_faults "brainstacks-autograd gpu_moe_lora")
+if [ "${1:-}" = "--quick" ]; then
+    set -- "${QUICK[@]}"
+fi
 SELECTED=()
 for pair in "${ALL[@]}"; do
     if [ $# -eq 0 ]; then
         SELECTED+=("$pair")
         continue
     fi
+    # A name matches a test target in any crate; "crate test" matches one crate's.
     for want in "$@"; do
-        if [ "${pair#* }" = "$want" ]; then SELECTED+=("$pair"); fi
+        if [ "${pair#* }" = "$want" ] || [ "$pair" = "$want" ]; then SELECTED+=("$pair"); fi
     done
 done
 if [ ${#SELECTED[@]} -eq 0 ]; then

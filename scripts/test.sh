@@ -7,6 +7,11 @@
 #   3. cargo bench --workspace --locked --no-run   bench code keeps compiling (nothing is timed)
 #   4. scripts/ptx-check.sh                        every kernels/**/*.ptx assembles for sm_80 and
 #                                                  sm_90 with zero spills (+ the checker's self-test)
+#   5. scripts/ptx-generated-check.sh              unrolled PTX equals its generator's output
+#   6. scripts/ptx-interp-check.sh quick           GEMM, NF4, MoE-LoRA, rsvd PTX in the Python
+#                                                  interpreter (hazard checks on small shapes)
+#   7. scripts/gpu-sim.sh --quick                  a subset of the GPU test binaries, REQUIRE_CUDA=1,
+#                                                  on the ptxsim stand-in driver (no GPU needed)
 #
 # Extra arguments go to step 1 only, e.g.
 #   scripts/test.sh -p brainstacks-tensor          (--workspace is dropped when -p/--package is given)
@@ -68,6 +73,7 @@ run_step "cargo bench --no-run" cargo bench --workspace --locked --no-run
 run_step "ptx check" "$ROOT/scripts/ptx-check.sh"
 run_step "generated ptx in sync" "$ROOT/scripts/ptx-generated-check.sh"
 run_step "ptx interpreter (quick)" "$ROOT/scripts/ptx-interp-check.sh" quick
+run_step "GPU tests on ptxsim (quick)" "$ROOT/scripts/gpu-sim.sh" --quick
 
 printf '\n==============================================================================\n'
 printf '== test.sh summary\n'
