@@ -7,7 +7,13 @@
 #   scripts/gpu-sim.sh --quick              the subset the test command runs (about a minute of
 #                                           tests: GEMM, NF4, elementwise, AdamW, the training
 #                                           ops, out-of-memory handling, MoE-LoRA through the tape)
+#   scripts/gpu-sim.sh gpu_training -- adamw   arguments after -- go to every test binary
+#                                           (a name filter, --skip NAME, --nocapture)
 #   PTXSIM_TRACE=1 scripts/gpu-sim.sh ...   one stderr line per kernel launch
+#
+# The train crate's micro demo (the_demo_pipeline_runs_on_the_gpu) pretrains and trains a
+# width-256 model through the interpreter: hours here. It is skipped unless named after --
+# (e.g. `scripts/gpu-sim.sh gpu_training -- the_demo_pipeline`).
 #
 # What passes here is the kernels' logic and their launch code: results against the CPU oracles,
 # every global and shared access inside its buffer, every warp-collective reached by the whole
@@ -48,6 +54,20 @@ ALL=(
     "brainstacks-autograd gpu_moe_lora"
     "brainstacks-train gpu_training"
 )
+# Arguments after -- go to the test binaries.
+TEST_ARGS=()
+NAMES=()
+while [ $# -gt 0 ]; do
+    if [ "$1" = "--" ]; then
+        shift
+        TEST_ARGS=("$@")
+        break
+    fi
+    NAMES+=("$1")
+    shift
+done
+set -- ${NAMES[@]+"${NAMES[@]}"}
+
 QUICK=(gpu_elementwise gpu_adamw gpu_gemm gpu_nf4 gpu_training_ops gpu_faults "brainstacks-autograd gpu_moe_lora")
 if [ "${1:-}" = "--quick" ]; then
     set -- "${QUICK[@]}"
@@ -73,10 +93,14 @@ FAILED=0
 for pair in "${SELECTED[@]}"; do
     pkg=${pair% *}
     test=${pair#* }
-    printf '\n== %s %s (ptxsim)\n' "$pkg" "$test"
+    args=(${TEST_ARGS[@]+"${TEST_ARGS[@]}"})
+    if [ "$test" = gpu_training ] && [ ${#args[@]} -eq 0 ]; then
+        args=(--skip the_demo_pipeline_runs_on_the_gpu)
+    fi
+    printf '\n== %s %s (ptxsim) %s\n' "$pkg" "$test" "${args[*]+${args[*]}}"
     t0=$SECONDS
     if REQUIRE_CUDA=1 LD_LIBRARY_PATH="$SIM_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-        cargo test --locked --features cuda -p "$pkg" --test "$test"; then
+        cargo test --locked --features cuda -p "$pkg" --test "$test" -- ${args[@]+"${args[@]}"}; then
         RESULTS+=("PASS  $((SECONDS - t0))s  $pkg $test")
     else
         RESULTS+=("FAIL  $((SECONDS - t0))s  $pkg $test")

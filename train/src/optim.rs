@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use brainstacks_autograd::{Gradients, Var, VarId};
+use brainstacks_tensor::ops::optim::{AdamWParams, adamw_step_fused};
 use brainstacks_tensor::{DType, Device, Tensor};
 
 use crate::{Error, Result};
@@ -75,6 +76,13 @@ impl AdamW {
                 Some(mv) => mv,
                 None => (g.zeros_like()?, g.zeros_like()?),
             };
+            // On a GPU (f32): one fused kernel with the same arithmetic, so the same bits.
+            let params = AdamWParams { lr: c.lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weight_decay: c.weight_decay };
+            if let Some((new, m, v)) = adamw_step_fused(p.tensor(), g, &m, &v, &params, self.step)? {
+                p.replace_value(new)?;
+                *slot = Some((m, v));
+                continue;
+            }
             let m = m.affine(c.beta1, 0.0)?.add(&g.mul_scalar(1.0 - c.beta1)?)?;
             let v = v.affine(c.beta2, 0.0)?.add(&g.square()?.mul_scalar(1.0 - c.beta2)?)?;
             let denom = v.mul_scalar(1.0 / bias2)?.sqrt()?.add_scalar(c.eps)?;

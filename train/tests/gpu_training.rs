@@ -15,6 +15,7 @@ use brainstacks_model::moe_lora::MoeLoraConfig;
 use brainstacks_model::stacks::{NullSpaceMode, StackId, StackSet};
 use brainstacks_tensor::{DType, Device, MatmulPrecision, Rng, Tensor};
 use brainstacks_train::demo::{DemoOptions, Silent, run_demo};
+use brainstacks_train::optim::{AdamW, AdamWConfig};
 
 mod common;
 
@@ -140,6 +141,30 @@ fn a_stack_step_with_frozen_stack_and_projector_matches_the_cpu() {
         let (d, scale) = diff(g, c);
         assert!(d <= 1e-3 * scale + 1e-7, "gradient {i} ({:?}): differs by {d} (max |grad| {scale})", c.shape());
     }
+}
+
+/// Three AdamW steps of a parameter that takes the fused kernel on the GPU (f32, one contiguous
+/// tensor and one transposed view) and the composed tensor ops on the CPU: the same bits.
+#[test]
+fn adamw_steps_on_the_gpu_equal_the_cpu_bit_for_bit() {
+    let Some(dev) = gpu("adamw_steps_on_the_gpu_equal_the_cpu_bit_for_bit") else { return };
+    let run = |device: &Device| -> Vec<Vec<u32>> {
+        let randn = |seed: u64, shape: &[usize]| Tensor::randn(&mut Rng::new(seed), 0.0, 1.0, shape, DType::F32, &Device::Cpu).unwrap();
+        let tape = Tape::new();
+        let mut w = tape.param(randn(5, &[7, 33]).to_device(device).unwrap());
+        let mut b = tape.param(randn(6, &[33, 5]).t().unwrap().to_device(device).unwrap());
+        let mut opt = AdamW::new(AdamWConfig { lr: 0.05, weight_decay: 0.1, ..AdamWConfig::default() });
+        for step in 0..3u64 {
+            let x = Var::constant(randn(100 + step, &[7, 33]).to_device(device).unwrap());
+            let y = Var::constant(randn(200 + step, &[5, 33]).to_device(device).unwrap());
+            let loss = w.mul(&x).unwrap().square().unwrap().sum_all().unwrap().add(&b.mul(&y).unwrap().sum_all().unwrap()).unwrap();
+            let grads = tape.backward(&loss).unwrap();
+            opt.step(&mut [&mut w, &mut b], &grads).unwrap();
+        }
+        [w.tensor(), b.tensor()].iter().map(|t| t.to_vec::<f32>().unwrap().iter().map(|x| x.to_bits()).collect()).collect()
+    };
+    let (c, g) = (run(&Device::Cpu), run(&dev));
+    assert_eq!(g, c);
 }
 
 #[test]

@@ -16,6 +16,7 @@ pub use brainstacks_kernels::launch::{CudaSlice, GpuContext, GpuError};
 
 use crate::{Device, Error, Result};
 
+pub(crate) mod adamw;
 pub(crate) mod index;
 mod moe_gate;
 pub(crate) mod moe_lora;

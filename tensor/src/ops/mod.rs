@@ -12,6 +12,7 @@ pub mod loss;
 pub mod matmul;
 pub mod moe_lora;
 pub mod norm;
+pub mod optim;
 pub mod reduce;
 pub mod rope;
 pub mod select;
