@@ -4,9 +4,12 @@
 #
 #   scripts/gpu-sim.sh                      every GPU test target (REQUIRE_CUDA=1: none may skip)
 #   scripts/gpu-sim.sh gpu_gemm gpu_nf4     only these test targets (any crate that has them)
-#   scripts/gpu-sim.sh --quick              the subset the test command runs (about a minute of
-#                                           tests: GEMM, NF4, elementwise, AdamW, the training
-#                                           ops, out-of-memory handling, MoE-LoRA through the tape)
+#   scripts/gpu-sim.sh --quick              the subset the test command runs (about a minute and a
+#                                           half of tests: GEMM, NF4, elementwise, AdamW, the
+#                                           training ops, out-of-memory handling, MoE-LoRA through
+#                                           the tape, and the train crate's GPU tests but the demo:
+#                                           a 4-bit Llama's forward and generation, a stack step,
+#                                           fused AdamW, batched linear gradients)
 #   scripts/gpu-sim.sh gpu_training -- adamw   arguments after -- go to every test binary
 #                                           (a name filter, --skip NAME, --nocapture)
 #   PTXSIM_TRACE=1 scripts/gpu-sim.sh ...   one stderr line per kernel launch
@@ -68,7 +71,7 @@ while [ $# -gt 0 ]; do
 done
 set -- ${NAMES[@]+"${NAMES[@]}"}
 
-QUICK=(gpu_elementwise gpu_adamw gpu_gemm gpu_nf4 gpu_training_ops gpu_faults "brainstacks-autograd gpu_moe_lora")
+QUICK=(gpu_elementwise gpu_adamw gpu_gemm gpu_nf4 gpu_training_ops gpu_faults "brainstacks-autograd gpu_moe_lora" gpu_training)
 if [ "${1:-}" = "--quick" ]; then
     set -- "${QUICK[@]}"
 fi

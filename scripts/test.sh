@@ -10,8 +10,9 @@
 #   5. scripts/ptx-generated-check.sh              unrolled PTX equals its generator's output
 #   6. scripts/ptx-interp-check.sh quick           GEMM, NF4, MoE-LoRA, rsvd PTX in the Python
 #                                                  interpreter (hazard checks on small shapes)
-#   7. scripts/gpu-sim.sh --quick                  a subset of the GPU test binaries, REQUIRE_CUDA=1,
-#                                                  on the ptxsim stand-in driver (no GPU needed)
+#   7. scripts/gpu-sim.sh --quick                  a subset of the GPU tests (kernels, tensor ops,
+#                                                  the tape, a training step), REQUIRE_CUDA=1, on the
+#                                                  ptxsim stand-in driver (no GPU needed)
 #
 # Extra arguments go to step 1 only, e.g.
 #   scripts/test.sh -p brainstacks-tensor          (--workspace is dropped when -p/--package is given)

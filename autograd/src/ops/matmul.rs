@@ -1,7 +1,7 @@
 //! Batched matmul. `dA = dC B^T`, `dB = A^T dC`, each summed over broadcast batch dims. The
 //! transposes are views, so no operand is copied to form them.
 
-use brainstacks_tensor::MatmulPrecision;
+use brainstacks_tensor::{MatmulPrecision, Tensor};
 
 use crate::{Result, Var, record};
 
@@ -20,10 +20,23 @@ impl Var {
         let out = a.matmul_with(&b, precision)?;
         record("matmul", &[self, rhs], out, move |g, needs| {
             let da = if needs[0] { Some(g.matmul_with(&b.t()?, precision)?.sum_to_shape(a.shape())?) } else { None };
-            let db = if needs[1] { Some(a.t()?.matmul_with(g, precision)?.sum_to_shape(b.shape())?) } else { None };
+            let db = if needs[1] { Some(weight_grad(&a, g, b.shape(), precision)?) } else { None };
             Ok(vec![da, db])
         })
     }
+}
+
+/// `dB = A^T dC` summed to `b_shape`. On CUDA, a 2-D `b` (a weight) under a batched `a` takes one
+/// GEMM over the folded batch, `[B*T, k]^T x [B*T, n]`, instead of one GEMM per batch entry, a
+/// `[B, k, n]` buffer and its reduction. The CPU keeps the per-entry sums, and so its bits.
+fn weight_grad(a: &Tensor, g: &Tensor, b_shape: &[usize], precision: MatmulPrecision) -> brainstacks_tensor::Result<Tensor> {
+    let (r, k, n) = (a.rank(), a.shape()[a.rank() - 1], g.shape()[g.rank() - 1]);
+    if a.device().is_cuda() && b_shape.len() == 2 && r >= 3 && g.shape()[..r - 2] == a.shape()[..r - 2] {
+        let rows: usize = a.shape()[..r - 1].iter().product();
+        let (a2, g2) = (a.reshape(&[rows, k])?, g.reshape(&[rows, n])?);
+        return a2.t()?.matmul_with(&g2, precision);
+    }
+    a.t()?.matmul_with(g, precision)?.sum_to_shape(b_shape)
 }
 
 #[cfg(test)]
