@@ -75,6 +75,12 @@ fn param_u64(v: u64) -> Vec<u8> {
     v.to_le_bytes().to_vec()
 }
 
+/// Launches `entry` on a `grid` of blocks of `block` threads with the given parameter bytes.
+fn run(mem: &mut GlobalMemory, m: &Module, entry: &str, grid: u32, block: u32, params: &[Vec<u8>]) -> Result<(), ptxsim::SimError> {
+    let refs: Vec<&[u8]> = params.iter().map(|p| &p[..]).collect();
+    launch(mem, m, entry, dims(grid, block), &refs)
+}
+
 #[test]
 fn guarded_elementwise_kernel_with_a_call() {
     let m = Module::parse(&format!("{HEADER}{AXPY}")).unwrap();
@@ -86,16 +92,14 @@ fn guarded_elementwise_kernel_with_a_call() {
     let (pa, pb) = (upload_f32(&mut mem, &a), upload_f32(&mut mem, &b));
     let py = mem.alloc(n * 4);
     let params = [param_u64(pa), param_u64(pb), param_u64(py), (n as u32).to_le_bytes().to_vec()];
-    let refs: Vec<&[u8]> = params.iter().map(|p| &p[..]).collect();
-    launch(&mut mem, &m, "axpy", dims(2, 64), &refs).unwrap();
+    run(&mut mem, &m, "axpy", 2, 64, &params).unwrap();
     let y = download_f32(&mem, py, n);
     for i in 0..n {
         assert_eq!(y[i], a[i] * 2.0 + b[i], "element {i}");
     }
     // Without the bounds guard's effect (n larger than the buffers): an out-of-bounds error.
     let big = [param_u64(pa), param_u64(pb), param_u64(py), 128u32.to_le_bytes().to_vec()];
-    let refs: Vec<&[u8]> = big.iter().map(|p| &p[..]).collect();
-    let err = launch(&mut mem, &m, "axpy", dims(2, 64), &refs).unwrap_err().to_string();
+    let err = run(&mut mem, &m, "axpy", 2, 64, &big).unwrap_err().to_string();
     assert!(err.contains("runs past the allocation"), "{err}");
 }
 
@@ -156,11 +160,10 @@ fn shuffles_shared_memory_and_a_barrier() {
     let px = upload_f32(&mut mem, &x);
     let py = mem.alloc(4);
     let params = [param_u64(px), param_u64(py)];
-    let refs: Vec<&[u8]> = params.iter().map(|p| &p[..]).collect();
-    launch(&mut mem, &m, "block_sum", dims(1, 128), &refs).unwrap();
+    run(&mut mem, &m, "block_sum", 1, 128, &params).unwrap();
     assert_eq!(download_f32(&mem, py, 1)[0], x.iter().sum::<f32>());
     // Half a warp: the full-mask shuffle names lanes that were never launched.
-    let err = launch(&mut mem, &m, "block_sum", dims(1, 16), &refs).unwrap_err().to_string();
+    let err = run(&mut mem, &m, "block_sum", 1, 16, &params).unwrap_err().to_string();
     assert!(err.contains("not here"), "{err}");
 }
 
@@ -240,8 +243,7 @@ fn ldmatrix_and_mma_give_the_matrix_product() {
     mem.write(pbt, &to_bytes(&bt)).unwrap();
     let pd = mem.alloc(16 * 8 * 4);
     let params = [param_u64(pa), param_u64(pbt), param_u64(pd)];
-    let refs: Vec<&[u8]> = params.iter().map(|p| &p[..]).collect();
-    launch(&mut mem, &m, "mma16", dims(1, 32), &refs).unwrap();
+    run(&mut mem, &m, "mma16", 1, 32, &params).unwrap();
     let d = download_f32(&mem, pd, 128);
     for r in 0..16 {
         for c in 0..8 {
@@ -287,8 +289,7 @@ fn a_missing_barrier_shows_as_never_written_shared_memory() {
         let mut mem = GlobalMemory::new();
         let out = mem.alloc(16 * 4);
         let params = [param_u64(out)];
-        let refs: Vec<&[u8]> = params.iter().map(|p| &p[..]).collect();
-        launch(&mut mem, &m, "handoff", dims(16, 64), &refs).unwrap();
+        run(&mut mem, &m, "handoff", 16, 64, &params).unwrap();
         download_f32(&mem, out, 16)
     };
     assert!(run("bar.sync 0;").iter().all(|&x| x == 1.0));
@@ -336,8 +337,7 @@ fn cp_async_lands_only_at_the_wait() {
         let pin = upload_f32(&mut mem, &input);
         let pout = mem.alloc(32 * 4);
         let params = [param_u64(pin), param_u64(pout)];
-        let refs: Vec<&[u8]> = params.iter().map(|p| &p[..]).collect();
-        launch(&mut mem, &m, "copy", dims(1, 32), &refs).unwrap();
+        run(&mut mem, &m, "copy", 1, 32, &params).unwrap();
         download_f32(&mem, pout, 32)
     };
     let waited = run("cp.async.wait_group 0;", "");
