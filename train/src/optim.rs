@@ -70,6 +70,7 @@ impl AdamW {
         let c = self.config;
         let bias1 = 1.0 - c.beta1.powi(self.step as i32);
         let bias2 = 1.0 - c.beta2.powi(self.step as i32);
+        let fused = AdamWParams { lr: c.lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weight_decay: c.weight_decay };
         for (p, slot) in params.iter_mut().zip(self.moments.iter_mut()) {
             let Some(g) = grads.get(p) else { continue };
             let (m, v) = match slot.take() {
@@ -77,8 +78,7 @@ impl AdamW {
                 None => (g.zeros_like()?, g.zeros_like()?),
             };
             // On a GPU (f32): one fused kernel with the same arithmetic, so the same bits.
-            let params = AdamWParams { lr: c.lr, beta1: c.beta1, beta2: c.beta2, eps: c.eps, weight_decay: c.weight_decay };
-            if let Some((new, m, v)) = adamw_step_fused(p.tensor(), g, &m, &v, &params, self.step)? {
+            if let Some((new, m, v)) = adamw_step_fused(p.tensor(), g, &m, &v, &fused, self.step)? {
                 p.replace_value(new)?;
                 *slot = Some((m, v));
                 continue;
