@@ -414,7 +414,10 @@ impl Parser {
                 ".shared" | ".const" | ".param" | ".global" | ".local" => space = Some(w),
                 ".align" => align = self.int()? as u64,
                 ".v2" | ".v4" => return self.err("vector variables are not supported"),
-                t if t.starts_with('.') => elem = type_bytes(t).ok_or_else(|| self.err::<()>(format!("unknown type {t}")).unwrap_err())?,
+                t if t.starts_with('.') => match type_bytes(t) {
+                    Some(b) => elem = b,
+                    None => return self.err(format!("unknown type {t}")),
+                },
                 _ => break w,
             }
         };
@@ -491,14 +494,16 @@ impl Parser {
             return Ok(slots);
         }
         loop {
-            let mut align = 0;
             let mut elem = 0;
             let mut count = 1;
             let name = loop {
                 let w = self.word()?;
                 match w.as_str() {
                     ".param" => {}
-                    ".align" => align = self.int()?,
+                    // Parameters are copied byte-wise here: their alignment does not matter.
+                    ".align" => {
+                        self.int()?;
+                    }
                     t if t.starts_with('.') => {
                         elem = match type_bytes(t) {
                             Some(b) => b,
@@ -508,7 +513,6 @@ impl Parser {
                     _ => break w,
                 }
             };
-            let _ = align;
             if self.eat_punct('[') {
                 count = self.int()? as usize;
                 self.expect_punct(']')?;
@@ -553,7 +557,6 @@ impl Parser {
             fb.f.ret_param = Some(r[0]);
         }
         fb.f.name = self.word()?;
-        // Register the name before the body so that recursion would resolve.
         let index = self.funcs.len();
         if self.is_punct('(') {
             fb.f.formal_params = self.param_list(&mut fb)?;
@@ -575,8 +578,8 @@ impl Parser {
         if self.eat_punct(';') {
             return self.err("function prototypes without a body are not supported");
         }
+        // Named before the body is parsed, so that a call from the body itself resolves.
         self.by_name.insert(fb.f.name.clone(), index);
-        // Placeholder so that calls to this function from its own body resolve.
         self.expect_punct('{')?;
         self.block(&mut fb)?;
         for (fixup, line) in std::mem::take(&mut fb.fixups) {

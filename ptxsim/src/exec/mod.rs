@@ -225,12 +225,8 @@ impl Cta<'_> {
     /// Writes the landed copies to shared memory, oldest first.
     fn land(&mut self, copies: Vec<AsyncCopy>) -> Result<(), String> {
         for c in copies {
-            let len = self.shared.len();
-            let dst = self
-                .shared
-                .get_mut(c.dst as usize..c.dst as usize + c.len)
-                .ok_or_else(|| format!("cp.async of {} bytes to shared {:#x} out of bounds: the block has {len} bytes", c.len, c.dst))?;
-            dst.copy_from_slice(&c.bytes[..c.len]);
+            let r = span(self.shared.len(), c.dst, c.len, "cp.async to shared")?;
+            self.shared[r].copy_from_slice(&c.bytes[..c.len]);
         }
         Ok(())
     }
@@ -301,28 +297,17 @@ impl Cta<'_> {
         match space {
             Space::Global => self.mem.read(addr, out).map_err(|e| e.to_string()),
             Space::Shared => {
-                let s = self.shared.get(addr as usize..addr as usize + n).ok_or_else(|| {
-                    format!("shared load of {n} bytes at {addr:#x} out of bounds: the block has {} bytes", self.shared.len())
-                })?;
-                out.copy_from_slice(s);
+                out.copy_from_slice(&self.shared[span(self.shared.len(), addr, n, "shared load")?]);
                 Ok(())
             }
             Space::Const => {
-                let s = self
-                    .module
-                    .const_bank
-                    .get(addr as usize..addr as usize + n)
-                    .ok_or_else(|| format!("constant load of {n} bytes at {addr:#x} out of bounds of the bank"))?;
-                out.copy_from_slice(s);
+                let bank = &self.module.const_bank;
+                out.copy_from_slice(&bank[span(bank.len(), addr, n, "constant load")?]);
                 Ok(())
             }
             Space::Param => {
-                let slot = slot.ok_or("a .param access needs a parameter name as its base")?;
-                let p = &t.frame().params[slot];
-                let s = p
-                    .get(addr as usize..addr as usize + n)
-                    .ok_or_else(|| format!("parameter access of {n} bytes at offset {addr} out of bounds of the parameter"))?;
-                out.copy_from_slice(s);
+                let p = &t.frame().params[param_slot(slot)?];
+                out.copy_from_slice(&p[span(p.len(), addr, n, "parameter load")?]);
                 Ok(())
             }
             Space::Local => Err(".local memory is not supported".into()),
@@ -337,21 +322,14 @@ impl Cta<'_> {
         match space {
             Space::Global => self.mem.write(addr, data).map_err(|e| e.to_string()),
             Space::Shared => {
-                let len = self.shared.len();
-                let s = self
-                    .shared
-                    .get_mut(addr as usize..addr as usize + n)
-                    .ok_or_else(|| format!("shared store of {n} bytes at {addr:#x} out of bounds: the block has {len} bytes"))?;
-                s.copy_from_slice(data);
+                let r = span(self.shared.len(), addr, n, "shared store")?;
+                self.shared[r].copy_from_slice(data);
                 Ok(())
             }
             Space::Param => {
-                let slot = slot.ok_or("a .param access needs a parameter name as its base")?;
-                let p = &mut t.frame_mut().params[slot];
-                let s = p
-                    .get_mut(addr as usize..addr as usize + n)
-                    .ok_or_else(|| format!("parameter access of {n} bytes at offset {addr} out of bounds of the parameter"))?;
-                s.copy_from_slice(data);
+                let p = &mut t.frame_mut().params[param_slot(slot)?];
+                let r = span(p.len(), addr, n, "parameter store")?;
+                p[r].copy_from_slice(data);
                 Ok(())
             }
             Space::Const => Err("store to constant memory".into()),
@@ -593,12 +571,8 @@ impl Cta<'_> {
                 if !dst.is_multiple_of(size as u64) {
                     return Err(format!("misaligned cp.async of {size} bytes to shared {dst:#x}"));
                 }
-                if dst as usize + size > self.shared.len() {
-                    return Err(format!(
-                        "cp.async of {size} bytes to shared {dst:#x} out of bounds: the block has {} bytes",
-                        self.shared.len()
-                    ));
-                }
+                // Checked at issue too, so the fault names the cp.async and not the later wait.
+                span(self.shared.len(), dst, size, "cp.async to shared")?;
                 t.open_copies.push(AsyncCopy { dst, bytes, len: size });
             }
             Op::CpAsyncCommit => {
@@ -728,6 +702,21 @@ fn part_width(ty: Ty, n: usize) -> Result<(u32, Ty), String> {
         _ => return Err(format!("mov of {n} parts into {ty:?}")),
     };
     Ok((w, part))
+}
+
+/// The byte range `[addr, addr + n)` of a buffer of `len` bytes, or an out-of-bounds error naming
+/// the access (`what`) and the buffer's size.
+fn span(len: usize, addr: u64, n: usize, what: &str) -> Result<std::ops::Range<usize>, String> {
+    let start = usize::try_from(addr).unwrap_or(usize::MAX);
+    match start.checked_add(n) {
+        Some(end) if end <= len => Ok(start..end),
+        _ => Err(format!("{what} of {n} bytes at {addr:#x} out of bounds: the buffer has {len} bytes")),
+    }
+}
+
+/// The parameter slot of a `.param` access (its base must be a parameter name).
+fn param_slot(slot: Option<usize>) -> Result<usize, String> {
+    slot.ok_or_else(|| "a .param access needs a parameter name as its base".to_string())
 }
 
 /// `PTXSIM_SEED` (default 0): varies the warp order, to shake out barrier bugs.

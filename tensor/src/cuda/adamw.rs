@@ -16,10 +16,18 @@ use crate::{Result, Tensor};
 /// tensor of the same shape (checked by the caller).
 pub(crate) fn adamw_step(p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor, c: &AdamWParams, t: u64) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "adamw_step";
+    // A fresh dense buffer: one device copy of a contiguous view (at any offset); a strided view
+    // is gathered by `dense`, which already copies, and then duplicated (rare for parameters).
     let copy = |x: &Tensor| -> Result<CudaBuf> {
-        let d = dense(OP, x)?;
-        let s = first(OP, &d)?;
-        s.buf().copy_range(s.gpu(), 0, s.len()).map_err(ge(OP, s))
+        let s = first(OP, x)?;
+        match x.layout().contiguous_range() {
+            Some((a, b)) => s.buf().copy_range(s.gpu(), a, b - a).map_err(ge(OP, s)),
+            None => {
+                let d = dense(OP, x)?;
+                let s = first(OP, &d)?;
+                s.buf().copy_range(s.gpu(), 0, s.len()).map_err(ge(OP, s))
+            }
+        }
     };
     let (mut bp, mut bm, mut bv) = (copy(p)?, copy(m)?, copy(v)?);
     let gd = dense(OP, g)?;
