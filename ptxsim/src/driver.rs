@@ -23,7 +23,10 @@
 //! current context. Graphs, stream capture, managed/host/pinned memory, memory pools, external
 //! memory, cooperative and cluster launches, and module globals answer `CUDA_ERROR_NOT_SUPPORTED`.
 //!
-//! Set `PTXSIM_TRACE=1` for one stderr line per launch (kernel, geometry, time taken).
+//! Set `PTXSIM_TRACE=1` for one stderr line per launch (kernel, geometry, time taken), and
+//! `PTXSIM_PROFILE=FILE` to append one JSON line per launch to FILE with the launch's memory
+//! traffic per PTX instruction (global sectors, shared wavefronts; `scripts/ptxsim-profile.py`
+//! summarises the file).
 
 // The entry points must carry the driver API's names and parameter names.
 #![allow(non_snake_case)]
@@ -149,6 +152,22 @@ thread_local! {
 fn trace_enabled() -> bool {
     static TRACE: OnceLock<bool> = OnceLock::new();
     *TRACE.get_or_init(|| std::env::var("PTXSIM_TRACE").is_ok_and(|v| v == "1"))
+}
+
+/// Where `PTXSIM_PROFILE` asks for one JSON line per launch with its memory-traffic counts
+/// (see [`crate::profile`]); `None` when it is unset or empty.
+fn profile_path() -> Option<&'static std::path::Path> {
+    static PATH: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+    PATH.get_or_init(|| std::env::var_os("PTXSIM_PROFILE").filter(|v| !v.is_empty()).map(Into::into)).as_deref()
+}
+
+fn append_profile_line(path: &std::path::Path, line: &str) -> Result<(), Failure> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Failure::new(CUDA_ERROR_UNKNOWN, format!("PTXSIM_PROFILE {}: {e}", path.display())))?;
+    writeln!(f, "{line}").map_err(|e| Failure::new(CUDA_ERROR_UNKNOWN, format!("PTXSIM_PROFILE {}: {e}", path.display())))
 }
 
 /// Everything the driver knows; created by `cuInit`.
@@ -1775,7 +1794,11 @@ unsafe fn launch(
         let dims = LaunchDims { grid, block, dynamic_shared: shared };
         let slices: Vec<&[u8]> = params.iter().map(Vec::as_slice).collect();
         let start = Instant::now();
-        let result = crate::launch(&mut st.mem, module, &entry, dims, &slices);
+        let mut profile = profile_path().map(|_| crate::profile::LaunchProfile::default());
+        let result = crate::launch_profiled(&mut st.mem, module, &entry, dims, &slices, profile.as_mut());
+        if let (Some(p), Some(path), Ok(())) = (&profile, profile_path(), &result) {
+            append_profile_line(path, &p.to_json(&entry, grid, block, shared))?;
+        }
         if trace_enabled() {
             eprintln!(
                 "ptxsim: launch {entry} grid={grid:?} block={block:?} dynamic_shared={shared} {:.3} ms{}",

@@ -6,7 +6,8 @@
 //! private folder and runs the GPU test binaries with that folder on `LD_LIBRARY_PATH`; cudarc
 //! loads it exactly as it would load NVIDIA's driver.
 //!
-//! What it is not: a performance model or a conformance suite. It executes the instructions the
+//! What it is not: a timing model or a conformance suite (it does count memory traffic: global
+//! sectors and shared-memory wavefronts per instruction, see [`profile`]). It executes the instructions the
 //! project's PTX uses (with the semantics of the PTX ISA), one thread at a time, switching threads
 //! at barriers and warp-collective instructions (`shfl`, `ldmatrix`, `mma`). It checks more than a
 //! GPU does: every global and shared access is bounds-checked, and a warp-collective instruction
@@ -16,8 +17,9 @@ pub mod driver;
 mod exec;
 pub mod memory;
 mod parse;
+pub mod profile;
 
-pub use exec::{LaunchDims, launch};
+pub use exec::{LaunchDims, launch, launch_profiled};
 pub use memory::GlobalMemory;
 pub use parse::Module;
 

@@ -345,3 +345,106 @@ fn cp_async_lands_only_at_the_wait() {
     let early = run("", "cp.async.wait_all;");
     assert!(early.iter().all(|x| x.is_nan()), "{early:?}");
 }
+
+/// Each of `iters` rounds: thread t reads a[(t * stride) % n] from global memory and writes it to
+/// shared word (t * stride) % 1024; threads t >= active skip both.
+const STRIDED: &str = r#"
+.visible .entry strided(.param .u64 pa, .param .u32 pstride, .param .u32 pactive, .param .u32 piters)
+{
+    .reg .b32 %r<12>;
+    .reg .b64 %rd<4>;
+    .reg .f32 %f<2>;
+    .reg .pred %p<3>;
+    .shared .align 4 .b8 tile[4096];
+    ld.param.u64 %rd0, [pa];
+    ld.param.u32 %r0, [pstride];
+    ld.param.u32 %r1, [pactive];
+    ld.param.u32 %r2, [piters];
+    mov.u32 %r3, %tid.x;
+    setp.ge.u32 %p0, %r3, %r1;
+    mul.lo.u32 %r4, %r3, %r0;
+    and.b32 %r4, %r4, 1023;
+    mov.u32 %r5, 0;
+LOOP:
+    setp.ge.u32 %p1, %r5, %r2;
+    @%p1 bra DONE;
+    @%p0 bra SKIP;
+    mul.wide.u32 %rd1, %r4, 4;
+    add.u64 %rd2, %rd0, %rd1;
+    ld.global.f32 %f0, [%rd2];
+    mov.u32 %r6, tile;
+    mad.lo.u32 %r7, %r4, 4, %r6;
+    st.shared.f32 [%r7], %f0;
+SKIP:
+    bar.sync 0;
+    add.u32 %r5, %r5, 1;
+    bra LOOP;
+DONE:
+    ret;
+}
+"#;
+
+/// (requests, distinct bytes, transactions, ideal transactions) of one space.
+type Totals = (u64, u64, u64, u64);
+
+/// Global (requests, bytes, sectors, ideal) and shared (requests, bytes, wavefronts, ideal) of one
+/// launch of `strided` on one block of `block` threads.
+fn strided_profile(block: u32, stride: u32, active: u32, iters: u32) -> (Totals, Totals) {
+    let m = Module::parse(&format!("{HEADER}{STRIDED}")).unwrap();
+    let mut mem = GlobalMemory::new();
+    let a = mem.alloc(4096);
+    let params = [param_u64(a), stride.to_le_bytes().to_vec(), active.to_le_bytes().to_vec(), iters.to_le_bytes().to_vec()];
+    let refs: Vec<&[u8]> = params.iter().map(|p| &p[..]).collect();
+    let mut p = ptxsim::profile::LaunchProfile::default();
+    ptxsim::launch_profiled(&mut mem, &m, "strided", dims(1, block), &refs, Some(&mut p)).unwrap();
+    (p.totals("global"), p.totals("shared"))
+}
+
+#[test]
+fn the_profile_counts_sectors_and_bank_conflicts_per_warp_request() {
+    // Two warps, three rounds, unit stride: 6 requests of 128 bytes each, 4 sectors and one
+    // wavefront apiece.
+    assert_eq!(strided_profile(64, 1, 64, 3), ((6, 768, 24, 24), (6, 768, 6, 6)));
+    // Stride 2: twice the sectors; a two-way bank conflict.
+    assert_eq!(strided_profile(64, 2, 64, 3), ((6, 768, 48, 24), (6, 768, 12, 6)));
+    // Stride 32 words: a sector per lane; every lane in one bank.
+    assert_eq!(strided_profile(32, 32, 32, 1), ((1, 128, 32, 4), (1, 128, 32, 1)));
+    // Stride 33 (a padded row): still a sector per lane, but no bank conflict.
+    assert_eq!(strided_profile(32, 33, 32, 1), ((1, 128, 32, 4), (1, 128, 1, 1)));
+    // Only 40 of 64 threads active: the second warp's requests have 8 lanes (one sector).
+    assert_eq!(strided_profile(64, 1, 40, 2), ((4, 320, 10, 10), (4, 320, 4, 4)));
+}
+
+#[test]
+fn the_profile_counts_ldmatrix_phases_and_mma() {
+    let m = Module::parse(&format!("{HEADER}{MMA}")).unwrap();
+    let mut mem = GlobalMemory::new();
+    let (pa, pbt, pd) = (mem.alloc(512), mem.alloc(256), mem.alloc(512));
+    let params = [param_u64(pa), param_u64(pbt), param_u64(pd)];
+    let refs: Vec<&[u8]> = params.iter().map(|p| &p[..]).collect();
+    let mut p = ptxsim::profile::LaunchProfile::default();
+    ptxsim::launch_profiled(&mut mem, &m, "mma16", dims(1, 32), &refs, Some(&mut p)).unwrap();
+    assert_eq!(p.mma, 1);
+    let by_line: Vec<(&str, u64, u64, u64)> = p.sites.values().map(|s| (s.space, s.requests, s.transactions, s.ideal)).collect();
+    assert_eq!(
+        by_line,
+        vec![
+            // cp.async: 512 contiguous bytes read (16 sectors) and written (4 quarter-warp phases).
+            ("global", 1, 16, 16),
+            ("shared", 1, 4, 4),
+            // ld.global.v2 and st.shared.v2 of 256 contiguous bytes.
+            ("global", 1, 8, 8),
+            ("shared", 1, 2, 2),
+            // ldmatrix.x4 of A, rows 32 bytes apart: rows r and r + 4 of each matrix share banks,
+            // two wavefronts per matrix.
+            ("shared", 1, 8, 4),
+            // ldmatrix.x2 of B^T, the same row pitch.
+            ("shared", 1, 4, 2),
+            // The two st.global.v2 of D: 256 contiguous bytes each.
+            ("global", 1, 8, 8),
+            ("global", 1, 8, 8),
+        ]
+    );
+    // Every lane executes the kernel's instructions once, in one warp.
+    assert!(p.warp_instructions > 30 && p.warp_instructions < 60, "{}", p.warp_instructions);
+}

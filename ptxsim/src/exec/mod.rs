@@ -13,6 +13,7 @@ mod warp;
 use crate::SimError;
 use crate::memory::GlobalMemory;
 use crate::parse::{AddrBase, Function, Imm, Inst, Module, Operand, Special, Sym};
+use crate::profile::LaunchProfile;
 use alu::*;
 use op::{AtomOp, Op, Space, Ty};
 
@@ -27,6 +28,19 @@ pub struct LaunchDims {
 /// Runs `entry` of `module` to completion. `params[i]` holds the bytes of the entry's i-th
 /// parameter.
 pub fn launch(mem: &mut GlobalMemory, module: &Module, entry: &str, dims: LaunchDims, params: &[&[u8]]) -> Result<(), SimError> {
+    launch_profiled(mem, module, entry, dims, params, None)
+}
+
+/// [`launch`], also counting the memory traffic of every global and shared access into
+/// `profile` when one is given (see [`crate::profile`]).
+pub fn launch_profiled(
+    mem: &mut GlobalMemory,
+    module: &Module,
+    entry: &str,
+    dims: LaunchDims,
+    params: &[&[u8]],
+    mut profile: Option<&mut LaunchProfile>,
+) -> Result<(), SimError> {
     let &fi = module.by_name.get(entry).ok_or_else(|| SimError::Launch(format!("no kernel {entry} in the module")))?;
     let func = &module.funcs[fi];
     if !func.is_entry {
@@ -60,7 +74,7 @@ pub fn launch(mem: &mut GlobalMemory, module: &Module, entry: &str, dims: Launch
                 // GPU): a read of a never-written element shows in the results.
                 shared.clear();
                 shared.resize(shared_bytes as usize, 0xff);
-                let mut cta = Cta { module, mem: &mut *mem, shared, dims, ctaid: [x, y, z] };
+                let mut cta = Cta { module, mem: &mut *mem, shared, dims, ctaid: [x, y, z], profile: profile.as_deref_mut() };
                 let result = cta.run(fi, params, &mut threads);
                 shared = cta.shared;
                 result.map_err(|msg| SimError::Exec { kernel: entry.to_string(), msg: format!("block ({x},{y},{z}): {msg}") })?;
@@ -116,6 +130,8 @@ pub(crate) struct Thread {
     status: Status,
     tid: [u32; 3],
     linear: u32,
+    /// Instructions executed in this block (for the profile's warp instruction count).
+    executed: u64,
     /// `cp.async` copies issued since the last `commit_group`.
     open_copies: Vec<AsyncCopy>,
     /// Committed groups not yet landed, oldest first.
@@ -144,6 +160,7 @@ pub(crate) struct Cta<'a> {
     shared: Vec<u8>,
     dims: LaunchDims,
     ctaid: [u32; 3],
+    profile: Option<&'a mut LaunchProfile>,
 }
 
 impl Cta<'_> {
@@ -163,6 +180,7 @@ impl Cta<'_> {
                             linear: threads.len() as u32,
                             open_copies: Vec::new(),
                             copy_groups: std::collections::VecDeque::new(),
+                            executed: 0,
                         });
                     }
                 }
@@ -182,6 +200,7 @@ impl Cta<'_> {
             t.status = Status::Ready;
             t.open_copies.clear();
             t.copy_groups.clear();
+            t.executed = 0;
         }
         // Warps run in a new random order between barriers (seeded per block, so a run is
         // reproducible): a missing barrier shows as a read of NaN-filled or stale shared memory.
@@ -205,6 +224,13 @@ impl Cta<'_> {
                 }
             }
             let waiting = threads.iter().filter(|t| t.status == Status::Barrier).count();
+            if let Some(p) = self.profile.as_deref_mut() {
+                if waiting == 0 {
+                    p.end_block(threads.iter().map(|t| t.executed));
+                } else {
+                    p.settle();
+                }
+            }
             if waiting == 0 {
                 return Ok(());
             }
@@ -337,9 +363,18 @@ impl Cta<'_> {
         }
     }
 
+    /// Counts an access in the profile, when there is one.
+    fn note_access(&mut self, t: &Thread, space: Space, addr: u64, bytes: usize) {
+        if let Some(p) = self.profile.as_deref_mut() {
+            let fr = t.frame();
+            p.access(self.module, t.linear, fr.func, fr.pc, space, addr, bytes);
+        }
+    }
+
     /// Executes the instruction at the thread's pc (or stops the thread at a barrier or a
     /// collective).
     fn step(&mut self, t: &mut Thread) -> Result<(), String> {
+        t.executed += 1;
         let module = self.module;
         let fr = t.frame();
         let func: &Function = &module.funcs[fr.func];
@@ -495,6 +530,7 @@ impl Cta<'_> {
                 let n = ty.bytes() * vec as usize;
                 let mut buf = [0u8; 32];
                 self.load(t, space, addr, slot, &mut buf[..n])?;
+                self.note_access(t, space, addr, n);
                 let dsts: &[Operand] = match arg(0)? {
                     Operand::Vec(v) => v,
                     o => std::slice::from_ref(o),
@@ -525,6 +561,7 @@ impl Cta<'_> {
                     buf[i * w..(i + 1) * w].copy_from_slice(&v.to_le_bytes()[..w]);
                 }
                 self.store(t, space, addr, slot, &buf[..w * srcs.len()])?;
+                self.note_access(t, space, addr, w * srcs.len());
             }
             Op::Atom { space, op, ty } => {
                 let (addr, slot) = self.address(t, arg(1)?)?;
@@ -548,6 +585,7 @@ impl Cta<'_> {
                     }
                 };
                 self.store(t, space, addr, slot, &mask(new, ty).to_le_bytes()[..n])?;
+                self.note_access(t, space, addr, n);
                 Self::set(t, arg(0)?, old)?;
             }
             Op::CpAsync => {
@@ -573,6 +611,10 @@ impl Cta<'_> {
                 }
                 // Checked at issue too, so the fault names the cp.async and not the later wait.
                 span(self.shared.len(), dst, size, "cp.async to shared")?;
+                if src_size > 0 {
+                    self.note_access(t, Space::Global, src, src_size);
+                }
+                self.note_access(t, Space::Shared, dst, size);
                 t.open_copies.push(AsyncCopy { dst, bytes, len: size });
             }
             Op::CpAsyncCommit => {

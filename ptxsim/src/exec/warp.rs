@@ -88,16 +88,21 @@ pub(super) fn collective(cta: &mut Cta, warp: &mut [Thread]) -> Result<(), Strin
             let num = num as usize;
             // rows[m][r]: the 8 b16 values of row r of matrix m, from the address lane 8m + r gave.
             let mut rows = vec![[[0u16; 8]; 8]; num];
+            let mut row_addrs = Vec::with_capacity(8 * num);
             for m in 0..num {
                 for r in 0..8 {
                     let t = &warp[8 * m + r];
                     let (addr, _) = cta.address(t, &inst.args[1])?;
+                    row_addrs.push(((8 * m + r) as u8, addr));
                     let mut buf = [0u8; 16];
                     cta.load(t, super::op::Space::Shared, addr, None, &mut buf).map_err(|e| here(format!("lane {}: {e}", 8 * m + r)))?;
                     for (c, v) in rows[m][r].iter_mut().enumerate() {
                         *v = u16::from_le_bytes([buf[2 * c], buf[2 * c + 1]]);
                     }
                 }
+            }
+            if let Some(p) = cta.profile.as_deref_mut() {
+                p.warp_request(cta.module, func, pc, &row_addrs, 16);
             }
             let dsts = vec_operands(&inst.args[0], num).map_err(here)?;
             (0..32)
@@ -116,6 +121,9 @@ pub(super) fn collective(cta: &mut Cta, warp: &mut [Thread]) -> Result<(), Strin
         }
         Op::MmaBf16 => {
             everyone("mma.sync")?;
+            if let Some(p) = cta.profile.as_deref_mut() {
+                p.mma += 1;
+            }
             let a = &inst.args;
             let (da, aa, ba, ca) = (
                 vec_operands(&a[0], 4).map_err(here)?,
