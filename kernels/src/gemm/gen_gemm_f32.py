@@ -7,7 +7,11 @@ staging copies and the predicated epilogue. The geometry is documented in the he
 
 BM = BN = 128
 BK = 8
-BUF = BK * BM * 4  # bytes of one A (or B) shared tile: 8 x 128 f32
+# Shared tile rows (one k each) are padded from 128 to 132 floats: when the global loads run k
+# fastest (a_cs == 1 or b_cs != 1), the 32 lanes of a staging store cover 8 k x 4 m; with 128-float
+# rows every k lands in the same bank (an 8-way conflict), with 132 each k shifts by 4 banks.
+ROW = BM + 4
+BUF = BK * ROW * 4  # bytes of one A (or B) shared tile: 8 rows of 132 f32
 
 HEADER = f"""//
 // gemm_f32.ptx: f32 GEMM on the SIMT cores, any shapes and any strides (hand-designed PTX; the
@@ -26,7 +30,8 @@ HEADER = f"""//
 //   shared memory (static: A and B tiles, double-buffered, 4 x {BUF} = {4 * BUF} bytes).
 //   Block tile {BM} x {BN}, k-tile {BK}. Thread (ty, tx) = (tid/16, tid%16) computes the 8 x 8 outputs
 //   rows {{4ty + i, 64 + 4ty + i}}, cols {{4tx + j, 64 + 4tx + j}} (i, j < 4), reading its A and B
-//   values from shared memory as float4s (As[k][m], Bs[k][n], m / n contiguous).
+//   values from shared memory as float4s (As[k][m], Bs[k][n], m / n contiguous; rows padded to
+//   {ROW} floats so that the k-fastest staging stores are free of bank conflicts).
 //   Each thread stages 4 elements of A and 4 of B per k-tile through registers (zero outside the
 //   matrix), loaded while the previous tile is being multiplied; the element order follows the
 //   unit stride (k fastest when a_cs == 1, else m fastest; n fastest when b_cs == 1, else k
@@ -34,7 +39,8 @@ HEADER = f"""//
 //   t&1 while tile t+1 is written to the other.
 //
 // History: v1 (2026-11-27) 64 x 64 tile, 4 x 4 per thread; v2 (same day) 128 x 128, 8 x 8 per
-//   thread, double-buffered shared tiles.
+//   thread, double-buffered shared tiles; v3 (2026-11-28) shared rows padded to {ROW} floats (the
+//   ptxsim profile counted 3-5 wavefronts per staging store, now 1).
 //
 """
 
@@ -118,7 +124,7 @@ def main():
             e("add.u64         %rd30, %rd30, %rd31;")
             e("shl.b64         %rd30, %rd30, 2;")
             e("add.u64         %rd10, %rd30, %rd1;        // A pointer of element 0, next tile")
-        e(f"mad.lo.u32      %r45, %r43, {BM}, %r42;")
+        e(f"mad.lo.u32      %r45, %r43, {ROW}, %r42;")
         e("shl.b32         %r45, %r45, 2;")
         e(f"add.u32         %r{32 + q}, %r45, %r40;")
         e(f"mad.lo.u32      %r42, %r23, {q}, %r21;        // n in tile")
@@ -132,7 +138,7 @@ def main():
             e("add.u64         %rd30, %rd30, %rd31;")
             e("shl.b64         %rd30, %rd30, 2;")
             e("add.u64         %rd14, %rd30, %rd2;        // B pointer of element 0, next tile")
-        e(f"mad.lo.u32      %r45, %r43, {BN}, %r42;")
+        e(f"mad.lo.u32      %r45, %r43, {ROW}, %r42;")
         e("shl.b32         %r45, %r45, 2;")
         e(f"add.u32         %r{36 + q}, %r45, %r41;")
     e(f"mul.wide.u32    %rd20, %r5, {BK * 4};             // A step per k-tile ({BK} * a_cs * 4 bytes)")
@@ -205,7 +211,7 @@ def main():
     e("add.u32         %r52, %r46, %r48;")
     e("add.u32         %r53, %r47, %r48;")
     for kk in range(BK):
-        off = kk * BM * 4
+        off = kk * ROW * 4
         e(f"ld.shared.v4.f32 {{%fa0, %fa1, %fa2, %fa3}}, [%r52+{off}];")
         e(f"ld.shared.v4.f32 {{%fa4, %fa5, %fa6, %fa7}}, [%r52+{off + 256}];")
         e(f"ld.shared.v4.f32 {{%fb0, %fb1, %fb2, %fb3}}, [%r53+{off}];")

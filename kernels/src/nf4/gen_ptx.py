@@ -480,7 +480,9 @@ emit(f""".visible .entry nf4_gemm_bf16_f32_skinny(
     mov.f32         %fz, 0f00000000;
 
     // pair table: entry e = tid, low half bf16(code[e >> 4]), high half bf16(code[e & 15]),
-    // stored 32 times at words 32*e .. 32*e + 31 (bytes 128*e ..)
+    // stored 32 times at words 32*e .. 32*e + 31 (bytes 128*e ..). Store j writes 16-byte chunk
+    // (j + tid) & 7 of the row, so the 8 lanes of a quarter-warp phase write 8 different bank
+    // groups (chunk j for every lane would put all eight in the same four banks: 8-way conflict).
     mov.u64         %rd_code, nf4_code_bits;
     shr.u32         %r_x, %r_tid, 4;
     mul.wide.u32    %rd_t, %r_x, 4;
@@ -494,7 +496,10 @@ emit(f""".visible .entry nf4_gemm_bf16_f32_skinny(
     mov.u32         %r_lb, sk_smem;
     mad.lo.u32      %r_x, %r_tid, 128, %r_lb;""")
 for j in range(8):
-    emit(f"    st.shared.v4.b32 [%r_x+{16*j}], {{%r_e, %r_e, %r_e, %r_e}};")
+    emit(f"    add.u32         %r_idx, %r_tid, {j};")
+    emit("    and.b32         %r_idx, %r_idx, 7;")
+    emit("    mad.lo.u32      %r_idx, %r_idx, 16, %r_x;")
+    emit("    st.shared.v4.b32 [%r_idx], {%r_e, %r_e, %r_e, %r_e};")
 emit("""    bar.sync        0;
     mad.lo.u32      %r_lb, %r_lane, 4, %r_lb;         // this lane's copy: table + 4*lane""")
 emit("    // Loop invariants. Columns >= N are clamped to row N-1 (valid memory, finite values; those")
@@ -604,13 +609,18 @@ emit("SK_H1_DONE:")
 emit("""    add.u32         %r_c, %r_c, 8;
     bra.uni         SK_CHUNK;
 SK_REDUCE:
-    // partial tiles to shared (reusing the table): red[warp][lane][16] = byte offset 64 * tid
+    // partial tiles to shared (reusing the table): red[warp][lane][16] at byte offset 64 * tid,
+    // its 16-byte chunk q stored at position q ^ ((tid >> 1) & 3) of the row. Unswizzled, the 8
+    // lanes of a quarter-warp phase (rows 64 bytes apart) would share 4 bank groups, 4-way.
     bar.sync        0;
     mov.u32         %r_red, sk_smem;
-    mad.lo.u32      %r_x, %r_tid, 64, %r_red;""")
+    mad.lo.u32      %r_x, %r_tid, 64, %r_red;
+    bfe.u32         %r_e, %r_tid, 1, 2;               // swizzle key""")
 for q in range(4):
     r = ", ".join(f"%acc{4*q+i}" for i in range(4))
-    emit(f"    st.shared.v4.f32 [%r_x+{16*q}], {{{r}}};")
+    emit(f"    xor.b32         %r_idx, %r_e, {q};")
+    emit("    mad.lo.u32      %r_idx, %r_idx, 16, %r_x;")
+    emit(f"    st.shared.v4.f32 [%r_idx], {{{r}}};")
 emit("    bar.sync        0;")
 for half in range(2):
     emit(f"    // output o = tid + {256*half}: m = o >> 5, column n0 + (o & 31)")
@@ -622,8 +632,10 @@ for half in range(2):
     emit("    shl.b32         %r_src, %r_src, 2;")
     emit("    bfe.u32         %r_x, %r_nl, 1, 2;")
     emit("    add.u32         %r_src, %r_src, %r_x;")
+    emit("    bfe.u32         %r_e, %r_src, 1, 2;               // the source row's swizzle key")
     emit("    shl.b32         %r_src, %r_src, 4;                // lane * 16")
     emit("    shr.u32         %r_x, %r_nl, 3;")
+    emit("    xor.b32         %r_x, %r_x, %r_e;                 // chunk position")
     emit("    shl.b32         %r_x, %r_x, 2;")
     emit("    add.u32         %r_src, %r_src, %r_x;")
     emit("    shr.u32         %r_x, %r_m, 3;")
@@ -1033,12 +1045,17 @@ for e in range(8):
 emit("""    add.u32         %r_s, %r_s, 8;
     bra.uni         ST_STEP;
 ST_REDUCE:
-    // partial tiles to shared: red[warp][lane][32] = byte offset 128 * tid
+    // partial tiles to shared: red[warp][lane][32] at byte offset 128 * tid, its 16-byte chunk q
+    // stored at position q ^ (tid & 7) of the row. Unswizzled, the 8 lanes of a quarter-warp
+    // phase (rows 128 bytes apart) would all hit the same four banks, 8-way.
     mov.u32         %r_red, st_red;
-    mad.lo.u32      %r_x, %r_tid, 128, %r_red;""")
+    mad.lo.u32      %r_x, %r_tid, 128, %r_red;
+    and.b32         %r_row, %r_tid, 7;                // swizzle key""")
 for q in range(8):
     r = ", ".join(f"%acc{4*q+i}" for i in range(4))
-    emit(f"    st.shared.v4.f32 [%r_x+{16*q}], {{{r}}};")
+    emit(f"    xor.b32         %r_o, %r_row, {q};")
+    emit("    mad.lo.u32      %r_o, %r_o, 16, %r_x;")
+    emit(f"    st.shared.v4.f32 [%r_o], {{{r}}};")
 emit("    bar.sync        0;")
 for q in range(4):
     emit(f"    // output o = tid + {256*q}: m = o >> 6, column kk = o & 63 (tile kk & 7, c = kk >> 3)")
@@ -1050,8 +1067,10 @@ for q in range(4):
     emit("    shl.b32         %r_src, %r_src, 2;")
     emit("    bfe.u32         %r_x, %r_kk, 4, 2;")
     emit("    add.u32         %r_src, %r_src, %r_x;")
+    emit("    and.b32         %r_row, %r_src, 7;                // the source row's swizzle key")
     emit("    shl.b32         %r_src, %r_src, 5;                // lane * 32")
     emit("    and.b32         %r_x, %r_kk, 7;")
+    emit("    xor.b32         %r_x, %r_x, %r_row;               // chunk position")
     emit("    shl.b32         %r_x, %r_x, 2;")
     emit("    add.u32         %r_src, %r_src, %r_x;")
     emit("    shr.u32         %r_x, %r_m, 3;")
