@@ -81,7 +81,8 @@ HEADER = r"""//
 //              4 columns per 16-byte shared load. Static shared 28672 bytes.
 //   combine:   grid (ceil(n_out / 64), ceil(T / 32)); a block owns 32 tokens x 64 outputs, thread
 //              (tid & 63, tid >> 6 + 4 u), u < 8. Per used expert it stages W_e (64 x r, rows padded
-//              to an odd stride) and the 32 tokens' scaled mids (r x 32). Static shared 33280 bytes.
+//              to an odd stride) and the 32 tokens' scaled mids (r x 32, rows padded to 32 +
+//              max(1, 32 / r) floats against bank conflicts). Static shared 33536 bytes.
 //   combine_small: grid (ceil(n_out / 64), ceil(T / 32)); thread (tid & 15, tid >> 4) owns outputs
 //              4 (tid & 15) .. + 3 of tokens tid >> 4 and + 16 (a 16-byte shared load of W per rank
 //              feeds 4 fma). Stages all E experts' W (E r x 64), the tile's scaled mids (32 x k r)
@@ -391,6 +392,15 @@ C_TAB_DONE:
     mul.lo.u32      %r_wa0, %r_o, %r_rp;
     shl.b32         %r_wa0, %r_wa0, 2;
     add.u32         %r_wa0, %r_wa0, %r_ws;      // &ws[o][0]
+    // ms row stride S = 32 + max(1, 32 / r) floats: the staging stores' lanes cover 32 / r tokens
+    // m by r ranks i, and with S = 32 the ranks of a token all fell in one bank (r-way conflict);
+    // i S + m now spreads them over distinct banks when r divides 32 (nearly so otherwise).
+    mov.u32         %r_msr, 32;
+    div.u32         %r_msr, %r_msr, %r_r;
+    setp.eq.u32     %p_a, %r_msr, 0;            // r > 32
+    @%p_a mov.u32   %r_msr, 1;
+    add.u32         %r_msr, %r_msr, 32;
+    shl.b32         %r_msb, %r_msr, 2;          // S in bytes
     shl.b32         %r_ma0, %r_mq, 2;
     add.u32         %r_ma0, %r_ma0, %r_ms;      // &ms[0][mq]
     setp.ne.u32     %p_wt, %r_w_trans, 0;
@@ -471,8 +481,7 @@ C_ML:
     mul.rn.f32      %f_c, %f_c, %f_scale;       // g s
     mul.rn.f32      %f_v, %f_c, %f_v;
 C_ML_ST:
-    shl.b32         %r_a, %r_i, 5;
-    add.u32         %r_a, %r_a, %r_m;
+    mad.lo.u32      %r_a, %r_i, %r_msr, %r_m;
     shl.b32         %r_a, %r_a, 2;
     add.u32         %r_a, %r_a, %r_ms;
     st.shared.f32   [%r_a], %f_v;
@@ -499,7 +508,7 @@ C_I:
     for u in range(8):
         e(f"    @%p_u{u} fma.rn.f32 %f_acc{u}, %f_w, %f_m{u}, %f_acc{u};")
     e("""    add.u32         %r_wa, %r_wa, 4;
-    add.u32         %r_ma, %r_ma, 128;
+    add.u32         %r_ma, %r_ma, %r_msb;
     add.u32         %r_i, %r_i, 1;
     setp.lt.u32     %p_a, %r_i, %r_r;
     @%p_a bra       C_I;
@@ -525,7 +534,8 @@ C_E_DONE:
     params = [("mid", "u64"), ("eidx", "u64"), ("g", "u64"), ("scale", "f32"), ("use_gate", "u32"),
               ("w", "u64"), ("w_trans", "u32"), ("tokens", "u32"), ("k", "u32"), ("experts", "u32"),
               ("r", "u32"), ("n_out", "u32"), ("out", "u64")]
-    shared = [("c_jof", 32 * 64 * 4), ("c_used", 256), ("c_ws", 64 * 65 * 4), ("c_ms", 64 * 32 * 4)]
+    # ms: r rows of S = 32 + max(1, 32 / r) floats, at most 64 * 33 (r = 64).
+    shared = [("c_jof", 32 * 64 * 4), ("c_used", 256), ("c_ws", 64 * 65 * 4), ("c_ms", 64 * 33 * 4)]
     return entry("moe_lora_combine_f32", params, shared, "\n".join(L))
 
 
@@ -1278,7 +1288,10 @@ def combine_small():
     mul.lo.u32      %r_kr, %r_k, %r_r;
     setp.ne.u32     %p_ug, %r_use_gate, 0;
     setp.ne.u32     %p_wt, %r_w_trans, 0;
-    // every expert's W tile: ws[(e r + i) 64 + ol] = W_e(o0 + ol, i), zero past n_out
+    // every expert's W tile: ws[(e r + i) 64 + (ol ^ 4 (i & 7))] = W_e(o0 + ol, i), zero past
+    // n_out. The XOR moves 16-byte chunk ol >> 2 of row i to chunk (ol >> 2) ^ (i & 7): the loads
+    // below still read 4 contiguous outputs, and the staging stores (lanes along i, one ol) no
+    // longer all hit bank ol (an r-way conflict for B, whose memory order is i fastest).
     mul.lo.u32      %r_lim, %r_experts, %r_r;
     shl.b32         %r_lim, %r_lim, 6;
     mov.u32         %r_q, %r_tid;
@@ -1311,9 +1324,12 @@ S_WL_LD:
     add.u64         %rd_t, %rd_w, %rd_t;
     ld.global.nc.f32 %f_v, [%rd_t];
 S_WL_ST:
+    and.b32         %r_key, %r_i, 7;
+    shl.b32         %r_key, %r_key, 2;
+    xor.b32         %r_key, %r_key, %r_ol;      // swizzled column
     mad.lo.u32      %r_a, %r_e, %r_r, %r_i;
     shl.b32         %r_a, %r_a, 6;
-    add.u32         %r_a, %r_a, %r_ol;
+    add.u32         %r_a, %r_a, %r_key;
     shl.b32         %r_a, %r_a, 2;
     add.u32         %r_a, %r_a, %r_ws;
     st.shared.f32   [%r_a], %f_v;
@@ -1374,8 +1390,7 @@ S_ML_DONE:
     bar.sync        0;
     and.b32         %r_o4, %r_tid, 15;          // outputs o0 + 4 o4 .. + 3
     shr.u32         %r_mq, %r_tid, 4;           // tokens mq, mq + 16
-    shl.b32         %r_wo, %r_o4, 4;
-    add.u32         %r_wo, %r_wo, %r_ws;        // &ws[0][4 o4]""")
+""")
     for u in range(2):
         for c in range(4):
             e(f"    mov.f32         %f_acc{u}{c}, {F0};")
@@ -1391,11 +1406,15 @@ S_J{u}:
     ld.shared.u32   %r_e, [%r_tb];
     mul.lo.u32      %r_wa, %r_e, %r_r;
     shl.b32         %r_wa, %r_wa, 8;
-    add.u32         %r_wa, %r_wa, %r_wo;        // &ws[e r][4 o4]
+    add.u32         %r_wa, %r_wa, %r_ws;        // &ws[e r][0]
     mov.u32         %r_i, 0;
 S_I{u}:
     ld.shared.f32   %f_m, [%r_mb];
-    ld.shared.v4.f32 {{%f_w0, %f_w1, %f_w2, %f_w3}}, [%r_wa];""")
+    and.b32         %r_key, %r_i, 7;
+    xor.b32         %r_key, %r_key, %r_o4;      // the chunk holding outputs 4 o4 .. + 3
+    shl.b32         %r_key, %r_key, 4;
+    add.u32         %r_key, %r_key, %r_wa;
+    ld.shared.v4.f32 {{%f_w0, %f_w1, %f_w2, %f_w3}}, [%r_key];""")
         for c in range(4):
             e(f"    fma.rn.f32      %f_acc{u}{c}, %f_w{c}, %f_m, %f_acc{u}{c};")
         e(f"""    add.u32         %r_mb, %r_mb, 4;
