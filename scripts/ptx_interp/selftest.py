@@ -34,8 +34,8 @@ MUTATIONS = [
      '@%p_c bra       TC_EPILOGUE;\n    bar.sync        0;', '@%p_c bra       TC_EPILOGUE;',
      lambda m, r: check_nf4.case_tc(m, r, 19, 10, 128, 136, False, False)),
     ('nf4 skinny: reduction barrier dropped', NF4,
-     'SK_REDUCE:\n    // partial tiles to shared (reusing the table): red[warp][lane][16] = byte '
-     'offset 64 * tid\n    bar.sync        0;', 'SK_REDUCE:',
+     'lanes of a quarter-warp phase (rows 64 bytes apart) would share 4 bank groups, 4-way.\n'
+     '    bar.sync        0;', 'lanes of a quarter-warp phase (rows 64 bytes apart) would share 4 bank groups, 4-way.',
      lambda m, r: check_nf4.case_skinny(m, r, 3, 37, 192, 200, False, False)),
     ('nf4 dequant: nibble order swapped', NF4, 'bfe.u32         %r_t0, %r_w, 4, 4;',
      'bfe.u32         %r_t0, %r_w, 0, 4;',
