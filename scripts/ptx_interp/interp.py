@@ -218,9 +218,10 @@ def run(mod, name, grid, block, params, mem, seed=1, dyn_smem=0):
         const_addr[k] = CONST_BASE + len(const_bytes)
         const_bytes += v
     rng = random.Random(seed)
-    for by in range(grid[1]):
-        for bx in range(grid[0]):
-            run_block(e, (bx, by), grid, block, pmap, mem, const_addr, bytes(const_bytes), rng)
+    for bz in range(grid[2] if len(grid) > 2 else 1):
+        for by in range(grid[1]):
+            for bx in range(grid[0]):
+                run_block(e, (bx, by, bz), grid, block, pmap, mem, const_addr, bytes(const_bytes), rng)
 
 
 def run_block(e, ctaid, grid, nthreads, pmap, mem, const_addr, const_bytes, rng):
@@ -240,6 +241,8 @@ def run_block(e, ctaid, grid, nthreads, pmap, mem, const_addr, const_bytes, rng)
             return ctaid[0]
         if name == '%ctaid.y':
             return ctaid[1]
+        if name == '%ctaid.z':
+            return ctaid[2]
         if name == '%nctaid.x':
             return grid[0]
         try:
@@ -346,6 +349,8 @@ def run_block(e, ctaid, grid, nthreads, pmap, mem, const_addr, const_bytes, rng)
             R[d] = v(1) >> v(2)
         elif op == 'xor.b32':
             R[d] = v(1) ^ v(2)
+        elif op == 'or.b32':
+            R[d] = v(1) | v(2)
         elif op == 'div.u32':
             R[d] = (v(1) & MASK32) // (v(2) & MASK32)
         elif op == 'rem.u32':
