@@ -20,7 +20,7 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
-pub use cudarc::driver::{CudaSlice, LaunchConfig};
+pub use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, LaunchConfig};
 
 use crate::registry::{ALL, EntrySpec, ModuleId};
 

@@ -270,10 +270,11 @@ pub const GEMM_BF16_TN_BF16_WIDE: EntrySpec = EntrySpec {
     name: "gemm_bf16_tn_bf16_wide",
     params: 9,
 };
-/// Entry `gemm_f32(a, b, c, m, n, k, a_rs, a_cs, b_rs, b_cs, ldc)`.
+/// Entry `gemm_f32(a, b, c, m, n, k, a_rs, a_cs, b_rs, b_cs, ldc, nb_inner, a_bso, a_bsi, b_bso,
+/// b_bsi, c_bs)`.
 pub const GEMM_F32: EntrySpec = EntrySpec {
     name: "gemm_f32",
-    params: 11,
+    params: 17,
 };
 
 /// Entry `nf4_dequant_f32(packed, absmax, q8, nested, map, offset, dq, out, n_words)`.

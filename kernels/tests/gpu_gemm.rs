@@ -15,8 +15,8 @@
 mod common;
 
 use brainstacks_kernels::gemm::cuda::{
-    Bf16Layout, Bf16Tile, GemmDims, Strides, gemm_bf16, gemm_bf16_to_bf16, gemm_bf16_with_tile,
-    gemm_f32,
+    Bf16Layout, Bf16Tile, GemmBatch, GemmDims, Strides, gemm_bf16, gemm_bf16_to_bf16,
+    gemm_bf16_with_tile, gemm_f32, gemm_f32_batched,
 };
 use brainstacks_kernels::gemm::{
     check_close_f32, f32_tolerance, gemm_abs_reference_f32, gemm_reference_f32,
@@ -407,6 +407,78 @@ fn gemm_f32_rejects_operands_that_do_not_fit() {
     assert!(matches!(e, GpuError::Invalid { .. }), "{e}");
     let e = gemm_f32(g, 2, 2, 5, &a, s, &a, Strides { rs: 2, cs: 1 }, &mut c, 3).unwrap_err();
     assert!(matches!(e, GpuError::Invalid { .. }), "{e}");
+}
+
+/// One launch over `outer x inner` products: A entries packed with a gap after each (and read
+/// from a view that starts past the buffer's first element), B shared by the outer entries
+/// (batch stride 0), C entries dense. Every entry against the oracle.
+#[test]
+fn gemm_f32_batched_matches_oracle_per_entry() {
+    let Some(g) = gpu() else { return };
+    let mut runner = TestRunner::new(Config::with_cases(24));
+    let sizes = prop_oneof![Just(1usize), Just(17), Just(64), Just(129), 1usize..80];
+    let case = (
+        (sizes.clone(), sizes.clone(), prop_oneof![Just(0usize), 1usize..70]),
+        (1usize..4, 1usize..5),
+        (any::<bool>(), any::<bool>()),
+        (0usize..3, 0usize..9),
+        any::<u64>(),
+    );
+    runner
+        .run(&case, |((m, n, k), (outer, inner), (ta, tb), (gap, lead), seed)| {
+            let count = outer * inner;
+            let a_entries: Vec<(Vec<f32>, Strides)> = (0..count).map(|z| f32_operand(m, k, ta, 1, seed ^ z as u64)).collect();
+            let b_entries: Vec<(Vec<f32>, Strides)> = (0..inner).map(|z| f32_operand(k, n, tb, 0, seed ^ 0xB0 ^ z as u64)).collect();
+            let (sa, sb) = (a_entries[0].1, b_entries[0].1);
+            let a_step = a_entries[0].0.len() + gap;
+            let mut a_all = vec![f32::NAN; lead + count * a_step];
+            for (z, (v, _)) in a_entries.iter().enumerate() {
+                a_all[lead + z * a_step..][..v.len()].copy_from_slice(v);
+            }
+            let b_step = b_entries[0].0.len();
+            let b_all: Vec<f32> = b_entries.iter().flat_map(|(v, _)| v.iter().copied()).collect();
+            let batch = GemmBatch { outer, inner, a: (inner * a_step, a_step), b: (0, b_step), c: m * n };
+            let da = g.htod(&a_all).unwrap();
+            let db = g.htod(&b_all).unwrap();
+            let mut dc = g.htod(&vec![SENTINEL; count * m * n + 3]).unwrap();
+            let a_view = da.slice(lead..);
+            gemm_f32_batched(g, m, n, k, batch, &a_view, sa, &db.as_view(), sb, &mut dc.as_view_mut(), n).unwrap();
+            let got = g.dtoh(&dc).unwrap();
+            let ctx = format!("m={m} n={n} k={k} batch {outer}x{inner} A {sa:?} B {sb:?} gap={gap} lead={lead}");
+            prop_assert!(got[count * m * n..].iter().all(|&x| x == SENTINEL), "{}: wrote past the last entry", ctx);
+            for z in 0..count {
+                let (a, b) = (&a_entries[z].0, &b_entries[z % inner].0);
+                let want = gemm_reference_f32(m, n, k, a, sa.rs, sa.cs, b, sb.rs, sb.cs);
+                let abs = gemm_abs_reference_f32(m, n, k, a, sa.rs, sa.cs, b, sb.rs, sb.cs);
+                check_close_f32(&got[z * m * n..(z + 1) * m * n], &want, &abs, k)
+                    .map_err(|e| TestCaseError::fail(format!("{ctx}, entry {z}: {e}")))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn gemm_f32_batched_rejects_entries_that_do_not_fit_or_overlap() {
+    let Some(g) = gpu() else { return };
+    let a = g.htod(&[0f32; 12]).unwrap();
+    let mut c = g.alloc_zeros::<f32>(8).unwrap();
+    let s = Strides { rs: 2, cs: 1 };
+    let fits = GemmBatch { outer: 1, inner: 3, a: (0, 4), b: (0, 4), c: 2 };
+    // Three 1 x 2 products of A (1 x 2) and B (2 x 2, 4 elements apart): the last entry ends at 12.
+    gemm_f32_batched(g, 1, 2, 2, fits, &a.as_view(), s, &a.as_view(), s, &mut c.as_view_mut(), 2).unwrap();
+    for (what, batch) in [
+        ("past the end of B", GemmBatch { b: (0, 5), ..fits }),
+        ("overlapping C entries", GemmBatch { c: 1, ..fits }),
+        ("past the end of C", GemmBatch { c: 4, ..fits }),
+    ] {
+        let e = gemm_f32_batched(g, 1, 2, 2, batch, &a.as_view(), s, &a.as_view(), s, &mut c.as_view_mut(), 2).unwrap_err();
+        assert!(matches!(e, GpuError::Invalid { .. }), "{what}: {e}");
+    }
+    let huge = GemmBatch { outer: 65_536, inner: 1, a: (0, 0), b: (0, 0), c: 2 };
+    let mut big = g.alloc_zeros::<f32>(2 * 65_536).unwrap();
+    let e = gemm_f32_batched(g, 1, 2, 2, huge, &a.as_view(), s, &a.as_view(), s, &mut big.as_view_mut(), 2).unwrap_err();
+    assert!(e.to_string().contains("65535"), "{e}");
 }
 
 /// Throughput of the bf16 kernel at 4096^3 and 8192^3 (run with `--ignored --nocapture` on a GPU);

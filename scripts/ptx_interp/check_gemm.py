@@ -90,35 +90,46 @@ def main():
     mod32 = pi.Module(open(os.path.join(KERNELS, 'gemm', 'gemm_f32.ptx')).read())
     ok &= case_f32(mod32, rng, 13, 19, 21, False, False)
     ok &= case_f32(mod32, rng, 9, 130, 17, True, True)
+    ok &= case_f32(mod32, rng, 7, 11, 5, True, False, batch=(2, 3))
     print('ALL OK' if ok else 'FAILURES')
     sys.exit(0 if ok else 1)
 
 
 
 
-def case_f32(mod, rng, m, n, k, ta, tb):
-    """gemm_f32 with A (m x k) and B (k x n) read transposed or not (strides)."""
-    A = [rng.uniform(-1, 1) for _ in range(m * k)]
-    B = [rng.uniform(-1, 1) for _ in range(k * n)]
+def case_f32(mod, rng, m, n, k, ta, tb, batch=(1, 1)):
+    """gemm_f32 with A (m x k) and B (k x n) read transposed or not (strides), over a batch of
+    (outer, inner) products in one launch: A entries stacked with padding between them, B shared
+    by the outer entries (batch stride 0) and stacked over the inner ones, C dense."""
+    outer, inner = batch
     a_rs, a_cs = (1, m) if ta else (k, 1)
     b_rs, b_cs = (1, k) if tb else (n, 1)
+    a_bsi = m * k + 3
+    a_bso, b_bso, b_bsi, c_bs = inner * a_bsi, 0, k * n, m * n
+    count = outer * inner
+    A = [rng.uniform(-1, 1) for _ in range(max(1, count * a_bsi))]
+    B = [rng.uniform(-1, 1) for _ in range(max(1, inner * k * n))]
     mem = pi.Global()
-    pa = mem.alloc(struct.pack(f'<{m * k}f', *A) or bytes(16))
-    pb = mem.alloc(struct.pack(f'<{k * n}f', *B) or bytes(16))
-    pc = mem.alloc(bytes(4 * m * n))
+    pa = mem.alloc(struct.pack(f'<{len(A)}f', *A))
+    pb = mem.alloc(struct.pack(f'<{len(B)}f', *B))
+    pc = mem.alloc(bytes(4 * count * m * n) or bytes(16))
     A = [pi.b2f(pi.f2b(x)) for x in A]
     B = [pi.b2f(pi.f2b(x)) for x in B]
-    pi.run(mod, 'gemm_f32', ((n + 127) // 128, (m + 127) // 128), 256,
-           [pa, pb, pc, m, n, k, a_rs, a_cs, b_rs, b_cs, n], mem, seed=rng.randrange(1 << 30))
-    got = struct.unpack(f'<{m * n}f', bytes(mem.get(pc)))
+    pi.run(mod, 'gemm_f32', ((n + 127) // 128, (m + 127) // 128, count), 256,
+           [pa, pb, pc, m, n, k, a_rs, a_cs, b_rs, b_cs, n, inner, a_bso, a_bsi, b_bso, b_bsi, c_bs],
+           mem, seed=rng.randrange(1 << 30))
+    got = struct.unpack(f'<{count * m * n}f', bytes(mem.get(pc))[:4 * count * m * n])
     bad = 0
-    for i in range(m):
-        for j in range(n):
-            w = sum(A[i * a_rs + p * a_cs] * B[p * b_rs + j * b_cs] for p in range(k))
-            s = sum(abs(A[i * a_rs + p * a_cs] * B[p * b_rs + j * b_cs]) for p in range(k))
-            if not abs(got[i * n + j] - w) <= (k + 4) * 2.0 ** -23 * s:
-                bad += 1
-    print(f'gemm_f32 m={m} n={n} k={k} ta={ta} tb={tb}: {"OK" if not bad else f"{bad} BAD"}')
+    for zo in range(outer):
+        for zi in range(inner):
+            z, ao, bo = zo * inner + zi, zo * a_bso + zi * a_bsi, zo * b_bso + zi * b_bsi
+            for i in range(m):
+                for j in range(n):
+                    terms = [A[ao + i * a_rs + p * a_cs] * B[bo + p * b_rs + j * b_cs] for p in range(k)]
+                    w, s = sum(terms), sum(abs(t) for t in terms)
+                    if not abs(got[z * c_bs + i * n + j] - w) <= (k + 4) * 2.0 ** -23 * s:
+                        bad += 1
+    print(f'gemm_f32 m={m} n={n} k={k} ta={ta} tb={tb} batch={batch}: {"OK" if not bad else f"{bad} BAD"}')
     return bad == 0
 
 

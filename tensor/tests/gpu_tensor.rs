@@ -361,6 +361,49 @@ fn matmul_matches_the_cpu() {
     .unwrap();
 }
 
+/// Batch dims the way attention makes them (heads split out of a `[B, T, H*D]` activation and
+/// moved in front of T, so the batch strides are not those of a dense `[B, H]` block), a key
+/// broadcast over the heads (stride 0, grouped-query attention), three batch dims that do not
+/// merge (one launch per entry), and a view starting past the buffer's first element.
+#[test]
+fn matmul_with_attention_batch_strides_matches_the_cpu() {
+    let Some(dev) = gpu() else { return };
+    let mut r = runner(16);
+    let dim = || prop_oneof![Just(1usize), 1..40usize, Just(67)];
+    let strat = (1usize..4, 1usize..4, dim(), dim(), 0usize..3, any::<u64>());
+    r.run(&strat, |(b, h, t, d, lead, seed)| {
+        let on = |v: &[f64], shape: &[usize], device: &Device| {
+            Tensor::from_vec(v.to_vec(), shape, &Device::Cpu).unwrap().to_dtype(DType::F32).unwrap().to_device(device).unwrap()
+        };
+        // q, k: [B, T, H, D] stored with `lead` extra rows in front, then narrowed and permuted
+        // to [B, H, T, D]; kv: [B, 1, T, D] broadcast to [B, H, T, D].
+        let q_vals = values((b * t + lead) * h * d, seed, 1.0);
+        let k_vals = values(b * t * h * d, seed ^ 3, 1.0);
+        let kv_vals = values(b * t * d, seed ^ 5, 1.0);
+        let heads = |x: &Tensor, rows: usize| {
+            x.narrow(0, lead.min(rows), b * t).unwrap().reshape(&[b, t, h, d]).unwrap().permute(&[0, 2, 1, 3]).unwrap()
+        };
+        let q_c = heads(&on(&q_vals, &[b * t + lead, h * d], &Device::Cpu), b * t + lead);
+        let q_g = heads(&on(&q_vals, &[b * t + lead, h * d], &dev), b * t + lead);
+        let k_c = on(&k_vals, &[b, t, h, d], &Device::Cpu).permute(&[0, 2, 3, 1]).unwrap();
+        let k_g = on(&k_vals, &[b, t, h, d], &dev).permute(&[0, 2, 3, 1]).unwrap();
+        let tol = (d as f64 + 2.0) * d as f64 / (1u64 << 24) as f64 + 1e-30;
+        // scores [B, H, T, T] = q k^T, both operands with permuted batch strides.
+        rel_close("q k^T", &q_g.matmul(&k_g).unwrap(), &q_c.matmul(&k_c).unwrap(), 0.0, tol)?;
+        // The same against a key shared by all heads (broadcast batch stride 0).
+        let kv = |device: &Device| on(&kv_vals, &[b, 1, t, d], device).broadcast_as(&[b, h, t, d]).unwrap().transpose(2, 3).unwrap();
+        rel_close("q kv^T (broadcast over heads)", &q_g.matmul(&kv(&dev)).unwrap(), &q_c.matmul(&kv(&Device::Cpu)).unwrap(), 0.0, tol)?;
+        // Three batch dims that do not merge: [2, B, H, T, D] from a permuted [B, 2, T, H, D].
+        let x_vals = values(b * 2 * t * h * d, seed ^ 7, 1.0);
+        let x = |device: &Device| on(&x_vals, &[b, 2, t, h, d], device).permute(&[1, 0, 3, 2, 4]).unwrap();
+        let y = |device: &Device| {
+            on(&k_vals, &[b, t, h, d], device).permute(&[0, 2, 3, 1]).unwrap().unsqueeze(0).unwrap().broadcast_as(&[2, b, h, d, t]).unwrap()
+        };
+        rel_close("three batch dims", &x(&dev).matmul(&y(&dev)).unwrap(), &x(&Device::Cpu).matmul(&y(&Device::Cpu)).unwrap(), 0.0, tol)
+    })
+    .unwrap();
+}
+
 #[test]
 fn ops_without_a_cuda_path_say_so() {
     let Some(dev) = gpu() else { return };

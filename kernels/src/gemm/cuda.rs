@@ -4,7 +4,7 @@
 //! Shapes are checked here and reported as [`GpuError::Invalid`]; every operand is a whole slice
 //! read with a leading dimension (row stride, in elements), so row-padded views need no copy.
 
-use crate::launch::{CudaSlice, GpuContext, GpuError, LaunchConfig};
+use crate::launch::{CudaSlice, CudaView, CudaViewMut, GpuContext, GpuError, LaunchConfig};
 use crate::registry::{
     EntrySpec, GEMM_BF16_NN_BF16, GEMM_BF16_NN_BF16_WIDE, GEMM_BF16_NN_F32, GEMM_BF16_NN_F32_WIDE,
     GEMM_BF16_NT_BF16, GEMM_BF16_NT_BF16_WIDE, GEMM_BF16_NT_F32, GEMM_BF16_NT_F32_WIDE,
@@ -362,10 +362,76 @@ pub fn gemm_f32(
     c: &mut CudaSlice<f32>,
     ldc: usize,
 ) -> Result<(), GpuError> {
+    let (a, b) = (a.as_view(), b.as_view());
+    gemm_f32_batched(gpu, m, n, k, GemmBatch::ONE, &a, a_strides, &b, b_strides, &mut c.as_view_mut(), ldc)
+}
+
+/// The batch of a batched GEMM: entries `z = zo * inner + zi` (`zo < outer`, `zi < inner`),
+/// entry `z` reading `A` at element offset `zo * a.0 + zi * a.1`, `B` at `zo * b.0 + zi * b.1`
+/// and writing `C` at `z * c`. Two batch dimensions, so that a `[batch, heads, rows, cols]` view
+/// with any strides (attention's per-head products) is one launch; a stride of 0 broadcasts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmBatch {
+    pub outer: usize,
+    pub inner: usize,
+    pub a: (usize, usize),
+    pub b: (usize, usize),
+    pub c: usize,
+}
+
+impl GemmBatch {
+    /// A single product.
+    pub const ONE: GemmBatch = GemmBatch { outer: 1, inner: 1, a: (0, 0), b: (0, 0), c: 0 };
+
+    /// The number of products.
+    pub fn count(&self) -> usize {
+        self.outer * self.inner
+    }
+}
+
+/// The largest grid z (the batch) one launch may have.
+const MAX_GRID_Z: usize = 65_535;
+
+/// [`gemm_f32`] over a batch of products in one launch (grid z): entry `z` of [`GemmBatch`]
+/// computes `C_z = A_z·B_z` with the strides of `gemm_f32` inside each entry. The operands are
+/// views, so they may start anywhere in a buffer. Every entry is checked to lie inside its view,
+/// and the `C` entries must not overlap (each is written by its own blocks, without atomics).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_f32_batched(
+    gpu: &GpuContext,
+    m: usize,
+    n: usize,
+    k: usize,
+    batch: GemmBatch,
+    a: &CudaView<'_, f32>,
+    a_strides: Strides,
+    b: &CudaView<'_, f32>,
+    b_strides: Strides,
+    c: &mut CudaViewMut<'_, f32>,
+    ldc: usize,
+) -> Result<(), GpuError> {
     const OP: &str = "gemm_f32";
-    check_strided(OP, "A", a.len(), m, k, a_strides)?;
-    check_strided(OP, "B", b.len(), k, n, b_strides)?;
-    check_operand(OP, "C", c.len(), m, n, ldc)?;
+    let count = batch.count();
+    if count == 0 {
+        return Ok(());
+    }
+    if count > MAX_GRID_Z {
+        return Err(invalid(OP, format!("a batch of {count} products is more than one launch's {MAX_GRID_Z}")));
+    }
+    let last = |(so, si): (usize, usize)| {
+        (batch.outer - 1).checked_mul(so).zip((batch.inner - 1).checked_mul(si)).and_then(|(x, y)| x.checked_add(y))
+    };
+    let too_far = |what: &str| invalid(OP, format!("the batch's {what} offsets overflow"));
+    let (a_last, b_last) = (last(batch.a).ok_or_else(|| too_far("A"))?, last(batch.b).ok_or_else(|| too_far("B"))?);
+    let c_last = (count - 1).checked_mul(batch.c).ok_or_else(|| too_far("C"))?;
+    // The last entry is the farthest (strides are non-negative): check it against what is left
+    // of each view after its offset (nothing left fails any non-empty operand).
+    check_strided(OP, "A", a.len().saturating_sub(a_last), m, k, a_strides)?;
+    check_strided(OP, "B", b.len().saturating_sub(b_last), k, n, b_strides)?;
+    check_operand(OP, "C", c.len().saturating_sub(c_last), m, n, ldc)?;
+    if count > 1 && m > 0 && n > 0 && batch.c < (m - 1) * ldc + n {
+        return Err(invalid(OP, format!("C entries {} elements apart overlap ({m} x {n}, ldc {ldc})", batch.c)));
+    }
     let v = [
         check_u31(OP, "m", m)?,
         check_u31(OP, "n", n)?,
@@ -375,6 +441,12 @@ pub fn gemm_f32(
         check_u31(OP, "B row stride", b_strides.rs)?,
         check_u31(OP, "B column stride", b_strides.cs)?,
         check_u31(OP, "ldc", ldc)?,
+        check_u31(OP, "inner batch", batch.inner)?,
+        check_u31(OP, "A outer batch stride", batch.a.0)?,
+        check_u31(OP, "A inner batch stride", batch.a.1)?,
+        check_u31(OP, "B outer batch stride", batch.b.0)?,
+        check_u31(OP, "B inner batch stride", batch.b.1)?,
+        check_u31(OP, "C batch stride", batch.c)?,
     ];
     if m == 0 || n == 0 {
         return Ok(());
@@ -388,18 +460,19 @@ pub fn gemm_f32(
     }
     let f = gpu.function(ModuleId::GemmF32, &GEMM_F32)?;
     let cfg = LaunchConfig {
-        grid_dim: (v[1].div_ceil(F32_TILE), grid_y, 1),
+        grid_dim: (v[1].div_ceil(F32_TILE), grid_y, count as u32),
         block_dim: (F32_THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
     let mut l = gpu.launch(&f, &GEMM_F32);
-    // gemm_f32(a, b, c, m, n, k, a_rs, a_cs, b_rs, b_cs, ldc)
+    // gemm_f32(a, b, c, m, n, k, a_rs, a_cs, b_rs, b_cs, ldc, nb_inner, a_bso, a_bsi, b_bso,
+    // b_bsi, c_bs)
     l.arg(a).arg(b).arg(&mut *c);
     for x in &v {
         l.arg(x);
     }
     // SAFETY: the arguments match the .param list; the checks above proved every element the
-    // kernel touches (A and B inside the logical shape, C inside m x n with stride ldc) is in its
-    // slice.
+    // kernel touches (for the last and so for every batch entry: A and B inside the logical
+    // shape, C inside m x n with stride ldc) is in its view, and that C entries do not overlap.
     unsafe { l.launch(cfg) }
 }

@@ -24,9 +24,14 @@ HEADER = f"""//
 //
 // Entry:
 //   gemm_f32(a .u64 [f32 *], b .u64 [f32 *], c .u64 [f32 *], m .u32, n .u32, k .u32,
-//            a_rs .u32, a_cs .u32, b_rs .u32, b_cs .u32, ldc .u32)           11 params
+//            a_rs .u32, a_cs .u32, b_rs .u32, b_cs .u32, ldc .u32,
+//            nb_inner .u32, a_bso .u32, a_bsi .u32, b_bso .u32, b_bsi .u32, c_bs .u32)  17 params
+//   Batched: grid z runs over batch entries z = zo * nb_inner + zi (two batch dimensions, so a
+//   [batch, heads, rows, cols] view with any strides is one launch); entry z uses
+//   a + zo*a_bso + zi*a_bsi, b + zo*b_bso + zi*b_bsi and c + z*c_bs (element offsets). One GEMM:
+//   grid z = 1, nb_inner = 1, the batch strides ignored.
 //
-// Launch geometry: grid (ceil(n/{BN}), ceil(m/{BM})), blocks of 256 threads (.maxntid 256), no dynamic
+// Launch geometry: grid (ceil(n/{BN}), ceil(m/{BM}), batch), blocks of 256 threads (.maxntid 256), no dynamic
 //   shared memory (static: A and B tiles, double-buffered, 4 x {BUF} = {4 * BUF} bytes).
 //   Block tile {BM} x {BN}, k-tile {BK}. Thread (ty, tx) = (tid/16, tid%16) computes the 8 x 8 outputs
 //   rows {{4ty + i, 64 + 4ty + i}}, cols {{4tx + j, 64 + 4tx + j}} (i, j < 4), reading its A and B
@@ -40,7 +45,8 @@ HEADER = f"""//
 //
 // History: v1 (2026-11-27) 64 x 64 tile, 4 x 4 per thread; v2 (same day) 128 x 128, 8 x 8 per
 //   thread, double-buffered shared tiles; v3 (2026-11-28) shared rows padded to {ROW} floats (the
-//   ptxsim profile counted 3-5 wavefronts per staging store, now 1).
+//   ptxsim profile counted 3-5 wavefronts per staging store, now 1), and batched over grid z
+//   (attention ran one launch per batch entry and head).
 //
 """
 
@@ -55,8 +61,9 @@ def main():
     L.append(f".shared .align 16 .b8 gemm_f32_as[{2 * BUF}];")
     L.append(f".shared .align 16 .b8 gemm_f32_bs[{2 * BUF}];")
     L.append("")
-    names = ["a", "b", "c", "m", "n", "k", "a_rs", "a_cs", "b_rs", "b_cs", "ldc"]
-    types = ["u64"] * 3 + ["u32"] * 8
+    names = ["a", "b", "c", "m", "n", "k", "a_rs", "a_cs", "b_rs", "b_cs", "ldc",
+             "nb_inner", "a_bso", "a_bsi", "b_bso", "b_bsi", "c_bs"]
+    types = ["u64"] * 3 + ["u32"] * 14
     L.append(".visible .entry gemm_f32(")
     L.append(",\n".join(f"    .param .{t} gemm_f32_param_{s}" for t, s in zip(types, names)))
     L.append(")")
@@ -77,7 +84,27 @@ def main():
         e(f"cvta.to.global.u64 %rd{i + 1}, %rd{i + 1};")
     for i, s in enumerate(names[3:]):
         e(f"ld.param.u32    %r{i + 1}, [gemm_f32_param_{s}];")
-    # %r1 m, %r2 n, %r3 k, %r4 a_rs, %r5 a_cs, %r6 b_rs, %r7 b_cs, %r8 ldc
+    # %r1 m, %r2 n, %r3 k, %r4 a_rs, %r5 a_cs, %r6 b_rs, %r7 b_cs, %r8 ldc, %r9 nb_inner,
+    # %r10 a_bso, %r11 a_bsi, %r12 b_bso, %r13 b_bsi, %r14 c_bs: moved to %r60.. before the
+    # registers are reused below.
+    e("// Batch entry z = ctaid.z = zo * nb_inner + zi: move a, b, c to its operands.")
+    e("mov.u32         %r60, %ctaid.z;")
+    e("div.u32         %r61, %r60, %r9;           // zo")
+    e("mul.lo.u32      %r62, %r61, %r9;")
+    e("sub.u32         %r62, %r60, %r62;          // zi")
+    e("mul.wide.u32    %rd40, %r61, %r10;")
+    e("mul.wide.u32    %rd41, %r62, %r11;")
+    e("add.u64         %rd40, %rd40, %rd41;")
+    e("shl.b64         %rd40, %rd40, 2;")
+    e("add.u64         %rd1, %rd1, %rd40;")
+    e("mul.wide.u32    %rd40, %r61, %r12;")
+    e("mul.wide.u32    %rd41, %r62, %r13;")
+    e("add.u64         %rd40, %rd40, %rd41;")
+    e("shl.b64         %rd40, %rd40, 2;")
+    e("add.u64         %rd2, %rd2, %rd40;")
+    e("mul.wide.u32    %rd40, %r60, %r14;")
+    e("shl.b64         %rd40, %rd40, 2;")
+    e("add.u64         %rd3, %rd3, %rd40;")
     e("mov.u32         %r9, %tid.x;")
     e("shr.u32         %r10, %r9, 4;              // ty")
     e("and.b32         %r11, %r9, 15;             // tx")

@@ -157,7 +157,7 @@ impl Kernel {
             let parse_simple = |s: &str| -> Opnd {
                 if let Some(&r) = regs.get(s) {
                     Opnd::Reg(r)
-                } else if let Some(sp) = ["%tid.x", "%ctaid.x", "%ctaid.y"]
+                } else if let Some(sp) = ["%tid.x", "%ctaid.x", "%ctaid.y", "%ctaid.z"]
                     .into_iter()
                     .find(|&sp| sp == s)
                 {
@@ -302,6 +302,8 @@ pub fn run(
                         Opnd::Special("%tid.x") => t as u64,
                         Opnd::Special("%ctaid.x") => u64::from(bx),
                         Opnd::Special("%ctaid.y") => u64::from(by),
+                        // One product per launch here (batched launches: ptxsim and the GPU tests).
+                        Opnd::Special("%ctaid.z") => 0,
                         Opnd::Sym(s) => match k.shared_syms.get(s) {
                             Some(&u64::MAX) => dyn_base,
                             Some(&off) => off,
@@ -813,7 +815,8 @@ mod tests {
         let pa = mem.alloc(bytes_f32(&a));
         let pb = mem.alloc(bytes_f32(&b));
         let pc = mem.alloc(bytes_f32(&vec![SENTINEL; m * ldc]));
-        let sizes = [m, n, k, a_rs, a_cs, b_rs, b_cs, ldc].map(|x| x as u64);
+        // No batch: nb_inner 1, batch strides 0.
+        let sizes = [m, n, k, a_rs, a_cs, b_rs, b_cs, ldc, 1, 0, 0, 0, 0, 0].map(|x| x as u64);
         let params: Vec<u64> = [pa, pb, pc].into_iter().chain(sizes).collect();
         let grid = (n.div_ceil(128) as u32, m.div_ceil(128) as u32);
         run(&kern, grid, 256, 0, &params, &mut mem, Async::Early);

@@ -18,6 +18,8 @@ use crate::ops::unary::UnaryOp;
 use crate::storage::Storage;
 use crate::tensor::PhiloxDist;
 use crate::{DType, Device, Error, Result, Rng, Tensor, WithDType};
+use brainstacks_kernels::gemm::cuda::GemmBatch;
+use brainstacks_kernels::launch::{CudaView, CudaViewMut};
 
 // ---- helpers ------------------------------------------------------------------------------
 
@@ -660,8 +662,12 @@ impl std::ops::Deref for Window<'_> {
 /// `lhs [batch.., m, k] x rhs [batch.., k, n]` (already broadcast to the same batch dims) on
 /// CUDA: f32 through the strided f32 GEMM; bf16 through the tensor-core GEMM when each operand
 /// has unit stride along its rows or columns and the kernel's alignment rules hold (else an
-/// error: there is no silent widening). Batch entries run one GEMM each, except that a 2-D
-/// `rhs` broadcast over the batch with a `lhs` whose batch folds into its rows runs as one.
+/// error: there is no silent widening).
+///
+/// Launches: a 2-D `rhs` broadcast over the batch with a `lhs` whose batch folds into its rows
+/// runs as one GEMM; otherwise f32 runs the whole batch in one batched launch when its batch
+/// dims reduce to at most two strided ones (attention's `[batch, heads, ..]` products, whatever
+/// their strides), and one launch per entry only beyond that; bf16 runs one launch per entry.
 pub(crate) fn matmul(lhs: &Tensor, rhs: &Tensor, m: usize, n: usize, k: usize, out_shape: &[usize]) -> Result<Tensor> {
     const OP: &str = "matmul";
     let dev = if lhs.device().is_cuda() { lhs.device() } else { rhs.device() };
@@ -677,8 +683,22 @@ pub(crate) fn matmul(lhs: &Tensor, rhs: &Tensor, m: usize, n: usize, k: usize, o
     // Fold the batch into the rows when rhs does not vary over it and lhs's rows stack evenly.
     let rhs_shared = rhs.strides()[..r - 2].iter().zip(&rhs.shape()[..r - 2]).all(|(&s, &d)| s == 0 || d == 1);
     let folded = if batch > 1 && rhs_shared { lhs.layout().reshape(&[batch * m, k]) } else { None };
-    let (groups, gm) = if folded.is_some() { (1, batch * m) } else { (batch, m) };
     let mut out = CudaBuf::zeros(gpu, dtype, batch * m * n).map_err(&e)?;
+    if let (Some(l), CudaBuf::F32(av), CudaBuf::F32(bv), CudaBuf::F32(cv)) = (&folded, ca.buf(), cb.buf(), &mut out) {
+        let (a_st, b_st) = (l.strides(), rhs.strides());
+        let one = GemmBatch::ONE;
+        let (a, b) = (av.slice(l.offset()..), bv.slice(rhs.layout().offset()..));
+        f32_gemm(gpu, batch * m, n, k, one, &a, (a_st[0], a_st[1]), &b, (b_st[r - 2], b_st[r - 1]), cv).map_err(&e)?;
+        return Ok(wrap(gpu, out, out_shape));
+    }
+    let batched = two_batch_dims(&out_shape[..r - 2], &lhs.strides()[..r - 2], &rhs.strides()[..r - 2], m * n);
+    if let (None, Some(batched), CudaBuf::F32(av), CudaBuf::F32(bv), CudaBuf::F32(cv)) = (&folded, batched, ca.buf(), cb.buf(), &mut out) {
+        let (a_st, b_st) = (lhs.strides(), rhs.strides());
+        let (a, b) = (av.slice(lhs.layout().offset()..), bv.slice(rhs.layout().offset()..));
+        f32_gemm(gpu, m, n, k, batched, &a, (a_st[r - 2], a_st[r - 1]), &b, (b_st[r - 2], b_st[r - 1]), cv).map_err(&e)?;
+        return Ok(wrap(gpu, out, out_shape));
+    }
+    let (groups, gm) = if folded.is_some() { (1, batch * m) } else { (batch, m) };
     let entry = |t: &Tensor, b: usize| batch_entry(t.layout(), b);
     for g in 0..groups {
         let (a_off, a_rs, a_cs) = match &folded {
@@ -686,25 +706,93 @@ pub(crate) fn matmul(lhs: &Tensor, rhs: &Tensor, m: usize, n: usize, k: usize, o
             None => entry(lhs, g),
         };
         let (b_off, b_rs, b_cs) = entry(rhs, g);
-        let a = window(gpu, ca.buf(), a_off, gm, k, a_rs, a_cs).map_err(&e)?;
-        let b = window(gpu, cb.buf(), b_off, k, n, b_rs, b_cs).map_err(&e)?;
-        let mut c = if groups == 1 { None } else { Some(CudaBuf::zeros(gpu, dtype, gm * n).map_err(&e)?) };
-        let dst = c.as_mut().unwrap_or(&mut out);
-        match (&*a, &*b, dst) {
+        match (ca.buf(), cb.buf(), &mut out) {
             (CudaBuf::F32(av), CudaBuf::F32(bv), CudaBuf::F32(cv)) => {
-                use brainstacks_kernels::gemm::cuda::{Strides as GS, gemm_f32};
-                gemm_f32(gpu, gm, n, k, av, GS { rs: a_rs, cs: a_cs }, bv, GS { rs: b_rs, cs: b_cs }, cv, n).map_err(&e)?;
+                // One entry at a time (more than two batch dims that do not merge): views, no copies.
+                let mut c = cv.slice_mut(g * gm * n..(g + 1) * gm * n);
+                let one = GemmBatch::ONE;
+                let (a, b) = (av.slice(a_off..), bv.slice(b_off..));
+                f32_gemm_view(gpu, gm, n, k, one, &a, (a_rs, a_cs), &b, (b_rs, b_cs), &mut c).map_err(&e)?;
             }
-            (CudaBuf::BF16(av), CudaBuf::BF16(bv), CudaBuf::BF16(cv)) => {
-                bf16_gemm(gpu, gm, n, k, av, (a_rs, a_cs), bv, (b_rs, b_cs), cv).map_err(&e)?;
+            (CudaBuf::BF16(_), CudaBuf::BF16(_), CudaBuf::BF16(_)) => {
+                let a = window(gpu, ca.buf(), a_off, gm, k, a_rs, a_cs).map_err(&e)?;
+                let b = window(gpu, cb.buf(), b_off, k, n, b_rs, b_cs).map_err(&e)?;
+                let (CudaBuf::BF16(av), CudaBuf::BF16(bv)) = (&*a, &*b) else { unreachable!("bf16 windows of bf16 buffers") };
+                if groups == 1 {
+                    let CudaBuf::BF16(cv) = &mut out else { unreachable!("bf16 output") };
+                    bf16_gemm(gpu, gm, n, k, av, (a_rs, a_cs), bv, (b_rs, b_cs), cv).map_err(&e)?;
+                } else {
+                    let mut c = CudaBuf::zeros(gpu, dtype, gm * n).map_err(&e)?;
+                    let CudaBuf::BF16(cv) = &mut c else { unreachable!("bf16 zeros") };
+                    bf16_gemm(gpu, gm, n, k, av, (a_rs, a_cs), bv, (b_rs, b_cs), cv).map_err(&e)?;
+                    copy_into(gpu, &c, &mut out, g * gm * n).map_err(&e)?;
+                }
             }
             _ => return Err(Error::DTypeMismatch { op: OP, lhs: lhs.dtype(), rhs: rhs.dtype() }),
         }
-        if let Some(c) = c {
-            copy_into(gpu, &c, &mut out, g * gm * n).map_err(&e)?;
-        }
     }
     Ok(wrap(gpu, out, out_shape))
+}
+
+/// The f32 GEMM of a whole output buffer (`c` is dense `[batch, m, n]`).
+#[allow(clippy::too_many_arguments)]
+fn f32_gemm(
+    gpu: &GpuContext,
+    m: usize,
+    n: usize,
+    k: usize,
+    batch: GemmBatch,
+    a: &CudaView<'_, f32>,
+    a_strides: (usize, usize),
+    b: &CudaView<'_, f32>,
+    b_strides: (usize, usize),
+    c: &mut CudaSlice<f32>,
+) -> std::result::Result<(), GpuError> {
+    f32_gemm_view(gpu, m, n, k, batch, a, a_strides, b, b_strides, &mut c.as_view_mut())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn f32_gemm_view(
+    gpu: &GpuContext,
+    m: usize,
+    n: usize,
+    k: usize,
+    batch: GemmBatch,
+    a: &CudaView<'_, f32>,
+    (a_rs, a_cs): (usize, usize),
+    b: &CudaView<'_, f32>,
+    (b_rs, b_cs): (usize, usize),
+    c: &mut CudaViewMut<'_, f32>,
+) -> std::result::Result<(), GpuError> {
+    use brainstacks_kernels::gemm::cuda::{Strides as GS, gemm_f32_batched};
+    gemm_f32_batched(gpu, m, n, k, batch, a, GS { rs: a_rs, cs: a_cs }, b, GS { rs: b_rs, cs: b_cs }, c, n)
+}
+
+/// The batch dims `shape` of a matmul, with the operands' strides along them, as at most two
+/// strided dims (`outer`, `inner`) of the batched GEMM, for a dense output whose entries are
+/// `entry` elements apart; `None` when more than two remain. Dims of size 1 drop out, and a dim
+/// merges into the next one when both operands step over it exactly as over the whole next one
+/// (stride = next stride x next size, broadcast 0 included), so entry `zo * inner + zi` is the
+/// row-major batch entry.
+fn two_batch_dims(shape: &[usize], a: &[usize], b: &[usize], entry: usize) -> Option<GemmBatch> {
+    // (size, a stride, b stride), outermost first, merged from the innermost outwards.
+    let mut dims: Vec<(usize, usize, usize)> = Vec::new();
+    for d in (0..shape.len()).rev() {
+        if shape[d] == 1 {
+            continue;
+        }
+        match dims.last_mut() {
+            Some(last) if a[d] == last.1 * last.0 && b[d] == last.2 * last.0 => last.0 *= shape[d],
+            _ => dims.push((shape[d], a[d], b[d])),
+        }
+    }
+    let (outer, inner) = match dims.as_slice() {
+        [] => ((1, 0, 0), (1, 0, 0)),
+        [i] => ((1, 0, 0), *i),
+        [i, o] => (*o, *i),
+        _ => return None,
+    };
+    Some(GemmBatch { outer: outer.0, inner: inner.0, a: (outer.1, inner.1), b: (outer.2, inner.2), c: entry })
 }
 
 /// `(offset, row stride, column stride)` of batch entry `b` (row-major over the batch dims) of a
