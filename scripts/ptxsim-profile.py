@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Summarise a ptxsim memory-traffic profile (the JSON lines PTXSIM_PROFILE=FILE writes).
 
-Usage: scripts/ptxsim-profile.py FILE [--kernel SUBSTRING] [--sites N] [--json]
+Usage: scripts/ptxsim-profile.py FILE [--kernel SUBSTRING] [--sites N] [--mix] [--json]
 
 For each kernel (all its launches together):
   global  sectors per request, and the efficiency ideal/actual sectors (100% = every sector
           fetched is fully used);
   shared  wavefronts per request, and the bank-conflict factor actual/ideal wavefronts
           (1.00 = conflict-free);
-  insts   warp instructions per launch, and mma.sync per launch.
+  insts   warp instructions per launch, and mma.sync per launch;
+  --mix   the instruction mix per kernel (share of executed instructions by class; for tensor-core
+          kernels, the instructions issued per mma, i.e. the issue-slot overhead of the loop).
 Then the N instructions (PTX file line) that waste the most: the sectors or wavefronts above the
 ideal, summed over launches. These are counts from the addresses the threads used, not times.
 
@@ -36,7 +38,7 @@ def load(path):
 
 
 def summarise(records, kernel_filter):
-    kernels = defaultdict(lambda: {"launches": 0, "warp_instructions": 0, "mma": 0,
+    kernels = defaultdict(lambda: {"launches": 0, "warp_instructions": 0, "mma": 0, "mix": defaultdict(int),
                                    "global": [0, 0, 0, 0], "shared": [0, 0, 0, 0]})
     sites = defaultdict(lambda: [0, 0, 0, 0])  # (kernel, line, space, what) -> req, bytes, tx, ideal
     for r in records:
@@ -47,6 +49,8 @@ def summarise(records, kernel_filter):
         s["launches"] += 1
         s["warp_instructions"] += r["warp_instructions"]
         s["mma"] += r["mma"]
+        for c, n in r.get("mix", {}).items():
+            s["mix"][c] += n
         for space in ("global", "shared"):
             t = r[space]
             for i, key in enumerate(("requests", "bytes", "transactions", "ideal")):
@@ -67,6 +71,7 @@ def main():
     ap.add_argument("file")
     ap.add_argument("--kernel", default="", help="only kernels whose name contains this")
     ap.add_argument("--sites", type=int, default=15, help="how many wasteful instructions to list")
+    ap.add_argument("--mix", action="store_true", help="print each kernel's instruction mix")
     ap.add_argument("--json", action="store_true", help="print the per-kernel summary as JSON")
     args = ap.parse_args()
 
@@ -89,6 +94,7 @@ def main():
             "bank_conflict_factor": ratio(sh[2], sh[3]),
             "warp_instructions_per_launch": ratio(s["warp_instructions"], s["launches"]),
             "mma_per_launch": ratio(s["mma"], s["launches"]),
+            "mix": dict(s["mix"]),
         })
     if args.json:
         for row in rows:
@@ -106,6 +112,18 @@ def main():
               f"{r['shared_requests']:>9} {f(r['wavefronts_per_request'], '8.2f')} "
               f"{f(r['bank_conflict_factor'], '8.2f')} {f(r['warp_instructions_per_launch'], '12.0f')} "
               f"{f(r['mma_per_launch'], '10.1f')}")
+
+    if args.mix:
+        classes = sorted({c for r in rows for c in r["mix"]}, key=lambda c: -sum(r["mix"].get(c, 0) for r in rows))
+        print(f"\ninstruction mix (% of executed instructions; per mma: instructions issued per mma.sync)")
+        print(f"{'kernel':<{w}} " + " ".join(f"{c:>9}" for c in classes) + f" {'per mma':>8}")
+        for r in rows:
+            total = sum(r["mix"].values())
+            if not total:
+                continue
+            cells = " ".join(f"{100 * r['mix'].get(c, 0) / total:9.1f}" for c in classes)
+            mma = r["mix"].get("mma", 0)
+            print(f"{r['kernel']:<{w}} {cells} {(f'{total / mma:8.1f}' if mma else '       -')}")
 
     waste = sorted(((tx - ideal, k, line, space, what, req, tx, ideal)
                     for (k, line, space, what), (req, _b, tx, ideal) in sites.items() if tx > ideal),

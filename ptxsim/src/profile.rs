@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 
-use crate::exec::op::Space;
+use crate::exec::op::{Op, Space};
 use crate::parse::{Inst, Module};
 
 /// Counters of one PTX instruction that touches global or shared memory.
@@ -66,12 +66,64 @@ pub struct LaunchProfile {
     pub warp_instructions: u64,
     /// Warp-level `mma.sync` instructions.
     pub mma: u64,
+    /// Instructions executed per class (see [`class`]), counted per thread: divided by 32 they
+    /// are warp instructions for converged code. Issue-slot pressure shows here, e.g. how many
+    /// address and loop instructions a GEMM main loop spends per `mma`.
+    pub mix: [u64; CLASSES.len()],
     pending: HashMap<RequestKey, (Space, Vec<LaneAccess>)>,
     /// How often each (thread, function, instruction) has issued a memory access in this block.
     occurrences: HashMap<(u32, u32, u32, bool), u32>,
 }
 
+/// The instruction classes of [`LaunchProfile::mix`], in JSON order.
+pub const CLASSES: [&str; 13] = [
+    "mma",
+    "ldmatrix",
+    "shfl",
+    "ld.global",
+    "st.global",
+    "ld.shared",
+    "st.shared",
+    "cp.async",
+    "atom",
+    "bar",
+    "branch",
+    "float",
+    "int/move",
+];
+
+/// The class of an instruction (an index into [`CLASSES`]).
+pub(crate) fn class(op: &Op) -> usize {
+    match op {
+        Op::MmaBf16 => 0,
+        Op::Ldmatrix { .. } => 1,
+        Op::Shfl(_) => 2,
+        Op::Ld { space: Space::Global, .. } => 3,
+        Op::St { space: Space::Global, .. } => 4,
+        Op::Ld { space: Space::Shared, .. } => 5,
+        Op::St { space: Space::Shared, .. } => 6,
+        Op::CpAsync | Op::CpAsyncCommit | Op::CpAsyncWaitGroup | Op::CpAsyncWaitAll => 7,
+        Op::Atom { .. } => 8,
+        Op::BarSync => 9,
+        Op::Bra | Op::BrxIdx | Op::Call | Op::Ret | Op::Exit => 10,
+        Op::Ex2 | Op::Lg2 | Op::CvtBf16x2 => 11,
+        Op::Add(t) | Op::Sub(t) | Op::Mul(t, _) | Op::Mad(t, _) | Op::Fma(t) | Op::Div(t) | Op::Min(t) | Op::Max(t) if t.is_float() => 11,
+        Op::MinNan(t) | Op::MaxNan(t) | Op::Neg(t) | Op::Abs(t) | Op::Copysign(t) | Op::Sqrt(t) | Op::Rcp(t) | Op::Setp(_, t)
+            if t.is_float() =>
+        {
+            11
+        }
+        Op::TestpNan(_) => 11,
+        _ => 12,
+    }
+}
+
 impl LaunchProfile {
+    /// Counts one executed instruction (per thread) in [`LaunchProfile::mix`].
+    pub(crate) fn executed(&mut self, op: &Op) {
+        self.mix[class(op)] += 1;
+    }
+
     /// Notes one thread's access of `bytes` bytes at `addr` (space-relative) by instruction `pc`
     /// of function `func`. Spaces other than global and shared are not profiled.
     pub(crate) fn access(&mut self, module: &Module, thread: u32, func: usize, pc: usize, space: Space, addr: u64, bytes: usize) {
@@ -152,10 +204,11 @@ impl LaunchProfile {
         let _ = write!(
             out,
             "{{\"kernel\":{},\"grid\":{grid:?},\"block\":{block:?},\"dynamic_shared\":{dynamic_shared},\
-             \"warp_instructions\":{},\"mma\":{},\"global\":{},\"shared\":{},\"sites\":[",
+             \"warp_instructions\":{},\"mma\":{},\"mix\":{{{}}},\"global\":{},\"shared\":{},\"sites\":[",
             json_string(kernel),
             self.warp_instructions,
             self.mma,
+            CLASSES.iter().zip(&self.mix).map(|(c, n)| format!("\"{c}\":{n}")).collect::<Vec<_>>().join(","),
             tot("global"),
             tot("shared"),
         );

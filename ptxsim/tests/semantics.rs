@@ -425,6 +425,11 @@ fn the_profile_counts_ldmatrix_phases_and_mma() {
     let mut p = ptxsim::profile::LaunchProfile::default();
     ptxsim::launch_profiled(&mut mem, &m, "mma16", dims(1, 32), &refs, Some(&mut p)).unwrap();
     assert_eq!(p.mma, 1);
+    // The instruction mix counts per thread: one mma, two ldmatrix, a cp.async and its wait, one
+    // barrier per lane.
+    let mix = |class: &str| p.mix[ptxsim::profile::CLASSES.iter().position(|&c| c == class).unwrap()];
+    assert_eq!((mix("mma"), mix("ldmatrix"), mix("cp.async"), mix("bar")), (32, 64, 64, 32));
+    assert_eq!(mix("st.global"), 64);
     let by_line: Vec<(&str, u64, u64, u64)> = p.sites.values().map(|s| (s.space, s.requests, s.transactions, s.ideal)).collect();
     assert_eq!(
         by_line,

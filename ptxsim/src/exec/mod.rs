@@ -379,6 +379,9 @@ impl Cta<'_> {
         let fr = t.frame();
         let func: &Function = &module.funcs[fr.func];
         let inst: &Inst = &func.insts[fr.pc];
+        if let Some(p) = self.profile.as_deref_mut() {
+            p.executed(&inst.op);
+        }
         if let Some((p, neg)) = inst.guard {
             let on = (fr.regs[p as usize] & 1 == 1) != neg;
             if !on {
