@@ -688,14 +688,15 @@ pub(crate) fn matmul(lhs: &Tensor, rhs: &Tensor, m: usize, n: usize, k: usize, o
         let (a_st, b_st) = (l.strides(), rhs.strides());
         let one = GemmBatch::ONE;
         let (a, b) = (av.slice(l.offset()..), bv.slice(rhs.layout().offset()..));
-        f32_gemm(gpu, batch * m, n, k, one, &a, (a_st[0], a_st[1]), &b, (b_st[r - 2], b_st[r - 1]), cv).map_err(&e)?;
+        f32_gemm(gpu, batch * m, n, k, one, &a, (a_st[0], a_st[1]), &b, (b_st[r - 2], b_st[r - 1]), &mut cv.as_view_mut()).map_err(&e)?;
         return Ok(wrap(gpu, out, out_shape));
     }
     let batched = two_batch_dims(&out_shape[..r - 2], &lhs.strides()[..r - 2], &rhs.strides()[..r - 2], m * n);
     if let (None, Some(batched), CudaBuf::F32(av), CudaBuf::F32(bv), CudaBuf::F32(cv)) = (&folded, batched, ca.buf(), cb.buf(), &mut out) {
         let (a_st, b_st) = (lhs.strides(), rhs.strides());
         let (a, b) = (av.slice(lhs.layout().offset()..), bv.slice(rhs.layout().offset()..));
-        f32_gemm(gpu, m, n, k, batched, &a, (a_st[r - 2], a_st[r - 1]), &b, (b_st[r - 2], b_st[r - 1]), cv).map_err(&e)?;
+        f32_gemm(gpu, m, n, k, batched, &a, (a_st[r - 2], a_st[r - 1]), &b, (b_st[r - 2], b_st[r - 1]), &mut cv.as_view_mut())
+            .map_err(&e)?;
         return Ok(wrap(gpu, out, out_shape));
     }
     let (groups, gm) = if folded.is_some() { (1, batch * m) } else { (batch, m) };
@@ -712,7 +713,7 @@ pub(crate) fn matmul(lhs: &Tensor, rhs: &Tensor, m: usize, n: usize, k: usize, o
                 let mut c = cv.slice_mut(g * gm * n..(g + 1) * gm * n);
                 let one = GemmBatch::ONE;
                 let (a, b) = (av.slice(a_off..), bv.slice(b_off..));
-                f32_gemm_view(gpu, gm, n, k, one, &a, (a_rs, a_cs), &b, (b_rs, b_cs), &mut c).map_err(&e)?;
+                f32_gemm(gpu, gm, n, k, one, &a, (a_rs, a_cs), &b, (b_rs, b_cs), &mut c).map_err(&e)?;
             }
             (CudaBuf::BF16(_), CudaBuf::BF16(_), CudaBuf::BF16(_)) => {
                 let a = window(gpu, ca.buf(), a_off, gm, k, a_rs, a_cs).map_err(&e)?;
@@ -734,25 +735,9 @@ pub(crate) fn matmul(lhs: &Tensor, rhs: &Tensor, m: usize, n: usize, k: usize, o
     Ok(wrap(gpu, out, out_shape))
 }
 
-/// The f32 GEMM of a whole output buffer (`c` is dense `[batch, m, n]`).
+/// The f32 GEMM through the batched launcher; `c` is dense (`ldc = n`, entries `m n` apart).
 #[allow(clippy::too_many_arguments)]
 fn f32_gemm(
-    gpu: &GpuContext,
-    m: usize,
-    n: usize,
-    k: usize,
-    batch: GemmBatch,
-    a: &CudaView<'_, f32>,
-    a_strides: (usize, usize),
-    b: &CudaView<'_, f32>,
-    b_strides: (usize, usize),
-    c: &mut CudaSlice<f32>,
-) -> std::result::Result<(), GpuError> {
-    f32_gemm_view(gpu, m, n, k, batch, a, a_strides, b, b_strides, &mut c.as_view_mut())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn f32_gemm_view(
     gpu: &GpuContext,
     m: usize,
     n: usize,
