@@ -26,7 +26,8 @@
 //! Set `PTXSIM_TRACE=1` for one stderr line per launch (kernel, geometry, time taken), and
 //! `PTXSIM_PROFILE=FILE` to append one JSON line per launch to FILE with the launch's memory
 //! traffic per PTX instruction (global sectors, shared wavefronts; `scripts/ptxsim-profile.py`
-//! summarises the file).
+//! summarises the file), and `PTXSIM_CP_ASYNC=early` to land `cp.async` data at issue instead of
+//! at the wait that covers it.
 
 // The entry points must carry the driver API's names and parameter names.
 #![allow(non_snake_case)]
@@ -159,6 +160,12 @@ fn trace_enabled() -> bool {
 fn profile_path() -> Option<&'static std::path::Path> {
     static PATH: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
     PATH.get_or_init(|| std::env::var_os("PTXSIM_PROFILE").filter(|v| !v.is_empty()).map(Into::into)).as_deref()
+}
+
+/// `PTXSIM_CP_ASYNC=early`: `cp.async` data lands at issue (see [`crate::LaunchOptions`]).
+fn early_cp_async() -> bool {
+    static EARLY: OnceLock<bool> = OnceLock::new();
+    *EARLY.get_or_init(|| std::env::var("PTXSIM_CP_ASYNC").is_ok_and(|v| v == "early"))
 }
 
 fn append_profile_line(path: &std::path::Path, line: &str) -> Result<(), Failure> {
@@ -1795,7 +1802,8 @@ unsafe fn launch(
         let slices: Vec<&[u8]> = params.iter().map(Vec::as_slice).collect();
         let start = Instant::now();
         let mut profile = profile_path().map(|_| crate::profile::LaunchProfile::default());
-        let result = crate::launch_profiled(&mut st.mem, module, &entry, dims, &slices, profile.as_mut());
+        let options = crate::LaunchOptions { profile: profile.as_mut(), early_cp_async: early_cp_async() };
+        let result = crate::launch_with(&mut st.mem, module, &entry, dims, &slices, options);
         if let (Some(p), Some(path), Ok(())) = (&profile, profile_path(), &result) {
             append_profile_line(path, &p.to_json(&entry, grid, block, shared))?;
         }

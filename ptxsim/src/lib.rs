@@ -19,7 +19,7 @@ pub mod memory;
 mod parse;
 pub mod profile;
 
-pub use exec::{LaunchDims, launch, launch_profiled};
+pub use exec::{LaunchDims, LaunchOptions, launch, launch_with};
 pub use memory::GlobalMemory;
 pub use parse::Module;
 

@@ -396,7 +396,8 @@ fn strided_profile(block: u32, stride: u32, active: u32, iters: u32) -> (Totals,
     let params = [param_u64(a), stride.to_le_bytes().to_vec(), active.to_le_bytes().to_vec(), iters.to_le_bytes().to_vec()];
     let refs: Vec<&[u8]> = params.iter().map(|p| &p[..]).collect();
     let mut p = ptxsim::profile::LaunchProfile::default();
-    ptxsim::launch_profiled(&mut mem, &m, "strided", dims(1, block), &refs, Some(&mut p)).unwrap();
+    let options = ptxsim::LaunchOptions { profile: Some(&mut p), ..Default::default() };
+    ptxsim::launch_with(&mut mem, &m, "strided", dims(1, block), &refs, options).unwrap();
     (p.totals("global"), p.totals("shared"))
 }
 
@@ -423,7 +424,8 @@ fn the_profile_counts_ldmatrix_phases_and_mma() {
     let params = [param_u64(pa), param_u64(pbt), param_u64(pd)];
     let refs: Vec<&[u8]> = params.iter().map(|p| &p[..]).collect();
     let mut p = ptxsim::profile::LaunchProfile::default();
-    ptxsim::launch_profiled(&mut mem, &m, "mma16", dims(1, 32), &refs, Some(&mut p)).unwrap();
+    let options = ptxsim::LaunchOptions { profile: Some(&mut p), ..Default::default() };
+    ptxsim::launch_with(&mut mem, &m, "mma16", dims(1, 32), &refs, options).unwrap();
     assert_eq!(p.mma, 1);
     // The instruction mix counts per thread: one mma, two ldmatrix, a cp.async and its wait, one
     // barrier per lane.
@@ -452,4 +454,41 @@ fn the_profile_counts_ldmatrix_phases_and_mma() {
     );
     // Every lane executes the kernel's instructions once, in one warp.
     assert!(p.warp_instructions > 30 && p.warp_instructions < 60, "{}", p.warp_instructions);
+}
+
+/// Reads the shared word a `cp.async` targets before waiting for it.
+const EARLY_READ: &str = r#"
+.visible .entry early_read(.param .u64 pin, .param .u64 pout)
+{
+    .reg .b32 %r<4>;
+    .reg .b64 %rd<3>;
+    .shared .align 16 .b8 buf[16];
+    ld.param.u64 %rd0, [pin];
+    ld.param.u64 %rd1, [pout];
+    mov.u32 %r0, buf;
+    cp.async.ca.shared.global [%r0], [%rd0], 4;
+    cp.async.commit_group;
+    ld.shared.b32 %r1, [%r0];
+    cp.async.wait_all;
+    st.global.b32 [%rd1], %r1;
+    ret;
+}
+"#;
+
+#[test]
+fn cp_async_lands_at_the_wait_by_default_and_at_issue_when_early() {
+    let m = Module::parse(&format!("{HEADER}{EARLY_READ}")).unwrap();
+    let read = |early: bool| {
+        let mut mem = GlobalMemory::new();
+        let pin = upload_f32(&mut mem, &[1.5]);
+        let pout = mem.alloc(4);
+        let params = [param_u64(pin), param_u64(pout)];
+        let refs: Vec<&[u8]> = params.iter().map(|p| &p[..]).collect();
+        let options = ptxsim::LaunchOptions { early_cp_async: early, ..Default::default() };
+        ptxsim::launch_with(&mut mem, &m, "early_read", dims(1, 1), &refs, options).unwrap();
+        download_f32(&mem, pout, 1)[0]
+    };
+    // Late: the read sees the NaN fill of fresh shared memory; early: the copied value.
+    assert!(read(false).is_nan());
+    assert_eq!(read(true), 1.5);
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Runs gemm_bf16.ptx (and gemm_f32.ptx) through interp.py (per-warp scheduling, so barriers and the
-cp.async pipeline's stage reuse are exercised, which the lockstep Rust interpreter in ptx_sim.rs
-cannot do) on small shapes against a plain-Python reference. Review aid; slow.
+cp.async pipeline's stage reuse are exercised) on small shapes against a plain-Python reference,
+beside its planted-bug self-test (selftest.py). kernels/src/gemm/ptx_check.rs runs the same files
+through ptxsim in `cargo test`. Review aid; slow.
 
 Usage: python3 scripts/ptx_interp/check_gemm.py [quick]
 """

@@ -2,8 +2,8 @@
 """A per-thread PTX interpreter for the subset the hand-written kernels use (CPU only, slow: small
 shapes). Used by check_nf4.py / check_gemm.py and their self-test (scripts/ptx-interp-check.sh).
 
-It runs the very PTX text the GPU loads, with a model that differs from the lockstep Rust
-interpreter in kernels/src/gemm/ptx_sim.rs in the ways that matter for synchronisation bugs:
+It runs the very PTX text the GPU loads, with this model (ptxsim, the Rust interpreter behind
+scripts/gpu-sim.sh, follows the same rules):
   * threads run independently (divergent branches allowed); warp-collective instructions (mma,
     ldmatrix) execute once all 32 lanes of the warp stand on the same instruction (a warp split
     over a collective, or a collective with exited lanes, is reported);

@@ -94,8 +94,8 @@ HEADER = f"""//
 //     B k-contig:  matrix j = (n 8(j>>1).., k 8(j&1)..): d0,d1 = b0,b1 of n8-tile 2q, d2,d3 of 2q+1.
 //     B n-contig (.trans): stored rows k 8(j&1) + (l&7), n-chunk (j>>1).
 //   CPU checks: gemm/layout.rs replays the loader, swizzle, ldmatrix and mma fragment index math for
-//   one block (and that every ldmatrix phase is conflict-free); gemm/ptx_sim.rs interprets this very
-//   file on small shapes, every entry, against the oracle.
+//   one block (and that every ldmatrix phase is conflict-free); gemm/ptx_check.rs runs this very
+//   file through the ptxsim interpreter on small shapes, every entry, against the oracle.
 //
 // History: v1 (2026-11-27) first version (128x128x32 and 128x256x32, 4 stages, warps of 64x64).
 //

@@ -54,8 +54,9 @@
 //! - `gemm_f32.ptx`: f32 on the SIMT cores, any sizes and any (row, column) strides of A and B.
 //!
 //! Both are written by the Python scripts beside them (the unrolled parts only). Without a GPU they
-//! are still exercised: `layout.rs` replays the bf16 kernel's index math, and `ptx_sim.rs`
-//! interprets the embedded PTX text itself on small shapes against the oracle.
+//! are still exercised: `layout.rs` replays the bf16 kernel's index math, and `ptx_check.rs` runs
+//! the embedded PTX text itself on small shapes through the `ptxsim` interpreter against the
+//! oracle.
 
 pub mod cpu;
 #[cfg(feature = "cuda")]
@@ -63,7 +64,7 @@ pub mod cuda;
 #[cfg(test)]
 mod layout;
 #[cfg(test)]
-mod ptx_sim;
+mod ptx_check;
 
 /// The bf16 tensor-core GEMM (`gemm_bf16.ptx`, written by `gen_gemm_bf16.py`), embedded in every build.
 pub const PTX_BF16: &str = include_str!("gemm_bf16.ptx");

@@ -28,19 +28,32 @@ pub struct LaunchDims {
 /// Runs `entry` of `module` to completion. `params[i]` holds the bytes of the entry's i-th
 /// parameter.
 pub fn launch(mem: &mut GlobalMemory, module: &Module, entry: &str, dims: LaunchDims, params: &[&[u8]]) -> Result<(), SimError> {
-    launch_profiled(mem, module, entry, dims, params, None)
+    launch_with(mem, module, entry, dims, params, LaunchOptions::default())
 }
 
-/// [`launch`], also counting the memory traffic of every global and shared access into
-/// `profile` when one is given (see [`crate::profile`]).
-pub fn launch_profiled(
+/// How [`launch_with`] runs a kernel beyond what [`launch`] does.
+#[derive(Default)]
+pub struct LaunchOptions<'a> {
+    /// Count the memory traffic and the instruction mix of the launch here (see
+    /// [`crate::profile`]).
+    pub profile: Option<&'a mut LaunchProfile>,
+    /// `cp.async` data lands in shared memory at issue instead of at the `wait_group` /
+    /// `wait_all` that covers it. Late (the default) shows a kernel that reads a stage before
+    /// waiting for it; early shows one that overwrites a stage other warps may still be reading.
+    /// A pipelined kernel should pass in both modes.
+    pub early_cp_async: bool,
+}
+
+/// [`launch`] with [`LaunchOptions`].
+pub fn launch_with(
     mem: &mut GlobalMemory,
     module: &Module,
     entry: &str,
     dims: LaunchDims,
     params: &[&[u8]],
-    mut profile: Option<&mut LaunchProfile>,
+    options: LaunchOptions,
 ) -> Result<(), SimError> {
+    let LaunchOptions { mut profile, early_cp_async } = options;
     let &fi = module.by_name.get(entry).ok_or_else(|| SimError::Launch(format!("no kernel {entry} in the module")))?;
     let func = &module.funcs[fi];
     if !func.is_entry {
@@ -74,7 +87,8 @@ pub fn launch_profiled(
                 // GPU): a read of a never-written element shows in the results.
                 shared.clear();
                 shared.resize(shared_bytes as usize, 0xff);
-                let mut cta = Cta { module, mem: &mut *mem, shared, dims, ctaid: [x, y, z], profile: profile.as_deref_mut() };
+                let mut cta =
+                    Cta { module, mem: &mut *mem, shared, dims, ctaid: [x, y, z], profile: profile.as_deref_mut(), early_cp_async };
                 let result = cta.run(fi, params, &mut threads);
                 shared = cta.shared;
                 result.map_err(|msg| SimError::Exec { kernel: entry.to_string(), msg: format!("block ({x},{y},{z}): {msg}") })?;
@@ -161,6 +175,7 @@ pub(crate) struct Cta<'a> {
     dims: LaunchDims,
     ctaid: [u32; 3],
     profile: Option<&'a mut LaunchProfile>,
+    early_cp_async: bool,
 }
 
 impl Cta<'_> {
@@ -618,7 +633,11 @@ impl Cta<'_> {
                     self.note_access(t, Space::Global, src, src_size);
                 }
                 self.note_access(t, Space::Shared, dst, size);
-                t.open_copies.push(AsyncCopy { dst, bytes, len: size });
+                if self.early_cp_async {
+                    self.land(vec![AsyncCopy { dst, bytes, len: size }])?;
+                } else {
+                    t.open_copies.push(AsyncCopy { dst, bytes, len: size });
+                }
             }
             Op::CpAsyncCommit => {
                 let group = std::mem::take(&mut t.open_copies);
