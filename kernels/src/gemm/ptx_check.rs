@@ -43,14 +43,14 @@ fn upload(mem: &mut GlobalMemory, bytes: &[u8]) -> u64 {
 }
 
 /// Launches `entry` with `args` encoded at the sizes its `.param` list declares (pointers and
-/// `.u64` as 8 bytes, `.u32` as 4).
-fn run(module: &Module, entry: &str, mem: &mut GlobalMemory, dims: LaunchDims, args: &[u64], early_cp_async: bool) {
+/// `.u64` as 8 bytes, `.u32` as 4); a fault the interpreter detects is an error.
+fn run(module: &Module, entry: &str, mem: &mut GlobalMemory, dims: LaunchDims, args: &[u64], early_cp_async: bool) -> Result<(), String> {
     let sizes = module.entry_param_sizes(entry).unwrap_or_else(|| panic!("no entry {entry}"));
     assert_eq!(sizes.len(), args.len(), "{entry}: parameter count");
     let params: Vec<Vec<u8>> = args.iter().zip(&sizes).map(|(v, &n)| v.to_le_bytes()[..n].to_vec()).collect();
     let refs: Vec<&[u8]> = params.iter().map(Vec::as_slice).collect();
     let options = LaunchOptions { early_cp_async, ..Default::default() };
-    ptxsim::launch_with(mem, module, entry, dims, &refs, options).unwrap_or_else(|e| panic!("{e}"));
+    ptxsim::launch_with(mem, module, entry, dims, &refs, options).map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -63,21 +63,29 @@ enum Layout {
 /// One bf16 GEMM `C = A·B` (`m x n x k`) with the operands' leading dimensions padded by `pads`
 /// (rounded up to 8 elements for A and B, as the kernel requires), checked element by element,
 /// the padding of C included.
-fn bf16_case(
+fn bf16_case(layout: Layout, bf16_out: bool, wide: bool, shape: (usize, usize, usize), pads: (usize, usize, usize), early: bool) {
+    if let Err(e) = bf16_check(super::PTX_BF16, layout, bf16_out, wide, shape, pads, early) {
+        panic!("{e}");
+    }
+}
+
+/// [`bf16_case`] on the PTX text `ptx`: the first wrong element or interpreter fault, if any.
+fn bf16_check(
+    ptx: &str,
     layout: Layout,
     bf16_out: bool,
     wide: bool,
     (m, n, k): (usize, usize, usize),
     (pa, pb, pc): (usize, usize, usize),
     early: bool,
-) {
+) -> Result<(), String> {
     let name = format!(
         "gemm_bf16_{}_{}{}",
         format!("{layout:?}").to_lowercase(),
         if bf16_out { "bf16" } else { "f32" },
         if wide { "_wide" } else { "" }
     );
-    let module = Module::parse(super::PTX_BF16).expect("gemm_bf16.ptx parses");
+    let module = Module::parse(ptx).map_err(|e| e.to_string())?;
     let ((ar, ac), (br, bc)) = match layout {
         Layout::Nt => ((m, k), (n, k)),
         Layout::Nn => ((m, k), (k, n)),
@@ -99,7 +107,7 @@ fn bf16_case(
     let bn = if wide { 256 } else { 128 };
     let blocks = (m.div_ceil(128) * n.div_ceil(bn)) as u32;
     let dims = LaunchDims { grid: [blocks, 1, 1], block: [bn as u32, 1, 1], dynamic_shared: 4 * (8192 + 64 * bn as u32) };
-    run(&module, &name, &mut mem, dims, &[da, db, dc, m as u64, n as u64, k as u64, lda as u64, ldb as u64, ldc as u64], early);
+    run(&module, &name, &mut mem, dims, &[da, db, dc, m as u64, n as u64, k as u64, lda as u64, ldb as u64, ldc as u64], early)?;
     let mut c = vec![0u8; m * ldc * if bf16_out { 2 } else { 4 }];
     mem.read(dc, &mut c).expect("C is allocated");
     for i in 0..m {
@@ -118,13 +126,14 @@ fn bf16_case(
             } else {
                 expect
             };
-            assert_eq!(
-                got.to_bits(),
-                expect.to_bits(),
-                "{name} early={early} m={m} n={n} k={k} lda={lda} ldb={ldb} ldc={ldc}: C[{i}][{j}] = {got}, want {expect}"
-            );
+            if got.to_bits() != expect.to_bits() {
+                return Err(format!(
+                    "{name} early={early} m={m} n={n} k={k} lda={lda} ldb={ldb} ldc={ldc}: C[{i}][{j}] = {got}, want {expect}"
+                ));
+            }
         }
     }
+    Ok(())
 }
 
 /// Every output type and block shape of `layouts`, with `cp.async` landing late and early.
@@ -180,6 +189,27 @@ fn bf16_ptx_grouped_raster_over_many_block_rows() {
     bf16_case(Layout::Nn, false, true, (1290, 300, 8), (0, 0, 0), true);
 }
 
+/// `gemm_bf16.ptx` with the first occurrence of `from` replaced by `to` (a planted bug).
+fn planted(from: &str, to: &str) -> String {
+    assert!(super::PTX_BF16.contains(from), "the kernel no longer contains {from:?}: update the planted bug");
+    super::PTX_BF16.replacen(from, to, 1)
+}
+
+/// The checks above can fail: a pipeline that waits for one tile too few reads a stage before its
+/// copies land (caught with late `cp.async`), and a main loop without its barrier lets a fast warp
+/// overwrite a stage a slow one is still reading (caught in one of the two modes).
+#[test]
+fn planted_pipeline_bugs_are_caught() {
+    let (shape, pads) = ((129, 130, 200), (0, 8, 1));
+    let short_wait = planted("cp.async.wait_group 2;              // tile kt + 1", "cp.async.wait_group 3;              // tile kt + 1");
+    let no_barrier = planted("bar.sync        0;                         // ... everyone's; all reads of tile kt are done", "");
+    let fails = |ptx: &str, early: bool| bf16_check(ptx, Layout::Nt, false, false, shape, pads, early).is_err();
+    assert!(fails(&short_wait, false), "a wait one tile short passed");
+    assert!(fails(&no_barrier, false) || fails(&no_barrier, true), "a main loop without its barrier passed");
+    // ... while the kernel as written passes both ways.
+    assert!(!fails(super::PTX_BF16, false) && !fails(super::PTX_BF16, true));
+}
+
 /// One f32 GEMM with A and B stored transposed or not, rows padded by `pad`, C's rows too.
 fn f32_case(m: usize, n: usize, k: usize, ta: bool, tb: bool, pad: usize) {
     let module = Module::parse(super::PTX_F32).expect("gemm_f32.ptx parses");
@@ -201,7 +231,7 @@ fn f32_case(m: usize, n: usize, k: usize, ta: bool, tb: bool, pad: usize) {
     // scripts/ptx_interp/check_gemm.py).
     let sizes = [m, n, k, a_rs, a_cs, b_rs, b_cs, ldc, 1, 0, 0, 0, 0, 0].map(|x| x as u64);
     let args: Vec<u64> = [da, db, dc].into_iter().chain(sizes).collect();
-    run(&module, "gemm_f32", &mut mem, dims, &args, false);
+    run(&module, "gemm_f32", &mut mem, dims, &args, false).unwrap_or_else(|e| panic!("{e}"));
     let mut c = vec![0u8; 4 * m * ldc];
     mem.read(dc, &mut c).expect("C is allocated");
     for i in 0..m {
