@@ -1,0 +1,87 @@
+//! Generation on the CPU: prefill and KV-cached decode of a small Llama (8 layers, width 512,
+//! 8 query / 4 kv heads of 64, SwiGLU 1408, vocab 32000, untied lm_head; random weights, f32),
+//! batch 1, no gradient tape.
+//!
+//! Ids (throughput in tokens per second):
+//! - `generate/prefill/llama8x512/t128`: one forward of a 128-token prompt into an empty cache,
+//!   logits for every position (as a plain `model(ids)` computes them);
+//! - `generate/decode/llama8x512/ctx128`: one forward of one new token against a cache already
+//!   holding 128 positions (the step greedy decoding repeats), logits for that token.
+//!
+//! `GENERATE_BENCH_SAVE=DIR` also writes the model as a Hugging Face checkpoint (config.json +
+//! model.safetensors) to DIR, so that `scripts/bench-generate.sh` can time the identical model
+//! with transformers (`benches/anchors/cpu_generate.py`) in the same run. Threads:
+//! `BENCH_THREADS` (default 1).
+
+use std::hint::black_box;
+use std::path::Path;
+
+use brainstacks_autograd::no_grad;
+use brainstacks_model::llama::{KvCache, LlamaConfig, LlamaModel, RandomInit};
+use brainstacks_tensor::{Device, Tensor};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group};
+
+const LAYERS: usize = 8;
+const HIDDEN: usize = 512;
+const HEADS: usize = 8;
+const KV_HEADS: usize = 4;
+const FFN: usize = 1408;
+const VOCAB: usize = 32_000;
+const PROMPT: usize = 128;
+
+fn model() -> LlamaModel {
+    let mut config = LlamaConfig::small(HIDDEN, FFN, LAYERS, HEADS, KV_HEADS, VOCAB);
+    config.tie_word_embeddings = false;
+    config.max_position_embeddings = 2048;
+    LlamaModel::random(config, &RandomInit { seed: 11, ..RandomInit::default() }).expect("random model")
+}
+
+/// A prompt of `len` ids spread over the vocabulary.
+fn prompt(len: usize) -> Tensor {
+    let ids: Vec<i64> = (0..len).map(|i| ((i * 7919 + 13) % VOCAB) as i64).collect();
+    Tensor::from_vec(ids, &[1, len], &Device::Cpu).expect("ids")
+}
+
+fn bench(c: &mut Criterion) {
+    let model = model();
+    if let Ok(dir) = std::env::var("GENERATE_BENCH_SAVE") {
+        model.save_pretrained(Path::new(&dir)).expect("saving the benchmark model");
+        println!("saved the model to {dir}");
+    }
+    let ids = prompt(PROMPT);
+    let next = prompt(PROMPT + 1).narrow(1usize, PROMPT, 1).expect("the next id");
+    let mut group = c.benchmark_group("generate");
+    group.sample_size(10);
+
+    group.throughput(Throughput::Elements(PROMPT as u64));
+    group.bench_function(format!("prefill/llama{LAYERS}x{HIDDEN}/t{PROMPT}"), |b| {
+        b.iter(|| {
+            no_grad(|| {
+                let mut cache = KvCache::new();
+                black_box(model.forward(&ids, Some(&mut cache)).expect("prefill"))
+            })
+        })
+    });
+
+    let mut prefilled = KvCache::new();
+    no_grad(|| model.forward(&ids, Some(&mut prefilled)).expect("prefill"));
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(format!("decode/llama{LAYERS}x{HIDDEN}/ctx{PROMPT}"), |b| {
+        b.iter_batched(
+            || prefilled.clone(),
+            |mut cache| no_grad(|| black_box(model.forward(&next, Some(&mut cache)).expect("decode step"))),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+
+fn main() {
+    brainstacks_tensor::cpu::heap::retain_freed_memory();
+    let threads = brainstacks_benches::install_bench_threads();
+    println!("threads {threads}");
+    brainstacks_tensor::cpu::parallel::on_pool(benches);
+    criterion::Criterion::default().configure_from_args().final_summary();
+}
