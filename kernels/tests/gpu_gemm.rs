@@ -458,6 +458,17 @@ fn gemm_f32_batched_matches_oracle_per_entry() {
         .unwrap();
 }
 
+/// No GPU needed: which batches one launch takes (callers split or loop over the others).
+#[test]
+fn batches_past_one_launch_are_flagged() {
+    let ok = GemmBatch { outer: 256, inner: 16, a: (1 << 20, 1 << 10), b: (0, 1 << 10), c: 4096 };
+    assert!(ok.fits_one_launch());
+    assert!(GemmBatch::ONE.fits_one_launch());
+    assert!(!GemmBatch { outer: 4096, ..ok }.fits_one_launch(), "65536 entries");
+    assert!(!GemmBatch { a: (1 << 31, 0), ..ok }.fits_one_launch(), "a 2^31 stride");
+    assert!(!GemmBatch { c: 1 << 31, ..ok }.fits_one_launch(), "2^31 elements per C entry");
+}
+
 #[test]
 fn gemm_f32_batched_rejects_entries_that_do_not_fit_or_overlap() {
     let Some(g) = gpu() else { return };

@@ -7,9 +7,12 @@
 //! per request" and "shared wavefronts"; they are counts, not times.
 //!
 //! Grouping: threads run one at a time here, so a warp-level request is rebuilt from the lanes'
-//! accesses: the n-th execution of a given instruction by each lane of a warp belongs to the n-th
-//! request of that warp at that instruction. This is exact for converged code; lanes that skip an
-//! instruction (a guard, a branch) simply do not take part, as on the GPU.
+//! accesses: between two barriers, the n-th execution of a given instruction by each lane of a
+//! warp belongs to the n-th request of that warp at that instruction (the counts restart at every
+//! barrier). This is exact for converged code, and for lanes that skip an instruction (a guard, a
+//! branch) in a whole barrier interval: they simply do not take part, as on the GPU. A lane that
+//! skips some but not all executions of an instruction inside one interval (a divergent loop
+//! without a barrier) shifts its later accesses into other requests.
 //!
 //! The models (documented approximations of NVIDIA's hardware since Volta):
 //! - Global: a request costs the number of distinct 32-byte sectors its bytes fall in. The ideal is
@@ -62,7 +65,8 @@ pub struct LaunchProfile {
     /// shared memory.
     pub sites: BTreeMap<(usize, usize, bool), SiteStats>,
     /// Warp-level instructions issued, estimated per warp as the instruction count of its busiest
-    /// lane (exact for converged warps; divergent paths count once per lane that takes them least).
+    /// lane: exact for converged warps, an undercount for warps that split over both sides of a
+    /// branch (the GPU issues both sides, the estimate only the busier lane's path).
     pub warp_instructions: u64,
     /// Warp-level `mma.sync` instructions.
     pub mma: u64,
@@ -153,13 +157,15 @@ impl LaunchProfile {
         for ((_, func, pc, _, _), (space, lanes)) in pending {
             self.count(func as usize, pc as usize, space, &lanes);
         }
+        // The next interval's requests are counted afresh, so that a lane that skipped an
+        // instruction in an earlier interval lines up with the others again.
+        self.occurrences.clear();
     }
 
     /// Ends a block: settles its requests and adds its warps' instruction counts (per lane, in
     /// thread order).
     pub(crate) fn end_block(&mut self, executed: impl Iterator<Item = u64>) {
         self.settle();
-        self.occurrences.clear();
         let executed: Vec<u64> = executed.collect();
         self.warp_instructions += executed.chunks(32).map(|w| w.iter().copied().max().unwrap_or(0)).sum::<u64>();
     }

@@ -416,6 +416,46 @@ fn the_profile_counts_sectors_and_bank_conflicts_per_warp_request() {
     assert_eq!(strided_profile(64, 1, 40, 2), ((4, 320, 10, 10), (4, 320, 4, 4)));
 }
 
+/// Two rounds separated by a barrier; in round r, thread r skips the load (a different lane each
+/// round).
+const SKIP_ONE: &str = r#"
+.visible .entry skip_one(.param .u64 pa)
+{
+    .reg .b32 %r<4>;
+    .reg .b64 %rd<4>;
+    .reg .f32 %f<2>;
+    .reg .pred %p<3>;
+    ld.param.u64 %rd0, [pa];
+    mov.u32 %r0, %tid.x;
+    mul.wide.u32 %rd1, %r0, 4;
+    add.u64 %rd2, %rd0, %rd1;
+    mov.u32 %r1, 0;
+ROUND:
+    setp.eq.u32 %p0, %r0, %r1;
+    @!%p0 ld.global.f32 %f0, [%rd2];
+    bar.sync 0;
+    add.u32 %r1, %r1, 1;
+    setp.lt.u32 %p1, %r1, 2;
+    @%p1 bra ROUND;
+    ret;
+}
+"#;
+
+#[test]
+fn a_lane_that_skipped_an_earlier_round_joins_the_next_rounds_request() {
+    let m = Module::parse(&format!("{HEADER}{SKIP_ONE}")).unwrap();
+    let mut mem = GlobalMemory::new();
+    let a = mem.alloc(128);
+    let params = [param_u64(a)];
+    let refs: Vec<&[u8]> = params.iter().map(|p| &p[..]).collect();
+    let mut p = ptxsim::profile::LaunchProfile::default();
+    let options = ptxsim::LaunchOptions { profile: Some(&mut p), ..Default::default() };
+    ptxsim::launch_with(&mut mem, &m, "skip_one", dims(1, 32), &refs, options).unwrap();
+    // One request of 31 lanes per round (124 bytes, 4 sectors each), not a third one for the
+    // lane whose count fell behind.
+    assert_eq!(p.totals("global"), (2, 248, 8, 8));
+}
+
 #[test]
 fn the_profile_counts_ldmatrix_phases_and_mma() {
     let m = Module::parse(&format!("{HEADER}{MMA}")).unwrap();

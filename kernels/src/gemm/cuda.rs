@@ -387,10 +387,18 @@ impl GemmBatch {
     pub fn count(&self) -> usize {
         self.outer * self.inner
     }
+
+    /// Whether [`gemm_f32_batched`] takes this batch in one launch: at most [`MAX_GRID_Z`]
+    /// products, and counts and strides below 2^31 (the kernel's parameters are 32-bit). Callers
+    /// with larger batches split them or launch per entry.
+    pub fn fits_one_launch(&self) -> bool {
+        let small = |x: usize| x <= i32::MAX as usize;
+        self.count() <= MAX_GRID_Z && [self.inner, self.a.0, self.a.1, self.b.0, self.b.1, self.c].into_iter().all(small)
+    }
 }
 
 /// The largest grid z (the batch) one launch may have.
-const MAX_GRID_Z: usize = 65_535;
+pub const MAX_GRID_Z: usize = 65_535;
 
 /// [`gemm_f32`] over a batch of products in one launch (grid z): entry `z` of [`GemmBatch`]
 /// computes `C_z = A_z·B_z` with the strides of `gemm_f32` inside each entry. The operands are

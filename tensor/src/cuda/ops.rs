@@ -691,7 +691,9 @@ pub(crate) fn matmul(lhs: &Tensor, rhs: &Tensor, m: usize, n: usize, k: usize, o
         f32_gemm(gpu, batch * m, n, k, one, &a, (a_st[0], a_st[1]), &b, (b_st[r - 2], b_st[r - 1]), &mut cv.as_view_mut()).map_err(&e)?;
         return Ok(wrap(gpu, out, out_shape));
     }
-    let batched = two_batch_dims(&out_shape[..r - 2], &lhs.strides()[..r - 2], &rhs.strides()[..r - 2], m * n);
+    // Past one launch's limits (65535 entries, 31-bit strides) the per-entry loop below runs it.
+    let batched =
+        two_batch_dims(&out_shape[..r - 2], &lhs.strides()[..r - 2], &rhs.strides()[..r - 2], m * n).filter(GemmBatch::fits_one_launch);
     if let (None, Some(batched), CudaBuf::F32(av), CudaBuf::F32(bv), CudaBuf::F32(cv)) = (&folded, batched, ca.buf(), cb.buf(), &mut out) {
         let (a_st, b_st) = (lhs.strides(), rhs.strides());
         let (a, b) = (av.slice(lhs.layout().offset()..), bv.slice(rhs.layout().offset()..));
