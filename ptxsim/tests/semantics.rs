@@ -75,6 +75,12 @@ fn param_u64(v: u64) -> Vec<u8> {
     v.to_le_bytes().to_vec()
 }
 
+/// Launches `entry` on one block of `block` threads with the given parameter bytes and options.
+fn run_with(mem: &mut GlobalMemory, m: &Module, entry: &str, block: u32, params: &[Vec<u8>], options: ptxsim::LaunchOptions) {
+    let refs: Vec<&[u8]> = params.iter().map(|p| &p[..]).collect();
+    ptxsim::launch_with(mem, m, entry, dims(1, block), &refs, options).unwrap();
+}
+
 /// Launches `entry` on a `grid` of blocks of `block` threads with the given parameter bytes.
 fn run(mem: &mut GlobalMemory, m: &Module, entry: &str, grid: u32, block: u32, params: &[Vec<u8>]) -> Result<(), ptxsim::SimError> {
     let refs: Vec<&[u8]> = params.iter().map(|p| &p[..]).collect();
@@ -394,10 +400,8 @@ fn strided_profile(block: u32, stride: u32, active: u32, iters: u32) -> (Totals,
     let mut mem = GlobalMemory::new();
     let a = mem.alloc(4096);
     let params = [param_u64(a), stride.to_le_bytes().to_vec(), active.to_le_bytes().to_vec(), iters.to_le_bytes().to_vec()];
-    let refs: Vec<&[u8]> = params.iter().map(|p| &p[..]).collect();
     let mut p = ptxsim::profile::LaunchProfile::default();
-    let options = ptxsim::LaunchOptions { profile: Some(&mut p), ..Default::default() };
-    ptxsim::launch_with(&mut mem, &m, "strided", dims(1, block), &refs, options).unwrap();
+    run_with(&mut mem, &m, "strided", block, &params, ptxsim::LaunchOptions { profile: Some(&mut p), ..Default::default() });
     (p.totals("global"), p.totals("shared"))
 }
 
@@ -447,10 +451,8 @@ fn a_lane_that_skipped_an_earlier_round_joins_the_next_rounds_request() {
     let mut mem = GlobalMemory::new();
     let a = mem.alloc(128);
     let params = [param_u64(a)];
-    let refs: Vec<&[u8]> = params.iter().map(|p| &p[..]).collect();
     let mut p = ptxsim::profile::LaunchProfile::default();
-    let options = ptxsim::LaunchOptions { profile: Some(&mut p), ..Default::default() };
-    ptxsim::launch_with(&mut mem, &m, "skip_one", dims(1, 32), &refs, options).unwrap();
+    run_with(&mut mem, &m, "skip_one", 32, &params, ptxsim::LaunchOptions { profile: Some(&mut p), ..Default::default() });
     // One request of 31 lanes per round (124 bytes, 4 sectors each), not a third one for the
     // lane whose count fell behind.
     assert_eq!(p.totals("global"), (2, 248, 8, 8));
@@ -462,10 +464,8 @@ fn the_profile_counts_ldmatrix_phases_and_mma() {
     let mut mem = GlobalMemory::new();
     let (pa, pbt, pd) = (mem.alloc(512), mem.alloc(256), mem.alloc(512));
     let params = [param_u64(pa), param_u64(pbt), param_u64(pd)];
-    let refs: Vec<&[u8]> = params.iter().map(|p| &p[..]).collect();
     let mut p = ptxsim::profile::LaunchProfile::default();
-    let options = ptxsim::LaunchOptions { profile: Some(&mut p), ..Default::default() };
-    ptxsim::launch_with(&mut mem, &m, "mma16", dims(1, 32), &refs, options).unwrap();
+    run_with(&mut mem, &m, "mma16", 32, &params, ptxsim::LaunchOptions { profile: Some(&mut p), ..Default::default() });
     assert_eq!(p.mma, 1);
     // The instruction mix counts per thread: one mma, two ldmatrix, a cp.async and its wait, one
     // barrier per lane.
@@ -523,9 +523,7 @@ fn cp_async_lands_at_the_wait_by_default_and_at_issue_when_early() {
         let pin = upload_f32(&mut mem, &[1.5]);
         let pout = mem.alloc(4);
         let params = [param_u64(pin), param_u64(pout)];
-        let refs: Vec<&[u8]> = params.iter().map(|p| &p[..]).collect();
-        let options = ptxsim::LaunchOptions { early_cp_async: early, ..Default::default() };
-        ptxsim::launch_with(&mut mem, &m, "early_read", dims(1, 1), &refs, options).unwrap();
+        run_with(&mut mem, &m, "early_read", 1, &params, ptxsim::LaunchOptions { early_cp_async: early, ..Default::default() });
         download_f32(&mem, pout, 1)[0]
     };
     // Late: the read sees the NaN fill of fresh shared memory; early: the copied value.

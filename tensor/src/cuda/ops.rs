@@ -684,21 +684,21 @@ pub(crate) fn matmul(lhs: &Tensor, rhs: &Tensor, m: usize, n: usize, k: usize, o
     let rhs_shared = rhs.strides()[..r - 2].iter().zip(&rhs.shape()[..r - 2]).all(|(&s, &d)| s == 0 || d == 1);
     let folded = if batch > 1 && rhs_shared { lhs.layout().reshape(&[batch * m, k]) } else { None };
     let mut out = CudaBuf::zeros(gpu, dtype, batch * m * n).map_err(&e)?;
-    if let (Some(l), CudaBuf::F32(av), CudaBuf::F32(bv), CudaBuf::F32(cv)) = (&folded, ca.buf(), cb.buf(), &mut out) {
-        let (a_st, b_st) = (l.strides(), rhs.strides());
-        let one = GemmBatch::ONE;
-        let (a, b) = (av.slice(l.offset()..), bv.slice(rhs.layout().offset()..));
-        f32_gemm(gpu, batch * m, n, k, one, &a, (a_st[0], a_st[1]), &b, (b_st[r - 2], b_st[r - 1]), &mut cv.as_view_mut()).map_err(&e)?;
-        return Ok(wrap(gpu, out, out_shape));
-    }
-    // Past one launch's limits (65535 entries, 31-bit strides) the per-entry loop below runs it.
-    let batched =
-        two_batch_dims(&out_shape[..r - 2], &lhs.strides()[..r - 2], &rhs.strides()[..r - 2], m * n).filter(GemmBatch::fits_one_launch);
-    if let (None, Some(batched), CudaBuf::F32(av), CudaBuf::F32(bv), CudaBuf::F32(cv)) = (&folded, batched, ca.buf(), cb.buf(), &mut out) {
-        let (a_st, b_st) = (lhs.strides(), rhs.strides());
-        let (a, b) = (av.slice(lhs.layout().offset()..), bv.slice(rhs.layout().offset()..));
-        f32_gemm(gpu, m, n, k, batched, &a, (a_st[r - 2], a_st[r - 1]), &b, (b_st[r - 2], b_st[r - 1]), &mut cv.as_view_mut())
-            .map_err(&e)?;
+    // f32 in one launch: the folded product, or the whole batch when its dims reduce to two
+    // strided ones within one launch's limits (65535 entries, 31-bit strides); otherwise the
+    // per-entry loop below. (rows, A's offset and strides, batch) of that launch:
+    let (a_st, b_st) = (lhs.strides(), rhs.strides());
+    let one_launch = match &folded {
+        Some(l) => Some((batch * m, l.offset(), (l.strides()[0], l.strides()[1]), GemmBatch::ONE)),
+        None => two_batch_dims(&out_shape[..r - 2], &a_st[..r - 2], &b_st[..r - 2], m * n)
+            .filter(GemmBatch::fits_one_launch)
+            .map(|b| (m, lhs.layout().offset(), (a_st[r - 2], a_st[r - 1]), b)),
+    };
+    if let (Some((rows, a_off, a_strides, gemm_batch)), CudaBuf::F32(av), CudaBuf::F32(bv), CudaBuf::F32(cv)) =
+        (one_launch, ca.buf(), cb.buf(), &mut out)
+    {
+        let (a, b) = (av.slice(a_off..), bv.slice(rhs.layout().offset()..));
+        f32_gemm(gpu, rows, n, k, gemm_batch, &a, a_strides, &b, (b_st[r - 2], b_st[r - 1]), &mut cv.as_view_mut()).map_err(&e)?;
         return Ok(wrap(gpu, out, out_shape));
     }
     let (groups, gm) = if folded.is_some() { (1, batch * m) } else { (batch, m) };
