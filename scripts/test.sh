@@ -83,6 +83,10 @@ for i in "${!STEP_NAMES[@]}"; do
     printf '   %-22s %-16s %s\n' "${STEP_NAMES[$i]}" "${STEP_RESULTS[$i]}" "${STEP_TIMES[$i]}"
     if [[ ${STEP_RESULTS[$i]} != PASS ]]; then failed=$((failed + 1)); fi
 done
+# Disk use, so a run that fails with "No space left on device" shows how close the others come.
+target_dir=${CARGO_TARGET_DIR:-$ROOT/target}
+printf '   target dir %s: %s; disk free: %s\n' "$target_dir" "$(du -sh "$target_dir" 2>/dev/null | cut -f1)" \
+    "$(df -h --output=avail "$ROOT" 2>/dev/null | tail -n1 | tr -d ' ')"
 if ((failed == 0)); then
     printf 'test.sh: ALL PASSED (%s steps, %ss)\n' "${#STEP_NAMES[@]}" "$((SECONDS - START_ALL))"
     exit 0
