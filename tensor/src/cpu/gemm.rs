@@ -56,6 +56,7 @@ use half::bf16;
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
+mod gemv;
 
 /// A read-only strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 ///
@@ -307,9 +308,22 @@ impl<B: PackB<f32>> PackB<f32> for RoundedPanels<B> {
 // ---------------------------------------------------------------------------------------------
 
 /// The accumulation types the driver is generic over.
-pub(crate) trait Acc: Pod + Send + Sync + std::ops::Add<Output = Self> {}
-impl Acc for f32 {}
-impl Acc for f64 {}
+pub(crate) trait Acc: Pod + Send + Sync + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> {
+    /// `self * y + acc` rounded once (the micro-kernels' fused multiply-add).
+    fn mul_add(self, y: Self, acc: Self) -> Self;
+}
+impl Acc for f32 {
+    #[inline(always)]
+    fn mul_add(self, y: f32, acc: f32) -> f32 {
+        f32::mul_add(self, y, acc)
+    }
+}
+impl Acc for f64 {
+    #[inline(always)]
+    fn mul_add(self, y: f64, acc: f64) -> f64 {
+        f64::mul_add(self, y, acc)
+    }
+}
 
 /// Computes one `mr` x `nr` tile: `acc[i][j] = sum_{p < kc} A(i, p) * b[p * nr + j]` (in
 /// increasing `p`, one accumulator per entry, starting from zero), then stores
@@ -358,6 +372,9 @@ struct MicroKernel<E> {
     /// Columns of B packed at once: the `kc * nc` block is re-read for every A micro-panel, so it
     /// should stay in L2.
     nc: usize,
+    /// Whether each step is one fused multiply-add (the SIMD kernels) or a multiply then an add
+    /// (the portable ones): the one-row path (`gemv`) must round as the kernel does.
+    fused: bool,
     run: KernelFn<E>,
     /// The same tile reading A in place (see [`KernelFn`]): for products whose A is contiguous
     /// along k and whose B is narrow, where packing A would cost about as much as the product.
@@ -440,6 +457,7 @@ const F32_PORTABLE: MicroKernel<f32> = MicroKernel {
     kc: 256,
     mc: 256,
     nc: 1024,
+    fused: false,
     run: kernel_portable::<f32, PORTABLE_MR, PORTABLE_NR, false>,
     run_direct: kernel_portable::<f32, PORTABLE_MR, PORTABLE_NR, true>,
 };
@@ -452,6 +470,7 @@ const F64_PORTABLE: MicroKernel<f64> = MicroKernel {
     kc: 256,
     mc: 256,
     nc: 512,
+    fused: false,
     run: kernel_portable::<f64, PORTABLE_MR, PORTABLE_NR, false>,
     run_direct: kernel_portable::<f64, PORTABLE_MR, PORTABLE_NR, true>,
 };
@@ -547,6 +566,7 @@ mod x86 {
         kc: 256,
         mc: 240,
         nc: 1024,
+        fused: true,
         run: kernel_f32_avx512::<12, 2, false>,
         run_direct: kernel_f32_avx512::<12, 2, true>,
     };
@@ -561,6 +581,7 @@ mod x86 {
         kc: 256,
         mc: 240,
         nc: 1024,
+        fused: true,
         run: kernel_f32_avx512::<24, 1, false>,
         run_direct: kernel_f32_avx512::<24, 1, true>,
     };
@@ -577,6 +598,7 @@ mod x86 {
         kc: 256,
         mc: 240,
         nc: 1024,
+        fused: true,
         run: kernel_f32_avx2::<false>,
         run_direct: kernel_f32_avx2::<true>,
     };
@@ -591,6 +613,7 @@ mod x86 {
         kc: 256,
         mc: 256,
         nc: 512,
+        fused: true,
         run: kernel_f64_avx2::<false>,
         run_direct: kernel_f64_avx2::<true>,
     };
@@ -710,9 +733,84 @@ mod x86 {
 
     /// [`super::Widen::pack_lanes_along_depth`] for f32.
     pub(super) fn transpose_lanes_f32(src: &[f32], lanes: &Lanes, width: usize, panel: &mut [f32]) {
+        if is_x86_feature_detected!("avx") {
+            // SAFETY: AVX is present (checked just above).
+            return unsafe { transpose_lanes_f32_avx(src, lanes, width, panel) };
+        }
         // SAFETY: `transpose_lanes` calls the loader only on 4 readable f32 values; SSE is
         // always present on x86-64.
         transpose_lanes(src, lanes, width, panel, |p| unsafe { _mm_loadu_ps(p) });
+    }
+
+    /// [`transpose_lanes_f32`] 8 lanes x 8 depths at a time: 8 loads, 24 shuffles and 8 stores
+    /// per 64 elements, against 16 + 32 + 16 for the 4 x 4 SSE blocks. Fewer instructions per
+    /// element let the out-of-order window hold more loads in flight, which is what a one-row
+    /// product reading a transposed weight from memory is bound by (`gemv`). Leftover depths and
+    /// lanes go through the scalar path.
+    ///
+    /// # Safety
+    /// The CPU must have AVX.
+    #[target_feature(enable = "avx")]
+    unsafe fn transpose_lanes_f32_avx(src: &[f32], lanes: &Lanes, width: usize, panel: &mut [f32]) {
+        let kc = panel.len() / width;
+        let (kc8, lanes8) = (kc - kc % 8, lanes.valid - lanes.valid % 8);
+        for l0 in (0..lanes8).step_by(8) {
+            // Bounds are checked here, once per lane: each `row` is exactly that lane's kc values.
+            let rows: [&[f32]; 8] = std::array::from_fn(|i| {
+                let start = lanes.base + (l0 + i) * lanes.lane_stride;
+                &src[start..start + kc]
+            });
+            for p in (0..kc8).step_by(8) {
+                // p + 8 <= kc8 <= kc: each load reads 8 values inside its `row`.
+                // SAFETY: `rows[i][p..p + 8]` is 8 readable f32 values; AVX is enabled.
+                let r: [__m256; 8] = std::array::from_fn(|i| unsafe { _mm256_loadu_ps(rows[i][p..p + 8].as_ptr()) });
+                // Within each 128-bit half: pairs of lanes interleaved, then quads of lanes
+                // gathered per depth; the halves hold depths p..p + 4 and p + 4..p + 8.
+                let t = [
+                    _mm256_unpacklo_ps(r[0], r[1]), // r0[0] r1[0] r0[1] r1[1] | r0[4] r1[4] ..
+                    _mm256_unpackhi_ps(r[0], r[1]), // r0[2] r1[2] r0[3] r1[3] | r0[6] ..
+                    _mm256_unpacklo_ps(r[2], r[3]),
+                    _mm256_unpackhi_ps(r[2], r[3]),
+                    _mm256_unpacklo_ps(r[4], r[5]),
+                    _mm256_unpackhi_ps(r[4], r[5]),
+                    _mm256_unpacklo_ps(r[6], r[7]),
+                    _mm256_unpackhi_ps(r[6], r[7]),
+                ];
+                let q = [
+                    _mm256_shuffle_ps::<0x44>(t[0], t[2]), // lanes 0..4 at depth 0 | 4
+                    _mm256_shuffle_ps::<0xEE>(t[0], t[2]), // depth 1 | 5
+                    _mm256_shuffle_ps::<0x44>(t[1], t[3]), // depth 2 | 6
+                    _mm256_shuffle_ps::<0xEE>(t[1], t[3]), // depth 3 | 7
+                    _mm256_shuffle_ps::<0x44>(t[4], t[6]), // lanes 4..8, likewise
+                    _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+                    _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+                    _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+                ];
+                let out = [
+                    _mm256_permute2f128_ps::<0x20>(q[0], q[4]), // depth p: lanes 0..8
+                    _mm256_permute2f128_ps::<0x20>(q[1], q[5]),
+                    _mm256_permute2f128_ps::<0x20>(q[2], q[6]),
+                    _mm256_permute2f128_ps::<0x20>(q[3], q[7]),
+                    _mm256_permute2f128_ps::<0x31>(q[0], q[4]), // depth p + 4
+                    _mm256_permute2f128_ps::<0x31>(q[1], q[5]),
+                    _mm256_permute2f128_ps::<0x31>(q[2], q[6]),
+                    _mm256_permute2f128_ps::<0x31>(q[3], q[7]),
+                ];
+                for (d, v) in out.into_iter().enumerate() {
+                    // Lanes l0..l0 + 8 <= valid <= width of depth row p + d < kc: inside `panel`.
+                    let at = (p + d) * width + l0;
+                    let slot = &mut panel[at..at + 8];
+                    // SAFETY: `slot` is 8 writable f32 values; AVX is enabled.
+                    unsafe { _mm256_storeu_ps(slot.as_mut_ptr(), v) };
+                }
+            }
+            for p in kc8..kc {
+                for i in 0..8 {
+                    panel[p * width + l0 + i] = rows[i][p];
+                }
+            }
+        }
+        super::scatter_lanes(src, lanes, lanes8, width, panel, |x| x);
     }
 
     /// [`super::Widen::pack_lanes_along_depth`] for bf16, widening 4 values at a time by moving
@@ -1074,6 +1172,14 @@ unsafe impl<E: Send> Send for CPtr<E> {}
 // SAFETY: as for Send.
 unsafe impl<E: Send> Sync for CPtr<E> {}
 
+impl<E> CPtr<E> {
+    /// The address `offset` elements past C's first (arithmetic only: nothing is dereferenced).
+    /// A method, so a closure calling it captures the whole `CPtr`, which is `Sync`.
+    fn at(self, offset: usize) -> *mut E {
+        self.0.wrapping_add(offset)
+    }
+}
+
 /// How C is cut into tasks: a grid of `row_tasks` x `col_tasks` rectangles, each a whole number
 /// of micro-panels (`rows_per_task` rows, `cols_per_task` columns; the last ones may be short).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1178,6 +1284,9 @@ fn gemm_out<T: Widen<E>, E: Acc, B: PackB<E>>(
     out: Out<'_, E>,
 ) {
     let (m, k, n) = (a.rows, a.cols, b.cols());
+    if gemv::applies(m) {
+        return gemv::gemv(kernel, a, b, out);
+    }
     let Some((c, accumulate)) = prepare_out(m, k, n, &a, &b, out) else {
         return;
     };
@@ -1196,7 +1305,7 @@ fn gemm_out<T: Widen<E>, E: Acc, B: PackB<E>>(
         ldc: n,
         accumulate,
     };
-    run_planned((m, n, k), (kernel.mr, kernel.nr), &|rows, cols| job.task(rows, cols));
+    run_planned((m, n, k), (kernel.mr, kernel.nr), PARALLEL_MIN_MACS, &|rows, cols| job.task(rows, cols));
 }
 
 /// Checks the shapes of `a` (`m` x `k`), `b` (`k` x `n`) and `out`, and handles the products with
@@ -1246,14 +1355,16 @@ fn prepare_out<T, E: Acc, B: PackB<E>>(
 }
 
 /// Cuts an `m` x `n` x `k` product into tasks of whole `mr` x `nr` micro-panels (see [`plan`]:
-/// one per pool thread when the product is large enough to be worth waking the pool) and runs
+/// one per pool thread when the product has at least `parallel_min_macs` multiply-adds, enough to
+/// be worth waking the pool) and runs
 /// `task(rows, cols)` on each rectangle, `rows` and `cols` as `(first, count)`.
 fn run_planned(
     (m, n, k): (usize, usize, usize),
     (mr, nr): (usize, usize),
+    parallel_min_macs: usize,
     task: &(dyn Fn((usize, usize), (usize, usize)) + Sync),
 ) {
-    let threads = if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS {
+    let threads = if m.saturating_mul(n).saturating_mul(k) >= parallel_min_macs {
         rayon::current_num_threads()
     } else {
         1
@@ -1490,6 +1601,7 @@ mod tests {
     use super::*;
 
     mod bf16_operands;
+    mod one_row;
     use brainstacks_kernels::gemm::{
         check_close_f32, check_close_f64, gemm_abs_reference_f32, gemm_abs_reference_f64,
         gemm_reference_f32, gemm_reference_f64,

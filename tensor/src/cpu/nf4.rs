@@ -269,4 +269,28 @@ mod tests {
             }
         }
     }
+
+    /// A one-row product (the decode step, which takes the one-row path) gets, row by row, the
+    /// bits of the same rows inside a larger product (the blocked driver), both orientations, with
+    /// several KC blocks and a partial last panel.
+    #[test]
+    fn one_row_products_match_their_rows_in_a_larger_product_bitwise() {
+        use super::super::gemm::{MatRef, gemm_f32_packed};
+        let (out_f, in_f, m, blocksize) = (37, 600, 5, 64);
+        let q = quantize_nf4(&weights(out_f * in_f, 3), blocksize).unwrap();
+        let w = Nf4Ref { packed: q.packed(), absmax: q.absmax(), out_features: out_f, in_features: in_f, blocksize };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let check = |k: usize, n: usize, product: &dyn Fn(MatRef<'_, f32>, &mut [f32])| {
+            let x = weights(m * k, 7);
+            let mut whole = vec![0.0f32; m * n];
+            product(MatRef::row_major(&x, m, k), &mut whole);
+            for i in 0..m {
+                let mut alone = vec![0.0f32; n];
+                product(MatRef::row_major(&x[i * k..(i + 1) * k], 1, k), &mut alone);
+                assert_eq!(bits(&alone), bits(&whole[i * n..(i + 1) * n]), "row {i}, k {k}, n {n}");
+            }
+        };
+        check(in_f, out_f, &|x, y| gemm_f32_packed(x, Nf4Transposed(w), y, false));
+        check(out_f, in_f, &|x, y| gemm_f32_packed(x, Nf4Plain(w), y, false));
+    }
 }
