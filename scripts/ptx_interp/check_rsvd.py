@@ -16,7 +16,8 @@ bounds-checks each access) and outputs start NaN-filled, so a forgotten entry sh
 Expected results: the Gram partials, their sum, R, Q and the cast are compared BIT FOR BIT with
 references that do the kernels' operations in the kernels' order (for R that is also the order of
 cpu.rs cholesky_upper). The Jacobi SVD is compared bit for bit with a Python model of the same
-round-robin sweep, and against cpu.rs's row-major cyclic order by properties: singular values
+round-robin sweep and the same dot products (lane-strided sums in a group of lanes, then a
+butterfly), and against cpu.rs's row-major cyclic order by properties: singular values
 within 1e-12 relative to sigma_max, W = U S V^T within 1e-12, U^T U = V^T V = I within 1e-12.
 
 The driver (rsvd/cuda.rs rsvd_f32) is replayed step by step on small shapes, every piece through
@@ -246,13 +247,45 @@ def ref_trsm(y, r, m, l):
     return q
 
 
-def rotate_pair(w, v, p, q, l):
-    """One pair step of cpu.rs jacobi_svd on column lists; True when rotated."""
-    alpha = beta = gamma = 0.0
-    for i in range(l):
-        alpha += w[p][i] * w[p][i]
-        beta += w[q][i] * w[q][i]
-        gamma += w[p][i] * w[q][i]
+def group_lanes(l):
+    """G, the lanes per pair of the kernel (and of rsvd/cuda.rs jacobi_threads)."""
+    pairs = (l + 1) // 2
+    return 32 if pairs <= 32 else (16 if pairs <= 64 else 8)
+
+
+def group_sum(terms, g):
+    """The kernel's sum of terms[0..n) by a group of g lanes: lane t adds terms t, t + g, ... in
+    order (from 0.0), then a butterfly at offsets g/2, ..., 2, 1 adds the partner lane's sum."""
+    lanes = [0.0] * g
+    for i, x in enumerate(terms):
+        lanes[i % g] += x
+    off = g // 2
+    while off:
+        lanes = [lanes[t] + lanes[t ^ off] for t in range(g)]
+        off //= 2
+    return lanes[0]
+
+
+def jacobi_block(l):
+    """rsvd/cuda.rs jacobi_threads: G lanes per pair, rounded up to whole warps."""
+    pairs = max(1, (l + 1) // 2)
+    return (pairs * group_lanes(l) + 31) // 32 * 32
+
+
+def rotate_pair(w, v, p, q, l, dot='warp'):
+    """One pair step on column lists, True when rotated: the kernel's dot products ('warp': a group
+    of lanes) or cpu.rs jacobi_svd's sequential ones ('seq')."""
+    if dot == 'warp':
+        g = group_lanes(l)
+        alpha = group_sum([w[p][i] * w[p][i] for i in range(l)], g)
+        beta = group_sum([w[q][i] * w[q][i] for i in range(l)], g)
+        gamma = group_sum([w[p][i] * w[q][i] for i in range(l)], g)
+    else:
+        alpha = beta = gamma = 0.0
+        for i in range(l):
+            alpha += w[p][i] * w[p][i]
+            beta += w[q][i] * w[q][i]
+            gamma += w[p][i] * w[q][i]
     if gamma == 0.0 or abs(gamma) <= 1e-15 * math.sqrt(alpha * beta):
         return False
     zeta = (beta - alpha) / (2.0 * gamma)
@@ -280,7 +313,8 @@ def round_robin_pairs(l, rnd):
 
 
 def ref_jacobi(a2, a1, l, max_sweeps, order):
-    """(s, u, vt, info) as the kernel writes them; order 'rr' (the kernel's) or 'cyclic' (cpu.rs)."""
+    """(s, u, vt, info) as the kernel writes them; order 'rr' (the kernel's, with its warp dot
+    products) or 'cyclic' (cpu.rs, sequential dot products)."""
     w = [[0.0] * l for _ in range(l)]
     for c in range(l):
         for i in range(l):
@@ -300,7 +334,7 @@ def ref_jacobi(a2, a1, l, max_sweeps, order):
         else:
             for p in range(l):
                 for q in range(p + 1, l):
-                    rot |= rotate_pair(w, v, p, q, l)
+                    rot |= rotate_pair(w, v, p, q, l, dot='seq')
         sweeps += 1
         if not rot:
             conv = True
@@ -448,7 +482,7 @@ def jacobi_case(mod, rng, l, max_sweeps=60, upper=True):
     wa, va = mem.alloc(nan_f64(l * l)), mem.alloc(nan_f64(l * l))
     sa, ua, vta = mem.alloc(nan_f32(l)), mem.alloc(nan_f32(l * l)), mem.alloc(nan_f32(l * l))
     ia = mem.alloc(struct.pack('<I', 0xDEADBEEF))
-    pi.run(mod, 'rsvd_jacobi_f64', (1, 1), 128, [a2a, a1a, wa, va, sa, ua, vta, ia, l, max_sweeps], mem)
+    pi.run(mod, 'rsvd_jacobi_f64', (1, 1), jacobi_block(l), [a2a, a1a, wa, va, sa, ua, vta, ia, l, max_sweeps], mem)
     s, u, vt = rd_f32(mem, sa, l), rd_f32(mem, ua, l * l), rd_f32(mem, vta, l * l)
     info = rd_u32(mem, ia, 1)[0]
     ws, wu, wvt, winfo, (w, v, sig) = ref_jacobi(a2, a1, l, max_sweeps, 'rr')
@@ -615,7 +649,7 @@ def driver_case(mod, rng, m, n, k, p, q):
     wa, va = mem.alloc(nan_f64(l * l)), mem.alloc(nan_f64(l * l))
     sa, ua, vra = mem.alloc(nan_f32(l)), mem.alloc(nan_f32(l * l)), mem.alloc(nan_f32(l * l))
     ia = mem.alloc(bytes(4))
-    pi.run(mod, 'rsvd_jacobi_f64', (1, 1), 128, [r2a, r1a, wa, va, sa, ua, vra, ia, l, 60], mem)
+    pi.run(mod, 'rsvd_jacobi_f64', (1, 1), jacobi_block(l), [r2a, r1a, wa, va, sa, ua, vra, ia, l, 60], mem)
     s = rd_f32(mem, sa, l)[:k]
     u_r, v_r = rd_f32(mem, ua, l * l), rd_f32(mem, vra, l * l)
     first_k = lambda x: [x[i * l + j] for i in range(l) for j in range(k)]  # noqa: E731
@@ -661,6 +695,12 @@ def main():
     for l in [1, 2, 3, 5] + ([] if quick else [8, 11]):
         ok &= jacobi_case(mod, rng, l)
     ok &= jacobi_case(mod, rng, 6, max_sweeps=1, upper=False)
+    # 17 rows: lane 16 holds a row, so every butterfly step (offset 16 included) matters
+    ok &= jacobi_case(mod, rng, 17, max_sweeps=1, upper=False)
+    if not quick:
+        # more than G rows: lanes sum two (G = 32) or five (G = 16) rows each before the butterfly
+        ok &= jacobi_case(mod, rng, 34, max_sweeps=1, upper=False)
+        ok &= jacobi_case(mod, rng, 66, max_sweeps=1, upper=False)
     ok &= cast_case(mod, rng, 300)
     # the driver's composition: tall, wide, l = min(m, n)
     ok &= driver_case(mod, rng, 24, 17, 3, 2, 1)

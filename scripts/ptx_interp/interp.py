@@ -5,7 +5,7 @@ shapes). Used by check_nf4.py / check_gemm.py and their self-test (scripts/ptx-i
 It runs the very PTX text the GPU loads, with this model (ptxsim, the Rust interpreter behind
 scripts/gpu-sim.sh, follows the same rules):
   * threads run independently (divergent branches allowed); warp-collective instructions (mma,
-    ldmatrix) execute once all 32 lanes of the warp stand on the same instruction (a warp split
+    ldmatrix, shfl.sync.bfly over the full warp) execute once all 32 lanes of the warp stand on the same instruction (a warp split
     over a collective, or a collective with exited lanes, is reported);
   * bar.sync releases once every thread of the block stands on the same bar.sync (exited threads
     or threads waiting elsewhere are reported as a deadlock);
@@ -193,7 +193,7 @@ class Global:
 
 
 CONST_BASE = 1 << 40
-COLLECTIVE = ('mma.', 'ldmatrix.')
+COLLECTIVE = ('mma.', 'ldmatrix.', 'shfl.')
 
 
 class Deadlock(AssertionError):
@@ -349,7 +349,7 @@ def run_block(e, ctaid, grid, nthreads, pmap, mem, const_addr, const_bytes, rng)
             R[d] = v(1) >> v(2)
         elif op == 'xor.b32':
             R[d] = v(1) ^ v(2)
-        elif op == 'or.b32':
+        elif op in ('or.b32', 'or.b64'):
             R[d] = v(1) | v(2)
         elif op == 'div.u32':
             R[d] = (v(1) & MASK32) // (v(2) & MASK32)
@@ -455,6 +455,14 @@ def run_block(e, ctaid, grid, nthreads, pmap, mem, const_addr, const_bytes, rng)
 
     def collective(w, op, a):
         lanes = range(32 * w, 32 * w + 32)
+        if op.startswith('shfl'):
+            # the full-warp butterfly: lane l gets lane (l ^ b)'s value (c = 31: no segments)
+            assert op == 'shfl.sync.bfly.b32', op
+            assert val(32 * w, a[3]) == 31 and val(32 * w, a[4]) & MASK32 == MASK32, a
+            src = [val(t, a[1]) & MASK32 for t in lanes]
+            for l in range(32):
+                regs[32 * w + l][a[0][1]] = src[l ^ (val(32 * w + l, a[2]) & 31)]
+            return
         if op.startswith('ldmatrix'):
             trans = op == 'ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16'
             assert trans or op == 'ldmatrix.sync.aligned.m8n8.x4.shared.b16', op

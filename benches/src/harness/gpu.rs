@@ -237,6 +237,10 @@ pub fn registry() -> Vec<Bench> {
             ));
         }
     }
+    // Its Jacobi SVD alone, at the l of k = 64 and k = 128.
+    for l in [72usize, 136] {
+        v.push(bench(spec::rsvd_jacobi_f64(l as u64), move |c| jacobi_op(c, l)));
+    }
     v
 }
 
@@ -770,6 +774,17 @@ fn rsvd_op(c: &Ctx, m: usize, n: usize, k: usize, q: usize) -> Result<Op, SetupE
     let a = random_f32(&c.gpu, m * n, 70)?;
     Ok(Box::new(move |c: &Ctx| {
         rsvd::rsvd_f32(&c.gpu, &a, m, n, k, 8, q, 71).map(|_| ())
+    }))
+}
+
+/// The Jacobi SVD of a random l x l matrix (uniform entries; `a1` the identity), to convergence.
+fn jacobi_op(c: &Ctx, l: usize) -> Result<Op, SetupError> {
+    let a = random_f32(&c.gpu, l * l, 72)?;
+    let a2: Vec<f64> = c.gpu.dtoh(&a)?.into_iter().map(f64::from).collect();
+    let eye: Vec<f64> = (0..l * l).map(|e| if e / l == e % l { 1.0 } else { 0.0 }).collect();
+    let (a2, a1) = (c.gpu.htod(&a2)?, c.gpu.htod(&eye)?);
+    Ok(Box::new(move |c: &Ctx| {
+        rsvd::jacobi_svd_f64(&c.gpu, &a2, &a1, l, brainstacks_kernels::rsvd::GPU_JACOBI_MAX_SWEEPS).map(|_| ())
     }))
 }
 

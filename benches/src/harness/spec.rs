@@ -539,6 +539,22 @@ pub fn rsvd_f32(m: u64, n: u64, k: u64, q: u64) -> Spec {
     }
 }
 
+/// The one-block Jacobi SVD of the randomized SVD's small l x l matrix alone
+/// (`rsvd::cuda::jacobi_svd_f64` on a dense Gaussian matrix, its sweep-count read-back
+/// included): the latency-bound piece inside `rsvd/f32/...` (l = k + 8). Counted: the f64 input
+/// read and the f32 outputs written; the sweeps' work depends on the matrix, so no FLOPs.
+/// Label `l<l>`.
+pub fn rsvd_jacobi_f64(l: u64) -> Spec {
+    Spec {
+        kernel: "rsvd",
+        variant: "jacobi_f64",
+        shape: format!("l{l}"),
+        bytes: 8 * 2 * l * l + 4 * (2 * l * l + l),
+        flops: 0,
+        role: Role::Kernel,
+    }
+}
+
 /// How many copies of a `bytes`-sized operand a benchmark cycles through so that consecutive
 /// calls never find it in L2: enough for [`ROTATE_BYTES`] in all (several times the 50 MiB L2 of
 /// an H100, and the H200's), at most 64. An operand already that large needs one copy.
@@ -816,6 +832,7 @@ mod tests {
         );
         let r = rsvd_f32(2048, 8192, 64, 2);
         assert_eq!(r.id(), "rsvd/f32/2048x8192_k64_q2");
+        assert_eq!(rsvd_jacobi_f64(72).id(), "rsvd/jacobi_f64/l72");
         assert_eq!(r.flops, 6 * 2 * 2048 * 8192 * 72);
         assert_eq!(r.bytes, 4 * (6 * 2048 * 8192 + 3 * (2048 + 8192) * 72));
         let g = moe_gate_fwd(4096, 2048, 4, 2);

@@ -23,7 +23,18 @@ const GRAM_TARGET_BLOCKS: usize = 528;
 /// Threads per block of the Cholesky (one block; thread c owns column c), trsm and Jacobi.
 const CHOL_THREADS: u32 = 256;
 const TRSM_THREADS: u32 = 128;
-const JACOBI_THREADS: u32 = 128;
+/// The Jacobi block size for an l x l matrix: `l' / 2` pairs per round (`l'` = l rounded up to
+/// even), each worked on by a group of G lanes, G = 32, 16 or 8 for up to 32, 64 or 128 pairs (the
+/// kernel picks G by the same rule), rounded up to whole warps: at most 1024 threads for l <= 256.
+fn jacobi_threads(l: u32) -> u32 {
+    let pairs = l.div_ceil(2).max(1);
+    let group = match pairs {
+        0..=32 => 32,
+        33..=64 => 16,
+        _ => 8,
+    };
+    (pairs * group).next_multiple_of(32)
+}
 
 fn invalid(op: &'static str, msg: String) -> GpuError {
     GpuError::Invalid { op, msg }
@@ -245,7 +256,7 @@ pub fn jacobi_svd_f64(
     let f = gpu.function(ModuleId::Rsvd, &RSVD_JACOBI_F64)?;
     let cfg = LaunchConfig {
         grid_dim: (1, 1, 1),
-        block_dim: (JACOBI_THREADS, 1, 1),
+        block_dim: (jacobi_threads(l32), 1, 1),
         shared_mem_bytes: 0,
     };
     let mut launch = gpu.launch(&f, &RSVD_JACOBI_F64);
@@ -262,7 +273,7 @@ pub fn jacobi_svd_f64(
         .arg(&l32)
         .arg(&max_sweeps);
     // SAFETY: the arguments match the .param list; every matrix is l x l, s has l entries,
-    // l <= 256 = 2 x 128 pairs per round.
+    // l <= 256 (the kernel's shared sigma array); the block is whole warps, at most 1024 threads.
     unsafe { launch.launch(cfg) }?;
     let info = gpu.dtoh(&info)?[0];
     Ok(SmallSvd {
