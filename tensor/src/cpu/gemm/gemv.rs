@@ -92,10 +92,10 @@ pub(super) fn gemv<T: Widen<E>, E: Acc, B: PackB<E>>(kernel: &MicroKernel<E>, a:
 /// A's one row as `E` values: borrowed when it needs no widening and is contiguous, else gathered
 /// (k values: nothing beside the `k x n` product).
 fn a_row<'a, T: Widen<E>, E: Acc>(a: &MatRef<'a, T>) -> Cow<'a, [E]> {
-    if a.col_stride == 1 || a.cols == 1 {
-        if let Some(data) = T::in_place(a.data) {
-            return Cow::Borrowed(&data[..a.cols]);
-        }
+    if (a.col_stride == 1 || a.cols == 1)
+        && let Some(data) = T::in_place(a.data)
+    {
+        return Cow::Borrowed(&data[..a.cols]);
     }
     Cow::Owned((0..a.cols).map(|p| a.data[p * a.col_stride].widen()).collect())
 }
