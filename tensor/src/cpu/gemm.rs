@@ -26,6 +26,10 @@
 //! its broadcast operand, the A micro-panel is the one held in L1 and the packed B block the one
 //! held in L2.
 //!
+//! Products with a single row of A (every projection while decoding one token) skip this loop
+//! nest for the `gemv` submodule's: 32 columns of B packed at a time over the whole depth into an
+//! L1 panel, the same summation order, so a row gets the same bits alone or inside a product.
+//!
 //! Packing reads any strides (a transposed operand is just swapped strides) and pads the last
 //! micro-panel with zeros, so the micro-kernel always sees full MR x NR tiles; an edge tile is
 //! computed into a scratch tile and only its valid part is written back.
