@@ -1892,6 +1892,23 @@ mod tests {
         }
     }
 
+    /// For both values of `accumulate`: `c0 (+)= a · b` with `kernel` has the same bits on 1, 2
+    /// and 3 threads, and the threaded result is right against the oracle, not merely
+    /// reproducible.
+    fn assert_threads_agree_and_match_oracle(kernel: &MicroKernel<f32>, a: &Operand<f32>, b: &Operand<f32>, c0: &[f32], what: &str) {
+        for accumulate in [false, true] {
+            let run = || {
+                let mut c = c0.to_vec();
+                gemm_with(kernel, a.view(), b.view(), &mut c, accumulate);
+                c
+            };
+            assert_thread_count_invariant(run);
+            let (want, abs) = oracle_f32(a, b, accumulate.then_some(c0));
+            check_close_f32(&pool(2).install(run), &want, &abs, a.cols)
+                .unwrap_or_else(|e| panic!("{}: {what} accumulate={accumulate}: {e}", kernel.name));
+        }
+    }
+
     /// Shapes above `PARALLEL_MIN_MACS` that split by columns, by rows, and both, each crossing
     /// KC blocks and tile edges.
     const INVARIANCE_SHAPES: [(usize, usize, usize); 4] = [
@@ -1910,18 +1927,7 @@ mod tests {
                 let b = operand(k, n, Layout::Transposed, &mut noise, |x| x as f32);
                 let c0: Vec<f32> = (0..m * n).map(|_| noise.next() as f32).collect();
                 assert!(m * n * k >= PARALLEL_MIN_MACS);
-                for accumulate in [false, true] {
-                    let run = || {
-                        let mut c = c0.clone();
-                        gemm_with(&kernel, a.view(), b.view(), &mut c, accumulate);
-                        c
-                    };
-                    assert_thread_count_invariant(run);
-                    // And the threaded result is right, not merely reproducible.
-                    let (want, abs) = oracle_f32(&a, &b, accumulate.then_some(&c0[..]));
-                    check_close_f32(&pool(2).install(run), &want, &abs, k)
-                        .unwrap_or_else(|e| panic!("{}: {m}x{n}x{k}: {e}", kernel.name));
-                }
+                assert_threads_agree_and_match_oracle(&kernel, &a, &b, &c0, &format!("{m}x{n}x{k}"));
             }
         }
     }

@@ -77,16 +77,7 @@ fn one_row_is_bitwise_independent_of_thread_count() {
             let a = operand(1, k, Layout::RowMajor, &mut noise, |x| x as f32);
             let b = operand(k, n, lb, &mut noise, |x| x as f32);
             let c0: Vec<f32> = (0..n).map(|_| noise.next() as f32).collect();
-            for accumulate in [false, true] {
-                let run = || {
-                    let mut c = c0.clone();
-                    gemm_with(&kernel, a.view(), b.view(), &mut c, accumulate);
-                    c
-                };
-                assert_thread_count_invariant(run);
-                let (want, abs) = oracle_f32(&a, &b, accumulate.then_some(&c0[..]));
-                check_close_f32(&pool(2).install(run), &want, &abs, k).unwrap_or_else(|e| panic!("{}: 1x{n}x{k} {lb:?}: {e}", kernel.name));
-            }
+            assert_threads_agree_and_match_oracle(&kernel, &a, &b, &c0, &format!("1x{n}x{k} {lb:?}"));
         }
     }
 }
