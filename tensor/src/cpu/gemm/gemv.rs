@@ -6,8 +6,8 @@
 //! padding, and the packed block makes a round trip through L2 that a single row never amortises.
 //! Here B is consumed [`WIDTH`] columns at a time over the whole depth: each group is packed `KC`
 //! rows at a time into a panel that stays in L1 (the driver's own packing, so NF4 decodes and bf16
-//! widens exactly as there) and multiplied into `WIDTH` accumulators at once. The product is then
-//! bound by reading B from memory (see `benches/RESULTS.md`, CPU generation).
+//! widens exactly as there) and multiplied into `WIDTH` accumulators at once. With a dense f32
+//! weight the product is then bound by reading B from memory (see `benches/RESULTS.md`, CPU generation).
 //!
 //! # The same bits as the driver
 //!
@@ -106,8 +106,8 @@ fn panel_sums<E: Acc>(fused: bool, a: &[E], panel: &[E]) -> [E; WIDTH] {
     debug_assert_eq!(a.len() * WIDTH, panel.len());
     if fused {
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has FMA (checked just above) and AVX2 (every x86 CPU with FMA has it).
+        if std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has FMA and AVX2 (checked just above).
             return unsafe { panel_sums_fma(a, panel) };
         }
         return panel_sums_with(a, panel, |x, y, acc| x.mul_add(y, acc));
