@@ -20,7 +20,7 @@ const GRAM_TILE: usize = 256;
 const GRAM_MAX_SPLITS: usize = 64;
 /// Aim for about this many Gram blocks (a few per SM on current GPUs).
 const GRAM_TARGET_BLOCKS: usize = 528;
-/// Threads per block of the Cholesky (one block; thread c owns column c), trsm and Jacobi.
+/// Threads per block of the Cholesky (one block; thread c owns column c) and of trsm.
 const CHOL_THREADS: u32 = 256;
 const TRSM_THREADS: u32 = 128;
 /// The Jacobi block size for an l x l matrix: `l' / 2` pairs per round (`l'` = l rounded up to

@@ -7,9 +7,10 @@
 //! the same values the dense path would pack.
 //!
 //! Two orientations of a weight `W` (`[out, in]`, row-major, flattened into blocks):
-//! - `y = x · Wᵀ` (forward): B = Wᵀ, each B column is a contiguous run of a W row. Each lane is
-//!   decoded into a small lane-major scratch and transposed into the panel with the dense path's
-//!   transposition.
+//! - `y = x · Wᵀ` (forward): B = Wᵀ, each B column is a contiguous run of a W row. With AVX-512
+//!   VBMI and 16-aligned shapes, 16 rows x 16 depths are decoded straight into the panel's
+//!   layout (`avx512::decode_tile16`); otherwise each lane is decoded into a small lane-major
+//!   scratch and transposed into the panel with the dense path's transposition.
 //! - `dx = dy · W` (input gradient): B = W, each panel row is a contiguous run of a W row, decoded
 //!   in place.
 

@@ -33,7 +33,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     /// f32, bf16 and f64 operands with every kernel (fused and portable), several KC blocks deep,
-    /// n across the 16-column panels and the driver's tiles, on a two-thread pool.
+    /// n across the 32-column panels and the driver's tiles, on a two-thread pool.
     #[test]
     fn a_row_alone_gets_the_bits_it_gets_inside_a_product(
         m in 2usize..30, n in 0usize..80, k in prop_oneof![0usize..20, 250usize..530],
