@@ -9,13 +9,22 @@ LlamaForCausalLM in f32 and times the same two steps on the same prompt ids:
 Prints one JSON line per step: the median milliseconds over --reps runs after --warmup, and
 tokens per second.
 
+When bitsandbytes is installed (0.45 or later runs 4-bit layers on the CPU), the same checkpoint
+is loaded a second time with transformers' BitsAndBytesConfig (NF4, blocks of 64, no double
+quantization, f32 compute: the seven projections of every layer become bnb Linear4bit, the head
+stays f32) and timed the same way under the ids `generate/{step}/{name}-nf4/...`, next to the
+Rust suite's NF4 model, which quantizes the same weights the same way. --no-nf4 skips it.
+
 Usage: python3 benches/anchors/cpu_generate.py --model DIR [--threads N] [--reps R] [--warmup W]
+       [--no-nf4]
 (scripts/bench-generate.sh runs it next to the Rust suite.)
 """
 import argparse
 import copy
+import importlib.util
 import json
 import statistics
+import sys
 import time
 
 import torch
@@ -34,6 +43,36 @@ def median_ms(step, reps, warmup, setup=lambda: None):
     return statistics.median(times)
 
 
+def time_steps(model, prompt_len, reps, warmup):
+    """Median ms of a prefill of `prompt_len` ids and of one decode step after it."""
+    vocab = model.config.vocab_size
+    # The same ids as the Rust suite's prompt(): (i * 7919 + 13) % vocab.
+    ids = torch.tensor([[(i * 7919 + 13) % vocab for i in range(prompt_len + 1)]])
+    prompt, nxt = ids[:, :prompt_len], ids[:, prompt_len:]
+    with torch.inference_mode():
+        prefill = median_ms(lambda _: model(prompt, use_cache=True), reps, warmup)
+        cache = model(prompt, use_cache=True).past_key_values
+        decode = median_ms(
+            lambda c: model(nxt, past_key_values=c, use_cache=True),
+            reps,
+            warmup,
+            setup=lambda: copy.deepcopy(cache),
+        )
+    return prefill, decode
+
+
+def report(name, impl, threads, prompt_len, prefill, decode):
+    for step, ms, tokens in (("prefill", prefill, prompt_len), ("decode", decode, 1)):
+        shape = f"t{prompt_len}" if step == "prefill" else f"ctx{prompt_len}"
+        print(json.dumps({
+            "id": f"generate/{step}/{name}/{shape}",
+            "impl": impl,
+            "threads": threads,
+            "median_ms": round(ms, 3),
+            "tokens_per_s": round(tokens / ms * 1e3, 1),
+        }), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="the checkpoint folder the Rust suite wrote")
@@ -41,33 +80,34 @@ def main():
     ap.add_argument("--prompt", type=int, default=128)
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--no-nf4", action="store_true", help="skip the bitsandbytes NF4 model")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    versions = f"transformers {__import__('transformers').__version__}, torch {torch.__version__}"
+
     model = LlamaForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
     cfg = model.config
-    vocab = cfg.vocab_size
-    # The same ids as the Rust suite's prompt(): (i * 7919 + 13) % vocab.
-    ids = torch.tensor([[(i * 7919 + 13) % vocab for i in range(args.prompt + 1)]])
-    prompt, nxt = ids[:, : args.prompt], ids[:, args.prompt :]
     name = f"llama{cfg.num_hidden_layers}x{cfg.hidden_size}"
-    with torch.inference_mode():
-        prefill = median_ms(lambda _: model(prompt, use_cache=True), args.reps, args.warmup)
-        cache = model(prompt, use_cache=True).past_key_values
-        decode = median_ms(
-            lambda c: model(nxt, past_key_values=c, use_cache=True),
-            args.reps,
-            args.warmup,
-            setup=lambda: copy.deepcopy(cache),
-        )
-    for step, ms, tokens in (("prefill", prefill, args.prompt), ("decode", decode, 1)):
-        shape = f"t{args.prompt}" if step == "prefill" else f"ctx{args.prompt}"
-        print(json.dumps({
-            "id": f"generate/{step}/{name}/{shape}",
-            "impl": f"transformers {__import__('transformers').__version__}, torch {torch.__version__}",
-            "threads": args.threads,
-            "median_ms": round(ms, 3),
-            "tokens_per_s": round(tokens / ms * 1e3, 1),
-        }))
+    report(name, versions, args.threads, args.prompt, *time_steps(model, args.prompt, args.reps, args.warmup))
+    del model
+
+    if args.no_nf4:
+        return
+    if importlib.util.find_spec("bitsandbytes") is None:
+        print("note: bitsandbytes is not installed, so the NF4 model was skipped", file=sys.stderr)
+        return
+    import bitsandbytes
+    from transformers import BitsAndBytesConfig
+
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=False,
+        bnb_4bit_compute_dtype=torch.float32,
+    )
+    model = LlamaForCausalLM.from_pretrained(args.model, dtype=torch.float32, quantization_config=quant).eval()
+    impl = f"{versions}, bitsandbytes {bitsandbytes.__version__}"
+    report(f"{name}-nf4", impl, args.threads, args.prompt, *time_steps(model, args.prompt, args.reps, args.warmup))
 
 
 if __name__ == "__main__":

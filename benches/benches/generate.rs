@@ -6,7 +6,11 @@
 //! - `generate/prefill/llama8x512/t128`: one forward of a 128-token prompt into an empty cache,
 //!   logits for every position (as a plain `model(ids)` computes them);
 //! - `generate/decode/llama8x512/ctx128`: one forward of one new token against a cache already
-//!   holding 128 positions (the step greedy decoding repeats), logits for that token.
+//!   holding 128 positions (the step greedy decoding repeats), logits for that token;
+//! - `generate/prefill/llama8x512-nf4/t128` and `generate/decode/llama8x512-nf4/ctx128`: the same
+//!   two steps with the same weights, the seven projections of every layer quantized to NF4
+//!   (blocks of 64, no double quantization; embeddings, norms and the head stay f32), the base
+//!   a QLoRA model runs on.
 //!
 //! `GENERATE_BENCH_SAVE=DIR` also writes the model as a Hugging Face checkpoint (config.json +
 //! model.safetensors) to DIR, so that `scripts/bench-generate.sh` can time the identical model
@@ -17,9 +21,10 @@ use std::hint::black_box;
 use std::path::Path;
 
 use brainstacks_autograd::no_grad;
-use brainstacks_model::llama::{KvCache, LlamaConfig, LlamaModel, RandomInit};
+use brainstacks_model::llama::{KvCache, LlamaConfig, LlamaModel, Nf4AtLoad, RandomInit};
 use brainstacks_tensor::{Device, Tensor};
-use criterion::{BatchSize, Criterion, Throughput, criterion_group};
+use criterion::measurement::WallTime;
+use criterion::{BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group};
 
 const LAYERS: usize = 8;
 const HIDDEN: usize = 512;
@@ -29,11 +34,13 @@ const FFN: usize = 1408;
 const VOCAB: usize = 32_000;
 const PROMPT: usize = 128;
 
-fn model() -> LlamaModel {
+/// The benchmark model; with `nf4`, the same draw with its projections quantized (the same
+/// seed draws the same dense weights either way).
+fn model(nf4: Option<Nf4AtLoad>) -> LlamaModel {
     let mut config = LlamaConfig::small(HIDDEN, FFN, LAYERS, HEADS, KV_HEADS, VOCAB);
     config.tie_word_embeddings = false;
     config.max_position_embeddings = 2048;
-    LlamaModel::random(config, &RandomInit { seed: 11, ..RandomInit::default() }).expect("random model")
+    LlamaModel::random(config, &RandomInit { seed: 11, nf4, ..RandomInit::default() }).expect("random model")
 }
 
 /// A prompt of `len` ids spread over the vocabulary.
@@ -43,18 +50,27 @@ fn prompt(len: usize) -> Tensor {
 }
 
 fn bench(c: &mut Criterion) {
-    let model = model();
+    let dense = model(None);
     if let Ok(dir) = std::env::var("GENERATE_BENCH_SAVE") {
-        model.save_pretrained(Path::new(&dir)).expect("saving the benchmark model");
+        dense.save_pretrained(Path::new(&dir)).expect("saving the benchmark model");
         println!("saved the model to {dir}");
     }
-    let ids = prompt(PROMPT);
-    let next = prompt(PROMPT + 1).narrow(1usize, PROMPT, 1).expect("the next id");
     let mut group = c.benchmark_group("generate");
     group.sample_size(10);
+    let name = format!("llama{LAYERS}x{HIDDEN}");
+    steps(&mut group, &dense, &name);
+    drop(dense);
+    steps(&mut group, &model(Some(Nf4AtLoad::default())), &format!("{name}-nf4"));
+    group.finish();
+}
+
+/// Times a prefill and a decode step of `model` under `generate/{prefill,decode}/{name}/...`.
+fn steps(group: &mut BenchmarkGroup<'_, WallTime>, model: &LlamaModel, name: &str) {
+    let ids = prompt(PROMPT);
+    let next = prompt(PROMPT + 1).narrow(1usize, PROMPT, 1).expect("the next id");
 
     group.throughput(Throughput::Elements(PROMPT as u64));
-    group.bench_function(format!("prefill/llama{LAYERS}x{HIDDEN}/t{PROMPT}"), |b| {
+    group.bench_function(format!("prefill/{name}/t{PROMPT}"), |b| {
         b.iter(|| {
             no_grad(|| {
                 let mut cache = KvCache::new();
@@ -66,14 +82,13 @@ fn bench(c: &mut Criterion) {
     let mut prefilled = KvCache::new();
     no_grad(|| model.forward(&ids, Some(&mut prefilled)).expect("prefill"));
     group.throughput(Throughput::Elements(1));
-    group.bench_function(format!("decode/llama{LAYERS}x{HIDDEN}/ctx{PROMPT}"), |b| {
+    group.bench_function(format!("decode/{name}/ctx{PROMPT}"), |b| {
         b.iter_batched(
             || prefilled.clone(),
             |mut cache| no_grad(|| black_box(model.forward(&next, Some(&mut cache)).expect("decode step"))),
             BatchSize::SmallInput,
         )
     });
-    group.finish();
 }
 
 criterion_group!(benches, bench);
