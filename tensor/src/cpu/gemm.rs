@@ -746,85 +746,25 @@ mod x86 {
         transpose_lanes(src, lanes, width, panel, |p| unsafe { _mm_loadu_ps(p) });
     }
 
-    /// [`transpose_lanes_f32`] 8 lanes x 8 depths at a time: 8 loads, 24 shuffles and 8 stores
-    /// per 64 elements, against 16 + 32 + 16 for the 4 x 4 SSE blocks. Fewer instructions per
-    /// element let the out-of-order window hold more loads in flight, which is what a one-row
-    /// product reading a transposed weight from memory is bound by (`gemv`). Leftover depths and
-    /// lanes go through the scalar path.
+    /// [`transpose_lanes_f32`] 8 lanes x 8 depths at a time (see [`transpose_lanes_8x8`]).
     ///
     /// # Safety
     /// The CPU must have AVX.
     #[target_feature(enable = "avx")]
     unsafe fn transpose_lanes_f32_avx(src: &[f32], lanes: &Lanes, width: usize, panel: &mut [f32]) {
-        let kc = panel.len() / width;
-        let (kc8, lanes8) = (kc - kc % 8, lanes.valid - lanes.valid % 8);
-        for l0 in (0..lanes8).step_by(8) {
-            // Bounds are checked here, once per lane: each `row` is exactly that lane's kc values.
-            let rows: [&[f32]; 8] = std::array::from_fn(|i| {
-                let start = lanes.base + (l0 + i) * lanes.lane_stride;
-                &src[start..start + kc]
-            });
-            for p in (0..kc8).step_by(8) {
-                // p + 8 <= kc8 <= kc: each load reads 8 values inside its `row`.
-                // SAFETY: `rows[i][p..p + 8]` is 8 readable f32 values; AVX is enabled.
-                let r: [__m256; 8] = std::array::from_fn(|i| unsafe { _mm256_loadu_ps(rows[i][p..p + 8].as_ptr()) });
-                // Within each 128-bit half: pairs of lanes interleaved, then quads of lanes
-                // gathered per depth; the halves hold depths p..p + 4 and p + 4..p + 8.
-                let t = [
-                    _mm256_unpacklo_ps(r[0], r[1]), // r0[0] r1[0] r0[1] r1[1] | r0[4] r1[4] ..
-                    _mm256_unpackhi_ps(r[0], r[1]), // r0[2] r1[2] r0[3] r1[3] | r0[6] ..
-                    _mm256_unpacklo_ps(r[2], r[3]),
-                    _mm256_unpackhi_ps(r[2], r[3]),
-                    _mm256_unpacklo_ps(r[4], r[5]),
-                    _mm256_unpackhi_ps(r[4], r[5]),
-                    _mm256_unpacklo_ps(r[6], r[7]),
-                    _mm256_unpackhi_ps(r[6], r[7]),
-                ];
-                let q = [
-                    _mm256_shuffle_ps::<0x44>(t[0], t[2]), // lanes 0..4 at depth 0 | 4
-                    _mm256_shuffle_ps::<0xEE>(t[0], t[2]), // depth 1 | 5
-                    _mm256_shuffle_ps::<0x44>(t[1], t[3]), // depth 2 | 6
-                    _mm256_shuffle_ps::<0xEE>(t[1], t[3]), // depth 3 | 7
-                    _mm256_shuffle_ps::<0x44>(t[4], t[6]), // lanes 4..8, likewise
-                    _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
-                    _mm256_shuffle_ps::<0x44>(t[5], t[7]),
-                    _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
-                ];
-                let out = [
-                    _mm256_permute2f128_ps::<0x20>(q[0], q[4]), // depth p: lanes 0..8
-                    _mm256_permute2f128_ps::<0x20>(q[1], q[5]),
-                    _mm256_permute2f128_ps::<0x20>(q[2], q[6]),
-                    _mm256_permute2f128_ps::<0x20>(q[3], q[7]),
-                    _mm256_permute2f128_ps::<0x31>(q[0], q[4]), // depth p + 4
-                    _mm256_permute2f128_ps::<0x31>(q[1], q[5]),
-                    _mm256_permute2f128_ps::<0x31>(q[2], q[6]),
-                    _mm256_permute2f128_ps::<0x31>(q[3], q[7]),
-                ];
-                for (d, v) in out.into_iter().enumerate() {
-                    // Lanes l0..l0 + 8 <= valid <= width of depth row p + d < kc: inside `panel`.
-                    let at = (p + d) * width + l0;
-                    let slot = &mut panel[at..at + 8];
-                    // SAFETY: `slot` is 8 writable f32 values; AVX is enabled.
-                    unsafe { _mm256_storeu_ps(slot.as_mut_ptr(), v) };
-                }
-            }
-            for p in kc8..kc {
-                for i in 0..8 {
-                    panel[p * width + l0 + i] = rows[i][p];
-                }
-            }
-        }
-        super::scatter_lanes(src, lanes, lanes8, width, panel, |x| x);
+        // SAFETY: AVX is enabled; `transpose_lanes_8x8` calls the loader only on 8 readable f32
+        // values.
+        unsafe { transpose_lanes_8x8(src, lanes, width, panel, |p| _mm256_loadu_ps(p)) }
     }
 
-    /// [`super::Widen::pack_lanes_along_depth`] for bf16, widening 4 values at a time by moving
-    /// each 16-bit pattern to the top half of a 32-bit lane (see `Widen::widen` for bf16).
-    pub(super) fn transpose_lanes_bf16(
-        src: &[bf16],
-        lanes: &Lanes,
-        width: usize,
-        panel: &mut [f32],
-    ) {
+    /// [`super::Widen::pack_lanes_along_depth`] for bf16: 8 lanes x 8 depths at a time with AVX2
+    /// (see [`transpose_lanes_8x8`]), else 4 x 4 with SSE2. Either way a value widens by moving
+    /// its 16-bit pattern to the top half of a 32-bit lane (see `Widen::widen` for bf16).
+    pub(super) fn transpose_lanes_bf16(src: &[bf16], lanes: &Lanes, width: usize, panel: &mut [f32]) {
+        if is_x86_feature_detected!("avx2") {
+            // SAFETY: AVX2 is present (checked just above).
+            return unsafe { transpose_lanes_bf16_avx2(src, lanes, width, panel) };
+        }
         transpose_lanes(src, lanes, width, panel, |p| {
             // SAFETY: `transpose_lanes` calls the loader only on 4 readable bf16 values, which
             // are the 8 bytes this unaligned 64-bit load reads; SSE2 is always present on x86-64.
@@ -833,6 +773,115 @@ mod x86 {
                 _mm_castsi128_ps(_mm_unpacklo_epi16(_mm_setzero_si128(), bits))
             }
         });
+    }
+
+    /// [`transpose_lanes_bf16`] 8 lanes x 8 depths at a time: each 16-byte load of 8 bf16 values
+    /// is zero-extended to 32-bit lanes and shifted into their top halves (the exact widening).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    unsafe fn transpose_lanes_bf16_avx2(src: &[bf16], lanes: &Lanes, width: usize, panel: &mut [f32]) {
+        // SAFETY: AVX2 (hence AVX) is enabled; `transpose_lanes_8x8` calls the loader only on 8
+        // readable bf16 values, the 16 bytes this unaligned load reads.
+        unsafe {
+            transpose_lanes_8x8(src, lanes, width, panel, |p| {
+                let bits = _mm_loadu_si128(p.cast::<__m128i>());
+                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(bits)))
+            })
+        }
+    }
+
+    /// Packs lanes that are each contiguous along k into a panel (the panel is the transpose of
+    /// the source) 8 lanes x 8 depths at a time: 8 loads (`load8` widening 8 consecutive values
+    /// to f32), 24 shuffles and 8 stores per 64 elements, against 16 + 32 + 16 for the 4 x 4 SSE
+    /// blocks of [`transpose_lanes`]. Fewer instructions per element let the out-of-order window
+    /// hold more loads in flight, which is what a one-row product reading a transposed weight
+    /// from memory is bound by (`gemv`). Leftover depths and lanes go through the scalar path.
+    ///
+    /// Inlined into its callers, which enable AVX (the shuffles) and whatever `load8` needs.
+    ///
+    /// # Safety
+    /// The CPU must have AVX.
+    #[inline(always)]
+    unsafe fn transpose_lanes_8x8<T: Widen<f32>>(
+        src: &[T],
+        lanes: &Lanes,
+        width: usize,
+        panel: &mut [f32],
+        load8: impl Fn(*const T) -> __m256,
+    ) {
+        let kc = panel.len() / width;
+        let (kc8, lanes8) = (kc - kc % 8, lanes.valid - lanes.valid % 8);
+        for l0 in (0..lanes8).step_by(8) {
+            // Bounds are checked here, once per lane: each `row` is exactly that lane's kc values.
+            let rows: [&[T]; 8] = std::array::from_fn(|i| {
+                let start = lanes.base + (l0 + i) * lanes.lane_stride;
+                &src[start..start + kc]
+            });
+            for p in (0..kc8).step_by(8) {
+                // p + 8 <= kc8 <= kc: each load reads 8 values inside its `row`.
+                let r: [__m256; 8] = std::array::from_fn(|i| load8(rows[i][p..p + 8].as_ptr()));
+                // SAFETY: register-only AVX shuffles; the caller guarantees AVX.
+                let out = unsafe { transpose_8x8(r) };
+                for (d, v) in out.into_iter().enumerate() {
+                    // Lanes l0..l0 + 8 <= valid <= width of depth row p + d < kc: inside `panel`.
+                    let at = (p + d) * width + l0;
+                    let slot = &mut panel[at..at + 8];
+                    // SAFETY: `slot` is 8 writable f32 values; the caller guarantees AVX.
+                    unsafe { _mm256_storeu_ps(slot.as_mut_ptr(), v) };
+                }
+            }
+            for p in kc8..kc {
+                for i in 0..8 {
+                    panel[p * width + l0 + i] = rows[i][p].widen();
+                }
+            }
+        }
+        super::scatter_lanes(src, lanes, lanes8, width, panel, T::widen);
+    }
+
+    /// Eight vectors of 8 (`r[lane][depth]`) transposed to `out[depth][lane]`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX.
+    #[inline(always)]
+    unsafe fn transpose_8x8(r: [__m256; 8]) -> [__m256; 8] {
+        // Within each 128-bit half: pairs of lanes interleaved, then quads of lanes gathered per
+        // depth; the halves hold depths 0..4 and 4..8, which the last step swaps into place.
+        // SAFETY: register-only AVX shuffles; the caller guarantees AVX.
+        unsafe {
+            let t = [
+                _mm256_unpacklo_ps(r[0], r[1]), // r0[0] r1[0] r0[1] r1[1] | r0[4] r1[4] ..
+                _mm256_unpackhi_ps(r[0], r[1]), // r0[2] r1[2] r0[3] r1[3] | r0[6] ..
+                _mm256_unpacklo_ps(r[2], r[3]),
+                _mm256_unpackhi_ps(r[2], r[3]),
+                _mm256_unpacklo_ps(r[4], r[5]),
+                _mm256_unpackhi_ps(r[4], r[5]),
+                _mm256_unpacklo_ps(r[6], r[7]),
+                _mm256_unpackhi_ps(r[6], r[7]),
+            ];
+            let q = [
+                _mm256_shuffle_ps::<0x44>(t[0], t[2]), // lanes 0..4 at depth 0 | 4
+                _mm256_shuffle_ps::<0xEE>(t[0], t[2]), // depth 1 | 5
+                _mm256_shuffle_ps::<0x44>(t[1], t[3]), // depth 2 | 6
+                _mm256_shuffle_ps::<0xEE>(t[1], t[3]), // depth 3 | 7
+                _mm256_shuffle_ps::<0x44>(t[4], t[6]), // lanes 4..8, likewise
+                _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+                _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+                _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+            ];
+            [
+                _mm256_permute2f128_ps::<0x20>(q[0], q[4]), // depth 0: lanes 0..8
+                _mm256_permute2f128_ps::<0x20>(q[1], q[5]),
+                _mm256_permute2f128_ps::<0x20>(q[2], q[6]),
+                _mm256_permute2f128_ps::<0x20>(q[3], q[7]),
+                _mm256_permute2f128_ps::<0x31>(q[0], q[4]), // depth 4
+                _mm256_permute2f128_ps::<0x31>(q[1], q[5]),
+                _mm256_permute2f128_ps::<0x31>(q[2], q[6]),
+                _mm256_permute2f128_ps::<0x31>(q[3], q[7]),
+            ]
+        }
     }
 
     /// Packs lanes that are each contiguous along k into a panel (the panel is the transpose of
@@ -1965,6 +2014,28 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
+
+        /// Packing bf16 lanes that run along k (the transposing pack: 8 x 8 AVX2 blocks, 4 x 4
+        /// SSE2 ones, or the scalar leftovers) gives the bits of packing the same values widened
+        /// to f32 first, for every bit pattern (NaN and infinities included): widening is exact.
+        #[test]
+        fn bf16_transposing_pack_widens_exactly(
+            valid in 0usize..20, extra_width in 0usize..13, kc in 0usize..40, pad in 0usize..5,
+            bits in proptest::collection::vec(any::<u16>(), 20 * 44),
+        ) {
+            let width = valid + extra_width;
+            let lane_stride = kc + pad;
+            let src16: Vec<bf16> = bits[..valid * lane_stride + 1].iter().map(|&b| bf16::from_bits(b)).collect();
+            let src32: Vec<f32> = src16.iter().map(|x| f32::from_bits(u32::from(x.to_bits()) << 16)).collect();
+            let lanes = Lanes { base: 1, valid, lane_stride, depth_stride: 1 };
+            let (mut got, mut want) = (vec![f32::NAN; kc * width], vec![f32::NAN; kc * width]);
+            if valid > 0 && kc > 0 {
+                lanes.pack(&src16, width, &mut got);
+                lanes.pack(&src32, width, &mut want);
+            }
+            let as_bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(as_bits(&got), as_bits(&want));
+        }
 
         /// Reading A in place gives every entry the bits packing A gives, with every kernel: the
         /// same values meet in the same order. Shapes cross the row-panel edge (m not a multiple
