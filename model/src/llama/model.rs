@@ -224,11 +224,13 @@ impl LlamaModel {
         let needs_grad = [&q, &k, &v].iter().any(|v| v.requires_grad());
         let out = if needs_grad && !no_grad_active() {
             q.causal_attention(&k, &v, scale)?
-        } else if q.dtype() == DType::F32 && q.tensor().device() == Device::Cpu {
+        } else if q.tensor().device() == Device::Cpu && matches!(q.dtype(), DType::F32 | DType::BF16 | DType::F16) {
             // The training kernel without its tape: per-head GEMMs in f32, so evaluation and
             // generation compute attention exactly as a training forward does, and a prefill
-            // runs several times faster than the f64 row-at-a-time form below.
-            Var::constant(q.tensor().causal_attention_f32(k.tensor(), v.tensor(), scale)?)
+            // runs several times faster than the f64 row-at-a-time form below. Half-precision
+            // inputs are widened (exactly) and the output rounded back once.
+            let f32 = |x: &Var| x.tensor().to_dtype(DType::F32);
+            Var::constant(f32(&q)?.causal_attention_f32(&f32(&k)?, &f32(&v)?, scale)?.to_dtype(q.dtype())?)
         } else {
             Var::constant(q.tensor().causal_attention(k.tensor(), v.tensor(), scale)?)
         };
