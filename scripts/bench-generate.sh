@@ -5,11 +5,11 @@
 #   scripts/bench-generate.sh
 #
 # Ours: the criterion suite `benches/benches/generate.rs` (ids `generate/prefill/...` and
-# `generate/decode/...`, for the f32 model and its NF4 form `...-nf4`), which also writes its
-# random model as a Hugging Face checkpoint. transformers: `benches/anchors/cpu_generate.py` on
-# that checkpoint, run only when BENCH_PYTHON names a python with torch and transformers; the NF4
-# rows need bitsandbytes in that python too (skipped with a note otherwise). Prints tokens/s for
-# both and the ratio ours / theirs.
+# `generate/decode/...`, for the f32 model, its NF4 form `...-nf4` and a bf16 one `...-bf16`),
+# which also writes its random model as a Hugging Face checkpoint. transformers:
+# `benches/anchors/cpu_generate.py` on that checkpoint, run only when BENCH_PYTHON names a python
+# with torch and transformers; the NF4 rows need bitsandbytes in that python too (skipped with a
+# note otherwise). Prints tokens/s for both and the ratio ours / theirs.
 #
 # Environment:
 #   BENCH_THREADS   threads for both sides (default 2)

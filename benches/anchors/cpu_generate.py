@@ -9,6 +9,9 @@ LlamaForCausalLM in f32 and times the same two steps on the same prompt ids:
 Prints one JSON line per step: the median milliseconds over --reps runs after --warmup, and
 tokens per second.
 
+The same checkpoint is also loaded in bf16 (`dtype=torch.bfloat16`) and timed under the ids
+`generate/{step}/{name}-bf16/...`, next to the Rust suite's bf16 model.
+
 When bitsandbytes is installed (0.45 or later runs 4-bit layers on the CPU), the same checkpoint
 is loaded a second time with transformers' BitsAndBytesConfig (NF4, blocks of 64, no double
 quantization, f32 compute: the seven projections of every layer become bnb Linear4bit, the head
@@ -89,6 +92,10 @@ def main():
     cfg = model.config
     name = f"llama{cfg.num_hidden_layers}x{cfg.hidden_size}"
     report(name, versions, args.threads, args.prompt, *time_steps(model, args.prompt, args.reps, args.warmup))
+    del model
+
+    model = LlamaForCausalLM.from_pretrained(args.model, dtype=torch.bfloat16).eval()
+    report(f"{name}-bf16", versions, args.threads, args.prompt, *time_steps(model, args.prompt, args.reps, args.warmup))
     del model
 
     if args.no_nf4:

@@ -10,7 +10,9 @@
 //! - `generate/prefill/llama8x512-nf4/t128` and `generate/decode/llama8x512-nf4/ctx128`: the same
 //!   two steps with the same weights, the seven projections of every layer quantized to NF4
 //!   (blocks of 64, no double quantization; embeddings, norms and the head stay f32), the base
-//!   a QLoRA model runs on.
+//!   a QLoRA model runs on;
+//! - `generate/prefill/llama8x512-bf16/t128` and `generate/decode/llama8x512-bf16/ctx128`: the
+//!   same two steps with every weight and activation in bf16 (products accumulate in f32).
 //!
 //! `GENERATE_BENCH_SAVE=DIR` also writes the model as a Hugging Face checkpoint (config.json +
 //! model.safetensors) to DIR, so that `scripts/bench-generate.sh` can time the identical model
@@ -22,7 +24,7 @@ use std::path::Path;
 
 use brainstacks_autograd::no_grad;
 use brainstacks_model::llama::{KvCache, LlamaConfig, LlamaModel, Nf4AtLoad, RandomInit};
-use brainstacks_tensor::{Device, Tensor};
+use brainstacks_tensor::{DType, Device, Tensor};
 use criterion::measurement::WallTime;
 use criterion::{BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group};
 
@@ -34,13 +36,13 @@ const FFN: usize = 1408;
 const VOCAB: usize = 32_000;
 const PROMPT: usize = 128;
 
-/// The benchmark model; with `nf4`, the same draw with its projections quantized (the same
-/// seed draws the same dense weights either way).
-fn model(nf4: Option<Nf4AtLoad>) -> LlamaModel {
+/// The benchmark model in `dtype`, drawn from a fixed seed; with `nf4`, its projections
+/// quantized.
+fn model(dtype: DType, nf4: Option<Nf4AtLoad>) -> LlamaModel {
     let mut config = LlamaConfig::small(HIDDEN, FFN, LAYERS, HEADS, KV_HEADS, VOCAB);
     config.tie_word_embeddings = false;
     config.max_position_embeddings = 2048;
-    LlamaModel::random(config, &RandomInit { seed: 11, nf4, ..RandomInit::default() }).expect("random model")
+    LlamaModel::random(config, &RandomInit { seed: 11, dtype, nf4, ..RandomInit::default() }).expect("random model")
 }
 
 /// A prompt of `len` ids spread over the vocabulary.
@@ -50,7 +52,7 @@ fn prompt(len: usize) -> Tensor {
 }
 
 fn bench(c: &mut Criterion) {
-    let dense = model(None);
+    let dense = model(DType::F32, None);
     if let Ok(dir) = std::env::var("GENERATE_BENCH_SAVE") {
         dense.save_pretrained(Path::new(&dir)).expect("saving the benchmark model");
         println!("saved the model to {dir}");
@@ -60,7 +62,8 @@ fn bench(c: &mut Criterion) {
     let name = format!("llama{LAYERS}x{HIDDEN}");
     steps(&mut group, &dense, &name);
     drop(dense);
-    steps(&mut group, &model(Some(Nf4AtLoad::default())), &format!("{name}-nf4"));
+    steps(&mut group, &model(DType::F32, Some(Nf4AtLoad::default())), &format!("{name}-nf4"));
+    steps(&mut group, &model(DType::BF16, None), &format!("{name}-bf16"));
     group.finish();
 }
 
