@@ -157,8 +157,14 @@ impl LlamaModel {
             while new.len() < opts.max_new_tokens {
                 let t = input.len();
                 let ids = Tensor::from_vec(std::mem::take(&mut input), &[1, t], &Device::Cpu)?;
-                let logits = self.forward(&ids, Some(&mut cache))?;
-                let mut last = logits.tensor().narrow(1usize, t - 1, 1)?.to_vec_f64()?;
+                // Only the last position's logits choose the next token, so the head runs on that
+                // row alone: over a whole prompt it would be a large share of the prefill (a
+                // 32000-word head is 40% of the products of a width-512, 8-layer model). With the
+                // CPU's f32 kernels a row alone gets the same bits as inside the full product
+                // (see `brainstacks_tensor::cpu::gemm`), so the chosen tokens do not change.
+                let hidden = self.forward_hidden(&ids, Some(&mut cache))?;
+                let logits = self.lm_head.forward_with(&hidden.narrow(1usize, t - 1, 1)?, self.base_matmul)?;
+                let mut last = logits.tensor().to_vec_f64()?;
                 apply_repetition_penalty(&mut last, &seen, opts.repetition_penalty);
                 let next = if opts.temperature == 0.0 {
                     argmax(&last)
