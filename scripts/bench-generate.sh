@@ -61,7 +61,7 @@ print(f"{'id':<40} {'ours ms':>9} {'theirs ms':>10} {'ours tok/s':>11} {'theirs 
 for line in open(sys.argv[2]):
     r = json.loads(line)
     i = r["id"]
-    tokens = int(i.rsplit("/", 1)[1].lstrip("tcx")) if "/prefill/" in i else 1
+    tokens = int(i.rsplit("/", 1)[1].lstrip("tcx")) if "/decode/" not in i else 1
     if i not in ours:
         print(f"{i:<40} (not in our run)")
         continue

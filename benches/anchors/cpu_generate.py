@@ -4,6 +4,8 @@
 Loads the checkpoint the Rust suite wrote (GENERATE_BENCH_SAVE=DIR) with transformers'
 LlamaForCausalLM in f32 and times the same two steps on the same prompt ids:
   prefill  model(prompt, use_cache=True): 128 tokens into an empty cache, logits for every position;
+  first-token  model.generate(prompt, max_new_tokens=1, do_sample=False): what a user waits for
+           before the first token (transformers computes the head on the last position only);
   decode   model(next, past_key_values=cache, use_cache=True): one token against a cache of 128
            positions (a fresh copy of the prefilled cache each run, copied outside the timing).
 Prints one JSON line per step: the median milliseconds over --reps runs after --warmup, and
@@ -47,13 +49,19 @@ def median_ms(step, reps, warmup, setup=lambda: None):
 
 
 def time_steps(model, prompt_len, reps, warmup):
-    """Median ms of a prefill of `prompt_len` ids and of one decode step after it."""
+    """Median ms of a prefill of `prompt_len` ids, of generating one token after them, and of
+    one decode step after them."""
     vocab = model.config.vocab_size
     # The same ids as the Rust suite's prompt(): (i * 7919 + 13) % vocab.
     ids = torch.tensor([[(i * 7919 + 13) % vocab for i in range(prompt_len + 1)]])
     prompt, nxt = ids[:, :prompt_len], ids[:, prompt_len:]
     with torch.inference_mode():
         prefill = median_ms(lambda _: model(prompt, use_cache=True), reps, warmup)
+        first = median_ms(
+            lambda _: model.generate(prompt, max_new_tokens=1, do_sample=False, pad_token_id=0),
+            reps,
+            warmup,
+        )
         cache = model(prompt, use_cache=True).past_key_values
         decode = median_ms(
             lambda c: model(nxt, past_key_values=c, use_cache=True),
@@ -61,12 +69,13 @@ def time_steps(model, prompt_len, reps, warmup):
             warmup,
             setup=lambda: copy.deepcopy(cache),
         )
-    return prefill, decode
+    return prefill, first, decode
 
 
-def report(name, impl, threads, prompt_len, prefill, decode):
-    for step, ms, tokens in (("prefill", prefill, prompt_len), ("decode", decode, 1)):
-        shape = f"t{prompt_len}" if step == "prefill" else f"ctx{prompt_len}"
+def report(name, impl, threads, prompt_len, prefill, first, decode):
+    steps = (("prefill", prefill, prompt_len), ("first-token", first, prompt_len), ("decode", decode, 1))
+    for step, ms, tokens in steps:
+        shape = f"ctx{prompt_len}" if step == "decode" else f"t{prompt_len}"
         print(json.dumps({
             "id": f"generate/{step}/{name}/{shape}",
             "impl": impl,

@@ -5,14 +5,17 @@
 //! Ids (throughput in tokens per second):
 //! - `generate/prefill/llama8x512/t128`: one forward of a 128-token prompt into an empty cache,
 //!   logits for every position (as a plain `model(ids)` computes them);
+//! - `generate/first-token/llama8x512/t128`: `LlamaModel::generate` of one token after the same
+//!   prompt (greedy): the prefill with the head on the last position only, what a user waits for
+//!   before the first token;
 //! - `generate/decode/llama8x512/ctx128`: one forward of one new token against a cache already
 //!   holding 128 positions (the step greedy decoding repeats), logits for that token;
-//! - `generate/prefill/llama8x512-nf4/t128` and `generate/decode/llama8x512-nf4/ctx128`: the same
-//!   two steps with the same weights, the seven projections of every layer quantized to NF4
-//!   (blocks of 64, no double quantization; embeddings, norms and the head stay f32), the base
-//!   a QLoRA model runs on;
-//! - `generate/prefill/llama8x512-bf16/t128` and `generate/decode/llama8x512-bf16/ctx128`: the
-//!   same two steps with every weight and activation in bf16 (products accumulate in f32).
+//! - `generate/{prefill,first-token,decode}/llama8x512-nf4/...`: the same three steps with the
+//!   same weights, the seven projections of every layer quantized to NF4 (blocks of 64, no
+//!   double quantization; embeddings, norms and the head stay f32), the base a QLoRA model
+//!   runs on;
+//! - `generate/{prefill,first-token,decode}/llama8x512-bf16/...`: the same three steps with
+//!   every weight and activation in bf16 (products accumulate in f32).
 //!
 //! `GENERATE_BENCH_SAVE=DIR` also writes the model as a Hugging Face checkpoint (config.json +
 //! model.safetensors) to DIR, so that `scripts/bench-generate.sh` can time the identical model
@@ -23,7 +26,7 @@ use std::hint::black_box;
 use std::path::Path;
 
 use brainstacks_autograd::no_grad;
-use brainstacks_model::llama::{KvCache, LlamaConfig, LlamaModel, Nf4AtLoad, RandomInit};
+use brainstacks_model::llama::{GenerateOptions, KvCache, LlamaConfig, LlamaModel, Nf4AtLoad, RandomInit};
 use brainstacks_tensor::{DType, Device, Tensor};
 use criterion::measurement::WallTime;
 use criterion::{BatchSize, BenchmarkGroup, Criterion, Throughput, criterion_group};
@@ -67,7 +70,7 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-/// Times a prefill and a decode step of `model` under `generate/{prefill,decode}/{name}/...`.
+/// Times the prefill, first-token and decode steps of `model` under `generate/{step}/{name}/...`.
 fn steps(group: &mut BenchmarkGroup<'_, WallTime>, model: &LlamaModel, name: &str) {
     let ids = prompt(PROMPT);
     let next = prompt(PROMPT + 1).narrow(1usize, PROMPT, 1).expect("the next id");
@@ -80,6 +83,14 @@ fn steps(group: &mut BenchmarkGroup<'_, WallTime>, model: &LlamaModel, name: &st
                 black_box(model.forward(&ids, Some(&mut cache)).expect("prefill"))
             })
         })
+    });
+
+    // What a user waits for before the first token: `LlamaModel::generate` with one new token
+    // (prefill, then the head on the last position only).
+    let prompt_ids: Vec<u32> = (0..PROMPT).map(|i| ((i * 7919 + 13) % VOCAB) as u32).collect();
+    let one_token = GenerateOptions { max_new_tokens: 1, temperature: 0.0, ..GenerateOptions::default() };
+    group.bench_function(format!("first-token/{name}/t{PROMPT}"), |b| {
+        b.iter(|| black_box(model.generate(&prompt_ids, &one_token, |_| true).expect("first token")))
     });
 
     let mut prefilled = KvCache::new();
