@@ -4,12 +4,12 @@
 #
 #   scripts/bench-generate.sh
 #
-# Ours: the criterion suite `benches/benches/generate.rs` (ids `generate/prefill/...` and
-# `generate/decode/...`, for the f32 model, its NF4 form `...-nf4` and a bf16 one `...-bf16`),
-# which also writes its random model as a Hugging Face checkpoint. transformers:
-# `benches/anchors/cpu_generate.py` on that checkpoint, run only when BENCH_PYTHON names a python
-# with torch and transformers; the NF4 rows need bitsandbytes in that python too (skipped with a
-# note otherwise). Prints tokens/s for both and the ratio ours / theirs.
+# Ours: the criterion suite `benches/benches/generate.rs` (ids `generate/prefill/...`,
+# `generate/first-token/...` and `generate/decode/...`, for the f32 model, its NF4 form `...-nf4`
+# and a bf16 one `...-bf16`), which also writes its random model as a Hugging Face checkpoint.
+# transformers: `benches/anchors/cpu_generate.py` on that checkpoint, run only when BENCH_PYTHON
+# names a python with torch and transformers; the NF4 rows need bitsandbytes in that python too
+# (skipped with a note otherwise). Prints tokens/s for both and the ratio ours / theirs.
 #
 # Environment:
 #   BENCH_THREADS   threads for both sides (default 2)
@@ -57,14 +57,14 @@ ours = {}
 for line in open(sys.argv[1]):
     i, ms = line.split()
     ours[i] = float(ms)
-print(f"{'id':<40} {'ours ms':>9} {'theirs ms':>10} {'ours tok/s':>11} {'theirs tok/s':>13} {'ratio':>6}")
+print(f"{'id':<44} {'ours ms':>9} {'theirs ms':>10} {'ours tok/s':>11} {'theirs tok/s':>13} {'ratio':>6}")
 for line in open(sys.argv[2]):
     r = json.loads(line)
     i = r["id"]
     tokens = int(i.rsplit("/", 1)[1].lstrip("tcx")) if "/decode/" not in i else 1
     if i not in ours:
-        print(f"{i:<40} (not in our run)")
+        print(f"{i:<44} (not in our run)")
         continue
     o, t = ours[i], r["median_ms"]
-    print(f"{i:<40} {o:9.2f} {t:10.2f} {tokens / o * 1e3:11.1f} {tokens / t * 1e3:13.1f} {t / o:6.2f}")
+    print(f"{i:<44} {o:9.2f} {t:10.2f} {tokens / o * 1e3:11.1f} {tokens / t * 1e3:13.1f} {t / o:6.2f}")
 PY

@@ -1,6 +1,6 @@
 //! Generation on the CPU: prefill and KV-cached decode of a small Llama (8 layers, width 512,
-//! 8 query / 4 kv heads of 64, SwiGLU 1408, vocab 32000, untied lm_head; random weights, f32),
-//! batch 1, no gradient tape.
+//! 8 query / 4 kv heads of 64, SwiGLU 1408, vocab 32000, untied lm_head; random weights, in f32
+//! unless an id says otherwise), batch 1, no gradient tape.
 //!
 //! Ids (throughput in tokens per second):
 //! - `generate/prefill/llama8x512/t128`: one forward of a 128-token prompt into an empty cache,

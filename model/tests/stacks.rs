@@ -51,11 +51,9 @@ fn a_zero_b_stack_leaves_logits_bit_identical_in_both_modes() -> R {
     set.control().set_training(7, 3);
     assert_eq!(no_grad(|| logits(&m, &x)), before, "zero-B stack, noisy gates");
     assert_eq!(set.control().take_aux_losses().len(), 14);
-    // Recorded for a backward, attention takes its composed differentiable form, whose
-    // summation order differs from the fused kernel's: equal up to rounding only.
-    let taped = logits(&m, &x);
-    let worst = taped.iter().zip(&before).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-    assert!(worst < 1e-5, "recorded forward differs by {worst}");
+    // Recorded for a backward: on f32 CPU tensors the taped attention is the same f32 kernel
+    // the untaped forward runs, so even the training forward gives the same bits.
+    assert_eq!(logits(&m, &x), before, "zero-B stack, recorded for a backward");
     Ok(())
 }
 

@@ -225,10 +225,11 @@ impl LlamaModel {
         let out = if needs_grad && !no_grad_active() {
             q.causal_attention(&k, &v, scale)?
         } else if q.tensor().device() == Device::Cpu && matches!(q.dtype(), DType::F32 | DType::BF16 | DType::F16) {
-            // The training kernel without its tape: per-head GEMMs in f32, so evaluation and
-            // generation compute attention exactly as a training forward does, and a prefill
-            // runs several times faster than the f64 row-at-a-time form below. Half-precision
-            // inputs are widened (exactly) and the output rounded back once.
+            // The training kernel without its tape: per-head GEMMs in f32, several times faster
+            // than the f64 row-at-a-time form below. On f32 inputs evaluation and generation then
+            // compute attention exactly as a training forward does (`Var::causal_attention` runs
+            // this kernel on f32 CPU tensors); half-precision inputs are widened (exactly) and the
+            // output rounded back once.
             let f32 = |x: &Var| x.tensor().to_dtype(DType::F32);
             Var::constant(f32(&q)?.causal_attention_f32(&f32(&k)?, &f32(&v)?, scale)?.to_dtype(q.dtype())?)
         } else {

@@ -2015,11 +2015,12 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
 
-        /// Packing bf16 lanes that run along k (the transposing pack: 8 x 8 AVX2 blocks, 4 x 4
-        /// SSE2 ones, or the scalar leftovers) gives the bits of packing the same values widened
-        /// to f32 first, for every bit pattern (NaN and infinities included): widening is exact.
+        /// Packing lanes that run along k (the transposing pack, in whichever blocks this CPU
+        /// takes: 8 x 8 AVX/AVX2, 4 x 4 SSE2, scalar leftovers) puts source lane `l`, depth `p`
+        /// at `panel[p * width + l]` and zeros past the valid lanes, for bf16 (widened: the
+        /// f32 with the same top 16 bits, for every bit pattern, NaN included) and for f32.
         #[test]
-        fn bf16_transposing_pack_widens_exactly(
+        fn transposing_pack_matches_the_definition(
             valid in 0usize..20, extra_width in 0usize..13, kc in 0usize..40, pad in 0usize..5,
             bits in proptest::collection::vec(any::<u16>(), 20 * 44),
         ) {
@@ -2028,13 +2029,25 @@ mod tests {
             let src16: Vec<bf16> = bits[..valid * lane_stride + 1].iter().map(|&b| bf16::from_bits(b)).collect();
             let src32: Vec<f32> = src16.iter().map(|x| f32::from_bits(u32::from(x.to_bits()) << 16)).collect();
             let lanes = Lanes { base: 1, valid, lane_stride, depth_stride: 1 };
-            let (mut got, mut want) = (vec![f32::NAN; kc * width], vec![f32::NAN; kc * width]);
+            // Written out element by element, as bits (NaN payloads must survive too).
+            let mut want = vec![0u32; kc * width];
+            for p in 0..kc {
+                for l in 0..valid {
+                    want[p * width + l] = u32::from(src16[1 + l * lane_stride + p].to_bits()) << 16;
+                }
+            }
+            let (mut got16, mut got32) = (vec![f32::NAN; kc * width], vec![f32::NAN; kc * width]);
             if valid > 0 && kc > 0 {
-                lanes.pack(&src16, width, &mut got);
-                lanes.pack(&src32, width, &mut want);
+                lanes.pack(&src16, width, &mut got16);
+                lanes.pack(&src32, width, &mut got32);
+            } else {
+                want.clear();
+                got16.clear();
+                got32.clear();
             }
             let as_bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-            prop_assert_eq!(as_bits(&got), as_bits(&want));
+            prop_assert_eq!(&as_bits(&got16), &want, "bf16");
+            prop_assert_eq!(&as_bits(&got32), &want, "f32");
         }
 
         /// Reading A in place gives every entry the bits packing A gives, with every kernel: the
