@@ -735,6 +735,55 @@ mod x86 {
         }
     }
 
+    /// [`super::Widen::fused_lane_sums`] for f32: `None` unless the CPU has AVX and FMA, there
+    /// are `gemv::WIDTH` lanes and the depth is a multiple of 8.
+    pub(super) fn fused_lane_sums_f32(a: &[f32], src: &[f32], lanes: &Lanes) -> Option<[f32; super::gemv::WIDTH]> {
+        let usable = lanes.valid == super::gemv::WIDTH && lanes.depth_stride == 1 && a.len().is_multiple_of(8);
+        if !(usable && is_x86_feature_detected!("avx") && is_x86_feature_detected!("fma")) {
+            return None;
+        }
+        // SAFETY: AVX and FMA are present (checked just above).
+        Some(unsafe { fused_lane_sums_f32_avx(a, src, lanes) })
+    }
+
+    /// The lanes in groups of 8, 8 depths at a time: loaded, transposed in registers (the packing
+    /// transpose, [`transpose_8x8`]) and multiplied into one accumulator vector per group, depth
+    /// by depth, so each lane's sum runs in increasing `p` with one FMA per term, as the panel
+    /// sums of `gemv` do.
+    ///
+    /// # Safety
+    /// The CPU must have AVX and FMA; `lanes.valid == super::gemv::WIDTH` and `a.len()` is a multiple of 8.
+    #[target_feature(enable = "avx,fma")]
+    unsafe fn fused_lane_sums_f32_avx(a: &[f32], src: &[f32], lanes: &Lanes) -> [f32; super::gemv::WIDTH] {
+        const GROUPS: usize = super::gemv::WIDTH / 8;
+        let kc = a.len();
+        // Bounds are checked here, once per lane: each `row` is exactly that lane's kc values.
+        let rows: [&[f32]; super::gemv::WIDTH] = std::array::from_fn(|l| {
+            let start = lanes.base + l * lanes.lane_stride;
+            &src[start..start + kc]
+        });
+        let mut acc = [_mm256_setzero_ps(); GROUPS];
+        for p in (0..kc).step_by(8) {
+            let depth = &a[p..p + 8];
+            for (g, sum) in acc.iter_mut().enumerate() {
+                // p + 8 <= kc: each load reads 8 values inside its `row`.
+                // SAFETY: `rows[..][p..p + 8]` is 8 readable f32 values; AVX is enabled.
+                let r: [__m256; 8] = std::array::from_fn(|i| unsafe { _mm256_loadu_ps(rows[g * 8 + i][p..p + 8].as_ptr()) });
+                // SAFETY: register-only AVX shuffles; AVX is enabled.
+                let by_depth = unsafe { transpose_8x8(r) };
+                for (&x, v) in depth.iter().zip(by_depth) {
+                    *sum = _mm256_fmadd_ps(_mm256_set1_ps(x), v, *sum);
+                }
+            }
+        }
+        let mut out = [0f32; super::gemv::WIDTH];
+        for (chunk, v) in out.chunks_exact_mut(8).zip(acc) {
+            // SAFETY: `chunk` is 8 writable f32 values; AVX is enabled.
+            unsafe { _mm256_storeu_ps(chunk.as_mut_ptr(), v) };
+        }
+        out
+    }
+
     /// [`super::Widen::pack_lanes_along_depth`] for f32.
     pub(super) fn transpose_lanes_f32(src: &[f32], lanes: &Lanes, width: usize, panel: &mut [f32]) {
         if is_x86_feature_detected!("avx") {
@@ -966,6 +1015,16 @@ pub(crate) trait Widen<E: Acc>: Copy + Sync {
     fn pack_lanes_along_depth(src: &[Self], lanes: &Lanes, width: usize, panel: &mut [E]) {
         scatter_lanes(src, lanes, 0, width, panel, Self::widen);
     }
+
+    /// `sums[l] = Σ_p a[p] · lane_l[p]` for [`gemv::WIDTH`] lanes that are each contiguous
+    /// along k (`lanes.depth_stride == 1`), one fused multiply-add per term in increasing `p`
+    /// from zero: the bits of packing the lanes and summing the panel as [`gemv`] does with a
+    /// fused kernel, without the panel. `None` where this type or CPU has no such path (the
+    /// caller packs).
+    #[inline(always)]
+    fn fused_lane_sums(_a: &[E], _src: &[Self], _lanes: &Lanes) -> Option<[E; gemv::WIDTH]> {
+        None
+    }
 }
 
 impl Widen<f32> for f32 {
@@ -985,6 +1044,14 @@ impl Widen<f32> for f32 {
         x86::transpose_lanes_f32(src, lanes, width, panel);
         #[cfg(not(target_arch = "x86_64"))]
         scatter_lanes(src, lanes, 0, width, panel, |x| x);
+    }
+
+    #[inline(always)]
+    fn fused_lane_sums(a: &[f32], src: &[f32], lanes: &Lanes) -> Option<[f32; gemv::WIDTH]> {
+        #[cfg(target_arch = "x86_64")]
+        return x86::fused_lane_sums_f32(a, src, lanes);
+        #[cfg(not(target_arch = "x86_64"))]
+        None
     }
 }
 
@@ -1033,6 +1100,14 @@ pub(crate) trait PackB<E>: Sync {
     /// `out[q * kc * nr + p * nr + j] = B[depth.start + p][cols.start + q * nr + j]`, zero past
     /// `cols.end`; `out` holds exactly `cols.len().div_ceil(nr)` panels of `kc = depth.len()` rows.
     fn pack(&self, depth: std::ops::Range<usize>, cols: std::ops::Range<usize>, nr: usize, out: &mut [E]);
+
+    /// For [`gemv`] with a fused kernel: the sums of `a` (the row's values at `depth`) times
+    /// columns `cols` (exactly [`gemv::WIDTH`] of them) straight from the operand, with the bits
+    /// packing them and summing the panel would give; `None` where the operand has no such path
+    /// (the caller packs).
+    fn fused_row_sums(&self, _a: &[E], _depth: std::ops::Range<usize>, _cols: std::ops::Range<usize>) -> Option<[E; gemv::WIDTH]> {
+        None
+    }
 }
 
 impl<T: Widen<E>, E: Acc> PackB<E> for MatRef<'_, T> {
@@ -1047,6 +1122,21 @@ impl<T: Widen<E>, E: Acc> PackB<E> for MatRef<'_, T> {
     }
     fn pack(&self, depth: std::ops::Range<usize>, cols: std::ops::Range<usize>, nr: usize, out: &mut [E]) {
         pack_b(*self, (depth.start, depth.len()), (cols.start, cols.len()), nr, out);
+    }
+
+    /// Only for a B whose columns are each contiguous along k (a transposed weight, `x · Wᵀ`):
+    /// the case where packing is a transpose, which the fused path does in registers.
+    fn fused_row_sums(&self, a: &[E], depth: std::ops::Range<usize>, cols: std::ops::Range<usize>) -> Option<[E; gemv::WIDTH]> {
+        if self.row_stride != 1 || cols.len() != gemv::WIDTH || a.len() != depth.len() {
+            return None;
+        }
+        let lanes = Lanes {
+            base: depth.start + cols.start * self.col_stride,
+            valid: gemv::WIDTH,
+            lane_stride: self.col_stride,
+            depth_stride: 1,
+        };
+        T::fused_lane_sums(a, self.data, &lanes)
     }
 }
 

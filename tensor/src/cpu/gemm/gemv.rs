@@ -27,7 +27,7 @@ use crate::cpu::gemm::MatRef;
 /// overlap with the others'. The panel (`KC x WIDTH`, 32 KiB of f32) stays in L1. Measured on the
 /// decode benchmark: 32 columns were about 4% faster than 16 (more rows of a transposed weight
 /// read at once).
-const WIDTH: usize = 32;
+pub(super) const WIDTH: usize = 32;
 
 /// From this many multiply-adds on, the columns are split over the pool's threads. One row reads
 /// each element of B once, so the product is bound by memory bandwidth, which a second core adds
@@ -70,9 +70,15 @@ pub(super) fn gemv<T: Widen<E>, E: Acc, B: PackB<E>>(kernel: &MicroKernel<E>, a:
                 }
                 for p0 in (0..k).step_by(kc) {
                     let depth = kc.min(k - p0);
-                    let panel = &mut panel_buf[..depth * WIDTH];
-                    b.pack(p0..p0 + depth, j0..j0 + width, WIDTH, panel);
-                    let block = panel_sums(fused, &a_row[p0..p0 + depth], panel);
+                    let a_block = &a_row[p0..p0 + depth];
+                    // A transposed f32 weight skips the panel: transposed in registers and
+                    // summed in the same order (see `PackB::fused_row_sums`).
+                    let fused_sums = if fused { b.fused_row_sums(a_block, p0..p0 + depth, j0..j0 + width) } else { None };
+                    let block = fused_sums.unwrap_or_else(|| {
+                        let panel = &mut panel_buf[..depth * WIDTH];
+                        b.pack(p0..p0 + depth, j0..j0 + width, WIDTH, panel);
+                        panel_sums(fused, a_block, panel)
+                    });
                     let sets = p0 == 0 && !accumulate;
                     for (sum, partial) in sums.iter_mut().zip(block) {
                         *sum = if sets { partial } else { *sum + partial };
