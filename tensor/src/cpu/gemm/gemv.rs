@@ -6,8 +6,11 @@
 //! padding, and the packed block makes a round trip through L2 that a single row never amortises.
 //! Here B is consumed [`WIDTH`] columns at a time over the whole depth: each group is packed `KC`
 //! rows at a time into a panel that stays in L1 (the driver's own packing, so NF4 decodes and bf16
-//! widens exactly as there) and multiplied into `WIDTH` accumulators at once. With a dense f32
-//! weight the product is then bound by reading B from memory (see `benches/RESULTS.md`, CPU generation).
+//! widens exactly as there) and multiplied into `WIDTH` accumulators at once. A transposed f32
+//! weight (`x · Wᵀ`, the usual projection) skips the panel: with a fused kernel its columns are
+//! transposed 8 x 8 in registers and multiplied in straight away (`PackB::fused_row_sums`), in
+//! the same order. Most of a dense f32 decode is then the reading of B from memory (see
+//! `benches/RESULTS.md`, CPU generation).
 //!
 //! # The same bits as the driver
 //!
