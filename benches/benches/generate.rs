@@ -50,8 +50,13 @@ fn model(dtype: DType, nf4: Option<Nf4AtLoad>) -> LlamaModel {
 
 /// A prompt of `len` ids spread over the vocabulary.
 fn prompt(len: usize) -> Tensor {
-    let ids: Vec<i64> = (0..len).map(|i| ((i * 7919 + 13) % VOCAB) as i64).collect();
+    let ids: Vec<i64> = prompt_ids(len).into_iter().map(i64::from).collect();
     Tensor::from_vec(ids, &[1, len], &Device::Cpu).expect("ids")
+}
+
+/// The ids of [`prompt`], as `LlamaModel::generate` takes them.
+fn prompt_ids(len: usize) -> Vec<u32> {
+    (0..len).map(|i| ((i * 7919 + 13) % VOCAB) as u32).collect()
 }
 
 fn bench(c: &mut Criterion) {
@@ -87,7 +92,7 @@ fn steps(group: &mut BenchmarkGroup<'_, WallTime>, model: &LlamaModel, name: &st
 
     // What a user waits for before the first token: `LlamaModel::generate` with one new token
     // (prefill, then the head on the last position only).
-    let prompt_ids: Vec<u32> = (0..PROMPT).map(|i| ((i * 7919 + 13) % VOCAB) as u32).collect();
+    let prompt_ids = prompt_ids(PROMPT);
     let one_token = GenerateOptions { max_new_tokens: 1, temperature: 0.0, ..GenerateOptions::default() };
     group.bench_function(format!("first-token/{name}/t{PROMPT}"), |b| {
         b.iter(|| black_box(model.generate(&prompt_ids, &one_token, |_| true).expect("first token")))
