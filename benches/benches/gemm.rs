@@ -28,6 +28,11 @@
 //! `<t>` is the thread count actually used. Throughput is `Elements(2 n^3)`, so criterion's
 //! "elem/s" reads as FLOP/s. Both sides compute `C = A·B` into an existing C (no accumulation),
 //! with row-major A, B and C.
+//!
+//! `gemv_f32/ours/<t>t/<k>x<n>` is one row times a transposed row-major `[n, k]` weight (a
+//! projection at decode), and `gemv_f32/read/<t>t/<k>x<n>` a plain parallel read of the same
+//! weight in the same run, its yardstick; their throughput is the weight's bytes (criterion's
+//! "B/s").
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -38,6 +43,7 @@ use brainstacks_tensor::cpu::gemm::{
 use brainstacks_tensor::{DType, Device, Tensor};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use rayon::prelude::*;
 
 const SIZES: [usize; 3] = [256, 512, 1024];
 
@@ -181,6 +187,59 @@ fn bench_f32_as_bf16(c: &mut Criterion, threads: usize) {
     group.finish();
 }
 
+/// One row times a transposed weight, `y = x · Wᵀ` with W row-major `[n, k]` (a projection while
+/// a model decodes one token), beside a plain parallel read of the same weight in the same run
+/// (the yardstick: a one-row product cannot beat reading its weight once). Throughput is the
+/// weight's bytes, so both read as GB/s.
+fn bench_gemv(c: &mut Criterion, threads: usize) {
+    let mut group = c.benchmark_group("gemv_f32");
+    // (k, n): the decode benchmark model's up projection, its down projection and its head.
+    for (k, n) in GEMV_SHAPES {
+        let x = values(k, 5);
+        let w = values(n * k, 6);
+        let mut y = vec![0.0f32; n];
+        group.throughput(Throughput::Bytes((n * k * size_of::<f32>()) as u64));
+        let shape = format!("{k}x{n}");
+        group.bench_function(BenchmarkId::new(format!("ours/{threads}t"), &shape), |bench| {
+            bench.iter(|| {
+                gemm_f32(
+                    MatRef::row_major(black_box(&x), 1, k),
+                    MatRef::row_major(black_box(&w), n, k).t(),
+                    black_box(&mut y),
+                    false,
+                )
+            })
+        });
+        group.bench_function(BenchmarkId::new(format!("read/{threads}t"), &shape), |bench| {
+            bench.iter(|| read_in_parallel(black_box(&w), threads))
+        });
+    }
+    group.finish();
+}
+
+const GEMV_SHAPES: [(usize, usize); 3] = [(512, 1408), (1408, 512), (512, 32_000)];
+
+/// Every value of `data` read once, split in `threads` contiguous parts on rayon's pool (a sum, so
+/// nothing is optimised away; 64 independent partial sums per part, so the adds keep up with
+/// memory even in SSE2 code).
+fn read_in_parallel(data: &[f32], threads: usize) -> f32 {
+    const LANES: usize = 64;
+    let part = data.len().div_ceil(threads).next_multiple_of(LANES);
+    data.par_chunks(part)
+        .map(|chunk| {
+            let mut sums = [0.0f32; LANES];
+            let blocks = chunk.chunks_exact(LANES);
+            let tail: f32 = blocks.remainder().iter().sum();
+            for block in blocks {
+                for (s, &v) in sums.iter_mut().zip(block) {
+                    *s += v;
+                }
+            }
+            sums.iter().sum::<f32>() + tail
+        })
+        .sum()
+}
+
 fn gemm(c: &mut Criterion) {
     let threads = configure_threads();
     eprintln!(
@@ -191,6 +250,7 @@ fn gemm(c: &mut Criterion) {
     bench_f32(c, threads);
     bench_bf16(c, threads);
     bench_f32_as_bf16(c, threads);
+    bench_gemv(c, threads);
 }
 
 criterion_group! {
