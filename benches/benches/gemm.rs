@@ -219,12 +219,12 @@ fn bench_gemv(c: &mut Criterion, threads: usize) {
 
 const GEMV_SHAPES: [(usize, usize); 3] = [(512, 1408), (1408, 512), (512, 32_000)];
 
-/// Every value of `data` read once, split in `threads` contiguous parts on rayon's pool (a sum, so
-/// nothing is optimised away; 64 independent partial sums per part, so the adds keep up with
-/// memory even in SSE2 code).
+/// Every value of `data` read once, split in at most `threads` contiguous parts on rayon's pool
+/// (a sum, so nothing is optimised away; 64 independent partial sums per part, so the adds keep
+/// up with memory even in SSE2 code).
 fn read_in_parallel(data: &[f32], threads: usize) -> f32 {
     const LANES: usize = 64;
-    let part = data.len().div_ceil(threads).next_multiple_of(LANES);
+    let part = data.len().div_ceil(threads.max(1)).next_multiple_of(LANES).max(LANES);
     data.par_chunks(part)
         .map(|chunk| {
             let mut sums = [0.0f32; LANES];
