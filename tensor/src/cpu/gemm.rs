@@ -767,17 +767,18 @@ mod x86 {
         const _: () = assert!(GROUPS.is_multiple_of(SWEEP));
         let kc = a.len();
         // Bounds are checked here, once per lane: each row holds exactly that lane's kc values.
-        let rows: [*const f32; super::gemv::WIDTH] = std::array::from_fn(|l| {
-            let start = lanes.base + l * lanes.lane_stride;
-            src[start..start + kc].as_ptr()
+        // `groups[g][i]` is lane 8g + i, the lane of `acc[g]`'s element i.
+        let groups: [[*const f32; 8]; GROUPS] = std::array::from_fn(|g| {
+            std::array::from_fn(|i| {
+                let start = lanes.base + (8 * g + i) * lanes.lane_stride;
+                src[start..start + kc].as_ptr()
+            })
         });
         let mut acc = [_mm256_setzero_ps(); GROUPS];
-        for (s, sums) in acc.chunks_exact_mut(SWEEP).enumerate() {
+        for (sums, rows) in acc.chunks_exact_mut(SWEEP).zip(groups.chunks_exact(SWEEP)) {
             for p in (0..kc).step_by(8) {
                 let depth = &a[p..p + 8];
-                for (g, sum) in sums.iter_mut().enumerate() {
-                    let first = (s * SWEEP + g) * 8;
-                    let group: &[*const f32; 8] = rows[first..first + 8].try_into().expect("8 rows");
+                for (sum, group) in sums.iter_mut().zip(rows) {
                     // p + 8 <= kc: 8 values inside each row.
                     // SAFETY: `group[..].add(p)` starts 8 readable f32 values; AVX is enabled.
                     let by_depth = unsafe { load_transposed_8x8(group, p) };
@@ -855,9 +856,10 @@ mod x86 {
     /// Packs lanes that are each contiguous along k into a panel (the panel is the transpose of
     /// the source) 8 lanes x 8 depths at a time: 8 loads (`load8` widening 8 consecutive values
     /// to f32), 24 shuffles and 8 stores per 64 elements, against 16 + 32 + 16 for the 4 x 4 SSE
-    /// blocks of [`transpose_lanes`]. Fewer instructions per element let the out-of-order window
-    /// hold more loads in flight, which is what a one-row product reading a transposed weight
-    /// from memory is bound by (`gemv`). Leftover depths and lanes go through the scalar path.
+    /// blocks of [`transpose_lanes`]. Measured on f32, the shuffles rather than the loads bounded
+    /// a one-row product packing this way, so a transposed f32 weight now skips the panel in
+    /// `gemv` ([`fused_lane_sums_f32`]); bf16 weights still pack here. Leftover depths and lanes
+    /// go through the scalar path.
     ///
     /// Inlined into its callers, which enable AVX (the shuffles) and whatever `load8` needs.
     ///
