@@ -32,7 +32,8 @@
 //! `gemv_f32/ours/<t>t/<k>x<n>` is one row times a transposed row-major `[n, k]` weight (a
 //! projection at decode), and `gemv_f32/read/<t>t/<k>x<n>` a plain parallel read of the same
 //! weight in the same run, its yardstick; their throughput is the weight's bytes (criterion's
-//! "B/s").
+//! "B/s"). `gemv_bf16/{ours,read}/<t>t/<k>x<n>` are the same with a bf16 row and weight
+//! (`gemm_bf16`), the yardstick reading as many bytes.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -217,6 +218,29 @@ fn bench_gemv(c: &mut Criterion, threads: usize) {
     group.finish();
 }
 
+/// [`bench_gemv`] with a bf16 row and weight (`gemm_bf16`: widened to f32, f32 sums); the
+/// yardstick reads an f32 buffer of the weight's size in bytes.
+fn bench_gemv_bf16(c: &mut Criterion, threads: usize) {
+    let mut group = c.benchmark_group("gemv_bf16");
+    for (k, n) in GEMV_SHAPES {
+        let x = bf16_values(k, 5);
+        let w = bf16_values(n * k, 6);
+        let same_bytes = values(n * k / 2, 7);
+        let mut y = vec![0.0f32; n];
+        group.throughput(Throughput::Bytes((n * k * 2) as u64));
+        let shape = format!("{k}x{n}");
+        group.bench_function(BenchmarkId::new(format!("ours/{threads}t"), &shape), |bench| {
+            bench.iter(|| {
+                gemm_bf16(MatRef::row_major(black_box(&x), 1, k), MatRef::row_major(black_box(&w), n, k).t(), black_box(&mut y), false)
+            })
+        });
+        group.bench_function(BenchmarkId::new(format!("read/{threads}t"), &shape), |bench| {
+            bench.iter(|| read_in_parallel(black_box(&same_bytes), threads))
+        });
+    }
+    group.finish();
+}
+
 const GEMV_SHAPES: [(usize, usize); 3] = [(512, 1408), (1408, 512), (512, 32_000)];
 
 /// Every value of `data` read once, split in at most `threads` contiguous parts on rayon's pool
@@ -251,6 +275,7 @@ fn gemm(c: &mut Criterion) {
     bench_bf16(c, threads);
     bench_f32_as_bf16(c, threads);
     bench_gemv(c, threads);
+    bench_gemv_bf16(c, threads);
 }
 
 criterion_group! {

@@ -735,32 +735,72 @@ mod x86 {
         }
     }
 
-    /// [`super::Widen::fused_lane_sums`] for f32: `None` unless the CPU has AVX and FMA, there
-    /// are `gemv::WIDTH` lanes and the depth is a multiple of 8.
+    /// Whether [`fused_lane_sums_with`] takes these lanes: exactly `gemv::WIDTH` of them, each
+    /// contiguous along k, and a depth that is a multiple of 8.
+    fn fused_lanes_fit(a: &[f32], lanes: &Lanes) -> bool {
+        lanes.valid == super::gemv::WIDTH && lanes.depth_stride == 1 && a.len().is_multiple_of(8)
+    }
+
+    /// [`super::Widen::fused_lane_sums`] for f32: `None` unless the CPU has AVX and FMA and the
+    /// lanes fit ([`fused_lanes_fit`]).
     pub(super) fn fused_lane_sums_f32(a: &[f32], src: &[f32], lanes: &Lanes) -> Option<[f32; super::gemv::WIDTH]> {
-        let usable = lanes.valid == super::gemv::WIDTH && lanes.depth_stride == 1 && a.len().is_multiple_of(8);
-        if !(usable && is_x86_feature_detected!("avx") && is_x86_feature_detected!("fma")) {
+        if !(fused_lanes_fit(a, lanes) && is_x86_feature_detected!("avx") && is_x86_feature_detected!("fma")) {
             return None;
         }
         // SAFETY: AVX and FMA are present (checked just above).
         Some(unsafe { fused_lane_sums_f32_avx(a, src, lanes) })
     }
 
-    /// The lanes in groups of 8, 8 depths at a time: each block loaded transposed
-    /// ([`load_transposed_8x8`]) and multiplied into one accumulator vector per group, depth by
-    /// depth, so each lane's sum runs in increasing `p` with one FMA per term, as the panel sums
-    /// of `gemv` do.
+    /// # Safety
+    /// The CPU must have AVX and FMA; the lanes fit ([`fused_lanes_fit`]).
+    #[target_feature(enable = "avx,fma")]
+    unsafe fn fused_lane_sums_f32_avx(a: &[f32], src: &[f32], lanes: &Lanes) -> [f32; super::gemv::WIDTH] {
+        // SAFETY: the caller's contract; `load_transposed_8x8` needs only AVX and is called on 8
+        // readable values per row.
+        unsafe { fused_lane_sums_with(a, src, lanes, |rows, p| load_transposed_8x8(rows, p)) }
+    }
+
+    /// [`super::Widen::fused_lane_sums`] for bf16: `None` unless the CPU has AVX2 and FMA and the
+    /// lanes fit ([`fused_lanes_fit`]).
+    pub(super) fn fused_lane_sums_bf16(a: &[f32], src: &[bf16], lanes: &Lanes) -> Option<[f32; super::gemv::WIDTH]> {
+        if !(fused_lanes_fit(a, lanes) && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")) {
+            return None;
+        }
+        // SAFETY: AVX2 and FMA are present (checked just above).
+        Some(unsafe { fused_lane_sums_bf16_avx2(a, src, lanes) })
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2 and FMA; the lanes fit ([`fused_lanes_fit`]).
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fused_lane_sums_bf16_avx2(a: &[f32], src: &[bf16], lanes: &Lanes) -> [f32; super::gemv::WIDTH] {
+        // SAFETY: the caller's contract; `load_transposed_bf16_8x8` needs AVX2 and is called on 8
+        // readable values per row.
+        unsafe { fused_lane_sums_with(a, src, lanes, |rows, p| load_transposed_bf16_8x8(rows, p)) }
+    }
+
+    /// The lanes in groups of 8, 8 depths at a time: each block loaded transposed (and widened
+    /// to f32) by `load` and multiplied into one accumulator vector per group, depth by depth, so
+    /// each lane's sum runs in increasing `p` with one FMA per term, as the panel sums of `gemv`
+    /// do.
     ///
     /// Two groups (16 rows of the weight) sweep the block's whole depth together, then the next
     /// two: two independent chains of FMAs hide each other's latency, and reading 16 rows at once
     /// instead of all 32 made the f32 decode benchmark about 5% faster (two alternated pairs: 9.1
     /// to 9.8 ms with 32, 8.3 to 9.0 with 16; one group alone: 10.2 ms, the chain's latency shows).
     ///
+    /// Inlined into its callers, which enable FMA and whatever `load` needs.
+    ///
     /// # Safety
-    /// The CPU must have AVX and FMA; `lanes.valid == super::gemv::WIDTH`, `lanes.depth_stride == 1`
-    /// and `a.len()` is a multiple of 8 (what [`fused_lane_sums_f32`] checks).
-    #[target_feature(enable = "avx,fma")]
-    unsafe fn fused_lane_sums_f32_avx(a: &[f32], src: &[f32], lanes: &Lanes) -> [f32; super::gemv::WIDTH] {
+    /// The CPU must have AVX and FMA; the lanes fit ([`fused_lanes_fit`]); `load(rows, p)` is
+    /// sound whenever each `rows[i].add(p)` starts 8 readable values.
+    #[inline(always)]
+    unsafe fn fused_lane_sums_with<T>(
+        a: &[f32],
+        src: &[T],
+        lanes: &Lanes,
+        load: impl Fn(&[*const T; 8], usize) -> [__m256; 8],
+    ) -> [f32; super::gemv::WIDTH] {
         const GROUPS: usize = super::gemv::WIDTH / 8;
         const SWEEP: usize = 2;
         // `chunks_exact_mut(SWEEP)` below would silently skip a partial sweep.
@@ -768,29 +808,29 @@ mod x86 {
         let kc = a.len();
         // Bounds are checked here, once per lane: each row holds exactly that lane's kc values.
         // `groups[g][i]` is lane 8g + i, the lane of `acc[g]`'s element i.
-        let groups: [[*const f32; 8]; GROUPS] = std::array::from_fn(|g| {
+        let groups: [[*const T; 8]; GROUPS] = std::array::from_fn(|g| {
             std::array::from_fn(|i| {
                 let start = lanes.base + (8 * g + i) * lanes.lane_stride;
                 src[start..start + kc].as_ptr()
             })
         });
-        let mut acc = [_mm256_setzero_ps(); GROUPS];
+        // SAFETY (every intrinsic below): the caller guarantees AVX and FMA.
+        let mut acc = [unsafe { _mm256_setzero_ps() }; GROUPS];
         for (sums, rows) in acc.chunks_exact_mut(SWEEP).zip(groups.chunks_exact(SWEEP)) {
             for p in (0..kc).step_by(8) {
                 let depth = &a[p..p + 8];
                 for (sum, group) in sums.iter_mut().zip(rows) {
-                    // p + 8 <= kc: 8 values inside each row.
-                    // SAFETY: `group[..].add(p)` starts 8 readable f32 values; AVX is enabled.
-                    let by_depth = unsafe { load_transposed_8x8(group, p) };
+                    // p + 8 <= kc: 8 values inside each row, which `load` may read.
+                    let by_depth = load(group, p);
                     for (&x, v) in depth.iter().zip(by_depth) {
-                        *sum = _mm256_fmadd_ps(_mm256_set1_ps(x), v, *sum);
+                        *sum = unsafe { _mm256_fmadd_ps(_mm256_set1_ps(x), v, *sum) };
                     }
                 }
             }
         }
         let mut out = [0f32; super::gemv::WIDTH];
         for (chunk, v) in out.chunks_exact_mut(8).zip(acc) {
-            // SAFETY: `chunk` is 8 writable f32 values; AVX is enabled.
+            // SAFETY: `chunk` is 8 writable f32 values.
             unsafe { _mm256_storeu_ps(chunk.as_mut_ptr(), v) };
         }
         out
@@ -857,9 +897,9 @@ mod x86 {
     /// the source) 8 lanes x 8 depths at a time: 8 loads (`load8` widening 8 consecutive values
     /// to f32), 24 shuffles and 8 stores per 64 elements, against 16 + 32 + 16 for the 4 x 4 SSE
     /// blocks of [`transpose_lanes`]. Measured on f32, the shuffles rather than the loads bounded
-    /// a one-row product packing this way, so a transposed f32 weight now skips the panel in
-    /// `gemv` ([`fused_lane_sums_f32`]); bf16 weights still pack here. Leftover depths and lanes
-    /// go through the scalar path.
+    /// a one-row product packing this way, so a transposed f32 or bf16 weight skips the panel in
+    /// `gemv` ([`fused_lane_sums_f32`], [`fused_lane_sums_bf16`]). Leftover depths and lanes go
+    /// through the scalar path.
     ///
     /// Inlined into its callers, which enable AVX (the shuffles) and whatever `load8` needs.
     ///
@@ -919,21 +959,60 @@ mod x86 {
                 let hi = _mm_loadu_ps(rows[i + 4].add(p + 4 * q));
                 _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(lo), hi)
             };
-            let mut out = [_mm256_setzero_ps(); 8];
-            for q in 0..2 {
-                let v = [half(q, 0), half(q, 1), half(q, 2), half(q, 3)];
-                let t = [
-                    _mm256_unpacklo_ps(v[0], v[1]),
-                    _mm256_unpackhi_ps(v[0], v[1]),
-                    _mm256_unpacklo_ps(v[2], v[3]),
-                    _mm256_unpackhi_ps(v[2], v[3]),
-                ];
-                out[4 * q] = _mm256_shuffle_ps::<0x44>(t[0], t[2]);
-                out[4 * q + 1] = _mm256_shuffle_ps::<0xEE>(t[0], t[2]);
-                out[4 * q + 2] = _mm256_shuffle_ps::<0x44>(t[1], t[3]);
-                out[4 * q + 3] = _mm256_shuffle_ps::<0xEE>(t[1], t[3]);
-            }
-            out
+            let low = transpose_4x4_in_halves([half(0, 0), half(0, 1), half(0, 2), half(0, 3)]);
+            let high = transpose_4x4_in_halves([half(1, 0), half(1, 1), half(1, 2), half(1, 3)]);
+            [low[0], low[1], low[2], low[3], high[0], high[1], high[2], high[3]]
+        }
+    }
+
+    /// [`load_transposed_8x8`] for bf16, widened to f32 on the way and with no more shuffles:
+    /// each 256-bit register holds 8 values of lane i (low half) and of lane i + 4 (high half),
+    /// and each of its 32-bit words a pair of depths, `2j` in the low 16 bits and `2j + 1` in the
+    /// high ones. A bf16 is the top half of its f32, so the even depths widen by a shift left and
+    /// the odd ones by clearing the low 16 bits (no shuffle either way); each set is then one
+    /// in-half 4 x 4 transpose.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; `rows[l].add(p)` starts 8 readable bf16 values for every `l`.
+    #[inline(always)]
+    unsafe fn load_transposed_bf16_8x8(rows: &[*const bf16; 8], p: usize) -> [__m256; 8] {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let pair = |i: usize| {
+                let lo = _mm_loadu_si128(rows[i].add(p).cast::<__m128i>());
+                let hi = _mm_loadu_si128(rows[i + 4].add(p).cast::<__m128i>());
+                _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(lo), hi)
+            };
+            let words = [pair(0), pair(1), pair(2), pair(3)];
+            let top_halves = _mm256_set1_epi32(0xFFFF_0000_u32 as i32);
+            let even = words.map(|w| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(w)));
+            let odd = words.map(|w| _mm256_castsi256_ps(_mm256_and_si256(w, top_halves)));
+            let (e, o) = (transpose_4x4_in_halves(even), transpose_4x4_in_halves(odd));
+            [e[0], o[0], e[1], o[1], e[2], o[2], e[3], o[3]]
+        }
+    }
+
+    /// Within each 128-bit half, 4 vectors of 4 (`v[lane][depth]`) transposed to
+    /// `out[depth][lane]`: 8 shuffles.
+    ///
+    /// # Safety
+    /// The CPU must have AVX.
+    #[inline(always)]
+    unsafe fn transpose_4x4_in_halves(v: [__m256; 4]) -> [__m256; 4] {
+        // SAFETY: register-only AVX shuffles; the caller guarantees AVX.
+        unsafe {
+            let t = [
+                _mm256_unpacklo_ps(v[0], v[1]), // v0[0] v1[0] v0[1] v1[1], in each half
+                _mm256_unpackhi_ps(v[0], v[1]), // v0[2] v1[2] v0[3] v1[3]
+                _mm256_unpacklo_ps(v[2], v[3]),
+                _mm256_unpackhi_ps(v[2], v[3]),
+            ];
+            [
+                _mm256_shuffle_ps::<0x44>(t[0], t[2]), // depth 0: v0 v1 v2 v3
+                _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+                _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+                _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+            ]
         }
     }
 
@@ -1117,6 +1196,14 @@ impl Widen<f32> for bf16 {
         x86::transpose_lanes_bf16(src, lanes, width, panel);
         #[cfg(not(target_arch = "x86_64"))]
         scatter_lanes(src, lanes, 0, width, panel, Self::widen);
+    }
+
+    #[inline(always)]
+    fn fused_lane_sums(a: &[f32], src: &[bf16], lanes: &Lanes) -> Option<[f32; gemv::WIDTH]> {
+        #[cfg(target_arch = "x86_64")]
+        return x86::fused_lane_sums_bf16(a, src, lanes);
+        #[cfg(not(target_arch = "x86_64"))]
+        None
     }
 }
 

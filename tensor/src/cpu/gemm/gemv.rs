@@ -7,10 +7,10 @@
 //! Here B is consumed [`WIDTH`] columns at a time over the whole depth: each group is packed `KC`
 //! rows at a time into a panel that stays in L1 (the driver's own packing, so NF4 decodes and bf16
 //! widens exactly as there) and multiplied into `WIDTH` accumulators at once. A transposed f32
-//! weight (`x · Wᵀ`, the usual projection) skips the panel: with a fused kernel its columns are
-//! transposed 8 x 8 in registers and multiplied in straight away (`PackB::fused_row_sums`), in
-//! the same order. Most of a dense f32 decode is then the reading of B from memory (see
-//! `benches/RESULTS.md`, CPU generation).
+//! or bf16 weight (`x · Wᵀ`, the usual projection) skips the panel: with a fused kernel its
+//! columns are transposed 8 x 8 in registers (bf16 widened on the way) and multiplied in straight
+//! away (`PackB::fused_row_sums`), in the same order. Most of a dense decode is then the reading
+//! of B from memory (see `benches/RESULTS.md`, CPU generation).
 //!
 //! # The same bits as the driver
 //!
@@ -74,7 +74,7 @@ pub(super) fn gemv<T: Widen<E>, E: Acc, B: PackB<E>>(kernel: &MicroKernel<E>, a:
                 for p0 in (0..k).step_by(kc) {
                     let depth = kc.min(k - p0);
                     let a_block = &a_row[p0..p0 + depth];
-                    // A transposed f32 weight skips the panel: transposed in registers and
+                    // A transposed f32 or bf16 weight skips the panel: transposed in registers and
                     // summed in the same order (see `PackB::fused_row_sums`).
                     let fused_sums = if fused { b.fused_row_sums(a_block, p0..p0 + depth, j0..j0 + width) } else { None };
                     let block = fused_sums.unwrap_or_else(|| {

@@ -99,20 +99,23 @@ fn one_row_into_uninit_memory_matches_overwriting() {
     }
 }
 
-/// The fused path for a transposed f32 weight (whole 32-lane panels, depth a multiple of 8), on
-/// fixed shapes so every run covers it: a last KC block shorter than KC (264 = 256 + 8, 520 = 2 x
-/// 256 + 8) and several panels, each row against its bits inside the blocked product.
+/// The fused path for a transposed f32 or bf16 weight (whole 32-lane panels, depth a multiple
+/// of 8), on fixed shapes so every run covers it: a last KC block shorter than KC (264 = 256 + 8,
+/// 520 = 2 x 256 + 8) and several panels, each row against its bits inside the blocked product.
 #[test]
 fn fused_rows_of_a_transposed_weight_match_the_driver_on_short_last_blocks() {
     for (m, n, k) in [(3, 64, 264), (2, 96, 520), (2, 32, 8)] {
         let mut noise = Noise::new(17);
         let a = operand(m, k, Layout::RowMajor, &mut noise, |x| x as f32);
         let b = operand(k, n, Layout::Transposed, &mut noise, |x| x as f32);
+        let b16 = operand(k, n, Layout::Transposed, &mut noise, bf16::from_f64);
         let c0: Vec<f32> = (0..m * n).map(|_| noise.next() as f32).collect();
         for kernel in f32_kernels_available() {
             for accumulate in [false, true] {
                 check_rows(&a, n, &c0, |a, c| gemm_with(&kernel, a, b.view(), c, accumulate))
-                    .unwrap_or_else(|e| panic!("{} {m}x{n}x{k} accumulate={accumulate}: {e}", kernel.name));
+                    .unwrap_or_else(|e| panic!("{} f32 {m}x{n}x{k} accumulate={accumulate}: {e}", kernel.name));
+                check_rows(&a, n, &c0, |a, c| gemm_with(&kernel, a, b16.view(), c, accumulate))
+                    .unwrap_or_else(|e| panic!("{} bf16 weight {m}x{n}x{k} accumulate={accumulate}: {e}", kernel.name));
             }
         }
     }
