@@ -2274,6 +2274,35 @@ mod tests {
             prop_assert_eq!(&as_bits(&got32), &want, "f32");
         }
 
+        /// The fused one-row sums of a transposed bf16 weight (8 x 8 blocks widened and
+        /// transposed in registers) equal a plain fused loop over the widened values, lane by
+        /// lane and bit for bit, for every bf16 bit pattern but NaN (an FMA may take a NaN's
+        /// payload from either operand; NaNs the sums make themselves only have to be NaN).
+        #[cfg(target_arch = "x86_64")]
+        #[test]
+        fn fused_bf16_lane_sums_match_a_plain_fused_loop(
+            blocks in 1usize..9, pad in 0usize..5,
+            bits in proptest::collection::vec(any::<u16>(), gemv::WIDTH * (64 + 4) + 1),
+            xs in proptest::collection::vec(-4.0f32..4.0, 64),
+        ) {
+            let (kc, lane_stride) = (8 * blocks, 8 * blocks + pad);
+            let not_nan = |b: u16| if bf16::from_bits(b).is_nan() { bf16::from_f32(1.5) } else { bf16::from_bits(b) };
+            let src: Vec<bf16> = bits.iter().map(|&b| not_nan(b)).collect();
+            let lanes = Lanes { base: 1, valid: gemv::WIDTH, lane_stride, depth_stride: 1 };
+            let a = &xs[..kc];
+            // `None` only on a CPU without AVX2 and FMA: nothing fused to check there.
+            if let Some(got) = x86::fused_lane_sums_bf16(a, &src, &lanes) {
+                for (l, &sum) in got.iter().enumerate() {
+                    let row = &src[1 + l * lane_stride..][..kc];
+                    let want = a.iter().zip(row).fold(0f32, |acc, (&x, &w)| x.mul_add(w.widen(), acc));
+                    prop_assert!(
+                        sum.to_bits() == want.to_bits() || (sum.is_nan() && want.is_nan()),
+                        "lane {l}, kc {kc}: fused {sum:e}, plain {want:e}"
+                    );
+                }
+            }
+        }
+
         /// Reading A in place gives every entry the bits packing A gives, with every kernel: the
         /// same values meet in the same order. Shapes cross the row-panel edge (m not a multiple
         /// of MR), several KC blocks (k > 256) and both sides of `DIRECT_A_MAX_N`; padded and

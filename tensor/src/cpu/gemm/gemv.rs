@@ -28,8 +28,9 @@ use crate::cpu::gemm::MatRef;
 /// Columns of B per panel: 32 accumulators, two 512-bit or four 256-bit vectors of f32 (eight of
 /// f64), updated together at each depth step, so the dependent multiply-adds of one column
 /// overlap with the others'. The panel (`KC x WIDTH`, 32 KiB of f32) stays in L1. Measured on the
-/// decode benchmark: 32 columns were 4-5% faster than 16 for the panel path (bf16 and NF4
-/// weights); the fused f32 path sweeps 16 of them at a time (see `fused_lane_sums_f32_avx`).
+/// decode benchmark: 32 columns were 4-5% faster than 16 for the panel path (then taken by bf16
+/// and NF4 weights; NF4 still is); the fused path of transposed f32 and bf16 weights sweeps 16
+/// of them at a time (see `fused_lane_sums_with`).
 pub(super) const WIDTH: usize = 32;
 
 /// From this many multiply-adds on, the columns are split over the pool's threads. One row reads
