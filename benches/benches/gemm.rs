@@ -30,10 +30,10 @@
 //! with row-major A, B and C.
 //!
 //! `gemv_f32/ours/<t>t/<k>x<n>` is one row times a transposed row-major `[n, k]` weight (a
-//! projection at decode), and `gemv_f32/read/<t>t/<k>x<n>` a plain parallel read of the same
-//! weight in the same run, its yardstick; their throughput is the weight's bytes (criterion's
+//! projection at decode), and `gemv_f32/read/<t>t/<k>x<n>` a plain parallel read of as many
+//! bytes in the same run, its yardstick; their throughput is the weight's bytes (criterion's
 //! "B/s"). `gemv_bf16/{ours,read}/<t>t/<k>x<n>` are the same with a bf16 row and weight
-//! (`gemm_bf16`), the yardstick reading as many bytes.
+//! (`gemm_bf16`).
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -189,49 +189,30 @@ fn bench_f32_as_bf16(c: &mut Criterion, threads: usize) {
 }
 
 /// One row times a transposed weight, `y = x · Wᵀ` with W row-major `[n, k]` (a projection while
-/// a model decodes one token), beside a plain parallel read of the same weight in the same run
-/// (the yardstick: a one-row product cannot beat reading its weight once). Throughput is the
-/// weight's bytes, so both read as GB/s.
-fn bench_gemv(c: &mut Criterion, threads: usize) {
-    let mut group = c.benchmark_group("gemv_f32");
+/// a model decodes one token), beside a plain parallel read of as many bytes in the same run (the
+/// yardstick: a one-row product cannot beat reading its weight once; an f32 buffer of the
+/// weight's size, so it sits in the same cache level). Throughput is the weight's bytes, so both
+/// read as GB/s. `make(len, salt)` builds the row and the weight; `product` is `gemm_f32` or
+/// `gemm_bf16`.
+fn bench_one_row<T>(
+    c: &mut Criterion,
+    (group_name, threads): (&str, usize),
+    make: fn(usize, u32) -> Vec<T>,
+    product: fn(MatRef<'_, T>, MatRef<'_, T>, &mut [f32], bool),
+) {
+    let mut group = c.benchmark_group(group_name);
     // (k, n): the decode benchmark model's up projection, its down projection and its head.
     for (k, n) in GEMV_SHAPES {
-        let x = values(k, 5);
-        let w = values(n * k, 6);
+        let x = make(k, 5);
+        let w = make(n * k, 6);
+        let bytes = n * k * size_of::<T>();
+        let same_bytes = values(bytes / size_of::<f32>(), 7);
         let mut y = vec![0.0f32; n];
-        group.throughput(Throughput::Bytes((n * k * size_of::<f32>()) as u64));
+        group.throughput(Throughput::Bytes(bytes as u64));
         let shape = format!("{k}x{n}");
         group.bench_function(BenchmarkId::new(format!("ours/{threads}t"), &shape), |bench| {
             bench.iter(|| {
-                gemm_f32(
-                    MatRef::row_major(black_box(&x), 1, k),
-                    MatRef::row_major(black_box(&w), n, k).t(),
-                    black_box(&mut y),
-                    false,
-                )
-            })
-        });
-        group.bench_function(BenchmarkId::new(format!("read/{threads}t"), &shape), |bench| {
-            bench.iter(|| read_in_parallel(black_box(&w), threads))
-        });
-    }
-    group.finish();
-}
-
-/// [`bench_gemv`] with a bf16 row and weight (`gemm_bf16`: widened to f32, f32 sums); the
-/// yardstick reads an f32 buffer of the weight's size in bytes.
-fn bench_gemv_bf16(c: &mut Criterion, threads: usize) {
-    let mut group = c.benchmark_group("gemv_bf16");
-    for (k, n) in GEMV_SHAPES {
-        let x = bf16_values(k, 5);
-        let w = bf16_values(n * k, 6);
-        let same_bytes = values(n * k / 2, 7);
-        let mut y = vec![0.0f32; n];
-        group.throughput(Throughput::Bytes((n * k * 2) as u64));
-        let shape = format!("{k}x{n}");
-        group.bench_function(BenchmarkId::new(format!("ours/{threads}t"), &shape), |bench| {
-            bench.iter(|| {
-                gemm_bf16(MatRef::row_major(black_box(&x), 1, k), MatRef::row_major(black_box(&w), n, k).t(), black_box(&mut y), false)
+                product(MatRef::row_major(black_box(&x), 1, k), MatRef::row_major(black_box(&w), n, k).t(), black_box(&mut y), false)
             })
         });
         group.bench_function(BenchmarkId::new(format!("read/{threads}t"), &shape), |bench| {
@@ -274,8 +255,8 @@ fn gemm(c: &mut Criterion) {
     bench_f32(c, threads);
     bench_bf16(c, threads);
     bench_f32_as_bf16(c, threads);
-    bench_gemv(c, threads);
-    bench_gemv_bf16(c, threads);
+    bench_one_row(c, ("gemv_f32", threads), values, gemm_f32);
+    bench_one_row(c, ("gemv_bf16", threads), bf16_values, gemm_bf16);
 }
 
 criterion_group! {
