@@ -79,7 +79,7 @@ mod tests;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-use driver::{CPtr, Out, PARALLEL_MIN_MACS, gemm_out, gemm_with, prepare_out, reads_a_in_place, run_planned};
+use driver::{CPtr, Out, gemm_out, gemm_with, parallel_min_macs, prepare_out, reads_a_in_place, run_planned};
 pub(crate) use kernels::Acc;
 use kernels::{MicroKernel, f32_kernel, f64_kernel};
 pub(crate) use pack::{Lanes, PackB, Widen};

@@ -5,6 +5,7 @@
 //! bitwise identical on 1 or N threads. Small inputs stay on the calling thread, where the cost
 //! of waking the pool would dominate.
 
+use std::cell::Cell;
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -41,8 +42,36 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         }
         // Dropped after `f`, also when it panics, so the pollers always end and the scope can.
         let _stop = hot.stop_on_drop();
+        let _polled = PolledCaller::enter();
         f()
     })
+}
+
+thread_local! {
+    /// Whether this thread is running the closure of an [`on_pool`] call.
+    static POLLED_CALLER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether this thread runs inside [`on_pool`], whose other workers poll for work: a task handed
+/// to them is taken within microseconds, with no wake-up, so products too small to be worth
+/// splitting elsewhere are worth splitting here (see `gemm`'s thresholds).
+pub(crate) fn workers_are_polling() -> bool {
+    POLLED_CALLER.with(Cell::get)
+}
+
+/// Sets [`POLLED_CALLER`] for as long as it lives and then restores it (calls may nest).
+struct PolledCaller(bool);
+
+impl PolledCaller {
+    fn enter() -> Self {
+        PolledCaller(POLLED_CALLER.with(|flag| flag.replace(true)))
+    }
+}
+
+impl Drop for PolledCaller {
+    fn drop(&mut self) {
+        POLLED_CALLER.with(|flag| flag.set(self.0));
+    }
 }
 
 /// The pool workers other than the caller of [`on_pool`], polling rayon for work until stopped.
@@ -291,5 +320,23 @@ mod tests {
         });
         // From outside any pool too (the global one).
         assert_eq!(on_pool(|| 7), 7);
+    }
+
+    /// `workers_are_polling` holds exactly while an `on_pool` closure runs on this thread, nested
+    /// or not, and is cleared again when that closure returns or panics.
+    #[test]
+    fn workers_are_polling_only_inside_on_pool() {
+        pool(2).install(|| {
+            assert!(!workers_are_polling());
+            on_pool(|| {
+                assert!(workers_are_polling());
+                on_pool(|| assert!(workers_are_polling()));
+                assert!(workers_are_polling());
+            });
+            assert!(!workers_are_polling());
+            let caught = std::panic::catch_unwind(|| on_pool(|| panic!("inside on_pool")));
+            assert!(caught.is_err());
+            assert!(!workers_are_polling());
+        });
     }
 }

@@ -119,7 +119,7 @@ pub(super) fn gemm<B: PackB<f32>>(a: MatRef<'_, f32>, b: B, out: Out<'_, f32>) {
         return;
     };
     let job = Job { a, b, c: CPtr(c), ldc: n, accumulate };
-    super::run_planned((m, n, k), (TILE, TILE), super::PARALLEL_MIN_MACS, &|rows, cols| job.task(rows, cols));
+    super::run_planned((m, n, k), (TILE, TILE), super::parallel_min_macs(), &|rows, cols| job.task(rows, cols));
 }
 
 /// Everything a task needs; shared read-only by the tasks of one call.

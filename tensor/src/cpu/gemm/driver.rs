@@ -13,6 +13,18 @@ use super::{MatRef, gemv};
 /// virtualised machine, so smaller products measured slower on two threads than on one.
 pub(super) const PARALLEL_MIN_MACS: usize = 128 * 128 * 128;
 
+/// The threshold inside `parallel::on_pool`, whose other workers poll for work instead of
+/// sleeping, so a split costs no wake-up. Measured on the `train_step` benchmark at 2 threads
+/// (f32 base): the products of 2^18 to 2^21 multiply-adds (the gates' and noise nets' 4-column
+/// products and their gradients, 1024 x 256 x 4) on both threads took the step from about 170 to
+/// 161 ms; 2^16 gained nothing more.
+pub(super) const PARALLEL_MIN_MACS_POLLED: usize = 1 << 18;
+
+/// The product size from which [`run_planned`] splits C over the pool's threads, for this caller.
+pub(super) fn parallel_min_macs() -> usize {
+    if crate::cpu::parallel::workers_are_polling() { PARALLEL_MIN_MACS_POLLED } else { PARALLEL_MIN_MACS }
+}
+
 /// The base pointer of C, shared by the tasks of one call.
 #[derive(Clone, Copy)]
 pub(super) struct CPtr<E>(pub(super) *mut E);
@@ -125,7 +137,7 @@ pub(super) fn gemm_out<T: Widen<E>, E: Acc, B: PackB<E>>(kernel: &MicroKernel<E>
     let c = CPtr(c);
     let a_in_place = if direct && (a.col_stride == 1 || k == 1) { T::in_place(a.data) } else { None };
     let job = Job { kernel, a, a_in_place, b, c, ldc: n, accumulate };
-    run_planned((m, n, k), (kernel.mr, kernel.nr), PARALLEL_MIN_MACS, &|rows, cols| job.task(rows, cols));
+    run_planned((m, n, k), (kernel.mr, kernel.nr), parallel_min_macs(), &|rows, cols| job.task(rows, cols));
 }
 
 /// Checks the shapes of `a` (`m` x `k`), `b` (`k` x `n`) and `out`, and handles the products with

@@ -1,4 +1,4 @@
-use super::driver::{gemm_run, plan};
+use super::driver::{PARALLEL_MIN_MACS, PARALLEL_MIN_MACS_POLLED, gemm_run, plan};
 use super::kernels::{F32_PORTABLE, f32_kernels_available, f64_kernels_available};
 use super::*;
 
@@ -278,6 +278,38 @@ fn f32_result_is_bitwise_independent_of_thread_count() {
             let c0: Vec<f32> = (0..m * n).map(|_| noise.next() as f32).collect();
             assert!(m * n * k >= PARALLEL_MIN_MACS);
             assert_threads_agree_and_match_oracle(&kernel, &a, &b, &c0, &format!("{m}x{n}x{k}"));
+        }
+    }
+}
+
+/// Shapes that split over the threads only inside `parallel::on_pool` (between the two
+/// thresholds), the gates' 4-column products among them.
+const POLLED_SPLIT_SHAPES: [(usize, usize, usize); 3] = [(1024, 4, 256), (300, 37, 90), (9, 700, 70)];
+
+#[test]
+fn products_split_only_inside_on_pool_keep_their_bits() {
+    assert_eq!(parallel_min_macs(), PARALLEL_MIN_MACS);
+    pool(2).install(|| crate::cpu::parallel::on_pool(|| assert_eq!(parallel_min_macs(), PARALLEL_MIN_MACS_POLLED)));
+    let bits = |c: &[f32]| c.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for kernel in f32_kernels_available() {
+        for (m, n, k) in POLLED_SPLIT_SHAPES {
+            assert!((PARALLEL_MIN_MACS_POLLED..PARALLEL_MIN_MACS).contains(&(m * n * k)));
+            let mut noise = Noise::new(7);
+            let a = operand(m, k, Layout::RowMajor, &mut noise, |x| x as f32);
+            let b = operand(k, n, Layout::Transposed, &mut noise, |x| x as f32);
+            let c0: Vec<f32> = (0..m * n).map(|_| noise.next() as f32).collect();
+            let run = || {
+                let mut c = c0.clone();
+                gemm_with(&kernel, a.view(), b.view(), &mut c, true);
+                c
+            };
+            let alone = pool(1).install(run);
+            for threads in [2, 3] {
+                let polled = pool(threads).install(|| crate::cpu::parallel::on_pool(run));
+                assert!(bits(&polled) == bits(&alone), "{}: {m}x{n}x{k} on {threads} polled threads", kernel.name);
+            }
+            let (want, abs) = oracle_f32(&a, &b, Some(&c0));
+            check_close_f32(&alone, &want, &abs, k).unwrap_or_else(|e| panic!("{}: {m}x{n}x{k}: {e}", kernel.name));
         }
     }
 }
