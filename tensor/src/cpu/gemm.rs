@@ -1,10 +1,10 @@
 //! Fast CPU GEMM: `C = A·B` or `C += A·B`, for f32, bf16 (widened to f32) and f64, plus f32 with
 //! both operands rounded to bf16 ([`gemm_f32_as_bf16`]), which runs on Intel AMX tiles where the
 //! CPU has them (the `amx` submodule, its own driver with the same task split) and otherwise
-//! through the f32 kernels below.
+//! through the f32 kernels.
 //!
-//! The contract (math, layout, tolerance) is in `brainstacks_kernels::gemm`, whose oracle the tests
-//! below check this file against.
+//! The contract (math, layout, tolerance) is in `brainstacks_kernels::gemm`, whose oracle the
+//! `tests` submodule checks this module against.
 //!
 //! # Structure (BLIS-style)
 //!
@@ -58,7 +58,8 @@
 //! - `driver`: the task split and the loop nest above; `scratch`: the per-thread packing buffers;
 //! - `pack`: how operands are copied (and widened) into micro-panels (`Widen`, `PackB`);
 //! - `kernels`: the micro-kernel interface, the run-time choice and the portable kernels;
-//!   `x86`: the AVX2 and AVX-512 kernels, and `x86::lanes` the transposing loads;
+//!   `x86`: the AVX2 and AVX-512 kernels, and `x86::lanes` the transposing loads of lanes along
+//!   depth (for packing and for the one-row product's fused sums);
 //! - `gemv`: the one-row path; `amx`: the bf16-operand driver on AMX tiles;
 //! - `tests`: everything above against the oracle of `brainstacks_kernels::gemm`.
 
@@ -79,10 +80,10 @@ mod tests;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-use driver::{CPtr, Out, gemm_out, gemm_with, parallel_min_macs, prepare_out, reads_a_in_place, run_planned};
-pub(crate) use kernels::Acc;
-use kernels::{MicroKernel, f32_kernel, f64_kernel};
-pub(crate) use pack::{Lanes, PackB, Widen};
+use driver::{CPtr, Out, gemm_out, gemm_with, prepare_out, reads_a_in_place, run_planned};
+use kernels::{Acc, MicroKernel, f32_kernel, f64_kernel};
+use pack::Widen;
+pub(crate) use pack::{Lanes, PackB};
 use scratch::with_scratch;
 
 /// A read-only strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.

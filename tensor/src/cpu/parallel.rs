@@ -48,7 +48,8 @@ pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 }
 
 thread_local! {
-    /// Whether this thread is running the closure of an [`on_pool`] call.
+    /// Whether this thread is running the closure of an [`on_pool`] call (or a job it took while
+    /// that closure waited in a join).
     static POLLED_CALLER: Cell<bool> = const { Cell::new(false) };
 }
 
@@ -338,5 +339,8 @@ mod tests {
             assert!(caught.is_err());
             assert!(!workers_are_polling());
         });
+        // From outside any pool (as `main` calls it): set on the worker that runs `f`, never here.
+        assert!(on_pool(workers_are_polling));
+        assert!(!workers_are_polling());
     }
 }

@@ -42,6 +42,7 @@
 
 use std::sync::OnceLock;
 
+use super::driver::parallel_min_macs;
 use super::{CPtr, MatRef, Out, PackB, round_to_bf16_bits};
 
 /// Depth of one k block (the f32 kernels' KC): the A micro-panel, 32 x 256 bf16 = 16 KiB, stays in L1.
@@ -119,7 +120,7 @@ pub(super) fn gemm<B: PackB<f32>>(a: MatRef<'_, f32>, b: B, out: Out<'_, f32>) {
         return;
     };
     let job = Job { a, b, c: CPtr(c), ldc: n, accumulate };
-    super::run_planned((m, n, k), (TILE, TILE), super::parallel_min_macs(), &|rows, cols| job.task(rows, cols));
+    super::run_planned((m, n, k), (TILE, TILE), parallel_min_macs(), &|rows, cols| job.task(rows, cols));
 }
 
 /// Everything a task needs; shared read-only by the tasks of one call.

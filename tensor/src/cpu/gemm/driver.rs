@@ -9,20 +9,27 @@ use super::scratch::with_scratch;
 use super::{MatRef, gemv};
 
 /// Below this many multiply-adds (128^3, about 25 us on one AVX-512 core) a product runs on the
-/// calling thread: waking a pool thread and joining it costs tens of microseconds on a busy or
-/// virtualised machine, so smaller products measured slower on two threads than on one.
+/// calling thread, outside `parallel::on_pool` (inside it see [`PARALLEL_MIN_MACS_POLLED`]):
+/// waking a pool thread and joining it costs tens of microseconds on a busy or virtualised
+/// machine, so smaller products measured slower on two threads than on one.
 pub(super) const PARALLEL_MIN_MACS: usize = 128 * 128 * 128;
 
 /// The threshold inside `parallel::on_pool`, whose other workers poll for work instead of
 /// sleeping, so a split costs no wake-up. Measured on the `train_step` benchmark at 2 threads
 /// (f32 base): the products of 2^18 to 2^21 multiply-adds (the gates' and noise nets' 4-column
 /// products and their gradients, 1024 x 256 x 4) on both threads took the step from about 170 to
-/// 161 ms; 2^16 gained nothing more.
+/// 164 ms; 2^16 gained nothing more.
 pub(super) const PARALLEL_MIN_MACS_POLLED: usize = 1 << 18;
 
 /// The product size from which [`run_planned`] splits C over the pool's threads, for this caller.
 pub(super) fn parallel_min_macs() -> usize {
     if crate::cpu::parallel::workers_are_polling() { PARALLEL_MIN_MACS_POLLED } else { PARALLEL_MIN_MACS }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Calls of [`run_planned`] on this thread that cut C into more than one task (for tests).
+    pub(super) static SPLIT_CALLS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// The base pointer of C, shared by the tasks of one call.
@@ -91,7 +98,7 @@ pub(super) fn plan(m: usize, n: usize, mr: usize, nr: usize, threads: usize) -> 
 /// one or two panels, so packing took about as long as the multiply-adds. Reading A in place
 /// costs one scalar broadcast per row and depth step either way; beyond a few B panels the packed
 /// A micro-panel's L1 locality pays off again.
-pub(super) const DIRECT_A_MAX_N: usize = 64;
+const DIRECT_A_MAX_N: usize = 64;
 
 /// Whether [`gemm_with`] reads A in place: A needs no widening, is contiguous along k, and the
 /// product is narrow ([`DIRECT_A_MAX_N`]). Either way every entry gets the same bits.
@@ -198,6 +205,8 @@ pub(super) fn run_planned(
     };
     let tasks = plan.row_tasks * plan.col_tasks;
     if tasks > 1 {
+        #[cfg(test)]
+        SPLIT_CALLS.with(|calls| calls.set(calls.get() + 1));
         // The calling thread computes task 0 itself while the pool takes the rest: one wake-up
         // fewer than handing everything to the pool, which matters for products of ~100 us.
         let run = &run;

@@ -36,8 +36,8 @@ pub(super) const WIDTH: usize = 32;
 /// From this many multiply-adds on, the columns are split over the pool's threads. One row reads
 /// each element of B once, so the product is bound by memory bandwidth, which a second core adds
 /// to; a 512 x 512 f32 weight (1 MiB, about 100 us from DRAM on one core) already pays for waking a
-/// pool thread. The blocked driver's threshold is higher because its products are compute-bound
-/// there.
+/// pool thread. Outside `parallel::on_pool` the blocked driver's threshold is higher, because its
+/// products are compute-bound there; inside it both are 2^18.
 pub(super) const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 /// Whether [`gemv`] computes this product (one row of A, and nothing to gain from the blocked

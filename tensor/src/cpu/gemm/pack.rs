@@ -15,7 +15,7 @@ pub(crate) trait Widen<E: Acc>: Copy + Sync {
     fn widen(self) -> E;
 
     /// `src` as accumulation-type elements when no widening is needed (`Self == E`), so that A
-    /// can be read in place by [`MicroKernel::run_direct`].
+    /// can be read in place by [`MicroKernel::run_direct`](super::kernels::MicroKernel::run_direct).
     #[inline(always)]
     fn in_place(_src: &[Self]) -> Option<&[E]> {
         None

@@ -1,4 +1,10 @@
-use super::driver::{PARALLEL_MIN_MACS, PARALLEL_MIN_MACS_POLLED, gemm_run, plan};
+//! The GEMM against the oracle of `brainstacks_kernels::gemm`: every kernel this CPU runs, every
+//! layout, thread-count invariance, the packing paths; the one-row path and the bf16-operand
+//! products in the submodules.
+
+use std::cell::Cell;
+
+use super::driver::{PARALLEL_MIN_MACS, PARALLEL_MIN_MACS_POLLED, SPLIT_CALLS, gemm_run, parallel_min_macs, plan};
 use super::kernels::{F32_PORTABLE, f32_kernels_available, f64_kernels_available};
 use super::*;
 
@@ -289,7 +295,6 @@ const POLLED_SPLIT_SHAPES: [(usize, usize, usize); 3] = [(1024, 4, 256), (300, 3
 #[test]
 fn products_split_only_inside_on_pool_keep_their_bits() {
     assert_eq!(parallel_min_macs(), PARALLEL_MIN_MACS);
-    pool(2).install(|| crate::cpu::parallel::on_pool(|| assert_eq!(parallel_min_macs(), PARALLEL_MIN_MACS_POLLED)));
     let bits = |c: &[f32]| c.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     for kernel in f32_kernels_available() {
         for (m, n, k) in POLLED_SPLIT_SHAPES {
@@ -304,6 +309,15 @@ fn products_split_only_inside_on_pool_keep_their_bits() {
                 c
             };
             let alone = pool(1).install(run);
+            // The product is cut into tasks inside `on_pool` only (counted on the calling thread).
+            let splits = |f: &dyn Fn()| {
+                let before = SPLIT_CALLS.with(Cell::get);
+                f();
+                SPLIT_CALLS.with(Cell::get) - before
+            };
+            assert_eq!(pool(2).install(|| splits(&|| drop(run()))), 0, "{}: {m}x{n}x{k} split outside on_pool", kernel.name);
+            let inside = pool(2).install(|| crate::cpu::parallel::on_pool(|| splits(&|| drop(run()))));
+            assert_eq!(inside, 1, "{}: {m}x{n}x{k} not split inside on_pool", kernel.name);
             for threads in [2, 3] {
                 let polled = pool(threads).install(|| crate::cpu::parallel::on_pool(run));
                 assert!(bits(&polled) == bits(&alone), "{}: {m}x{n}x{k} on {threads} polled threads", kernel.name);

@@ -80,7 +80,7 @@ pub(super) const F64_AVX2: MicroKernel<f64> = MicroKernel {
 /// The AVX-512 tile loop for an `MR` x `16 * NV` tile: `MR * NV` zmm accumulators.
 ///
 /// # Safety
-/// As [`super::KernelFn`] with `mr = MR`, `nr = 16 * NV`; the CPU must support AVX-512F.
+/// As [`super::kernels::KernelFn`] with `mr = MR`, `nr = 16 * NV`; the CPU must support AVX-512F.
 #[target_feature(enable = "avx512f")]
 unsafe fn kernel_f32_avx512<const MR: usize, const NV: usize, const DIRECT: bool>(
     kc: usize,
@@ -122,7 +122,7 @@ unsafe fn kernel_f32_avx512<const MR: usize, const NV: usize, const DIRECT: bool
 }
 
 /// # Safety
-/// As [`super::KernelFn`]; the CPU must support AVX2 and FMA.
+/// As [`super::kernels::KernelFn`]; the CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel_f32_avx2<const DIRECT: bool>(kc: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, ldc: usize, load_c: bool) {
     const MR: usize = AVX2_MR;
@@ -157,7 +157,7 @@ unsafe fn kernel_f32_avx2<const DIRECT: bool>(kc: usize, a: *const f32, lda: usi
 }
 
 /// # Safety
-/// As [`super::KernelFn`]; the CPU must support AVX2 and FMA.
+/// As [`super::kernels::KernelFn`]; the CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel_f64_avx2<const DIRECT: bool>(kc: usize, a: *const f64, lda: usize, b: *const f64, c: *mut f64, ldc: usize, load_c: bool) {
     // SAFETY: forwarded contract; `mul_add` compiles to a single FMA with the fma feature on.

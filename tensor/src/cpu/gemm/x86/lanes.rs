@@ -1,5 +1,6 @@
-//! Transposing loads of 8 lanes (B read along depth) for the packing of transposed operands
-//! and for the one-row product, with AVX and AVX2.
+//! Lanes read along depth (a transposed B, a row-major A), transposed 8 x 8 with AVX and AVX2
+//! (4 x 4 with SSE, then one by one): for packing panels, and for the one-row product's fused
+//! sums, which skip the panel.
 
 use std::arch::x86_64::*;
 
