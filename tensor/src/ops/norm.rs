@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use crate::cpu::parallel::{CHUNK, PARALLEL_THRESHOLD, filled};
+use crate::cpu::parallel::{CHUNK, PARALLEL_THRESHOLD, filled, offset_of};
 use crate::{Error, Result, Tensor, WithDType};
 
 // ---- helpers shared by the fused ops ------------------------------------------------------
@@ -66,9 +66,12 @@ pub(crate) fn for_each_row2<A: Send, B: Send>(
 }
 
 /// A new tensor with the shape and dtype `T` of `x`, whose row `r` (the last dim, `d` elements)
-/// is written by `f(r, x_row, out_row)` from the same row of `x` (made contiguous first). Rows go
-/// through [`for_each_row`] with `row_work` units of work each, so the result is thread-count
-/// invariant.
+/// is written by `f(r, x_row, out_row)` from the same row of `x`. Rows go through
+/// [`for_each_row`] with `row_work` units of work each, so the result is thread-count invariant.
+///
+/// A view whose rows are each contiguous (the last dim has stride 1: a narrowed last dim, or
+/// permuted outer dims such as the `[B, H, T, D]` view of the attention heads that RoPE rotates)
+/// is read in place, row by row; any other view is made contiguous first.
 pub(crate) fn map_rows<T: WithDType>(
     op: &'static str,
     x: &Tensor,
@@ -76,10 +79,18 @@ pub(crate) fn map_rows<T: WithDType>(
     row_work: usize,
     f: impl Fn(usize, &[T], &mut [T]) + Sync + Send,
 ) -> Result<Tensor> {
-    let xc = x.contiguous()?;
-    let xs = dense::<T>(&xc, op)?;
-    let mut out = filled(xs.len(), T::default());
-    for_each_row(&mut out, d, row_work, |r, row| f(r, &xs[r * d..(r + 1) * d], row));
+    let mut out = filled(x.elem_count(), T::default());
+    if !x.is_contiguous() && x.strides().last() == Some(&1) {
+        let (data, layout) = (x.cpu_slice::<T>(op)?, x.layout());
+        for_each_row(&mut out, d, row_work, |r, row| {
+            let start = offset_of(layout, r * d);
+            f(r, &data[start..start + d], row)
+        });
+    } else {
+        let xc = x.contiguous()?;
+        let xs = dense::<T>(&xc, op)?;
+        for_each_row(&mut out, d, row_work, |r, row| f(r, &xs[r * d..(r + 1) * d], row));
+    }
     Tensor::from_vec(out, x.shape(), &x.device())
 }
 
