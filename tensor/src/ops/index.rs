@@ -10,8 +10,8 @@
 //! f32/bf16/f16 (one rounding to bf16/f16 at the end), f64 for f64, and f64 for the integer dtypes
 //! (exact below 2^53; the final cast saturates, so a u8 sum above 255 gives 255, not a wrap).
 
-use super::norm::{dense, dispatch_all, for_each_row};
-use crate::cpu::parallel::{fill_chunks, for_offsets_in};
+use super::norm::{dense, dispatch_all};
+use crate::cpu::parallel::{build, fill_chunks, for_offsets_in};
 use crate::layout::{Layout, contiguous_strides};
 use crate::{DType, Dim, Error, Result, Tensor, WithDType};
 
@@ -90,14 +90,33 @@ fn select_along(op: &'static str, x: &Tensor, d: usize, ids: &[usize]) -> Result
     let n_ids = ids.len();
     dispatch_all!(x.dtype(), T => {
         let src = dense::<T>(&xc, op)?;
-        let mut out = vec![T::default(); outer * n_ids * inner];
-        for_each_row(&mut out, inner, inner, |r, row| {
-            let (o, j) = (r / n_ids, r % n_ids);
-            let at = (o * size + ids[j]) * inner;
-            row.copy_from_slice(&src[at..at + inner]);
+        // Written once, chunk by chunk (no zero-fill first): output row r is source row
+        // (o, ids[j]) for r = o * n_ids + j.
+        let out = build(outer * n_ids * inner, |start, chunk| {
+            for_row_parts(start, chunk, inner, |r, col, part| {
+                let (o, j) = (r / n_ids, r % n_ids);
+                let at = (o * size + ids[j]) * inner + col;
+                let n = part.len();
+                for (dst, &x) in part.iter_mut().zip(&src[at..at + n]) {
+                    dst.write(x);
+                }
+            });
         });
         Tensor::from_vec(out, &shape, &x.device())
     })
+}
+
+/// Splits `chunk`, the flat elements `start..start + chunk.len()` of a row-major buffer of rows
+/// `row_len` long, at row boundaries, and calls `f(row, first column, part)` on each part.
+fn for_row_parts<U>(start: usize, chunk: &mut [U], row_len: usize, mut f: impl FnMut(usize, usize, &mut [U])) {
+    let mut done = 0;
+    while done < chunk.len() {
+        let flat = start + done;
+        let (row, col) = (flat / row_len, flat % row_len);
+        let n = (row_len - col).min(chunk.len() - done);
+        f(row, col, &mut chunk[done..done + n]);
+        done += n;
+    }
 }
 
 impl Tensor {
@@ -244,23 +263,38 @@ impl Tensor {
         }
         let base = self.contiguous()?;
         let srcc = src.contiguous()?;
-        let avg_hits = n_ids / size.max(1) + 1;
         with_acc!(self.dtype(), T, A => {
             let b = dense::<T>(&base, OP)?;
             let s = dense::<T>(&srcc, OP)?;
-            let mut out = vec![T::default(); b.len()];
-            for_each_row(&mut out, inner, inner * avg_hits, |r, row| {
-                let (o, v) = (r / size, r % size);
-                let mut acc: Vec<A> = b[r * inner..(r + 1) * inner].iter().map(|&x| A::from_t(x)).collect();
-                for &j in &hits[starts[v]..starts[v + 1]] {
-                    let at = (o * n_ids + j) * inner;
-                    for (a, &x) in acc.iter_mut().zip(&s[at..at + inner]) {
-                        *a += A::from_t(x);
+            // Written once, chunk by chunk: each element is its base value plus the source
+            // elements that land on it in increasing j, summed in the accumulator type, so the
+            // chunking (and the thread count) never changes a bit. A row nothing lands on is a
+            // copy of the base.
+            let out = build(b.len(), |start, chunk| {
+                let mut acc: Vec<A> = Vec::with_capacity(chunk.len().min(inner));
+                for_row_parts(start, chunk, inner, |r, col, part| {
+                    let (o, v) = (r / size, r % size);
+                    let (first, n) = (r * inner + col, part.len());
+                    let base_part = &b[first..first + n];
+                    let landing = &hits[starts[v]..starts[v + 1]];
+                    if landing.is_empty() {
+                        for (dst, &x) in part.iter_mut().zip(base_part) {
+                            dst.write(x);
+                        }
+                        return;
                     }
-                }
-                for (dst, a) in row.iter_mut().zip(acc) {
-                    *dst = a.to_t::<T>();
-                }
+                    acc.clear();
+                    acc.extend(base_part.iter().map(|&x| A::from_t(x)));
+                    for &j in landing {
+                        let at = (o * n_ids + j) * inner + col;
+                        for (a, &x) in acc.iter_mut().zip(&s[at..at + n]) {
+                            *a += A::from_t(x);
+                        }
+                    }
+                    for (dst, a) in part.iter_mut().zip(&acc) {
+                        dst.write(a.to_t::<T>());
+                    }
+                });
             });
             Tensor::from_vec(out, self.shape(), &self.device())
         })
@@ -425,6 +459,35 @@ mod tests {
         let out = base.scatter_add(1, &idx, &src).unwrap();
         assert_eq!(out.to_vec::<f32>().unwrap(), vec![21., 1., 1., 41.]);
         assert_eq!(base.to_vec::<f32>().unwrap(), vec![1., 1., 1., 1.]);
+    }
+
+    /// `index_add` onto a non-zero base with repeated ids, rows nothing lands on, and inner
+    /// sizes around the parallel chunk: every element is the base plus its sources in increasing
+    /// j, summed in the accumulation type (f32 for f32 and bf16) and rounded once, to the bit.
+    #[test]
+    fn index_add_sums_sources_in_order_onto_the_base() {
+        for (dtype, size, inner, ids) in [
+            (DType::F32, 5, 3, vec![4i64, 1, 4, 4, 0]),
+            (DType::BF16, 4, 7, vec![2, 2, 0]),
+            (DType::F32, 6, 9000, vec![5, 0, 5, 3]),
+            (DType::BF16, 3, 20000, vec![1, 1, 2, 1]),
+        ] {
+            let n = ids.len();
+            let base = Tensor::from_vec(values(size * inner, 21, 3.0), &[size, inner], &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+            let src = Tensor::from_vec(values(n * inner, 22, 1.0), &[n, inner], &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
+            let got = base.index_add(0, &ids_tensor(&ids, &[n], DType::I64), &src).unwrap().to_vec_f64().unwrap();
+            let (b, s) = (base.to_vec_f64().unwrap(), src.to_vec_f64().unwrap());
+            for v in 0..size {
+                for c in 0..inner {
+                    let mut acc = b[v * inner + c] as f32;
+                    for (j, _) in ids.iter().enumerate().filter(|&(_, &id)| id as usize == v) {
+                        acc += s[j * inner + c] as f32;
+                    }
+                    let want = Tensor::from_vec(vec![acc], &[1], &Device::Cpu).unwrap().to_dtype(dtype).unwrap().to_vec_f64().unwrap()[0];
+                    assert_eq!(got[v * inner + c].to_bits(), want.to_bits(), "{dtype:?} row {v} col {c}");
+                }
+            }
+        }
     }
 
     #[test]
