@@ -3,6 +3,7 @@
 
 use super::index::index_values;
 use super::norm::{dense, dispatch_float, for_each_row, for_each_row2, map_rows};
+use super::unary::exp_f64;
 use crate::cpu::parallel::filled;
 use crate::{Error, Result, Tensor, WithDType};
 
@@ -38,23 +39,74 @@ fn check(op: &'static str, logits: &Tensor, targets: &Tensor, ignore_index: Opti
 
 /// `log sum exp(row)` in f64, shifted by the row max so it never overflows.
 fn log_sum_exp<T: WithDType>(row: &[T]) -> f64 {
-    let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v.to_f64()));
+    let m = row_max(row);
     if m == f64::NEG_INFINITY {
         return m;
     }
-    let s: f64 = row.iter().map(|&v| (v.to_f64() - m).exp()).sum();
-    m + s.ln()
+    let mut sum = LaneSum::default();
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        sum.add_lanes(std::array::from_fn(|l| exp_f64(c[l].to_f64() - m)));
+    }
+    m + sum.finish(tail.iter().map(|&v| exp_f64(v.to_f64() - m))).ln()
+}
+
+/// Lanes of the row reductions: independent partial sums (and maxima) so the loops vectorise
+/// instead of chaining one dependent f64 operation per element.
+const LANES: usize = 8;
+
+/// The largest element of `row` as f64 (`-inf` for an empty row; NaN is ignored, as `f64::max`
+/// does). Exact, so the lane order does not matter.
+fn row_max<T: WithDType>(row: &[T]) -> f64 {
+    let mut lanes = [f64::NEG_INFINITY; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (l, &v) in lanes.iter_mut().zip(c) {
+            let x = v.to_f64();
+            *l = if x > *l { x } else { *l };
+        }
+    }
+    tail.iter().map(|&v| v.to_f64()).chain(lanes).fold(f64::NEG_INFINITY, f64::max)
+}
+
+/// A sum of a row's terms in a fixed order: term `j` of the whole chunks goes to lane `j % 8`
+/// (in increasing `j`), the lanes are added pairwise, then the tail in order. The cross-entropy
+/// and its gradient both sum this way, so the fused pass and the separate ones agree to the bit.
+#[derive(Default)]
+struct LaneSum([f64; LANES]);
+
+impl LaneSum {
+    #[inline(always)]
+    fn add_lanes(&mut self, terms: [f64; LANES]) {
+        for (l, t) in self.0.iter_mut().zip(terms) {
+            *l += t;
+        }
+    }
+
+    fn finish(self, tail: impl Iterator<Item = f64>) -> f64 {
+        let l = self.0;
+        let lanes = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+        tail.fold(lanes, |s, t| s + t)
+    }
 }
 
 /// Writes one kept row's gradient `(softmax(row) - onehot(t)) * scale` into `g`, with one
 /// exponential per element (`e_j = exp(x_j - max)`, softmax `= e_j / sum(e)`), and returns the
-/// row max and `sum(e)` (summed in element order, as [`log_sum_exp`] does), from which the fused
-/// op gets the row's loss.
+/// row max and `sum(e)` (summed in the order of [`LaneSum`], as [`log_sum_exp`] does), from
+/// which the fused op gets the row's loss.
 fn grad_row<T: WithDType>(row: &[T], t: usize, scale: f64, g: &mut [T]) -> (f64, f64) {
-    let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v.to_f64()));
+    let m = row_max(row);
     let mut e = Vec::with_capacity(row.len());
-    e.extend(row.iter().map(|&v| (v.to_f64() - m).exp()));
-    let sum = e.iter().sum::<f64>();
+    e.extend(row.iter().map(|&v| exp_f64(v.to_f64() - m)));
+    let mut lanes = LaneSum::default();
+    let chunks = e.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        lanes.add_lanes(c.try_into().expect("LANES terms"));
+    }
+    let sum = lanes.finish(tail.iter().copied());
     let inv = 1.0 / sum;
     for (j, (o, &ej)) in g.iter_mut().zip(&e).enumerate() {
         let onehot = if j == t { 1.0 } else { 0.0 };
