@@ -349,3 +349,19 @@ fn a_hook_may_use_its_own_tape() {
     assert_eq!(*seen.lock().unwrap(), before);
     assert_eq!(values(grads.get(&x).unwrap()), vec![20.0, 40.0]);
 }
+
+#[test]
+fn add_n_passes_its_gradient_to_every_part() {
+    let tape = Tape::new();
+    let a = tape.param(t(&[1.0, 2.0, 3.0, 4.0], &[2, 2]));
+    let b = tape.param(t(&[0.5, -1.0], &[2])); // broadcast over the rows
+    let c = Var::constant(t(&[10.0, 20.0, 30.0, 40.0], &[2, 2]));
+    let w = Var::constant(t(&[1.0, 2.0, 3.0, 4.0], &[2, 2]));
+    // The same part twice: its gradient accumulates.
+    let sum = Var::add_n(&[&a, &b, &c, &a]).unwrap();
+    assert_eq!(values(sum.tensor()), vec![12.5, 23.0, 36.5, 47.0]);
+    let grads = tape.backward(&sum.mul(&w).unwrap().sum_all().unwrap()).unwrap();
+    assert_eq!(values(grads.get(&a).unwrap()), vec![2.0, 4.0, 6.0, 8.0]);
+    assert_eq!(values(grads.get(&b).unwrap()), vec![4.0, 6.0]);
+    assert!(grads.get(&c).is_none());
+}

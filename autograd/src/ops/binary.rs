@@ -22,6 +22,18 @@ impl Var {
         })
     }
 
+    /// `parts[0] + parts[1] + ...` left to right (see [`Tensor::add_n`]: the bits of chaining
+    /// [`Var::add`], in one pass when the parts share a shape); each part's gradient is the
+    /// output's, summed back to its shape if it was broadcast.
+    pub fn add_n(parts: &[&Var]) -> Result<Var> {
+        let tensors: Vec<&Tensor> = parts.iter().map(|p| p.tensor()).collect();
+        let out = Tensor::add_n(&tensors)?;
+        let shapes: Vec<Vec<usize>> = parts.iter().map(|p| p.shape().to_vec()).collect();
+        record("add_n", parts, out, move |g, needs| {
+            needs.iter().zip(&shapes).map(|(&need, shape)| if need { unbroadcast(g.clone(), shape).map(Some) } else { Ok(None) }).collect()
+        })
+    }
+
     /// `self - rhs` with broadcasting; `rhs` gets the negated gradient.
     pub fn sub(&self, rhs: &Var) -> Result<Var> {
         let (sa, sb) = (self.shape().to_vec(), rhs.shape().to_vec());

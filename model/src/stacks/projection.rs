@@ -53,11 +53,15 @@ pub(crate) fn lock(state: &Mutex<ProjectionStacks>) -> MutexGuard<'_, Projection
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn add(total: Option<Var>, d: Var) -> Result<Option<Var>> {
-    Ok(Some(match total {
-        None => d,
-        Some(t) => t.add(&d)?,
-    }))
+/// The sum of `parts`, left to right (`None` when there are none), in one pass however many
+/// there are: the same bits as adding them one by one, which cost a full pass and a tensor per
+/// frozen stack at every projection.
+fn sum(parts: Vec<Var>) -> Result<Option<Var>> {
+    Ok(match parts.len() {
+        0 => None,
+        1 => parts.into_iter().next(),
+        _ => Some(Var::add_n(&parts.iter().collect::<Vec<_>>())?),
+    })
 }
 
 /// Mean over the token axis: `[B, T, d] -> B rows`, `[T, d] -> 1 row` (one sequence).
@@ -121,7 +125,8 @@ impl StackedProjection {
         let settings = self.control.settings();
         let mut st = lock(&self.state);
         let training = settings.training;
-        let mut total: Option<Var> = None;
+        // The deltas to add up, in order; summed once at the end (see `sum`).
+        let mut parts: Vec<Var> = Vec::new();
 
         let x_frozen = if settings.options.truncate_frozen_grad { x.detach() } else { x.clone() };
         let mut captured: Vec<(String, Tensor)> = Vec::new();
@@ -140,13 +145,14 @@ impl StackedProjection {
                 && !settings.capture
                 && rows.contains(&0.0)
             {
-                total = self.add_weighted_rows(total, &f.stack, &x_frozen, rows, &f.id.domain)?;
+                let total = self.add_weighted_rows(sum(std::mem::take(&mut parts))?, &f.stack, &x_frozen, rows, &f.id.domain)?;
+                parts.extend(total);
                 continue;
             }
             let mut d = f.stack.forward(&x_frozen, noise)?.delta;
             if settings.capture {
                 match captured.last_mut() {
-                    Some((domain, sum)) if *domain == f.id.domain => *sum = sum.add(d.tensor())?,
+                    Some((domain, acc)) if *domain == f.id.domain => *acc = acc.add(d.tensor())?,
                     _ => captured.push((f.id.domain.clone(), d.tensor().clone())),
                 }
             }
@@ -158,10 +164,10 @@ impl StackedProjection {
                     d.mul(&Var::constant(row_weights(&rows, d.rank(), d.dtype(), &d.tensor().device())?))?
                 }
             };
-            total = add(total, d)?;
+            parts.push(d);
         }
-        for (domain, sum) in captured {
-            let rows = pooled_rows(&sum)?;
+        for (domain, delta_sum) in captured {
+            let rows = pooled_rows(&delta_sum)?;
             st.captured.entry(domain).or_default().extend(rows);
         }
 
@@ -181,9 +187,9 @@ impl StackedProjection {
                     }
                 }
             }
-            total = add(total, d)?;
+            parts.push(d);
         }
-        Ok(total)
+        sum(parts)
     }
 }
 

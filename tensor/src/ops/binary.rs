@@ -344,6 +344,29 @@ fn binary_typed<T: Arith>(lhs: &Tensor, rhs: &Tensor, op: BinaryOp) -> Result<Te
     Tensor::from_cpu_storage(T::into_storage(v), &shape)
 }
 
+/// [`Tensor::add_n`] for at least two CPU parts of one shape and element type `T`: each output
+/// element is `T::add` folded over the parts in order, as the chain of binary adds computes it.
+fn add_n_typed<T: Arith>(op: &'static str, parts: &[&Tensor]) -> Result<Tensor> {
+    let contiguous: Vec<Tensor> = parts.iter().map(|p| p.contiguous()).collect::<Result<_>>()?;
+    let slices: Vec<&[T]> = contiguous.iter().map(|c| super::norm::dense::<T>(c, op)).collect::<Result<_>>()?;
+    let (a, b, rest) = (slices[0], slices[1], &slices[2..]);
+    let out = parallel::build(a.len(), |start, chunk| {
+        let end = start + chunk.len();
+        for ((o, &x), &y) in chunk.iter_mut().zip(&a[start..end]).zip(&b[start..end]) {
+            o.write(T::add(x, y));
+        }
+        // SAFETY: the loop above wrote every element of the chunk (`a` and `b` have its length),
+        // and `MaybeUninit<T>` has the layout of `T`.
+        let chunk = unsafe { &mut *(chunk as *mut [MaybeUninit<T>] as *mut [T]) };
+        for part in rest {
+            for (o, &y) in chunk.iter_mut().zip(&part[start..end]) {
+                *o = T::add(*o, y);
+            }
+        }
+    });
+    Tensor::from_cpu_storage(T::into_storage(out), parts[0].shape())
+}
+
 /// Checks that `v` can act on an integer tensor: finite, integral, within i64.
 fn int_scalar(op: &'static str, t: &Tensor, v: f64) -> Result<i64> {
     if v.is_finite() && v.fract() == 0.0 && v >= i64::MIN as f64 && v < i64::MAX as f64 {
@@ -371,6 +394,28 @@ impl Tensor {
     /// `self + rhs` with broadcasting; see [`Tensor::binary`].
     pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
         self.binary(rhs, BinaryOp::Add)
+    }
+
+    /// `parts[0] + parts[1] + ...`, added left to right: the values of chaining [`Tensor::add`],
+    /// to the bit. When the parts are CPU tensors of one shape and dtype it is one pass writing
+    /// one output, where the chain writes `n - 1` tensors and reads `2 (n - 1)`: summing the
+    /// deltas of several frozen stacks at every projection was such a chain. Otherwise (other
+    /// shapes, which broadcast as `add` does; a GPU) it is the chain. An empty list is an error.
+    pub fn add_n(parts: &[&Tensor]) -> Result<Tensor> {
+        const OP: &str = "add_n";
+        let Some((first, rest)) = parts.split_first() else {
+            return Err(Error::invalid(OP, &[], "no tensors to add"));
+        };
+        let one_pass =
+            !rest.is_empty() && parts.iter().all(|p| p.shape() == first.shape() && p.dtype() == first.dtype() && !p.device().is_cuda());
+        if !one_pass {
+            let mut sum = (*first).clone();
+            for p in rest {
+                sum = sum.add(p)?;
+            }
+            return Ok(sum);
+        }
+        dispatch_all!(first.dtype(), T => add_n_typed::<T>(OP, parts))
     }
     /// `self - rhs` with broadcasting; see [`Tensor::binary`].
     pub fn sub(&self, rhs: &Tensor) -> Result<Tensor> {
@@ -454,6 +499,40 @@ pub(crate) mod tests {
     use super::*;
     use crate::Device;
     use proptest::prelude::*;
+
+    /// `add_n` gives the bits of chaining `add`, for every dtype family, strided parts, sizes
+    /// across the parallel chunking, broadcasting parts (the chain) and a single part; no parts
+    /// is an error.
+    #[test]
+    fn add_n_matches_chained_adds_to_the_bit() {
+        use super::super::norm::testing::{values, view_of};
+        for (dtype, n, parts) in [
+            (DType::F32, 7, 3),
+            (DType::BF16, 9, 4),
+            (DType::F64, 5, 2),
+            (DType::I64, 6, 3),
+            (DType::F32, 40_000, 5),
+            (DType::BF16, 33_000, 3),
+        ] {
+            for mode in 0..3u8 {
+                let ts: Vec<Tensor> = (0..parts).map(|k| view_of(&values(n * 2, 40 + k as u64, 50.0), &[n, 2], dtype, mode)).collect();
+                let refs: Vec<&Tensor> = ts.iter().collect();
+                let got = Tensor::add_n(&refs).unwrap();
+                let mut want = ts[0].clone();
+                for t in &ts[1..] {
+                    want = want.add(t).unwrap();
+                }
+                assert_eq!(got.shape(), want.shape());
+                let bits = |t: &Tensor| t.to_vec_f64().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "{dtype:?} n {n} parts {parts} mode {mode}");
+            }
+        }
+        let a = Tensor::from_vec(vec![1f32, 2., 3., 4.], &[2, 2], &Device::Cpu).unwrap();
+        let row = Tensor::from_vec(vec![10f32, 20.], &[2], &Device::Cpu).unwrap();
+        assert_eq!(Tensor::add_n(&[&a, &row, &a]).unwrap().to_vec::<f32>().unwrap(), vec![12., 24., 16., 28.]);
+        assert_eq!(Tensor::add_n(&[&a]).unwrap().to_vec::<f32>().unwrap(), vec![1., 2., 3., 4.]);
+        assert!(Tensor::add_n(&[]).is_err());
+    }
 
     fn pool(threads: usize) -> rayon::ThreadPool {
         rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap()
